@@ -1,0 +1,273 @@
+//! Speech recognition: 16 kHz mono PCM in, timed text segments out (Whisper through whisper.cpp).
+//!
+//! `WhisperModel` is the maths (one window of audio → segments); `Windower` cuts an endless stream
+//! into windows of at most 30 s at its quietest points, so files of any length stream through.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use whisper_rs::{
+    FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
+};
+
+/// Whisper's sample rate.
+pub const SAMPLE_RATE: u32 = 16_000;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AsrError {
+    #[error("cannot load Whisper model {path}: {detail} (is it a whisper.cpp ggml file? `seesay models import` converts CTranslate2 models)")]
+    Load { path: String, detail: String },
+    #[error("unknown language '{0}': use a Whisper language code such as en, de, fr, or auto")]
+    Language(String),
+    #[error("model {model} is English-only; it cannot transcribe language '{language}' (try --model whisper-base)")]
+    EnglishOnly { model: String, language: String },
+    #[error("Whisper failed: {0}")]
+    Inference(String),
+}
+
+/// Speech recognition settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AsrConfig {
+    /// A model name from `seesay models list`, or the path of any whisper.cpp ggml file.
+    pub model: String,
+    /// Spoken language code (en, de, ...), or "auto" to detect it (multilingual models only).
+    pub language: String,
+    /// CPU threads for whisper.cpp; 0 uses every core.
+    pub threads: usize,
+    /// Segments whose no-speech probability is above this are dropped (Whisper's own silence guess).
+    pub no_speech_threshold: f32,
+    /// Windows whose loudest 30 ms frame is quieter than this RMS level (0..1) are not sent to
+    /// Whisper at all: it invents text on silence. 0.01 is about -40 dBFS.
+    pub silence_rms: f32,
+    /// Longest window handed to Whisper, in seconds (at most 30).
+    pub window_seconds: f32,
+    /// Shrink Whisper's audio context to the window's length (much faster on short audio).
+    pub fit_audio_context: bool,
+}
+
+impl Default for AsrConfig {
+    fn default() -> Self {
+        AsrConfig {
+            model: "whisper-tiny.en".into(),
+            language: "en".into(),
+            threads: 0,
+            no_speech_threshold: 0.6,
+            silence_rms: 0.01,
+            window_seconds: 30.0,
+            fit_audio_context: true,
+        }
+    }
+}
+
+impl AsrConfig {
+    pub fn threads(&self) -> usize {
+        if self.threads > 0 {
+            self.threads
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+}
+
+/// One piece of transcript, times in seconds from the start of the input.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Segment {
+    pub start: f64,
+    pub end: f64,
+    pub text: String,
+}
+
+/// A loaded Whisper model with its decoding state.
+pub struct WhisperModel {
+    ctx: WhisperContext,
+    state: WhisperState,
+    cfg: AsrConfig,
+    name: String,
+}
+
+impl WhisperModel {
+    pub fn load(path: &Path, cfg: &AsrConfig) -> Result<WhisperModel, AsrError> {
+        whisper_rs::install_logging_hooks();
+        let load_err = |detail: String| AsrError::Load {
+            path: path.display().to_string(),
+            detail,
+        };
+        if !path.is_file() {
+            return Err(load_err("no such file".into()));
+        }
+        let ctx = WhisperContext::new_with_params(path, WhisperContextParameters::default())
+            .map_err(|e| load_err(e.to_string()))?;
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        if cfg.language != "auto" && whisper_rs::get_lang_id(&cfg.language).is_none() {
+            return Err(AsrError::Language(cfg.language.clone()));
+        }
+        if !ctx.is_multilingual() && cfg.language != "en" {
+            return Err(AsrError::EnglishOnly {
+                model: name,
+                language: cfg.language.clone(),
+            });
+        }
+        let state = ctx.create_state().map_err(|e| load_err(e.to_string()))?;
+        Ok(WhisperModel {
+            ctx,
+            state,
+            cfg: cfg.clone(),
+            name,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Transcribes one window (at most 30 s); times are offset by `offset` seconds.
+    pub fn transcribe(&mut self, samples: &[f32], offset: f64) -> Result<Vec<Segment>, AsrError> {
+        if is_silent(samples, self.cfg.silence_rms) {
+            tracing::debug!(offset, "window is silent; not sent to Whisper");
+            return Ok(Vec::new());
+        }
+        let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
+        params.set_n_threads(self.cfg.threads() as i32);
+        params.set_language(Some(&self.cfg.language));
+        params.set_print_progress(false);
+        params.set_print_realtime(false);
+        params.set_print_special(false);
+        params.set_print_timestamps(false);
+        params.set_no_context(true);
+        params.set_suppress_nst(true);
+        params.set_no_speech_thold(self.cfg.no_speech_threshold);
+        let secs = samples.len() as f32 / SAMPLE_RATE as f32;
+        if self.cfg.fit_audio_context && secs < 29.0 {
+            // 50 encoder frames per second of audio, with a margin; too tight a context makes
+            // Whisper repeat itself.
+            let n_ctx = self.ctx.model_n_audio_ctx();
+            let ctx = ((secs + 1.5) * 50.0).ceil() as i32;
+            params.set_audio_ctx(ctx.min(n_ctx));
+        }
+        self.state
+            .full(params, samples)
+            .map_err(|e| AsrError::Inference(e.to_string()))?;
+        let mut out = Vec::new();
+        for seg in self.state.as_iter() {
+            let text = seg
+                .to_str_lossy()
+                .map_err(|e| AsrError::Inference(e.to_string()))?;
+            let text = text.trim();
+            let p = seg.no_speech_probability();
+            if text.is_empty() || p > self.cfg.no_speech_threshold {
+                tracing::debug!(text, no_speech = p, "dropping segment");
+                continue;
+            }
+            out.push(Segment {
+                start: offset + seg.start_timestamp() as f64 / 100.0,
+                end: offset + seg.end_timestamp() as f64 / 100.0,
+                text: text.to_string(),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// True when no 30 ms frame of `samples` reaches `threshold` RMS.
+pub fn is_silent(samples: &[f32], threshold: f32) -> bool {
+    let frame = (SAMPLE_RATE as usize * 30) / 1000;
+    samples
+        .chunks(frame)
+        .all(|f| crate::audio::rms(f) < threshold)
+}
+
+/// Cuts a stream of samples into windows of at most `max` samples, each cut at the quietest
+/// 100 ms frame of the window's last third, so words are rarely split.
+pub struct Windower {
+    buf: Vec<f32>,
+    max: usize,
+    /// Samples already handed out, for timestamps.
+    consumed: usize,
+}
+
+impl Windower {
+    pub fn new(max_seconds: f32) -> Windower {
+        let max = (max_seconds.clamp(1.0, 30.0) * SAMPLE_RATE as f32) as usize;
+        Windower {
+            buf: Vec::with_capacity(max * 2),
+            max,
+            consumed: 0,
+        }
+    }
+
+    /// Adds samples; returns every full window now available, with its start time in seconds.
+    pub fn push(&mut self, samples: &[f32]) -> Vec<(f64, Vec<f32>)> {
+        self.buf.extend_from_slice(samples);
+        let mut out = Vec::new();
+        while self.buf.len() >= self.max {
+            let cut = quietest_cut(&self.buf[..self.max]);
+            out.push(self.take(cut));
+        }
+        out
+    }
+
+    /// The remaining samples as a last window.
+    pub fn finish(&mut self) -> Option<(f64, Vec<f32>)> {
+        (!self.buf.is_empty()).then(|| self.take(self.buf.len()))
+    }
+
+    fn take(&mut self, n: usize) -> (f64, Vec<f32>) {
+        let start = self.consumed as f64 / SAMPLE_RATE as f64;
+        self.consumed += n;
+        (start, self.buf.drain(..n).collect())
+    }
+}
+
+fn quietest_cut(window: &[f32]) -> usize {
+    let frame = SAMPLE_RATE as usize / 10;
+    let from = window.len() * 2 / 3 / frame;
+    let frames = window.len() / frame;
+    (from..frames)
+        .min_by(|&a, &b| {
+            let ra = crate::audio::rms(&window[a * frame..(a + 1) * frame]);
+            let rb = crate::audio::rms(&window[b * frame..(b + 1) * frame]);
+            ra.total_cmp(&rb)
+        })
+        .map_or(window.len(), |i| i * frame + frame / 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windower_cuts_at_the_quiet_spot_and_keeps_every_sample() {
+        let sr = SAMPLE_RATE as usize;
+        // 25 s loud, 1 s silent, 14 s loud.
+        let mut s = vec![0.3f32; 25 * sr];
+        s.extend(vec![0.0; sr]);
+        s.extend(vec![0.3; 14 * sr]);
+        let mut w = Windower::new(30.0);
+        let mut windows = Vec::new();
+        for chunk in s.chunks(4000) {
+            windows.extend(w.push(chunk));
+        }
+        windows.extend(w.finish());
+        assert_eq!(windows.len(), 2);
+        let (t0, first) = &windows[0];
+        assert_eq!(*t0, 0.0);
+        let cut = first.len() as f64 / sr as f64;
+        assert!((25.0..26.0).contains(&cut), "cut at {cut}s");
+        assert!((windows[1].0 - cut).abs() < 1e-9);
+        assert_eq!(windows.iter().map(|(_, w)| w.len()).sum::<usize>(), s.len());
+    }
+
+    #[test]
+    fn silence_detection_looks_at_the_loudest_frame() {
+        let mut s = vec![0.001f32; 16_000];
+        assert!(is_silent(&s, 0.01));
+        s[8000..8480].iter_mut().for_each(|v| *v = 0.2);
+        assert!(!is_silent(&s, 0.01));
+    }
+}

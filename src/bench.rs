@@ -1,0 +1,130 @@
+//! `seesay bench`: the real-time factor (processing time / audio time) of each stage, as medians
+//! over several runs after a warm-up. Numbers from debug builds are meaningless: use --release.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use clap::Args;
+
+use crate::config::Config;
+use crate::models::Store;
+
+/// The paragraph synthesised by the TTS benchmark (fixed, so runs compare).
+pub const TTS_PARAGRAPH: &str = "The quick brown fox jumps over the lazy dog. \
+On the third of March, 2024, about 1,250 people gathered in the square to watch the eclipse. \
+Would you like me to read the rest of the article, or shall we stop here? \
+Speech synthesis has come a long way since the first talking machines.";
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Timed runs per stage (after one warm-up run).
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// Which stages: asr, tts or all.
+    #[arg(long, default_value = "all")]
+    pub stage: String,
+    /// Print the results as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Median of a set of measurements.
+pub fn median(xs: &mut [f64]) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
+}
+
+/// Times `f` once to warm up, then `runs` times; returns the median seconds.
+fn time_median(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        let t = Instant::now();
+        f()?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    Ok(median(&mut times))
+}
+
+pub fn run(cfg: &Config, a: BenchArgs) -> Result<()> {
+    if cfg!(debug_assertions) {
+        eprintln!("warning: this is a debug build; build with --release for meaningful numbers");
+    }
+    let mut report = serde_json::Map::new();
+    report.insert("runs".into(), a.runs.into());
+    if a.stage == "asr" || a.stage == "all" {
+        let store = Store::from_config(&cfg.models)?;
+        let wav = store.resolve("sample-jfk")?;
+        let pcm = crate::audio::read_file(&wav, crate::asr::SAMPLE_RATE)?;
+        let audio_s = pcm.len() as f64 / crate::asr::SAMPLE_RATE as f64;
+        let mut model = crate::cli::load_whisper(cfg)?;
+        let mut words = String::new();
+        let secs = time_median(a.runs, || {
+            words = crate::transcript::plain_text(&model.transcribe(&pcm, 0.0)?);
+            Ok(())
+        })?;
+        eprintln!(
+            "asr  {:<22} audio {audio_s:5.1} s  median {:6.0} ms  RTF {:.3}  ({:.0}x real time)",
+            model.name(),
+            secs * 1000.0,
+            secs / audio_s,
+            audio_s / secs
+        );
+        report.insert(
+            "asr".into(),
+            serde_json::json!({"model": model.name(), "threads": cfg.asr.threads(), "audio_s": audio_s,
+                "median_ms": secs * 1000.0, "rtf": secs / audio_s, "text": words}),
+        );
+    }
+    if a.stage == "tts" || a.stage == "all" {
+        let mut voice = crate::cli::load_voice(cfg)?;
+        let mut audio_s = 0.0;
+        let secs = time_median(a.runs, || {
+            let pcm = crate::cli::speak_text(&mut voice, TTS_PARAGRAPH, 0)?;
+            audio_s = pcm.len() as f64 / voice.sample_rate as f64;
+            Ok(())
+        })?;
+        // First sentence alone: what a listener waits for before speech starts.
+        let first = crate::tts::split_sentences(TTS_PARAGRAPH).remove(0);
+        let first_s = time_median(a.runs, || {
+            voice.synthesize(&first).map(|_| ()).map_err(Into::into)
+        })?;
+        eprintln!(
+            "tts  {:<22} audio {audio_s:5.1} s  median {:6.0} ms  RTF {:.3}  ({:.0}x real time); first sentence {:.0} ms",
+            cfg.tts.voice,
+            secs * 1000.0,
+            secs / audio_s,
+            audio_s / secs,
+            first_s * 1000.0
+        );
+        report.insert(
+            "tts".into(),
+            serde_json::json!({"voice": cfg.tts.voice, "audio_s": audio_s, "median_ms": secs * 1000.0,
+                "rtf": secs / audio_s, "first_sentence_ms": first_s * 1000.0}),
+        );
+    }
+    if report.len() == 1 {
+        anyhow::bail!("unknown stage '{}': use asr, tts or all", a.stage);
+    }
+    if a.json {
+        println!("{}", serde_json::Value::Object(report));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn median_of_odd_and_even_sets() {
+        assert_eq!(super::median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(super::median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+}

@@ -1,0 +1,440 @@
+//! The command line: arguments in, commands run, results on stdout and one-line errors out.
+
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::asr::{self, WhisperModel};
+use crate::audio;
+use crate::config::Config;
+use crate::models::{FileState, Store};
+use crate::transcript::{self, Format};
+use crate::tts::{self, PiperVoice};
+
+/// seesay: a local voice-and-vision assistant. It listens, looks and talks back, on this machine.
+#[derive(Debug, Parser)]
+#[command(name = "seesay", version, about)]
+pub struct Cli {
+    /// Config file (TOML). Default: $SEESAY_CONFIG, else ~/.config/seesay/config.toml if present.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// More log output (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// One spoken turn from a recording: transcribe it and speak the reply into a WAV file.
+    /// With no arguments it uses the bundled recording (jfk.wav) and writes reply.wav.
+    Run(RunArgs),
+    /// Transcribe audio files (WAV, FLAC, MP3, OGG; any rate and channel count).
+    Transcribe(TranscribeArgs),
+    /// Speak text (an argument, or standard input) to a WAV file or the speakers.
+    Say(SayArgs),
+    /// Fetch, check and import models.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+    /// Show the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Measure speed: real-time factors of speech recognition and synthesis (release builds only).
+    Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Recording of what the user says. Default: the bundled sample (models fetch sample-jfk).
+    #[arg(long, value_name = "FILE")]
+    pub input: Option<PathBuf>,
+    /// Where the spoken reply goes.
+    #[arg(long, short, value_name = "FILE", default_value = "reply.wav")]
+    pub output: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct TranscribeArgs {
+    /// Audio files.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value = "text")]
+    pub format: Format,
+    /// Whisper model: a name from `seesay models list` or a ggml file.
+    #[arg(long, short)]
+    pub model: Option<String>,
+    /// Spoken language code (en, de, ...) or "auto".
+    #[arg(long, short)]
+    pub language: Option<String>,
+    /// CPU threads (0: all cores).
+    #[arg(long, short)]
+    pub threads: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct SayArgs {
+    /// Text to speak. Without it, standard input is read.
+    pub text: Option<String>,
+    /// Write a WAV file instead of playing on the speakers.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Piper voice: a name from `seesay models list` or an .onnx file.
+    #[arg(long)]
+    pub voice: Option<String>,
+    /// Speaking rate (1 normal, 2 twice as fast).
+    #[arg(long)]
+    pub rate: Option<f32>,
+    /// Output device name for playback (default: the system's).
+    #[arg(long, default_value = "")]
+    pub device: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// List the models seesay knows, and which are present.
+    List,
+    /// Download, convert and verify models (default: the default set).
+    Fetch {
+        /// Model names; none means every default model.
+        names: Vec<String>,
+        /// Fetch every model in the manifest.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Check present models against their sha256.
+    Verify {
+        /// Model names; none means every model that is present.
+        names: Vec<String>,
+    },
+    /// Convert your own CTranslate2 / faster-whisper Whisper folder to a whisper.cpp ggml file.
+    Import {
+        /// Folder with model.bin (or model.bin.part1..N) and vocabulary.txt/json.
+        dir: PathBuf,
+        /// Output file.
+        #[arg(long, short)]
+        output: PathBuf,
+        /// Weight precision: f16 or q8_0.
+        #[arg(long, default_value = "q8_0")]
+        quantize: String,
+    },
+    /// Print where a model's file is.
+    Path { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the effective configuration as TOML.
+    Show,
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    let cfg = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Run(a) => run_turn(&cfg, a),
+        Command::Transcribe(a) => transcribe(cfg, a),
+        Command::Say(a) => say(cfg, a),
+        Command::Models(m) => models(&cfg, m),
+        Command::Config(ConfigCommand::Show) => {
+            print!("{}", cfg.to_toml());
+            Ok(())
+        }
+        Command::Bench(a) => crate::bench::run(&cfg, a),
+    }
+}
+
+/// Loads the configured Whisper model.
+pub fn load_whisper(cfg: &Config) -> Result<WhisperModel> {
+    let store = Store::from_config(&cfg.models)?;
+    let path = store.resolve(&cfg.asr.model)?;
+    Ok(WhisperModel::load(&path, &cfg.asr)?)
+}
+
+/// Sets up onnxruntime and espeak-ng, then loads the configured Piper voice.
+pub fn load_voice(cfg: &Config) -> Result<PiperVoice> {
+    let store = Store::from_config(&cfg.models)?;
+    let runtime = if !cfg.tts.onnxruntime.is_empty() {
+        crate::config::expand_home(&cfg.tts.onnxruntime)
+    } else if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        PathBuf::from(p)
+    } else {
+        store.resolve("onnxruntime")?
+    };
+    tts::init_onnxruntime(&runtime)?;
+    tts::locate_espeak_data(&cfg.tts.espeak_data)?;
+    let voice = store.resolve(&cfg.tts.voice)?;
+    Ok(PiperVoice::load(&voice, &cfg.tts)?)
+}
+
+/// Transcribes one file, window by window; returns (duration in seconds, segments).
+pub fn transcribe_file(
+    model: &mut WhisperModel,
+    path: &Path,
+    window_seconds: f32,
+) -> Result<(f64, Vec<asr::Segment>)> {
+    let mut reader = audio::AudioReader::open(path, asr::SAMPLE_RATE)?;
+    tracing::debug!(
+        file = %path.display(),
+        rate = reader.source_rate,
+        channels = reader.source_channels,
+        "decoding"
+    );
+    let progress = progress_spinner(path);
+    let mut windower = asr::Windower::new(window_seconds);
+    let mut segments = Vec::new();
+    let mut samples = 0usize;
+    while let Some(chunk) = reader.next_chunk()? {
+        samples += chunk.len();
+        for (start, window) in windower.push(&chunk) {
+            segments.extend(model.transcribe(&window, start)?);
+            if let Some(p) = &progress {
+                p.set_message(format!(
+                    "{:.0} s transcribed",
+                    start + window.len() as f64 / 16_000.0
+                ));
+            }
+        }
+    }
+    if let Some((start, window)) = windower.finish() {
+        segments.extend(model.transcribe(&window, start)?);
+    }
+    if let Some(p) = progress {
+        p.finish_and_clear();
+    }
+    Ok((samples as f64 / asr::SAMPLE_RATE as f64, segments))
+}
+
+fn progress_spinner(path: &Path) -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let p = indicatif::ProgressBar::new_spinner();
+    p.set_prefix(path.display().to_string());
+    p.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {prefix}: {msg} ({elapsed})").ok()?,
+    );
+    p.enable_steady_tick(std::time::Duration::from_millis(120));
+    Some(p)
+}
+
+fn transcribe(mut cfg: Config, a: TranscribeArgs) -> Result<()> {
+    if let Some(m) = a.model {
+        cfg.asr.model = m;
+    }
+    if let Some(l) = a.language {
+        cfg.asr.language = l;
+    }
+    if let Some(t) = a.threads {
+        cfg.asr.threads = t;
+    }
+    let mut model = load_whisper(&cfg)?;
+    let many = a.files.len() > 1;
+    let mut failed = 0;
+    for path in &a.files {
+        match transcribe_file(&mut model, path, cfg.asr.window_seconds) {
+            Ok((duration, segments)) => {
+                let name = path.display().to_string();
+                let out = transcript::render(a.format, &name, duration, &segments);
+                if many && a.format == Format::Text {
+                    print!("{name}: {out}");
+                } else {
+                    print!("{out}");
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {e:#}");
+            }
+        }
+    }
+    if failed > 0 {
+        bail!(
+            "{failed} of {} files could not be transcribed",
+            a.files.len()
+        );
+    }
+    Ok(())
+}
+
+/// Synthesises `text` sentence by sentence, with the configured pause after each.
+pub fn speak_text(voice: &mut PiperVoice, text: &str, silence_ms: u32) -> Result<Vec<f32>> {
+    let sentences = tts::split_sentences(text);
+    if sentences.is_empty() {
+        bail!("nothing to say: the text has no words");
+    }
+    let gap = vec![0.0; (voice.sample_rate as u64 * silence_ms as u64 / 1000) as usize];
+    let mut all = Vec::new();
+    for s in &sentences {
+        let t = std::time::Instant::now();
+        let pcm = voice.synthesize(s)?;
+        tracing::debug!(sentence = %s, ms = t.elapsed().as_millis() as u64, secs = pcm.len() as f64 / voice.sample_rate as f64, "synthesised");
+        all.extend(pcm);
+        all.extend_from_slice(&gap);
+    }
+    Ok(all)
+}
+
+fn say(mut cfg: Config, a: SayArgs) -> Result<()> {
+    if let Some(v) = a.voice {
+        cfg.tts.voice = v;
+    }
+    if let Some(r) = a.rate {
+        cfg.tts.rate = r;
+    }
+    let text = match a.text {
+        Some(t) => t,
+        None => {
+            let mut t = String::new();
+            std::io::stdin()
+                .read_to_string(&mut t)
+                .context("reading text from standard input")?;
+            t
+        }
+    };
+    if text.trim().is_empty() {
+        bail!("nothing to say: give the text as an argument or on standard input");
+    }
+    let mut voice = load_voice(&cfg)?;
+    let pcm = speak_text(&mut voice, &text, cfg.tts.sentence_silence_ms)?;
+    match a.output {
+        Some(path) => {
+            audio::write_wav(&path, &pcm, voice.sample_rate)?;
+            eprintln!(
+                "wrote {} ({:.1} s of speech)",
+                path.display(),
+                pcm.len() as f64 / voice.sample_rate as f64
+            );
+        }
+        None => crate::speaker::play(&pcm, voice.sample_rate, &a.device)?,
+    }
+    Ok(())
+}
+
+/// The main job until the language model lands: hear a recording, say back what was heard.
+fn run_turn(cfg: &Config, a: RunArgs) -> Result<()> {
+    let store = Store::from_config(&cfg.models)?;
+    let input = match a.input {
+        Some(p) => p,
+        None => store.resolve("sample-jfk")?,
+    };
+    let t0 = std::time::Instant::now();
+    let mut model = load_whisper(cfg)?;
+    let mut voice = load_voice(cfg)?;
+    let load_ms = t0.elapsed().as_millis();
+    let t1 = std::time::Instant::now();
+    let (duration, segments) = transcribe_file(&mut model, &input, cfg.asr.window_seconds)?;
+    let asr_ms = t1.elapsed().as_millis();
+    let heard = transcript::plain_text(&segments);
+    let reply = if heard.is_empty() {
+        "I did not hear any speech.".to_string()
+    } else {
+        format!("You said: {heard}")
+    };
+    let t2 = std::time::Instant::now();
+    let pcm = speak_text(&mut voice, &reply, cfg.tts.sentence_silence_ms)?;
+    let tts_ms = t2.elapsed().as_millis();
+    audio::write_wav(&a.output, &pcm, voice.sample_rate)?;
+    println!("heard:  {heard}");
+    println!("reply:  {reply}");
+    println!(
+        "timing: models loaded in {load_ms} ms; {duration:.1} s of audio transcribed in {asr_ms} ms; {:.1} s of speech synthesised in {tts_ms} ms",
+        pcm.len() as f64 / voice.sample_rate as f64
+    );
+    println!("wrote:  {}", a.output.display());
+    Ok(())
+}
+
+fn models(cfg: &Config, cmd: ModelsCommand) -> Result<()> {
+    let store = Store::from_config(&cfg.models)?;
+    match cmd {
+        ModelsCommand::List => {
+            println!("models folder: {}", store.dir.display());
+            for m in &store.manifest.model {
+                let present = m.outputs.iter().all(|o| store.dir.join(&o.file).is_file());
+                println!(
+                    "{:<18} {:<8} {:<8} {:<8} {}",
+                    m.name,
+                    m.kind,
+                    if m.default { "default" } else { "" },
+                    if present { "present" } else { "missing" },
+                    m.about
+                );
+            }
+            Ok(())
+        }
+        ModelsCommand::Fetch { names, all } => {
+            let names: Vec<String> = if all {
+                store
+                    .manifest
+                    .model
+                    .iter()
+                    .map(|m| m.name.clone())
+                    .collect()
+            } else if names.is_empty() {
+                store
+                    .manifest
+                    .defaults()
+                    .iter()
+                    .map(|m| m.name.clone())
+                    .collect()
+            } else {
+                names
+            };
+            store.fetch(&names)?;
+            Ok(())
+        }
+        ModelsCommand::Verify { names } => {
+            let entries: Vec<_> = if names.is_empty() {
+                store.manifest.model.iter().collect()
+            } else {
+                names
+                    .iter()
+                    .map(|n| store.manifest.get(n))
+                    .collect::<Result<_, _>>()?
+            };
+            let mut bad = 0;
+            for e in entries {
+                for (path, state) in store.verify(e)? {
+                    let word = match &state {
+                        FileState::Ok => "ok".to_string(),
+                        FileState::Missing if names.is_empty() => continue,
+                        FileState::Missing => "MISSING".to_string(),
+                        FileState::Corrupt { actual } => format!("CORRUPT (sha256 {actual})"),
+                    };
+                    if state != FileState::Ok {
+                        bad += 1;
+                    }
+                    println!("{:<18} {word:<8} {}", e.name, path.display());
+                }
+            }
+            if bad > 0 {
+                bail!("{bad} model files failed verification: run `seesay models fetch` to repair them");
+            }
+            Ok(())
+        }
+        ModelsCommand::Import {
+            dir,
+            output,
+            quantize,
+        } => {
+            let q: crate::import::Quantize = quantize.parse()?;
+            let mel = store.path_of("whisper-assets")?;
+            let h = crate::import::convert_ct2_dir(&dir, &mel, q, &output)?;
+            eprintln!(
+                "wrote {} ({} encoder / {} decoder layers, width {}, {q})",
+                output.display(),
+                h.n_audio_layer,
+                h.n_text_layer,
+                h.n_audio_state
+            );
+            Ok(())
+        }
+        ModelsCommand::Path { name } => {
+            println!("{}", store.resolve(&name)?.display());
+            Ok(())
+        }
+    }
+}

