@@ -132,6 +132,31 @@ impl WhisperModel {
             tracing::debug!(offset, "window is silent; not sent to Whisper");
             return Ok(Vec::new());
         }
+        let secs = samples.len() as f64 / SAMPLE_RATE as f64;
+        let n_ctx = self.ctx.model_n_audio_ctx();
+        if self.cfg.fit_audio_context && secs < 29.0 {
+            // 50 encoder frames per second of audio, with a margin. A short context is ~5x faster,
+            // but Whisper was trained on 30 s and sometimes derails on it (timestamps past the end
+            // of the audio, text repeated in a loop): then the window is decoded again in full.
+            let ctx = (((secs + 1.5) * 50.0).ceil() as i32).min(n_ctx);
+            let segments = self.run(samples, offset, ctx)?;
+            if !derailed(&segments, offset, secs) {
+                return Ok(segments);
+            }
+            tracing::debug!(
+                ctx,
+                "short audio context derailed; decoding again with the full context"
+            );
+        }
+        self.run(samples, offset, n_ctx)
+    }
+
+    fn run(
+        &mut self,
+        samples: &[f32],
+        offset: f64,
+        audio_ctx: i32,
+    ) -> Result<Vec<Segment>, AsrError> {
         let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
         params.set_n_threads(self.cfg.threads() as i32);
         params.set_language(Some(&self.cfg.language));
@@ -142,14 +167,7 @@ impl WhisperModel {
         params.set_no_context(true);
         params.set_suppress_nst(true);
         params.set_no_speech_thold(self.cfg.no_speech_threshold);
-        let secs = samples.len() as f32 / SAMPLE_RATE as f32;
-        if self.cfg.fit_audio_context && secs < 29.0 {
-            // 50 encoder frames per second of audio, with a margin; too tight a context makes
-            // Whisper repeat itself.
-            let n_ctx = self.ctx.model_n_audio_ctx();
-            let ctx = ((secs + 1.5) * 50.0).ceil() as i32;
-            params.set_audio_ctx(ctx.min(n_ctx));
-        }
+        params.set_audio_ctx(audio_ctx);
         self.state
             .full(params, samples)
             .map_err(|e| AsrError::Inference(e.to_string()))?;
@@ -172,6 +190,14 @@ impl WhisperModel {
         }
         Ok(out)
     }
+}
+
+/// Signs that Whisper lost its way: a segment ends well after the audio does, or the same text
+/// comes back segment after segment.
+pub fn derailed(segments: &[Segment], offset: f64, secs: f64) -> bool {
+    let past_end = segments.iter().any(|s| s.end > offset + secs + 1.0);
+    let repeats = segments.windows(2).any(|w| w[0].text == w[1].text);
+    past_end || repeats
 }
 
 /// True when no 30 ms frame of `samples` reaches `threshold` RMS.
@@ -261,6 +287,26 @@ mod tests {
         assert!((25.0..26.0).contains(&cut), "cut at {cut}s");
         assert!((windows[1].0 - cut).abs() < 1e-9);
         assert_eq!(windows.iter().map(|(_, w)| w.len()).sum::<usize>(), s.len());
+    }
+
+    #[test]
+    fn derailment_is_spotted() {
+        let seg = |start: f64, end: f64, text: &str| Segment {
+            start,
+            end,
+            text: text.into(),
+        };
+        assert!(!derailed(
+            &[seg(10.0, 12.0, "a"), seg(12.0, 13.4, "b")],
+            10.0,
+            3.5
+        ));
+        assert!(derailed(&[seg(10.0, 35.7, "a")], 10.0, 3.5));
+        assert!(derailed(
+            &[seg(0.0, 1.0, "x y"), seg(1.0, 2.0, "x y")],
+            0.0,
+            3.0
+        ));
     }
 
     #[test]

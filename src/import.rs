@@ -607,7 +607,8 @@ mod tests {
             let d = f16::from_le_bytes([out[b * 34], out[b * 34 + 1]]).to_f32();
             for (j, v) in block.iter().enumerate() {
                 let q = out[b * 34 + 2 + j] as i8 as f32;
-                assert!((q * d - v).abs() <= d * 0.51, "{v} vs {}", q * d);
+                // Half a step of rounding, plus the f16 rounding of the scale itself.
+                assert!((q * d - v).abs() <= d * 0.6, "{v} vs {}", q * d);
             }
         }
     }

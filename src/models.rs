@@ -156,9 +156,12 @@ impl Store {
     }
 
     /// Resolves a config value that is either a manifest name or a path to a user's own file.
+    /// Manifest models are checked against their sha256 (re-hashed only when a file changed).
     pub fn resolve(&self, name_or_path: &str) -> Result<PathBuf, ModelError> {
         if self.manifest.get(name_or_path).is_ok() {
-            return self.path_of(name_or_path);
+            let path = self.path_of(name_or_path)?;
+            self.check(name_or_path)?;
+            return Ok(path);
         }
         let path = crate::config::expand_home(name_or_path);
         if path.is_file() {
@@ -181,7 +184,7 @@ impl Store {
             let state = if !path.is_file() {
                 FileState::Missing
             } else {
-                let actual = sha256_file(&path)?;
+                let actual = sha256_stamped(&path)?;
                 if actual == out.sha256 {
                     FileState::Ok
                 } else {
@@ -439,6 +442,30 @@ fn write_atomic(dst: &Path, src: &mut dyn Read) -> Result<(), ModelError> {
 fn copy_atomic(src: &Path, dst: &Path) -> Result<(), ModelError> {
     let mut f = File::open(src).map_err(io_err(src))?;
     write_atomic(dst, &mut f)
+}
+
+/// sha256 of a file, remembered in a `.sha256` stamp beside it together with the file's size and
+/// modification time, so an unchanged file is hashed once rather than on every start.
+pub fn sha256_stamped(path: &Path) -> Result<String, ModelError> {
+    let meta = std::fs::metadata(path).map_err(io_err(path))?;
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    let key = format!("{} {mtime}", meta.len());
+    let stamp = PathBuf::from(format!("{}.sha256", path.display()));
+    if let Ok(text) = std::fs::read_to_string(&stamp) {
+        if let Some((k, hash)) = text.trim().rsplit_once(' ') {
+            if k == key {
+                return Ok(hash.to_string());
+            }
+        }
+    }
+    let hash = sha256_file(path)?;
+    // A stamp that cannot be written only costs a re-hash next time.
+    let _ = std::fs::write(&stamp, format!("{key} {hash}\n"));
+    Ok(hash)
 }
 
 /// sha256 of a file, as lowercase hex.
