@@ -126,6 +126,11 @@ impl WhisperModel {
         &self.name
     }
 
+    /// Turns the short-audio context on or off (the benchmark compares both).
+    pub fn set_fit_audio_context(&mut self, on: bool) {
+        self.cfg.fit_audio_context = on;
+    }
+
     /// Transcribes one window (at most 30 s); times are offset by `offset` seconds.
     pub fn transcribe(&mut self, samples: &[f32], offset: f64) -> Result<Vec<Segment>, AsrError> {
         if is_silent(samples, self.cfg.silence_rms) {

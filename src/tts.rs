@@ -168,8 +168,16 @@ impl PiperVoice {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         };
         let length_scale = model_cfg.inference.length_scale / cfg.rate;
-        let session = ort::session::Session::builder()
-            .and_then(|b| b.with_intra_threads(threads).map_err(Into::into))
+        let builder = ort::session::Session::builder()
+            .and_then(|b| b.with_intra_threads(threads).map_err(Into::into));
+        // With the `cuda` feature the CUDA execution provider is asked for; onnxruntime falls back
+        // to the CPU (with a warning) when the loaded library has no CUDA support.
+        #[cfg(feature = "cuda")]
+        let builder = builder.and_then(|b| {
+            b.with_execution_providers([ort::ep::CUDA::default().build()])
+                .map_err(Into::into)
+        });
+        let session = builder
             .and_then(|mut b| b.commit_from_file(onnx))
             .map_err(|e| voice_err(e.to_string()))?;
         Ok(PiperVoice {
