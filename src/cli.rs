@@ -352,6 +352,7 @@ fn models(cfg: &Config, cmd: ModelsCommand) -> Result<()> {
     match cmd {
         ModelsCommand::List => {
             println!("models folder: {}", store.dir.display());
+            println!("download cache: {}", store.downloads.display());
             for m in &store.manifest.model {
                 let present = m.outputs.iter().all(|o| store.dir.join(&o.file).is_file());
                 println!(

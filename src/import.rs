@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
 use half::{bf16, f16};
@@ -462,7 +462,7 @@ pub fn quantize_q8_0(values: &[f32], out: &mut Vec<u8>) {
     }
 }
 
-/// Writes a whisper.cpp model file.
+/// Writes a whisper.cpp model file; `progress` is told after each tensor.
 pub fn write_ggml(
     w: &mut impl Write,
     h: &Hparams,
@@ -470,6 +470,7 @@ pub fn write_ggml(
     vocab: &[Vec<u8>],
     tensors: &[(String, Tensor)],
     quantize: Quantize,
+    progress: &dyn Fn(),
 ) -> std::io::Result<()> {
     let i32s = |w: &mut dyn Write, vals: &[i32]| -> std::io::Result<()> {
         vals.iter().try_for_each(|v| w.write_all(&v.to_le_bytes()))
@@ -532,6 +533,7 @@ pub fn write_ggml(
             _ => quantize_q8_0(&t.data, &mut buf),
         }
         w.write_all(&buf)?;
+        progress();
     }
     Ok(())
 }
@@ -577,7 +579,27 @@ pub fn convert_ct2_dir(
     }
     let tmp = dst.with_extension("part");
     let mut out = BufWriter::new(File::create(&tmp).map_err(io(&tmp))?);
-    write_ggml(&mut out, &h, (rows, cols, &mel), &vocab, &renamed, quantize).map_err(io(&tmp))?;
+    let bar = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(renamed.len() as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("  writing {bar:30} {pos}/{len} tensors")
+            .expect("valid template"),
+    );
+    let tick = || bar.inc(1);
+    write_ggml(
+        &mut out,
+        &h,
+        (rows, cols, &mel),
+        &vocab,
+        &renamed,
+        quantize,
+        &tick,
+    )
+    .map_err(io(&tmp))?;
+    bar.finish_and_clear();
     out.flush().map_err(io(&tmp))?;
     drop(out);
     std::fs::rename(&tmp, dst).map_err(io(dst))?;
