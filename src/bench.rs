@@ -26,6 +26,9 @@ pub struct BenchArgs {
     /// Print the results as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Print the TTS benchmark paragraph and exit (for scripts/bench-reference).
+    #[arg(long)]
+    pub print_paragraph: bool,
 }
 
 /// Median of a set of measurements.
@@ -55,6 +58,10 @@ fn time_median(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
 }
 
 pub fn run(cfg: &Config, a: BenchArgs) -> Result<()> {
+    if a.print_paragraph {
+        println!("{TTS_PARAGRAPH}");
+        return Ok(());
+    }
     if cfg!(debug_assertions) {
         eprintln!("warning: this is a debug build; build with --release for meaningful numbers");
     }
