@@ -68,43 +68,20 @@ fn an_imported_f16_model_transcribes_jfk() {
 #[test]
 fn import_refuses_what_is_not_a_ct2_whisper_folder() {
     let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
     let out = dir.path().join("x.bin");
-    let o = seesay(&[
-        "models",
-        "import",
-        dir.path().to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("has no model.bin"), "{}", stderr(&o));
+    let o = out.to_str().unwrap();
+    assert_clear_error(&["models", "import", d, "-o", o], &[], "has no model.bin");
     std::fs::write(dir.path().join("model.bin"), b"\x06\x00\x00\x00junk").unwrap();
-    let o = seesay(&[
-        "models",
-        "import",
-        dir.path().to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        stderr(&o).contains("not a CTranslate2 Whisper model"),
-        "{}",
-        stderr(&o)
+    assert_clear_error(
+        &["models", "import", d, "-o", o],
+        &[],
+        "not a CTranslate2 Whisper model",
     );
-    let o = seesay(&[
-        "models",
-        "import",
-        dir.path().to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--quantize",
-        "q3",
-    ]);
-    assert!(
-        stderr(&o).contains("unknown quantization 'q3'"),
-        "{}",
-        stderr(&o)
+    assert_clear_error(
+        &["models", "import", d, "-o", o, "--quantize", "q3"],
+        &[],
+        "unknown quantization 'q3'",
     );
     assert!(!out.exists());
 }

@@ -85,28 +85,16 @@ fn say_refuses_bad_input_clearly() {
             "/nope/voice.onnx",
         ),
     ] {
-        let o = seesay_env(&args, &[], stdin, std::time::Duration::from_secs(60));
-        let err = stderr(&o);
-        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
-        assert!(
-            err.contains(expect) && !err.contains("panicked"),
-            "{args:?}: {err}"
-        );
+        assert_clear_error_in(&args, &[], stdin, expect);
     }
 }
 
 #[test]
 fn a_missing_onnxruntime_is_an_error_not_a_hang() {
-    let o = seesay_env(
+    let env = [("ORT_DYLIB_PATH", "/nope/libonnxruntime.so")];
+    assert_clear_error(
         &["say", "hi", "-o", "/tmp/x.wav"],
-        &[("ORT_DYLIB_PATH", "/nope/libonnxruntime.so")],
-        None,
-        std::time::Duration::from_secs(30),
-    );
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("onnxruntime library /nope/libonnxruntime.so not found"),
-        "{err}"
+        &env,
+        "onnxruntime library /nope/libonnxruntime.so not found",
     );
 }

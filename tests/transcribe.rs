@@ -154,21 +154,6 @@ fn silence_and_faint_noise_give_no_text() {
     }
 }
 
-/// Every bad input ends with one clear line on stderr and exit status 1, never a panic or a hang.
-fn assert_clear_error(args: &[&str], env: &[(&str, &str)], expect: &str) {
-    let o = seesay_env(args, env, None, std::time::Duration::from_secs(60));
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
-    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.starts_with("error: ") && l.contains(expect)),
-        "{args:?}: expected an error mentioning {expect:?}, got:\n{err}"
-    );
-}
-
 #[test]
 fn bad_audio_files_get_clear_errors() {
     let dir = tempfile::tempdir().unwrap();

@@ -100,3 +100,26 @@ pub fn word_errors(reference: &[String], hypothesis: &[String]) -> usize {
     }
     prev[hypothesis.len()]
 }
+
+/// Every bad input ends with one clear `error:` line on stderr and exit status 1, never a panic
+/// or a hang.
+pub fn assert_clear_error_in(
+    args: &[&str],
+    env: &[(&str, &str)],
+    stdin: Option<&str>,
+    expect: &str,
+) {
+    let o = seesay_env(args, env, stdin, Duration::from_secs(60));
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("error: ") && l.contains(expect)),
+        "{args:?}: expected an error mentioning {expect:?}, got:\n{err}"
+    );
+}
+
+pub fn assert_clear_error(args: &[&str], env: &[(&str, &str)], expect: &str) {
+    assert_clear_error_in(args, env, None, expect)
+}
