@@ -240,3 +240,34 @@ fn missing_and_corrupt_models_say_how_to_fix_them() {
         "failed verification",
     );
 }
+
+#[test]
+fn flac_ogg_and_mp3_decode() {
+    // sox (installed by scripts/setup) encodes jfk.wav; seesay must decode each back to the words.
+    let jfk = model_path("sample-jfk");
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for (name, extra) in [
+        ("jfk.flac", vec![]),
+        ("jfk.ogg", vec!["-r", "44100", "-c", "2"]),
+        ("jfk.mp3", vec!["-r", "22050"]),
+    ] {
+        let out = dir.path().join(name);
+        let status = std::process::Command::new("sox")
+            .arg(&jfk)
+            .args(&extra)
+            .arg(&out)
+            .status()
+            .expect("sox runs (scripts/setup installs it)");
+        assert!(status.success(), "sox could not write {name}");
+        files.push(out.to_str().unwrap().to_string());
+    }
+    let mut args = vec!["transcribe"];
+    args.extend(files.iter().map(String::as_str));
+    let out = ok(seesay(&args));
+    assert_eq!(out.lines().count(), 3, "{out}");
+    for line in out.lines() {
+        let (name, text) = line.split_once(": ").unwrap();
+        assert_eq!(words(text), words(JFK), "{name}: {text}");
+    }
+}
