@@ -29,13 +29,16 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// One spoken turn from a recording: transcribe it and speak the reply into a WAV file.
-    /// With no arguments it uses the bundled recording (jfk.wav) and writes reply.wav.
+    /// One spoken turn from a recording: transcribe it, answer with the language model, speak the
+    /// answer into a WAV file. With no arguments it uses the bundled recording (jfk.wav).
     Run(RunArgs),
     /// Transcribe audio files (WAV, FLAC, MP3, OGG; any rate and channel count).
     Transcribe(TranscribeArgs),
     /// Speak text (an argument, or standard input) to a WAV file or the speakers.
     Say(SayArgs),
+    /// Ask the language model; the answer streams to standard output. With no prompt on a
+    /// terminal: an interactive chat that remembers the conversation.
+    Chat(ChatArgs),
     /// Fetch, check and import models.
     #[command(subcommand)]
     Models(ModelsCommand),
@@ -93,6 +96,27 @@ pub struct SayArgs {
     pub device: String,
 }
 
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    /// The question. Without it: interactive on a terminal, else standard input.
+    pub prompt: Option<String>,
+    /// Local GGUF model (a name from `seesay models list` or a file).
+    #[arg(long, short)]
+    pub model: Option<String>,
+    /// Backend: local or openai.
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// Sampling temperature (0: always the most likely token).
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// Longest answer, in tokens.
+    #[arg(long)]
+    pub max_tokens: Option<usize>,
+    /// System prompt.
+    #[arg(long)]
+    pub system: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ModelsCommand {
     /// List the models seesay knows, and which are present.
@@ -137,6 +161,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Run(a) => run_turn(&cfg, a),
         Command::Transcribe(a) => transcribe(cfg, a),
         Command::Say(a) => say(cfg, a),
+        Command::Chat(a) => chat(cfg, a),
         Command::Models(m) => models(&cfg, m),
         Command::Config(ConfigCommand::Show) => {
             print!("{}", cfg.to_toml());
@@ -313,7 +338,79 @@ fn say(mut cfg: Config, a: SayArgs) -> Result<()> {
     Ok(())
 }
 
-/// The main job until the language model lands: hear a recording, say back what was heard.
+fn chat(mut cfg: Config, a: ChatArgs) -> Result<()> {
+    use std::io::{BufRead, Write};
+    let llm = &mut cfg.llm;
+    if let Some(m) = a.model {
+        llm.model = m;
+    }
+    if let Some(b) = a.backend {
+        llm.backend = b;
+    }
+    if let Some(t) = a.temperature {
+        llm.temperature = t;
+    }
+    if let Some(n) = a.max_tokens {
+        llm.max_tokens = n;
+    }
+    if let Some(s) = a.system {
+        llm.system_prompt = s;
+    }
+    let interactive = a.prompt.is_none() && std::io::stdin().is_terminal();
+    let one_shot = match a.prompt {
+        Some(p) => Some(p),
+        None if interactive => None,
+        None => {
+            let mut t = String::new();
+            std::io::stdin()
+                .read_to_string(&mut t)
+                .context("reading the prompt from standard input")?;
+            Some(t)
+        }
+    };
+    if let Some(p) = &one_shot {
+        if p.trim().is_empty() {
+            return Err(crate::llm::LlmError::EmptyPrompt.into());
+        }
+    }
+    let store = Store::from_config(&cfg.models)?;
+    let mut model = crate::llm::open(&cfg.llm, &store)?;
+    let mut conv = crate::llm::Conversation::new(&cfg.llm);
+    let cancel = crate::llm::Cancel::new();
+    let describe = model.describe();
+    let mut ask = |conv: &mut crate::llm::Conversation, q: &str| -> Result<()> {
+        let msgs = conv.prompt_for(model.as_mut(), q)?;
+        let mut out = std::io::stdout().lock();
+        let (answer, finish) = model.generate(&msgs, &cancel, &mut |chunk| {
+            let _ = out.write_all(chunk.as_bytes());
+            let _ = out.flush();
+        })?;
+        let _ = writeln!(out);
+        if finish == crate::llm::Finish::Length {
+            tracing::warn!("answer cut at llm.max_tokens ({})", cfg.llm.max_tokens);
+        }
+        conv.record(q, &answer);
+        Ok(())
+    };
+    if let Some(p) = one_shot {
+        return ask(&mut conv, &p);
+    }
+    eprintln!("chatting with {describe} (empty line or Ctrl-D to quit)");
+    let stdin = std::io::stdin();
+    loop {
+        eprint!("> ");
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line)? == 0 || line.trim().is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = ask(&mut conv, &line) {
+            eprintln!("error: {e:#}");
+        }
+    }
+}
+
+/// One spoken turn from a recording: hear it, answer it with the language model, speak the answer.
+/// (Sequential for now; the streaming pipeline with barge-in is `seesay run`'s next step.)
 fn run_turn(cfg: &Config, a: RunArgs) -> Result<()> {
     let store = Store::from_config(&cfg.models)?;
     let input = match a.input {
@@ -321,26 +418,42 @@ fn run_turn(cfg: &Config, a: RunArgs) -> Result<()> {
         None => store.resolve("sample-jfk")?,
     };
     let t0 = std::time::Instant::now();
-    let mut model = load_whisper(cfg)?;
+    let mut asr = load_whisper(cfg)?;
+    let mut llm = crate::llm::open(&cfg.llm, &store)?;
     let mut voice = load_voice(cfg)?;
     let load_ms = t0.elapsed().as_millis();
+
     let t1 = std::time::Instant::now();
-    let (duration, segments) = transcribe_file(&mut model, &input, cfg.asr.window_seconds)?;
+    let (duration, segments) = transcribe_file(&mut asr, &input, cfg.asr.window_seconds)?;
     let asr_ms = t1.elapsed().as_millis();
     let heard = transcript::plain_text(&segments);
-    let reply = if heard.is_empty() {
-        "I did not hear any speech.".to_string()
-    } else {
-        format!("You said: {heard}")
-    };
+    if heard.is_empty() {
+        println!("heard:  (no speech)");
+        return Ok(());
+    }
+
     let t2 = std::time::Instant::now();
-    let pcm = speak_text(&mut voice, &reply, cfg.tts.sentence_silence_ms)?;
-    let tts_ms = t2.elapsed().as_millis();
+    let mut conv = crate::llm::Conversation::new(&cfg.llm);
+    let msgs = conv.prompt_for(llm.as_mut(), &heard)?;
+    let mut first_token_ms = None;
+    let (answer, _) = llm.generate(&msgs, &crate::llm::Cancel::new(), &mut |_| {
+        first_token_ms.get_or_insert(t2.elapsed().as_millis());
+    })?;
+    let llm_ms = t2.elapsed().as_millis();
+    if answer.is_empty() {
+        bail!("the language model gave an empty answer");
+    }
+
+    let t3 = std::time::Instant::now();
+    let pcm = speak_text(&mut voice, &answer, cfg.tts.sentence_silence_ms)?;
+    let tts_ms = t3.elapsed().as_millis();
     audio::write_wav(&a.output, &pcm, voice.sample_rate)?;
     println!("heard:  {heard}");
-    println!("reply:  {reply}");
+    println!("answer: {answer}");
     println!(
-        "timing: models loaded in {load_ms} ms; {duration:.1} s of audio transcribed in {asr_ms} ms; {:.1} s of speech synthesised in {tts_ms} ms",
+        "timing: models loaded in {load_ms} ms; ASR {asr_ms} ms for {duration:.1} s of audio; \
+         LLM first words {} ms, whole answer {llm_ms} ms; TTS {tts_ms} ms for {:.1} s of speech",
+        first_token_ms.unwrap_or(llm_ms),
         pcm.len() as f64 / voice.sample_rate as f64
     );
     println!("wrote:  {}", a.output.display());

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::asr::AsrConfig;
+use crate::llm::LlmConfig;
 use crate::tts::TtsConfig;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +34,8 @@ pub struct Config {
     pub models: ModelsConfig,
     /// Speech recognition (Whisper through whisper.cpp).
     pub asr: AsrConfig,
+    /// The language model (local GGUF through candle, or an OpenAI-compatible server).
+    pub llm: LlmConfig,
     /// Speech synthesis (Piper voices through onnxruntime).
     pub tts: TtsConfig,
 }

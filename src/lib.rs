@@ -3,7 +3,7 @@
 //! The pipeline, stage by stage (one file each):
 //!
 //! ```text
-//! audio file / mic ─► asr (Whisper) ─► [llm] ─► tts (Piper) ─► speaker / WAV file
+//! audio file / mic ─► asr (Whisper) ─► llm (candle GGUF, or a remote server) ─► tts (Piper) ─► speaker / WAV file
 //! ```
 //!
 //! Around the stages: `config` (TOML settings), `models` (fetching and verifying model files),
@@ -16,6 +16,9 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod import;
+pub mod llm;
+pub mod llm_local;
+pub mod llm_remote;
 pub mod models;
 pub mod speaker;
 pub mod transcript;

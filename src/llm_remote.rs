@@ -1,0 +1,145 @@
+//! Remote language model: any OpenAI-compatible `/v1/chat/completions` server (vLLM, llama.cpp
+//! server, Ollama, ...), streamed over server-sent events.
+
+use std::io::{BufRead, BufReader};
+use std::time::Duration;
+
+use crate::llm::{Cancel, ChatModel, Finish, LlmConfig, LlmError, Message, WordChunker};
+
+pub struct RemoteModel {
+    agent: ureq::Agent,
+    url: String,
+    model: String,
+    api_key: Option<String>,
+    cfg: LlmConfig,
+}
+
+fn env_or(name: &str, fallback: &str) -> String {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| fallback.to_string())
+}
+
+impl RemoteModel {
+    pub fn new(cfg: &LlmConfig) -> Result<RemoteModel, LlmError> {
+        let base = env_or("SEESAY_LLM_BASE_URL", &cfg.base_url);
+        let url = format!("{}/chat/completions", base.trim_end_matches('/'));
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(LlmError::Remote {
+                url,
+                detail: "llm.base_url must start with http:// or https://".into(),
+            });
+        }
+        let api_key = Some(cfg.api_key.clone())
+            .filter(|k| !k.is_empty())
+            .or_else(|| std::env::var("SEESAY_LLM_API_KEY").ok())
+            .or_else(|| std::env::var("OPENAI_API_KEY").ok())
+            .filter(|k| !k.is_empty());
+        let timeout = Duration::from_secs(cfg.timeout_s.max(1));
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(timeout)
+            .timeout_read(timeout)
+            .build();
+        Ok(RemoteModel {
+            agent,
+            url,
+            model: env_or("SEESAY_LLM_MODEL", &cfg.remote_model),
+            api_key,
+            cfg: cfg.clone(),
+        })
+    }
+
+    fn remote_err(&self, detail: impl Into<String>) -> LlmError {
+        LlmError::Remote {
+            url: self.url.clone(),
+            detail: detail.into(),
+        }
+    }
+}
+
+/// The text of an OpenAI-style error body, or the body itself.
+fn error_text(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+        .unwrap_or_else(|| body.chars().take(200).collect())
+}
+
+impl ChatModel for RemoteModel {
+    fn generate(
+        &mut self,
+        messages: &[Message],
+        cancel: &Cancel,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<(String, Finish), LlmError> {
+        let body = serde_json::json!({
+            "model": self.model,
+            "messages": messages.iter().map(|m| serde_json::json!({"role": m.role, "content": m.content})).collect::<Vec<_>>(),
+            "stream": true,
+            "temperature": self.cfg.temperature,
+            "top_p": self.cfg.top_p,
+            "max_tokens": self.cfg.max_tokens,
+            "seed": self.cfg.seed,
+        });
+        let mut req = self
+            .agent
+            .post(&self.url)
+            .set("Content-Type", "application/json");
+        if let Some(key) = &self.api_key {
+            req = req.set("Authorization", &format!("Bearer {key}"));
+        }
+        let resp = match req.send_string(&body.to_string()) {
+            Ok(r) => r,
+            Err(ureq::Error::Status(code, r)) => {
+                let text = r.into_string().unwrap_or_default();
+                return Err(self.remote_err(format!("HTTP {code}: {}", error_text(&text))));
+            }
+            Err(e) => return Err(self.remote_err(e.to_string())),
+        };
+        let mut text = String::new();
+        let mut chunker = WordChunker::default();
+        let mut finish = Finish::Stop;
+        for line in BufReader::new(resp.into_reader()).lines() {
+            if cancel.is_cancelled() {
+                finish = Finish::Cancelled;
+                break;
+            }
+            let line = line.map_err(|e| self.remote_err(format!("reading the stream: {e}")))?;
+            let Some(data) = line.strip_prefix("data:").map(str::trim) else {
+                continue;
+            };
+            if data == "[DONE]" {
+                break;
+            }
+            let event: serde_json::Value = serde_json::from_str(data)
+                .map_err(|e| self.remote_err(format!("bad stream event {data:?}: {e}")))?;
+            if let Some(msg) = event["error"]["message"].as_str() {
+                return Err(self.remote_err(msg.to_string()));
+            }
+            let choice = &event["choices"][0];
+            if let Some(delta) = choice["delta"]["content"].as_str() {
+                text.push_str(delta);
+                if let Some(chunk) = chunker.push(&text) {
+                    on_text(chunk);
+                }
+            }
+            if choice["finish_reason"].as_str() == Some("length") {
+                finish = Finish::Length;
+            }
+        }
+        if let Some(rest) = chunker.finish(&text) {
+            on_text(rest);
+        }
+        Ok((text.trim().to_string(), finish))
+    }
+
+    /// Servers count tokens themselves; this estimate (4 characters a token) only trims memory.
+    fn count_tokens(&mut self, messages: &[Message]) -> Result<usize, LlmError> {
+        Ok(messages.iter().map(|m| m.content.len() / 4 + 4).sum())
+    }
+
+    fn describe(&self) -> String {
+        format!("{} at {}", self.model, self.url)
+    }
+}
