@@ -1,9 +1,10 @@
-//! `seesay bench`: the real-time factor (processing time / audio time) of each stage, as medians
-//! over several runs after a warm-up. Numbers from debug builds are meaningless: use --release.
+//! `seesay bench`: the real-time factor (processing time / audio time) of speech recognition and
+//! synthesis, and the prefill and generation speed of the language model, as medians over several
+//! runs after a warm-up. Numbers from debug builds are meaningless: use --release.
 
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 
 use crate::config::Config;
@@ -20,7 +21,7 @@ pub struct BenchArgs {
     /// Timed runs per stage (after one warm-up run).
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
-    /// Which stages: asr, tts or all.
+    /// Which stages: asr, tts, llm or all.
     #[arg(long, default_value = "all")]
     pub stage: String,
     /// Print the results as one JSON object.
@@ -128,8 +129,52 @@ pub fn run(cfg: &Config, a: BenchArgs) -> Result<()> {
                 "rtf": secs / audio_s, "first_sentence_ms": first_s * 1000.0}),
         );
     }
+    if a.stage == "llm" || a.stage == "all" {
+        let store = Store::from_config(&cfg.models)?;
+        let mut llm = crate::llm::open(&cfg.llm, &store)?;
+        let msgs = [
+            crate::llm::Message::new(crate::llm::Role::System, cfg.llm.system_prompt.clone()),
+            crate::llm::Message::new(
+                crate::llm::Role::User,
+                "Explain in a few sentences why the sky is blue during the day and red at sunset.",
+            ),
+        ];
+        let cancel = crate::llm::Cancel::new();
+        let (mut prefill, mut generate, mut first) = (Vec::new(), Vec::new(), Vec::new());
+        let mut stats = None;
+        for i in 0..=a.runs.max(1) {
+            llm.generate(&msgs, &cancel, &mut |_| {})?;
+            let s = llm
+                .stats()
+                .context("this backend reports no token timings")?;
+            if i > 0 {
+                // Run 0 warms up.
+                prefill.push(s.prefilled as f64 / s.prefill_s);
+                generate.push(s.generated as f64 / s.generate_s);
+                first.push(s.prefill_s * 1000.0);
+            }
+            stats = Some(s);
+        }
+        let s = stats.expect("at least one run");
+        let (p, g, f) = (
+            median(&mut prefill),
+            median(&mut generate),
+            median(&mut first),
+        );
+        eprintln!(
+            "llm  {:<22} prompt {} tokens: prefill {p:.0} tok/s ({f:.0} ms); generation {g:.0} tok/s ({} tokens)",
+            llm.describe(),
+            s.prompt_tokens,
+            s.generated
+        );
+        report.insert(
+            "llm".into(),
+            serde_json::json!({"model": llm.describe(), "prompt_tokens": s.prompt_tokens, "generated": s.generated,
+                "prefill_tok_s": p, "prefill_ms": f, "generate_tok_s": g}),
+        );
+    }
     if report.len() == 1 {
-        anyhow::bail!("unknown stage '{}': use asr, tts or all", a.stage);
+        anyhow::bail!("unknown stage '{}': use asr, tts, llm or all", a.stage);
     }
     if a.json {
         println!("{}", serde_json::Value::Object(report));

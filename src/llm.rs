@@ -154,6 +154,17 @@ pub enum Finish {
     Cancelled,
 }
 
+/// Speed of the last generation.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct GenStats {
+    pub prompt_tokens: usize,
+    /// Prompt tokens actually computed (the rest came from the KV cache).
+    pub prefilled: usize,
+    pub prefill_s: f64,
+    pub generated: usize,
+    pub generate_s: f64,
+}
+
 /// A chat model: messages in, streamed text out.
 pub trait ChatModel: Send {
     /// Generates the assistant's answer to `messages`, calling `on_text` with each chunk as it is
@@ -170,6 +181,11 @@ pub trait ChatModel: Send {
 
     /// A short description (model file or server) for logs.
     fn describe(&self) -> String;
+
+    /// Token counts and timings of the last generation, where the backend knows them.
+    fn stats(&self) -> Option<GenStats> {
+        None
+    }
 }
 
 /// Cuts a growing text into chunks that end at a word boundary; `finish` flushes the rest.

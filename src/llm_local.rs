@@ -18,7 +18,7 @@ use candle_transformers::models::{
 };
 use tokenizers::Tokenizer;
 
-use crate::llm::{Cancel, ChatModel, Finish, LlmConfig, LlmError, Message, WordChunker};
+use crate::llm::{Cancel, ChatModel, Finish, GenStats, LlmConfig, LlmError, Message, WordChunker};
 
 /// End-of-turn markers of the common chat formats; whichever exist in the vocabulary stop generation.
 const END_OF_TURN: [&str; 6] = [
@@ -63,6 +63,7 @@ pub struct LocalModel {
     /// Tokens whose keys and values are in the model's cache, in order.
     cached: Vec<u32>,
     name: String,
+    last: Option<GenStats>,
 }
 
 fn meta_str(ct: &gguf_file::Content, key: &str) -> Option<String> {
@@ -161,6 +162,7 @@ impl LocalModel {
             device,
             cfg: cfg.clone(),
             cached: Vec::new(),
+            last: None,
             name: path
                 .file_name()
                 .unwrap_or_default()
@@ -287,19 +289,25 @@ impl ChatModel for LocalModel {
         if let Some(rest) = chunker.finish(&text) {
             on_text(rest);
         }
-        let total = t0.elapsed();
-        let gen_s = (total - prefill).as_secs_f64().max(1e-9);
+        let stats = GenStats {
+            prompt_tokens: prompt.len(),
+            prefilled: prompt.len() - start,
+            prefill_s: prefill.as_secs_f64(),
+            generated: generated.len(),
+            generate_s: (t0.elapsed() - prefill).as_secs_f64(),
+        };
         tracing::debug!(
             model = %self.name,
-            prompt_tokens = prompt.len(),
-            prefilled = prompt.len() - start,
+            prompt_tokens = stats.prompt_tokens,
+            prefilled = stats.prefilled,
             prefill_ms = prefill.as_millis() as u64,
-            prefill_tok_s = (prompt.len() - start) as f64 / prefill.as_secs_f64().max(1e-9),
-            generated = generated.len(),
-            gen_tok_s = generated.len() as f64 / gen_s,
+            prefill_tok_s = stats.prefilled as f64 / stats.prefill_s.max(1e-9),
+            generated = stats.generated,
+            gen_tok_s = stats.generated as f64 / stats.generate_s.max(1e-9),
             ?finish,
             "generation done"
         );
+        self.last = Some(stats);
         Ok((text.trim().to_string(), finish))
     }
 
@@ -309,5 +317,9 @@ impl ChatModel for LocalModel {
 
     fn describe(&self) -> String {
         self.name.clone()
+    }
+
+    fn stats(&self) -> Option<GenStats> {
+        self.last
     }
 }

@@ -282,6 +282,16 @@ impl Store {
                     }
                 })?;
             }
+            "gguf-q8_0" => {
+                let dst = self.dir.join(&entry.outputs[0].file);
+                eprintln!("{name}: requantizing to Q8_0 (candle's fast CPU format)");
+                import::requantize_gguf_q8_0(&taken[0], &dst).map_err(|source| {
+                    ModelError::Import {
+                        name: entry.name.clone(),
+                        source,
+                    }
+                })?;
+            }
             other => {
                 return Err(ModelError::Entry(
                     entry.name.clone(),
