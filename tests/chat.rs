@@ -161,6 +161,17 @@ fn remote_backend_streams_server_sent_events() {
     assert_eq!(sent["messages"][0]["role"], "user");
 }
 
+/// Asks the remote backend "hi" and expects an error.
+fn ask_failing(url: String, timeout_s: u64) -> LlmError {
+    remote(url, timeout_s)
+        .generate(
+            &[Message::new(Role::User, "hi")],
+            &Cancel::new(),
+            &mut |_| {},
+        )
+        .unwrap_err()
+}
+
 #[test]
 fn remote_errors_and_hangs_are_clear() {
     let url = fake_server(|sock, _| {
@@ -171,13 +182,7 @@ fn remote_errors_and_hangs_are_clear() {
         );
         sock.write_all((head + body).as_bytes()).unwrap();
     });
-    let err = remote(url, 5)
-        .generate(
-            &[Message::new(Role::User, "hi")],
-            &Cancel::new(),
-            &mut |_| {},
-        )
-        .unwrap_err();
+    let err = ask_failing(url, 5);
     assert!(
         matches!(err, LlmError::Remote { .. })
             && err.to_string().contains("HTTP 500: model overloaded"),
@@ -186,13 +191,7 @@ fn remote_errors_and_hangs_are_clear() {
 
     let url = fake_server(|_sock, _| std::thread::sleep(Duration::from_secs(5)));
     let t = std::time::Instant::now();
-    let err = remote(url, 1)
-        .generate(
-            &[Message::new(Role::User, "hi")],
-            &Cancel::new(),
-            &mut |_| {},
-        )
-        .unwrap_err();
+    let err = ask_failing(url, 1);
     assert!(
         t.elapsed() < Duration::from_secs(4),
         "gave up after {:?}",
