@@ -218,7 +218,7 @@ pub fn transcribe_file(
             if let Some(p) = &progress {
                 p.set_message(format!(
                     "{:.0} s transcribed",
-                    start + window.len() as f64 / 16_000.0
+                    start + window.len() as f64 / asr::SAMPLE_RATE as f64
                 ));
             }
         }
