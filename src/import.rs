@@ -577,14 +577,23 @@ pub fn requantize_gguf_q8_0(src: &Path, dst: &Path) -> Result<(), ImportError> {
             *v = gguf_file::Value::U32(7); // LLAMA_FTYPE_MOSTLY_Q8_0
         }
     }
+    let md: Vec<(&str, &gguf_file::Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
+    let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    write_atomically(dst, |out| gguf_file::write(out, &md, &ts).map_err(bad))
+}
+
+/// Writes `dst` through `write` into a `.part` file beside it, renamed into place only when
+/// complete, so an interrupted import never leaves a file that looks finished.
+fn write_atomically(
+    dst: &Path,
+    write: impl FnOnce(&mut BufWriter<File>) -> Result<(), ImportError>,
+) -> Result<(), ImportError> {
     if let Some(parent) = dst.parent() {
         std::fs::create_dir_all(parent).map_err(io(parent))?;
     }
     let tmp = dst.with_extension("part");
     let mut out = BufWriter::new(File::create(&tmp).map_err(io(&tmp))?);
-    let md: Vec<(&str, &gguf_file::Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
-    let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    gguf_file::write(&mut out, &md, &ts).map_err(bad)?;
+    write(&mut out)?;
     out.flush().map_err(io(&tmp))?;
     drop(out);
     std::fs::rename(&tmp, dst).map_err(io(dst))
@@ -626,11 +635,6 @@ pub fn convert_ct2_dir(
     drop(tensors);
     let vocab = read_vocab(dir)?;
     let (rows, cols, mel) = read_mel_filters(mel_npz, h.n_mels)?;
-    if let Some(parent) = dst.parent() {
-        std::fs::create_dir_all(parent).map_err(io(parent))?;
-    }
-    let tmp = dst.with_extension("part");
-    let mut out = BufWriter::new(File::create(&tmp).map_err(io(&tmp))?);
     let bar = if std::io::stderr().is_terminal() {
         indicatif::ProgressBar::new(renamed.len() as u64)
     } else {
@@ -641,20 +645,19 @@ pub fn convert_ct2_dir(
             .expect("valid template"),
     );
     let tick = || bar.inc(1);
-    write_ggml(
-        &mut out,
-        &h,
-        (rows, cols, &mel),
-        &vocab,
-        &renamed,
-        quantize,
-        &tick,
-    )
-    .map_err(io(&tmp))?;
+    write_atomically(dst, |out| {
+        write_ggml(
+            out,
+            &h,
+            (rows, cols, &mel),
+            &vocab,
+            &renamed,
+            quantize,
+            &tick,
+        )
+        .map_err(io(dst))
+    })?;
     bar.finish_and_clear();
-    out.flush().map_err(io(&tmp))?;
-    drop(out);
-    std::fs::rename(&tmp, dst).map_err(io(dst))?;
     Ok(h)
 }
 
