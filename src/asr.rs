@@ -63,11 +63,7 @@ impl Default for AsrConfig {
 
 impl AsrConfig {
     pub fn threads(&self) -> usize {
-        if self.threads > 0 {
-            self.threads
-        } else {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        }
+        crate::config::thread_count(self.threads)
     }
 }
 

@@ -90,6 +90,15 @@ fn home() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// A configured thread count, where 0 means every core.
+pub fn thread_count(configured: usize) -> usize {
+    if configured > 0 {
+        configured
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+}
+
 /// Expands a leading `~/` to the home folder.
 pub fn expand_home(path: &str) -> PathBuf {
     match path.strip_prefix("~/") {

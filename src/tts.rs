@@ -162,11 +162,7 @@ impl PiperVoice {
         let meta: VoiceMeta = serde_json::from_str(&json).map_err(|e| voice_err(e.to_string()))?;
         let model_cfg: piper_rs::ModelConfig =
             serde_json::from_str(&json).map_err(|e| voice_err(e.to_string()))?;
-        let threads = if cfg.threads > 0 {
-            cfg.threads
-        } else {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        };
+        let threads = crate::config::thread_count(cfg.threads);
         let length_scale = model_cfg.inference.length_scale / cfg.rate;
         let builder = ort::session::Session::builder()
             .and_then(|b| b.with_intra_threads(threads).map_err(Into::into));
