@@ -1,5 +1,6 @@
 //! `seesay bench`: the real-time factor (processing time / audio time) of speech recognition and
-//! synthesis, and the prefill and generation speed of the language model, as medians over several
+//! synthesis, the prefill and generation speed of the language model and the captioner's time per
+//! frame, as medians over several
 //! runs after a warm-up. Numbers from debug builds are meaningless: use --release.
 
 use std::time::Instant;
@@ -21,7 +22,7 @@ pub struct BenchArgs {
     /// Timed runs per stage (after one warm-up run).
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
-    /// Which stages: asr, tts, llm or all.
+    /// Which stages: asr, tts, llm, vision or all.
     #[arg(long, default_value = "all")]
     pub stage: String,
     /// Print the results as one JSON object.
@@ -173,8 +174,40 @@ pub fn run(cfg: &Config, a: BenchArgs) -> Result<()> {
                 "prefill_tok_s": p, "prefill_ms": f, "generate_tok_s": g}),
         );
     }
+    if a.stage == "vision" || a.stage == "all" {
+        let store = Store::from_config(&cfg.models)?;
+        let photo = store.resolve("sample-chelsea")?;
+        let img = crate::caption::load_image(&photo, cfg.vision.max_side)?;
+        let mut captioner = crate::caption::open(&cfg.vision, &store)?;
+        let mut caption = String::new();
+        let secs = time_median(a.runs, || {
+            caption = captioner.caption(&img)?;
+            Ok(())
+        })?;
+        // The decode of the photo is part of each frame's cost too.
+        let decode = time_median(a.runs, || {
+            crate::caption::load_image(&photo, cfg.vision.max_side)?;
+            Ok(())
+        })?;
+        eprintln!(
+            "vision {:<20} {}x{} photo: caption {:.0} ms per frame (+ {:.1} ms PNG decode): {caption}",
+            captioner.describe(),
+            img.width(),
+            img.height(),
+            secs * 1000.0,
+            decode * 1000.0
+        );
+        report.insert(
+            "vision".into(),
+            serde_json::json!({"captioner": captioner.describe(), "caption_ms": secs * 1000.0,
+                "decode_ms": decode * 1000.0, "caption": caption}),
+        );
+    }
     if report.len() == 1 {
-        anyhow::bail!("unknown stage '{}': use asr, tts, llm or all", a.stage);
+        anyhow::bail!(
+            "unknown stage '{}': use asr, tts, llm, vision or all",
+            a.stage
+        );
     }
     if a.json {
         println!("{}", serde_json::Value::Object(report));

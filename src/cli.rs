@@ -39,6 +39,9 @@ pub enum Command {
     /// Ask the language model; the answer streams to standard output. With no prompt on a
     /// terminal: an interactive chat that remembers the conversation.
     Chat(ChatArgs),
+    /// Describe images in a sentence or two (offline: EfficientNet-Lite0 labels; or BLIP, or a
+    /// remote vision model, per the config's [vision] section).
+    Describe(DescribeArgs),
     /// Fetch, check and import models.
     #[command(subcommand)]
     Models(ModelsCommand),
@@ -115,6 +118,37 @@ pub struct ChatArgs {
     /// System prompt.
     #[arg(long)]
     pub system: Option<String>,
+    /// An image the question is about: its description enters the model's context.
+    #[arg(long, value_name = "FILE")]
+    pub image: Option<PathBuf>,
+    #[command(flatten)]
+    pub speech: SpeechArgs,
+}
+
+/// Speaking a text answer as it is produced.
+#[derive(Debug, Args)]
+pub struct SpeechArgs {
+    /// Speak the answer on the speakers, sentence by sentence as it is written.
+    #[arg(long)]
+    pub speak: bool,
+    /// Speak the answer into this WAV file instead of the speakers.
+    #[arg(long = "speak-to", value_name = "FILE")]
+    pub speak_to: Option<PathBuf>,
+    /// Output device name for --speak (default: the system's).
+    #[arg(long, default_value = "")]
+    pub device: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DescribeArgs {
+    /// Image files or folders of images (PNG, JPEG, WebP, BMP, GIF).
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<PathBuf>,
+    /// Captioner: efficientnet, blip or openai (default: vision.backend).
+    #[arg(long)]
+    pub backend: Option<String>,
+    #[command(flatten)]
+    pub speech: SpeechArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -162,6 +196,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Transcribe(a) => transcribe(cfg, a),
         Command::Say(a) => say(cfg, a),
         Command::Chat(a) => chat(cfg, a),
+        Command::Describe(a) => describe(cfg, a),
         Command::Models(m) => models(&cfg, m),
         Command::Config(ConfigCommand::Show) => {
             print!("{}", cfg.to_toml());
@@ -374,17 +409,30 @@ fn chat(mut cfg: Config, a: ChatArgs) -> Result<()> {
         }
     }
     let store = Store::from_config(&cfg.models)?;
+    let scene = match &a.image {
+        Some(path) => Some(caption_image(&cfg, &store, path)?),
+        None => None,
+    };
+    let mut speech = Speech::start(&cfg, &a.speech)?;
     let mut model = crate::llm::open(&cfg.llm, &store)?;
     let mut conv = crate::llm::Conversation::new(&cfg.llm);
+    conv.set_scene(scene);
     let cancel = crate::llm::Cancel::new();
     let describe = model.describe();
     let mut ask = |conv: &mut crate::llm::Conversation, q: &str| -> Result<()> {
         let msgs = conv.prompt_for(model.as_mut(), q)?;
         let mut out = std::io::stdout().lock();
+        let mut splitter = crate::splitter::SentenceSplitter::new(4);
         let (answer, finish) = model.generate(&msgs, &cancel, &mut |chunk| {
             let _ = out.write_all(chunk.as_bytes());
             let _ = out.flush();
+            if let Some(s) = &speech {
+                splitter.push(chunk).into_iter().for_each(|p| s.say(p));
+            }
         })?;
+        if let Some(s) = &speech {
+            splitter.finish().into_iter().for_each(|p| s.say(p));
+        }
         let _ = writeln!(out);
         if finish == crate::llm::Finish::Length {
             tracing::warn!("answer cut at llm.max_tokens ({})", cfg.llm.max_tokens);
@@ -393,7 +441,11 @@ fn chat(mut cfg: Config, a: ChatArgs) -> Result<()> {
         Ok(())
     };
     if let Some(p) = one_shot {
-        return ask(&mut conv, &p);
+        ask(&mut conv, &p)?;
+        return match speech.take() {
+            Some(s) => s.finish(),
+            None => Ok(()),
+        };
     }
     eprintln!("chatting with {describe} (empty line or Ctrl-D to quit)");
     let stdin = std::io::stdin();
@@ -401,11 +453,132 @@ fn chat(mut cfg: Config, a: ChatArgs) -> Result<()> {
         eprint!("> ");
         let mut line = String::new();
         if stdin.lock().read_line(&mut line)? == 0 || line.trim().is_empty() {
-            return Ok(());
+            return match speech.take() {
+                Some(s) => s.finish(),
+                None => Ok(()),
+            };
         }
         if let Err(e) = ask(&mut conv, &line) {
             eprintln!("error: {e:#}");
         }
+    }
+}
+
+/// Describes one image with the configured captioner, logging how long it took.
+fn caption_image(cfg: &Config, store: &Store, path: &Path) -> Result<String> {
+    let img = crate::caption::load_image(path, cfg.vision.max_side)?;
+    let mut captioner = crate::caption::open(&cfg.vision, store)?;
+    let t = std::time::Instant::now();
+    let caption = captioner.caption(&img)?;
+    tracing::debug!(image = %path.display(), ms = t.elapsed().as_millis() as u64, %caption, "captioned");
+    Ok(caption)
+}
+
+fn describe(mut cfg: Config, a: DescribeArgs) -> Result<()> {
+    if let Some(b) = a.backend {
+        cfg.vision.backend = b;
+    }
+    let mut files = Vec::new();
+    for p in &a.images {
+        files.extend(crate::camera::image_files(p)?);
+    }
+    let store = Store::from_config(&cfg.models)?;
+    let speech = Speech::start(&cfg, &a.speech)?;
+    let mut captioner = crate::caption::open(&cfg.vision, &store)?;
+    let mut failed = 0;
+    for f in &files {
+        let result = crate::caption::load_image(f, cfg.vision.max_side).and_then(|img| {
+            let t = std::time::Instant::now();
+            let c = captioner.caption(&img);
+            tracing::debug!(image = %f.display(), ms = t.elapsed().as_millis() as u64, "captioned");
+            c
+        });
+        match result {
+            Ok(text) => {
+                if files.len() > 1 {
+                    println!("{}: {text}", f.display());
+                } else {
+                    println!("{text}");
+                }
+                if let Some(s) = &speech {
+                    crate::tts::split_sentences(&text)
+                        .into_iter()
+                        .for_each(|p| s.say(p));
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {e}");
+            }
+        }
+    }
+    if let Some(s) = speech {
+        s.finish()?;
+    }
+    if failed > 0 {
+        bail!("{failed} of {} images could not be described", files.len());
+    }
+    Ok(())
+}
+
+/// Speech for text commands: a thread that synthesises each sentence as it arrives and plays it,
+/// or collects it for a WAV file.
+struct Speech {
+    tx: crossbeam_channel::Sender<String>,
+    worker: std::thread::JoinHandle<Result<()>>,
+}
+
+impl Speech {
+    fn start(cfg: &Config, a: &SpeechArgs) -> Result<Option<Speech>> {
+        if !a.speak && a.speak_to.is_none() {
+            return Ok(None);
+        }
+        let mut voice = load_voice(cfg)?;
+        let (tx, rx) = crossbeam_channel::bounded::<String>(16);
+        let out = a.speak_to.clone();
+        let device = a.device.clone();
+        let gap_ms = cfg.tts.sentence_silence_ms;
+        let worker =
+            std::thread::Builder::new()
+                .name("tts".into())
+                .spawn(move || -> Result<()> {
+                    let rate = voice.sample_rate;
+                    let gap = vec![0.0; (rate as u64 * gap_ms as u64 / 1000) as usize];
+                    let mut all = Vec::new();
+                    for sentence in rx {
+                        let mut pcm = voice.synthesize(&sentence)?;
+                        pcm.extend_from_slice(&gap);
+                        match &out {
+                            Some(_) => all.extend(pcm),
+                            None => crate::speaker::play(&pcm, rate, &device)?,
+                        }
+                    }
+                    if let Some(path) = &out {
+                        if all.is_empty() {
+                            bail!("nothing was said, so {} was not written", path.display());
+                        }
+                        audio::write_wav(path, &all, rate)?;
+                        eprintln!(
+                            "wrote {} ({:.1} s of speech)",
+                            path.display(),
+                            all.len() as f64 / rate as f64
+                        );
+                    }
+                    Ok(())
+                })?;
+        Ok(Some(Speech { tx, worker }))
+    }
+
+    fn say(&self, sentence: String) {
+        // A failed send means the speech thread stopped with an error, reported by finish().
+        let _ = self.tx.send(sentence);
+    }
+
+    fn finish(self) -> Result<()> {
+        drop(self.tx);
+        self.worker
+            .join()
+            .map_err(|_| anyhow::anyhow!("the speech thread panicked"))?
     }
 }
 

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::asr::AsrConfig;
+use crate::caption::VisionConfig;
 use crate::llm::LlmConfig;
 use crate::tts::TtsConfig;
 
@@ -38,6 +39,8 @@ pub struct Config {
     pub llm: LlmConfig,
     /// Speech synthesis (Piper voices through onnxruntime).
     pub tts: TtsConfig,
+    /// Image description (camera frames and image files).
+    pub vision: VisionConfig,
 }
 
 /// Model storage.

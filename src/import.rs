@@ -31,6 +31,8 @@ pub enum ImportError {
     Format(String),
     #[error("unknown quantization '{0}' (use f16 or q8_0)")]
     Quantize(String),
+    #[error("cannot read PyTorch checkpoint {0}")]
+    Checkpoint(String),
 }
 
 /// Output precision of the big 2-D weight matrices.

@@ -217,6 +217,9 @@ impl WordChunker {
 pub struct Conversation {
     system: Option<Message>,
     turns: Vec<Message>,
+    /// The newest camera caption, told to the model with the system prompt (small models use it
+    /// far better there than inside the question) and never kept in memory.
+    scene: Option<String>,
     budget: usize,
     reserve: usize,
 }
@@ -228,6 +231,7 @@ impl Conversation {
         Conversation {
             system,
             turns: Vec::new(),
+            scene: None,
             budget: cfg.context_tokens,
             reserve: cfg.max_tokens,
         }
@@ -243,17 +247,19 @@ impl Conversation {
             return Err(LlmError::EmptyPrompt);
         }
         let limit = self.budget.saturating_sub(self.reserve);
-        let mut alone: Vec<Message> = self.system.iter().cloned().collect();
-        alone.push(Message::new(Role::User, user.trim()));
+        let question = user.trim().to_string();
+        let system = self.system_message();
+        let mut alone: Vec<Message> = system.iter().cloned().collect();
+        alone.push(Message::new(Role::User, question.as_str()));
         let needed = model.count_tokens(&alone)?;
         if needed > limit {
             // Refused whole: memory is kept, nothing is truncated silently.
             return Err(LlmError::PromptTooLong { needed, limit });
         }
         loop {
-            let mut msgs: Vec<Message> = self.system.iter().cloned().collect();
+            let mut msgs: Vec<Message> = system.iter().cloned().collect();
             msgs.extend(self.turns.iter().cloned());
-            msgs.push(Message::new(Role::User, user.trim()));
+            msgs.push(Message::new(Role::User, question.as_str()));
             let needed = model.count_tokens(&msgs)?;
             if needed <= limit {
                 return Ok(msgs);
@@ -274,6 +280,26 @@ impl Conversation {
         self.turns.push(Message::new(Role::User, user.trim()));
         self.turns
             .push(Message::new(Role::Assistant, answer.trim()));
+    }
+
+    /// The system prompt, with what the camera shows now.
+    fn system_message(&self) -> Option<Message> {
+        let Some(scene) = &self.scene else {
+            return self.system.clone();
+        };
+        let seen = format!(
+            "You can see through a camera. {}",
+            crate::caption::context_line(scene)
+        );
+        Some(match &self.system {
+            Some(m) => Message::new(Role::System, format!("{} {seen}", m.content)),
+            None => Message::new(Role::System, seen),
+        })
+    }
+
+    /// Sets (or clears) what the camera shows now: the next question is asked with it.
+    pub fn set_scene(&mut self, caption: Option<String>) {
+        self.scene = caption.filter(|c| !c.trim().is_empty());
     }
 
     pub fn turns(&self) -> usize {
@@ -372,5 +398,25 @@ mod tests {
             conv.prompt_for(&mut m, "  "),
             Err(LlmError::EmptyPrompt)
         ));
+    }
+
+    #[test]
+    fn the_scene_joins_the_system_prompt_and_is_not_remembered() {
+        let mut conv = Conversation::new(&LlmConfig {
+            system_prompt: "Be brief.".into(),
+            ..LlmConfig::default()
+        });
+        conv.set_scene(Some("a cat.".into()));
+        let msgs = conv.prompt_for(&mut CharModel, "What is this?").unwrap();
+        assert_eq!(
+            msgs[0].content,
+            "Be brief. You can see through a camera. The camera currently shows: a cat."
+        );
+        assert_eq!(msgs[1].content, "What is this?");
+        conv.record("What is this?", "A cat.");
+        conv.set_scene(None);
+        let msgs = conv.prompt_for(&mut CharModel, "And now?").unwrap();
+        assert_eq!(msgs[0].content, "Be brief.");
+        assert!(msgs.iter().all(|m| !m.content.contains("camera")));
     }
 }

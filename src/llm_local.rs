@@ -130,11 +130,7 @@ impl LocalModel {
         template
             .add_template_owned("chat", source)
             .map_err(|e| LlmError::Template(e.to_string()))?;
-        let device = if cfg!(feature = "cuda") {
-            Device::cuda_if_available(0).map_err(|e| err(e.to_string()))?
-        } else {
-            Device::Cpu
-        };
+        let device = device().map_err(|e| err(e.to_string()))?;
         let load = |e: candle_core::Error| err(e.to_string());
         let weights = match arch.as_str() {
             "llama" => Weights::Llama(
@@ -321,5 +317,14 @@ impl ChatModel for LocalModel {
 
     fn stats(&self) -> Option<GenStats> {
         self.last
+    }
+}
+
+/// The device candle models run on: the first CUDA GPU in a `cuda` build, the CPU otherwise.
+pub fn device() -> candle_core::Result<Device> {
+    if cfg!(feature = "cuda") {
+        Device::cuda_if_available(0)
+    } else {
+        Ok(Device::Cpu)
     }
 }

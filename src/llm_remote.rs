@@ -59,7 +59,7 @@ impl RemoteModel {
 }
 
 /// The text of an OpenAI-style error body, or the body itself.
-fn error_text(body: &str) -> String {
+pub(crate) fn error_text(body: &str) -> String {
     serde_json::from_str::<serde_json::Value>(body)
         .ok()
         .and_then(|v| v["error"]["message"].as_str().map(str::to_string))

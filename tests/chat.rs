@@ -3,8 +3,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
+use std::io::Write;
 use std::time::Duration;
 
 use common::*;
@@ -94,31 +93,6 @@ fn bad_prompts_and_models_get_clear_errors() {
     assert_clear_error(&["chat", &long], &[], "context window");
 }
 
-/// Serves one request on a random local port with `respond`; returns the base URL.
-fn fake_server(respond: impl FnOnce(&mut std::net::TcpStream, String) + Send + 'static) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let (mut sock, _) = listener.accept().unwrap();
-        let mut reader = BufReader::new(sock.try_clone().unwrap());
-        let mut len = 0;
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                len = v.trim().parse().unwrap();
-            }
-            if line == "\r\n" {
-                break;
-            }
-        }
-        let mut body = vec![0; len];
-        reader.read_exact(&mut body).unwrap();
-        respond(&mut sock, String::from_utf8(body).unwrap());
-    });
-    format!("http://{addr}/v1")
-}
-
 fn remote(base_url: String, timeout_s: u64) -> seesay::llm_remote::RemoteModel {
     let cfg = LlmConfig {
         backend: "openai".into(),
@@ -133,7 +107,7 @@ fn remote(base_url: String, timeout_s: u64) -> seesay::llm_remote::RemoteModel {
 #[test]
 fn remote_backend_streams_server_sent_events() {
     let (tx, rx) = std::sync::mpsc::channel();
-    let url = fake_server(move |sock, body| {
+    let url = common::fake_server(move |sock, body| {
         tx.send(body).unwrap();
         let mut out = String::from("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n");
         for piece in ["The cap", "ital is", " Par", "is."] {
@@ -174,7 +148,7 @@ fn ask_failing(url: String, timeout_s: u64) -> LlmError {
 
 #[test]
 fn remote_errors_and_hangs_are_clear() {
-    let url = fake_server(|sock, _| {
+    let url = common::fake_server(|sock, _| {
         let body = r#"{"error":{"message":"model overloaded","type":"server_error"}}"#;
         let head = format!(
             "HTTP/1.1 500 Internal Server Error\r\nContent-Length: {}\r\n\r\n",
@@ -189,7 +163,7 @@ fn remote_errors_and_hangs_are_clear() {
         "{err}"
     );
 
-    let url = fake_server(|_sock, _| std::thread::sleep(Duration::from_secs(5)));
+    let url = common::fake_server(|_sock, _| std::thread::sleep(Duration::from_secs(5)));
     let t = std::time::Instant::now();
     let err = ask_failing(url, 1);
     assert!(

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: run the real binary with a time limit, find models.
 #![allow(dead_code)]
 
+use std::io::{BufRead, Read};
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -122,4 +123,31 @@ pub fn assert_clear_error_in(
 
 pub fn assert_clear_error(args: &[&str], env: &[(&str, &str)], expect: &str) {
     assert_clear_error_in(args, env, None, expect)
+}
+
+/// Serves one request on a random local port with `respond`; returns the base URL.
+pub fn fake_server(
+    respond: impl FnOnce(&mut std::net::TcpStream, String) + Send + 'static,
+) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut sock, _) = listener.accept().unwrap();
+        let mut reader = std::io::BufReader::new(sock.try_clone().unwrap());
+        let mut len = 0;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap();
+            }
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let mut body = vec![0; len];
+        reader.read_exact(&mut body).unwrap();
+        respond(&mut sock, String::from_utf8(body).unwrap());
+    });
+    format!("http://{addr}/v1")
 }

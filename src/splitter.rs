@@ -1,0 +1,116 @@
+//! The sentence splitter: streamed text chunks (words, as the language model writes them) in,
+//! speakable pieces out as soon as each is complete. The first piece of an answer may be its first
+//! clause, so that speech starts before the first sentence is finished.
+
+use crate::tts::split_sentences;
+
+/// Cuts a stream of text into sentences.
+#[derive(Debug)]
+pub struct SentenceSplitter {
+    buf: String,
+    /// Emit the first clause early when it has at least this many words (0: never).
+    first_clause_words: usize,
+    emitted: usize,
+}
+
+impl SentenceSplitter {
+    pub fn new(first_clause_words: usize) -> SentenceSplitter {
+        SentenceSplitter {
+            buf: String::new(),
+            first_clause_words,
+            emitted: 0,
+        }
+    }
+
+    /// Adds a chunk; returns the pieces it completed.
+    pub fn push(&mut self, chunk: &str) -> Vec<String> {
+        self.buf.push_str(chunk);
+        let mut out = Vec::new();
+        if self.emitted == 0 && self.first_clause_words > 0 {
+            if let Some(clause) = self.early_clause() {
+                out.push(clause);
+            }
+        }
+        // Chunks end at word boundaries. A sentinel word after the buffer shows which sentences
+        // are closed: if it stands alone, everything before it is complete.
+        if self.buf.ends_with(char::is_whitespace) {
+            let mut pieces = split_sentences(&format!("{}Z", self.buf));
+            let open = match pieces.pop() {
+                Some(last) if last == "Z" => String::new(),
+                Some(last) => last.strip_suffix('Z').unwrap_or(&last).to_string(),
+                None => String::new(),
+            };
+            if !pieces.is_empty() {
+                self.buf = open;
+                out.extend(pieces);
+            }
+        }
+        self.emitted += out.len();
+        out
+    }
+
+    /// The rest of the text, at the end of the stream.
+    pub fn finish(&mut self) -> Vec<String> {
+        let rest = std::mem::take(&mut self.buf);
+        let out = split_sentences(&rest);
+        self.emitted += out.len();
+        out
+    }
+
+    fn early_clause(&mut self) -> Option<String> {
+        let cut = self.buf.match_indices([',', ';', ':']).find_map(|(i, _)| {
+            let closes = self.buf[i + 1..].starts_with(char::is_whitespace); // not "1,000"
+            let clause = &self.buf[..=i];
+            let long_enough = clause.split_whitespace().count() >= self.first_clause_words;
+            (closes && long_enough).then_some(i)
+        })?;
+        let clause = self.buf[..=cut].trim().to_string();
+        if clause.contains(['.', '!', '?']) {
+            return None; // a whole sentence came first; the sentence rule handles it
+        }
+        self.buf = self.buf[cut + 1..].trim_start().to_string();
+        Some(clause)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed(s: &mut SentenceSplitter, text: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for w in text.split_inclusive(' ') {
+            out.extend(s.push(w));
+        }
+        out.extend(s.finish());
+        out
+    }
+
+    #[test]
+    fn sentences_come_out_when_complete() {
+        let mut s = SentenceSplitter::new(0);
+        assert!(s.push("Dr. ").is_empty());
+        assert!(s.push("Smith paid 3.50 ").is_empty());
+        assert_eq!(s.push("dollars. "), vec!["Dr. Smith paid 3.50 dollars."]);
+        assert!(s.push("Then ").is_empty());
+        assert!(s.push("he left").is_empty());
+        assert_eq!(s.finish(), vec!["Then he left"]);
+    }
+
+    #[test]
+    fn the_first_clause_may_go_early() {
+        let mut s = SentenceSplitter::new(4);
+        let out = feed(
+            &mut s,
+            "Well, the capital of France, as you know, is Paris. It has 1,000 bridges, maybe. ",
+        );
+        assert_eq!(
+            out,
+            vec![
+                "Well, the capital of France,",
+                "as you know, is Paris.",
+                "It has 1,000 bridges, maybe."
+            ]
+        );
+    }
+}
