@@ -176,3 +176,18 @@ fn remote_errors_and_hangs_are_clear() {
         "{err}"
     );
 }
+
+#[test]
+fn chat_speaks_its_answer_as_it_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("answer.wav").display().to_string();
+    let printed = ok(seesay(&[
+        "chat",
+        "--speak-to",
+        &wav,
+        "What is the capital of France?",
+    ]));
+    let heard = ok(seesay(&["transcribe", &wav]));
+    assert!(words(&printed).contains(&"paris".to_string()), "{printed}");
+    assert!(words(&heard).contains(&"paris".to_string()), "{heard}");
+}
