@@ -11,6 +11,7 @@ use crate::asr::AsrConfig;
 use crate::caption::VisionConfig;
 use crate::llm::LlmConfig;
 use crate::tts::TtsConfig;
+use crate::vad::VadConfig;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -41,6 +42,8 @@ pub struct Config {
     pub tts: TtsConfig,
     /// Image description (camera frames and image files).
     pub vision: VisionConfig,
+    /// Voice activity detection: when the user starts and stops speaking.
+    pub vad: VadConfig,
 }
 
 /// Model storage.

@@ -29,3 +29,4 @@ pub mod speaker;
 pub mod splitter;
 pub mod transcript;
 pub mod tts;
+pub mod vad;
