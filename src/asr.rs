@@ -139,13 +139,17 @@ impl WhisperModel {
             // 50 encoder frames per second of audio, with a margin. A short context is ~5x faster,
             // but Whisper was trained on 30 s and sometimes derails on it (timestamps past the end
             // of the audio, text repeated in a loop): then the window is decoded again in full.
-            let ctx = (((secs + 1.5) * 50.0).ceil() as i32).min(n_ctx);
+            // Below about 8 s of context tiny.en looped on a 2.5 s utterance ("And so my fellow
+            // Americans." x 30) where 8 s gave the right text in 258 ms, whole process.
+            let ctx = (((secs + 1.5).max(8.0) * 50.0).ceil() as i32).min(n_ctx);
             let segments = self.run(samples, offset, ctx)?;
             if !derailed(&segments, offset, secs) {
                 return Ok(segments);
             }
             tracing::debug!(
                 ctx,
+                secs,
+                segments = ?segments.iter().map(|s| format!("{:.2}-{:.2} {}", s.start, s.end, s.text)).collect::<Vec<_>>(),
                 "short audio context derailed; decoding again with the full context"
             );
         }
@@ -169,6 +173,11 @@ impl WhisperModel {
         params.set_suppress_nst(true);
         params.set_no_speech_thold(self.cfg.no_speech_threshold);
         params.set_audio_ctx(audio_ctx);
+        if audio_ctx < self.ctx.model_n_audio_ctx() {
+            // No temperature fallback on the short context: a derailed decode would otherwise be
+            // repeated at five temperatures (seconds of work) before the full-context retry.
+            params.set_temperature_inc(0.0);
+        }
         self.state
             .full(params, samples)
             .map_err(|e| AsrError::Inference(e.to_string()))?;

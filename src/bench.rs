@@ -22,7 +22,8 @@ pub struct BenchArgs {
     /// Timed runs per stage (after one warm-up run).
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
-    /// Which stages: asr, tts, llm, vision or all.
+    /// Which stages: asr, tts, llm, vision, all (these four), or pipeline (the live pipeline in
+    /// real time; takes about 11 s a turn).
     #[arg(long, default_value = "all")]
     pub stage: String,
     /// Print the results as one JSON object.
@@ -203,9 +204,12 @@ pub fn run(cfg: &Config, a: BenchArgs) -> Result<()> {
                 "decode_ms": decode * 1000.0, "caption": caption}),
         );
     }
+    if a.stage == "pipeline" {
+        report.insert("pipeline".into(), bench_pipeline(cfg, a.runs)?);
+    }
     if report.len() == 1 {
         anyhow::bail!(
-            "unknown stage '{}': use asr, tts, llm, vision or all",
+            "unknown stage '{}': use asr, tts, llm, vision, pipeline or all",
             a.stage
         );
     }
@@ -213,6 +217,103 @@ pub fn run(cfg: &Config, a: BenchArgs) -> Result<()> {
         println!("{}", serde_json::Value::Object(report));
     }
     Ok(())
+}
+
+/// Questions for the pipeline benchmark, spoken by the Piper voice.
+pub const QUESTIONS: [&str; 8] = [
+    "What is the capital of France?",
+    "How many legs does a spider have?",
+    "What color is the sky?",
+    "Who wrote Romeo and Juliet?",
+    "What is two plus two?",
+    "What do bees make?",
+    "Where is the Eiffel Tower?",
+    "What is the largest ocean?",
+];
+
+/// The 95th percentile (nearest rank).
+fn p95(xs: &mut [f64]) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    if xs.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((0.95 * xs.len() as f64).ceil() as usize).clamp(1, xs.len());
+    xs[rank - 1]
+}
+
+/// Runs `turns` spoken questions through the live pipeline in real time (file in, file out) and
+/// reports the median and 95th percentile of each latency figure.
+fn bench_pipeline(cfg: &Config, turns: usize) -> Result<serde_json::Value> {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    let turns = turns.clamp(1, 64);
+    let mut voice = crate::cli::load_voice(cfg)?;
+    let rate = crate::asr::SAMPLE_RATE;
+    let gap = |s: f64| vec![0.0f32; (s * rate as f64) as usize];
+    let mut input = gap(1.0);
+    for i in 0..turns {
+        let q = voice.synthesize(QUESTIONS[i % QUESTIONS.len()])?;
+        input.extend(crate::audio::resample(&q, voice.sample_rate, rate)?);
+        // Room for a short answer before the next question (half duplex).
+        input.extend(gap(9.0));
+    }
+    drop(voice);
+    let dir = std::env::temp_dir().join(format!("seesay-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let wav = dir.join("questions.wav");
+    crate::audio::write_wav(&wav, &input, rate)?;
+    let mut cfg = cfg.clone();
+    // Short answers, so each fits in the gap before the next question.
+    cfg.llm.max_tokens = 24;
+    cfg.llm.system_prompt = format!("{} Answer in one short sentence.", cfg.llm.system_prompt);
+    eprintln!(
+        "pipeline: {turns} spoken questions in real time ({:.0} s)...",
+        input.len() as f64 / rate as f64
+    );
+    let summary = crate::pipeline::run(
+        &cfg,
+        crate::pipeline::RunOptions {
+            input: crate::pipeline::Input::File {
+                path: wav,
+                pace: crate::mic::Pace::Realtime,
+            },
+            output: crate::pipeline::Output::File(dir.join("answers.wav")),
+            image: None,
+            metrics: None,
+            max_turns: None,
+        },
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    )?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let col = |f: fn(&crate::pipeline::TurnMetrics) -> f64| -> Vec<f64> {
+        summary.turns.iter().map(f).collect()
+    };
+    let mut figures = serde_json::Map::new();
+    for (name, mut xs) in [
+        ("endpoint_ms", col(|t| t.endpoint_ms)),
+        ("transcript_ms", col(|t| t.transcript_ms)),
+        ("first_token_ms", col(|t| t.first_token_ms)),
+        ("first_audio_ready_ms", col(|t| t.first_audio_ready_ms)),
+        ("voice_to_voice_ms", col(|t| t.voice_to_voice_ms)),
+    ] {
+        let (m, p) = (median(&mut xs.clone()), p95(&mut xs));
+        eprintln!("pipeline {name:<22} median {m:>5.0} ms   p95 {p:>5.0} ms");
+        figures.insert(name.into(), serde_json::json!({"median": m, "p95": p}));
+    }
+    for t in &summary.turns {
+        eprintln!(
+            "  turn {}: {:?} -> {:?} ({:.0} ms)",
+            t.turn, t.transcript, t.answer, t.voice_to_voice_ms
+        );
+    }
+    eprintln!(
+        "pipeline answered {} of {turns} questions",
+        summary.turns.len()
+    );
+    figures.insert("answered".into(), summary.turns.len().into());
+    figures.insert("asked".into(), turns.into());
+    Ok(serde_json::Value::Object(figures))
 }
 
 #[cfg(test)]

@@ -29,8 +29,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// One spoken turn from a recording: transcribe it, answer with the language model, speak the
-    /// answer into a WAV file. With no arguments it uses the bundled recording (jfk.wav).
+    /// The live conversation: listen (microphone or recording), answer, speak, with barge-in and
+    /// per-turn latency. With no microphone and no arguments: the bundled recording and photo.
     Run(RunArgs),
     /// Transcribe audio files (WAV, FLAC, MP3, OGG; any rate and channel count).
     Transcribe(TranscribeArgs),
@@ -54,12 +54,33 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Recording of what the user says. Default: the bundled sample (models fetch sample-jfk).
+    /// Answer a recording instead of the microphone. Without it: the microphone if there is one,
+    /// else the bundled recording (jfk.wav) with the bundled photo (chelsea.png) as the camera.
     #[arg(long, value_name = "FILE")]
     pub input: Option<PathBuf>,
-    /// Where the spoken reply goes.
-    #[arg(long, short, value_name = "FILE", default_value = "reply.wav")]
-    pub output: PathBuf,
+    /// Listen to the microphone (an error if there is none).
+    #[arg(long, conflicts_with = "input")]
+    pub live: bool,
+    /// Write what the speaker would have played, silences included, to this WAV file instead of
+    /// playing it. Default for recordings: reply.wav.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// An image, or a folder of images shown in turn, as what the camera sees.
+    #[arg(long, value_name = "IMAGE")]
+    pub image: Option<PathBuf>,
+    /// Write one JSON object per answered turn (transcript, answer, latencies) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub metrics: Option<PathBuf>,
+    /// Feed a recording as fast as the pipeline takes it instead of in real time (the output's
+    /// timing then no longer matches the input's).
+    #[arg(long)]
+    pub fast: bool,
+    /// Let the user interrupt an answer by speaking (default: pipeline.barge_in).
+    #[arg(long)]
+    pub barge_in: bool,
+    /// Stop after this many answered turns.
+    #[arg(long, value_name = "N")]
+    pub max_turns: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -582,54 +603,87 @@ impl Speech {
     }
 }
 
-/// One spoken turn from a recording: hear it, answer it with the language model, speak the answer.
-/// (Sequential for now; the streaming pipeline with barge-in is `seesay run`'s next step.)
+/// The live pipeline: a microphone (or a recording) in, spoken answers out, with the latency of
+/// each turn.
 fn run_turn(cfg: &Config, a: RunArgs) -> Result<()> {
+    use crate::pipeline::{Input, Output, RunOptions};
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    let mut cfg = cfg.clone();
+    if a.barge_in {
+        cfg.pipeline.barge_in = true;
+    }
     let store = Store::from_config(&cfg.models)?;
-    let input = match a.input {
-        Some(p) => p,
-        None => store.resolve("sample-jfk")?,
+    let pace = if a.fast {
+        crate::mic::Pace::Fast
+    } else {
+        crate::mic::Pace::Realtime
     };
-    let t0 = std::time::Instant::now();
-    let mut asr = load_whisper(cfg)?;
-    let mut llm = crate::llm::open(&cfg.llm, &store)?;
-    let mut voice = load_voice(cfg)?;
-    let load_ms = t0.elapsed().as_millis();
-
-    let t1 = std::time::Instant::now();
-    let (duration, segments) = transcribe_file(&mut asr, &input, cfg.asr.window_seconds)?;
-    let asr_ms = t1.elapsed().as_millis();
-    let heard = transcript::plain_text(&segments);
-    if heard.is_empty() {
+    let mut image = a.image;
+    let input = match a.input {
+        Some(path) => Input::File { path, pace },
+        None if a.live || crate::mic::has_microphone() => Input::Mic,
+        None => {
+            eprintln!("no microphone: answering the bundled recording (jfk.wav), with the bundled photo as the camera");
+            if image.is_none() {
+                image = Some(store.resolve("sample-chelsea")?);
+            }
+            Input::File {
+                path: store.resolve("sample-jfk")?,
+                pace,
+            }
+        }
+    };
+    let output = match (&a.output, &input) {
+        (Some(p), _) => Output::File(p.clone()),
+        (None, Input::File { .. }) => Output::File(PathBuf::from("reply.wav")),
+        (None, Input::Mic) => Output::Speaker,
+    };
+    if matches!(input, Input::Mic) {
+        eprintln!("listening (Ctrl-C to stop)");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let abort = Arc::new(AtomicBool::new(false));
+    // Ctrl-C sets a flag the pipeline polls; no thread waits on the signal.
+    signal_hook::flag::register(signal_hook::consts::SIGINT, abort.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, abort.clone())?;
+    let out_path = match &output {
+        Output::File(p) => Some(p.clone()),
+        Output::Speaker => None,
+    };
+    let summary = crate::pipeline::run(
+        &cfg,
+        RunOptions {
+            input,
+            output,
+            image,
+            metrics: a.metrics,
+            max_turns: a.max_turns,
+        },
+        stop,
+        abort,
+    )?;
+    for t in &summary.turns {
+        println!("heard:  {}", t.transcript);
+        let cut = if t.interrupted { " [interrupted]" } else { "" };
+        println!("answer: {}{cut}", t.answer);
+        println!(
+            "timing: from the end of speech: endpoint {:.0} ms, transcript {:.0} ms, first token {:.0} ms, first audio {:.0} ms (voice to voice)",
+            t.endpoint_ms, t.transcript_ms, t.first_token_ms, t.voice_to_voice_ms
+        );
+    }
+    if summary.turns.is_empty() {
         println!("heard:  (no speech)");
-        return Ok(());
     }
-
-    let t2 = std::time::Instant::now();
-    let mut conv = crate::llm::Conversation::new(&cfg.llm);
-    let msgs = conv.prompt_for(llm.as_mut(), &heard)?;
-    let mut first_token_ms = None;
-    let (answer, _) = llm.generate(&msgs, &crate::llm::Cancel::new(), &mut |_| {
-        first_token_ms.get_or_insert(t2.elapsed().as_millis());
-    })?;
-    let llm_ms = t2.elapsed().as_millis();
-    if answer.is_empty() {
-        bail!("the language model gave an empty answer");
+    if summary.mic_dropped > 0 {
+        eprintln!(
+            "warning: {} microphone buffers were dropped (the pipeline fell behind)",
+            summary.mic_dropped
+        );
     }
-
-    let t3 = std::time::Instant::now();
-    let pcm = speak_text(&mut voice, &answer, cfg.tts.sentence_silence_ms)?;
-    let tts_ms = t3.elapsed().as_millis();
-    audio::write_wav(&a.output, &pcm, voice.sample_rate)?;
-    println!("heard:  {heard}");
-    println!("answer: {answer}");
-    println!(
-        "timing: models loaded in {load_ms} ms; ASR {asr_ms} ms for {duration:.1} s of audio; \
-         LLM first words {} ms, whole answer {llm_ms} ms; TTS {tts_ms} ms for {:.1} s of speech",
-        first_token_ms.unwrap_or(llm_ms),
-        pcm.len() as f64 / voice.sample_rate as f64
-    );
-    println!("wrote:  {}", a.output.display());
+    if let Some(p) = out_path {
+        println!("wrote:  {} ({:.1} s)", p.display(), summary.output_s);
+    }
     Ok(())
 }
 

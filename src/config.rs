@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::asr::AsrConfig;
 use crate::caption::VisionConfig;
 use crate::llm::LlmConfig;
+use crate::pipeline::PipelineConfig;
 use crate::tts::TtsConfig;
 use crate::vad::VadConfig;
 
@@ -44,6 +45,8 @@ pub struct Config {
     pub vision: VisionConfig,
     /// Voice activity detection: when the user starts and stops speaking.
     pub vad: VadConfig,
+    /// The live pipeline (`seesay run`): barge-in, devices, streaming.
+    pub pipeline: PipelineConfig,
 }
 
 /// Model storage.

@@ -182,6 +182,12 @@ pub trait ChatModel: Send {
     /// A short description (model file or server) for logs.
     fn describe(&self) -> String;
 
+    /// Computes what `messages` (the fixed start of every prompt, e.g. the system prompt) need
+    /// ahead of time, so the first question only pays for its own tokens. A no-op by default.
+    fn warm_up(&mut self, _messages: &[Message]) -> Result<(), LlmError> {
+        Ok(())
+    }
+
     /// Token counts and timings of the last generation, where the backend knows them.
     fn stats(&self) -> Option<GenStats> {
         None
@@ -280,6 +286,11 @@ impl Conversation {
         self.turns.push(Message::new(Role::User, user.trim()));
         self.turns
             .push(Message::new(Role::Assistant, answer.trim()));
+    }
+
+    /// The fixed start of every prompt: the system prompt with the current scene.
+    pub fn preamble(&self) -> Vec<Message> {
+        self.system_message().into_iter().collect()
     }
 
     /// The system prompt, with what the camera shows now.

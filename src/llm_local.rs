@@ -169,13 +169,21 @@ impl LocalModel {
 
     /// The prompt text for `messages`, as the model's own chat template writes it.
     pub fn render(&self, messages: &[Message]) -> Result<String, LlmError> {
+        self.render_with(messages, true)
+    }
+
+    fn render_with(
+        &self,
+        messages: &[Message],
+        generation_prompt: bool,
+    ) -> Result<String, LlmError> {
         let tmpl = self
             .template
             .get_template("chat")
             .map_err(|e| LlmError::Template(e.to_string()))?;
         tmpl.render(minijinja::context! {
             messages => messages.iter().map(|m| minijinja::context! { role => m.role, content => m.content.clone() }).collect::<Vec<_>>(),
-            add_generation_prompt => true,
+            add_generation_prompt => generation_prompt,
             bos_token => self.bos.clone(),
             eos_token => self.eos.clone(),
         })
@@ -208,6 +216,21 @@ impl LocalModel {
 }
 
 impl ChatModel for LocalModel {
+    fn warm_up(&mut self, messages: &[Message]) -> Result<(), LlmError> {
+        let tokens = self.encode(&self.render_with(messages, false)?)?;
+        if tokens.is_empty() || self.cached.starts_with(&tokens) {
+            return Ok(());
+        }
+        let t = Instant::now();
+        self.forward(&tokens, 0)?;
+        tracing::debug!(
+            tokens = tokens.len(),
+            ms = t.elapsed().as_millis() as u64,
+            "system prompt prefilled"
+        );
+        Ok(())
+    }
+
     fn generate(
         &mut self,
         messages: &[Message],

@@ -52,8 +52,8 @@ impl Default for VadConfig {
             model: "silero-vad".into(),
             threshold: 0.5,
             hysteresis: 0.15,
-            min_speech_ms: 250,
-            min_silence_ms: 400,
+            min_speech_ms: 160,
+            min_silence_ms: 300,
             pre_roll_ms: 200,
             max_utterance_s: 28.0,
         }
@@ -92,9 +92,10 @@ impl SileroVad {
         input.extend_from_slice(&frame[..FRAME.min(frame.len())]);
         input.resize(CONTEXT + FRAME, 0.0);
         self.context.copy_from_slice(&input[FRAME..]);
-        let x = ort::value::Tensor::<f32>::from_array(([1, CONTEXT + FRAME], input)).map_err(err)?;
-        let state =
-            ort::value::Tensor::<f32>::from_array(([2, 1, 128], self.state.clone())).map_err(err)?;
+        let x =
+            ort::value::Tensor::<f32>::from_array(([1, CONTEXT + FRAME], input)).map_err(err)?;
+        let state = ort::value::Tensor::<f32>::from_array(([2, 1, 128], self.state.clone()))
+            .map_err(err)?;
         let sr = ort::value::Tensor::<i64>::from_array(([0usize; 0], vec![RATE])).map_err(err)?;
         let out = self
             .session
@@ -160,6 +161,13 @@ impl Endpointer {
         }
     }
 
+    /// Forgets any utterance under way (the microphone was ignored meanwhile); the next frame
+    /// starts at sample index `pos`.
+    pub fn reset_at(&mut self, pos: u64) {
+        *self = Endpointer::new(&self.cfg.clone());
+        self.pos = pos;
+    }
+
     /// Is an utterance under way (confirmed speech)?
     pub fn in_speech(&self) -> bool {
         self.confirmed
@@ -203,7 +211,8 @@ impl Endpointer {
                 return Some(VadEvent::Start { start: self.start });
             }
             // A blip that faded before it counted as speech.
-            if self.silent_frames >= frames_in(self.cfg.min_silence_ms.min(self.cfg.min_speech_ms)) {
+            if self.silent_frames >= frames_in(self.cfg.min_silence_ms.min(self.cfg.min_speech_ms))
+            {
                 self.in_speech = false;
                 self.history = self.audio.chunks(FRAME).map(<[f32]>::to_vec).collect();
                 while self.history.len() > frames_in(self.cfg.pre_roll_ms) {
@@ -242,9 +251,9 @@ mod tests {
 
     fn run(probs: &[f32]) -> Vec<(usize, VadEvent)> {
         let mut e = Endpointer::new(&VadConfig {
-            min_speech_ms: 64,   // 2 frames
-            min_silence_ms: 96,  // 3 frames
-            pre_roll_ms: 32,     // 1 frame
+            min_speech_ms: 64,  // 2 frames
+            min_silence_ms: 96, // 3 frames
+            pre_roll_ms: 32,    // 1 frame
             ..VadConfig::default()
         });
         let frame = vec![0.1; FRAME];
@@ -264,7 +273,15 @@ mod tests {
     fn speech_is_confirmed_then_ended_by_silence() {
         let ev = run(&[0.0, 0.0, 0.9, 0.9, 0.9, 0.4, 0.9, 0.1, 0.1, 0.1, 0.0]);
         assert_eq!(ev.len(), 2, "{ev:?}");
-        assert_eq!(ev[0], (3, VadEvent::Start { start: 2 * FRAME as u64 }));
+        assert_eq!(
+            ev[0],
+            (
+                3,
+                VadEvent::Start {
+                    start: 2 * FRAME as u64
+                }
+            )
+        );
         // 0.4 is above threshold - hysteresis, so it is still speech; three quiet frames end it.
         let (i, VadEvent::End { audio, speech_end }) = &ev[1] else {
             panic!("{ev:?}")
@@ -284,6 +301,9 @@ mod tests {
     #[test]
     fn input_ending_mid_speech_still_ends_the_utterance() {
         let ev = run(&[0.9, 0.9, 0.9, 0.9]);
-        assert!(matches!(ev.last(), Some((4, VadEvent::End { .. }))), "{ev:?}");
+        assert!(
+            matches!(ev.last(), Some((4, VadEvent::End { .. }))),
+            "{ev:?}"
+        );
     }
 }

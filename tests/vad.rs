@@ -37,7 +37,10 @@ fn speech_is_found_and_silence_and_noise_are_not() {
             _ => None,
         })
         .collect();
-    assert!(!starts.is_empty() && starts.len() == ends.len(), "{starts:?} {ends:?}");
+    assert!(
+        !starts.is_empty() && starts.len() == ends.len(),
+        "{starts:?} {ends:?}"
+    );
     // Kennedy starts speaking at about 0.3 s and stops at about 10.6 s (of 11.0 s).
     let s = starts[0] as f32 / 16_000.0;
     let e = *ends.last().unwrap() as f32 / 16_000.0;

@@ -1,0 +1,268 @@
+//! Audio sources: a recording (paced in real time, or as fast as the pipeline takes it) or a
+//! microphone through cpal. Both send 32 ms frames of 16 kHz mono PCM, stamped with the sample
+//! index of their first sample and the moment their last sample was heard.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
+use crossbeam_channel::Sender;
+
+use crate::asr::SAMPLE_RATE;
+use crate::vad::FRAME;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MicError {
+    #[error(transparent)]
+    Audio(#[from] crate::audio::AudioError),
+    #[error("no microphone: pass --input FILE to answer a recording instead")]
+    NoDevice,
+    #[error("microphone {name:?} not found (available: {available})")]
+    UnknownDevice { name: String, available: String },
+    #[error("microphone failed: {0}")]
+    Device(String),
+}
+
+/// A frame of 16 kHz mono audio.
+#[derive(Debug, Clone)]
+pub struct AudioFrame {
+    pub samples: Vec<f32>,
+    /// Sample index (16 kHz) of the first sample since the source started.
+    pub start: u64,
+    /// When the last sample was captured (or, for a paced file, would have been).
+    pub at: Instant,
+}
+
+/// How a recording is fed to the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// One second of audio per second, as a microphone would deliver it.
+    Realtime,
+    /// As fast as the pipeline takes it.
+    Fast,
+}
+
+/// Sends frames to `tx` in order; a failed send (pipeline gone) or `stop` ends the source.
+struct Framer {
+    pending: Vec<f32>,
+    next: u64,
+    tx: Sender<AudioFrame>,
+}
+
+impl Framer {
+    fn push(&mut self, samples: &[f32], at: impl Fn(u64) -> Instant) -> bool {
+        self.pending.extend_from_slice(samples);
+        let mut pos = 0;
+        while self.pending.len() - pos >= FRAME {
+            let frame = AudioFrame {
+                samples: self.pending[pos..pos + FRAME].to_vec(),
+                start: self.next,
+                at: at(self.next + FRAME as u64),
+            };
+            self.next += FRAME as u64;
+            pos += FRAME;
+            if self.tx.send(frame).is_err() {
+                return false;
+            }
+        }
+        self.pending.drain(..pos);
+        true
+    }
+}
+
+/// Plays a recording into the pipeline, followed by `tail` of silence (so the last answer has
+/// time to be heard in the output). Errors opening the file come back before the thread starts.
+pub fn file_source(
+    path: &Path,
+    pace: Pace,
+    tail: Duration,
+    stop: Arc<AtomicBool>,
+    tx: Sender<AudioFrame>,
+) -> Result<JoinHandle<Result<(), MicError>>, MicError> {
+    let mut reader = crate::audio::AudioReader::open(path, SAMPLE_RATE)?;
+    let handle = std::thread::Builder::new()
+        .name("source".into())
+        .spawn(move || -> Result<(), MicError> {
+            let t0 = Instant::now();
+            let mut framer = Framer {
+                pending: Vec::new(),
+                next: 0,
+                tx,
+            };
+            let at = |end: u64| t0 + Duration::from_secs_f64(end as f64 / SAMPLE_RATE as f64);
+            let tail_samples = (tail.as_secs_f64() * SAMPLE_RATE as f64) as usize;
+            let mut tail_left = Some(tail_samples);
+            loop {
+                if stop.load(Ordering::Acquire) {
+                    return Ok(());
+                }
+                let chunk = match reader.next_chunk()? {
+                    Some(c) => c,
+                    None => match tail_left.take() {
+                        Some(n) => vec![0.0; n],
+                        None => return Ok(()),
+                    },
+                };
+                for piece in chunk.chunks(FRAME) {
+                    if pace == Pace::Realtime {
+                        // Sleep until this piece has "been spoken".
+                        let due = at(framer.next + (framer.pending.len() + piece.len()) as u64);
+                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(wait);
+                        }
+                        if stop.load(Ordering::Acquire) {
+                            return Ok(());
+                        }
+                    }
+                    if !framer.push(piece, |end| match pace {
+                        Pace::Realtime => at(end),
+                        Pace::Fast => Instant::now(),
+                    }) {
+                        return Ok(());
+                    }
+                }
+            }
+        })
+        .map_err(|e| MicError::Device(e.to_string()))?;
+    Ok(handle)
+}
+
+/// Whether the system has a usable default input device (ALSA lists a `null` device even with
+/// no sound card; it has no input configuration).
+pub fn has_microphone() -> bool {
+    cpal::default_host()
+        .default_input_device()
+        .is_some_and(|d| d.default_input_config().is_ok())
+}
+
+fn input_device(name: &str) -> Result<cpal::Device, MicError> {
+    let host = cpal::default_host();
+    if name.is_empty() {
+        return host.default_input_device().ok_or(MicError::NoDevice);
+    }
+    let mut names = Vec::new();
+    for d in host
+        .input_devices()
+        .map_err(|e| MicError::Device(e.to_string()))?
+    {
+        let n = d.description().map(|n| n.to_string()).unwrap_or_default();
+        if n == name {
+            return Ok(d);
+        }
+        names.push(n);
+    }
+    Err(MicError::UnknownDevice {
+        name: name.into(),
+        available: names.join(", "),
+    })
+}
+
+/// Captures from a microphone (empty `name`: the default one). The cpal callback never blocks:
+/// it hands buffers over with `try_send` and counts what it had to drop (`dropped`). The stream
+/// lives on the source thread and stops when `stop` is set or the pipeline is gone.
+pub fn mic_source(
+    name: &str,
+    stop: Arc<AtomicBool>,
+    dropped: Arc<AtomicU64>,
+    tx: Sender<AudioFrame>,
+) -> Result<JoinHandle<Result<(), MicError>>, MicError> {
+    let dev = input_device(name)?;
+    let supported = dev
+        .default_input_config()
+        .map_err(|e| MicError::Device(e.to_string()))?;
+    let rate = supported.sample_rate();
+    let channels = supported.channels() as usize;
+    let format = supported.sample_format();
+    let config: cpal::StreamConfig = supported.config();
+    let (tx_raw, rx_raw) = crossbeam_channel::bounded::<Vec<f32>>(256);
+    let (tx_err, rx_err) = crossbeam_channel::bounded::<String>(1);
+    let handle = std::thread::Builder::new()
+        .name("mic".into())
+        .spawn(move || -> Result<(), MicError> {
+            let on_err = move |e: cpal::Error| {
+                let _ = tx_err.try_send(e.to_string());
+            };
+            let stream = build_input(&dev, &config, format, channels, tx_raw, dropped, on_err)?;
+            stream.play().map_err(|e| MicError::Device(e.to_string()))?;
+            let mut resampler = crate::audio::StreamResampler::new(rate, SAMPLE_RATE)?;
+            let mut framer = Framer {
+                pending: Vec::new(),
+                next: 0,
+                tx,
+            };
+            while !stop.load(Ordering::Acquire) {
+                if let Ok(e) = rx_err.try_recv() {
+                    return Err(MicError::Device(e));
+                }
+                let raw = match rx_raw.recv_timeout(Duration::from_millis(100)) {
+                    Ok(r) => r,
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
+                    Err(_) => return Err(MicError::Device("the input stream ended".into())),
+                };
+                let pcm = resampler.push(&raw)?;
+                if !framer.push(&pcm, |_| Instant::now()) {
+                    break;
+                }
+            }
+            drop(stream);
+            Ok(())
+        })
+        .map_err(|e| MicError::Device(e.to_string()))?;
+    Ok(handle)
+}
+
+fn build_input(
+    dev: &cpal::Device,
+    config: &cpal::StreamConfig,
+    format: cpal::SampleFormat,
+    channels: usize,
+    tx: Sender<Vec<f32>>,
+    dropped: Arc<AtomicU64>,
+    on_err: impl FnMut(cpal::Error) + Send + 'static,
+) -> Result<cpal::Stream, MicError> {
+    fn stream<T: cpal::SizedSample>(
+        dev: &cpal::Device,
+        config: &cpal::StreamConfig,
+        channels: usize,
+        tx: Sender<Vec<f32>>,
+        dropped: Arc<AtomicU64>,
+        on_err: impl FnMut(cpal::Error) + Send + 'static,
+    ) -> Result<cpal::Stream, MicError>
+    where
+        f32: cpal::FromSample<T>,
+    {
+        dev.build_input_stream::<T, _, _>(
+            config.clone(),
+            move |data: &[T], _| {
+                let mono: Vec<f32> = data
+                    .chunks(channels.max(1))
+                    .map(|f| {
+                        f.iter()
+                            .map(|&s| <f32 as cpal::FromSample<T>>::from_sample_(s))
+                            .sum::<f32>()
+                            / f.len() as f32
+                    })
+                    .collect();
+                if tx.try_send(mono).is_err() {
+                    dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            },
+            on_err,
+            None,
+        )
+        .map_err(|e| MicError::Device(e.to_string()))
+    }
+    match format {
+        cpal::SampleFormat::F32 => stream::<f32>(dev, config, channels, tx, dropped, on_err),
+        cpal::SampleFormat::I16 => stream::<i16>(dev, config, channels, tx, dropped, on_err),
+        cpal::SampleFormat::I32 => stream::<i32>(dev, config, channels, tx, dropped, on_err),
+        cpal::SampleFormat::U16 => stream::<u16>(dev, config, channels, tx, dropped, on_err),
+        other => Err(MicError::Device(format!(
+            "unsupported sample format {other}"
+        ))),
+    }
+}
