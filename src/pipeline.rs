@@ -114,10 +114,13 @@ impl Turns {
     }
 }
 
-/// One utterance, cut by the VAD.
+/// One utterance, cut by the VAD. A speculative one is the audio up to a pause that may turn out
+/// to be the end: it is transcribed ahead, and the transcript used if nothing was said after it.
 struct Utterance {
     turn: u64,
     audio: Vec<f32>,
+    speech_end: u64,
+    speculative: bool,
 }
 
 /// The transcript of an utterance.
@@ -371,7 +374,25 @@ fn vad_loop(
                     },
                 );
                 sh.turns.handling.fetch_max(turn, Ordering::AcqRel);
-                if tx.send(Utterance { turn, audio }).is_err() {
+                let u = Utterance {
+                    turn,
+                    audio,
+                    speech_end,
+                    speculative: false,
+                };
+                if tx.send(u).is_err() {
+                    return Ok(());
+                }
+            }
+            Some(VadEvent::Pause { audio, speech_end }) => {
+                let u = Utterance {
+                    turn: sh.turns.current(),
+                    audio,
+                    speech_end,
+                    speculative: true,
+                };
+                // Only if ASR is free: a speculation must never delay a real utterance.
+                if let Err(crossbeam_channel::TrySendError::Disconnected(_)) = tx.try_send(u) {
                     return Ok(());
                 }
             }
@@ -390,7 +411,12 @@ fn vad_loop(
             },
         );
         sh.turns.handling.fetch_max(turn, Ordering::AcqRel);
-        let _ = tx.send(Utterance { turn, audio });
+        let _ = tx.send(Utterance {
+            turn,
+            audio,
+            speech_end,
+            speculative: false,
+        });
     }
     Ok(())
 }
@@ -402,19 +428,41 @@ fn asr_loop(
     tx: Sender<Heard>,
     sh: Arc<Shared>,
 ) -> anyhow::Result<()> {
+    // (turn, speech end, transcript) of the last speculative transcription.
+    let mut ahead: Option<(u64, u64, String)> = None;
     for u in rx {
         if sh.turns.is_stale(u.turn) {
-            sh.turns.finish(u.turn);
+            if !u.speculative {
+                sh.turns.finish(u.turn);
+            }
             continue;
         }
-        let text = match asr.transcribe(&u.audio, 0.0) {
-            Ok(segments) => crate::transcript::plain_text(&segments),
+        let reuse = match ahead.take() {
+            Some((turn, end, text)) if !u.speculative && turn == u.turn && end == u.speech_end => {
+                tracing::debug!(turn, "using the transcript made during the pause");
+                Some(Ok(text))
+            }
+            _ => None,
+        };
+        let text = match reuse.unwrap_or_else(|| {
+            asr.transcribe(&u.audio, 0.0)
+                .map(|segments| crate::transcript::plain_text(&segments))
+        }) {
+            Ok(text) => text,
+            Err(e) if u.speculative => {
+                tracing::debug!("speculative transcription failed: {e}");
+                continue;
+            }
             Err(e) => {
                 sh.event(u.turn, What::Failed(format!("speech recognition: {e}")));
                 sh.turns.finish(u.turn);
                 continue;
             }
         };
+        if u.speculative {
+            ahead = Some((u.turn, u.speech_end, text));
+            continue;
+        }
         if text.trim().is_empty() {
             sh.event(u.turn, What::NoWords);
             sh.turns.finish(u.turn);

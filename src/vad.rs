@@ -120,6 +120,9 @@ impl SileroVad {
 pub enum VadEvent {
     /// Speech began `min_speech_ms` ago; `start` is the sample index where it began.
     Start { start: u64 },
+    /// The speaker paused (`min_silence_ms / 2` of silence so far): the audio so far, for a
+    /// speculative transcription that is ready if the pause turns out to be the end.
+    Pause { audio: Vec<f32>, speech_end: u64 },
     /// The utterance ended: its audio (with pre-roll), and the sample index just after its last
     /// voiced frame.
     End { audio: Vec<f32>, speech_end: u64 },
@@ -226,6 +229,13 @@ impl Endpointer {
         if self.silent_frames >= frames_in(self.cfg.min_silence_ms) || too_long {
             return Some(self.end());
         }
+        let pause = frames_in(self.cfg.min_silence_ms / 2).max(1);
+        if self.silent_frames == pause && pause < frames_in(self.cfg.min_silence_ms) {
+            return Some(VadEvent::Pause {
+                audio: self.audio.clone(),
+                speech_end: self.last_voiced_end,
+            });
+        }
         None
     }
 
@@ -272,19 +282,24 @@ mod tests {
     #[test]
     fn speech_is_confirmed_then_ended_by_silence() {
         let ev = run(&[0.0, 0.0, 0.9, 0.9, 0.9, 0.4, 0.9, 0.1, 0.1, 0.1, 0.0]);
-        assert_eq!(ev.len(), 2, "{ev:?}");
-        assert_eq!(
-            ev[0],
-            (
-                3,
-                VadEvent::Start {
-                    start: 2 * FRAME as u64
-                }
-            )
-        );
-        // 0.4 is above threshold - hysteresis, so it is still speech; three quiet frames end it.
-        let (i, VadEvent::End { audio, speech_end }) = &ev[1] else {
-            panic!("{ev:?}")
+        let kinds: Vec<(usize, &str)> = ev
+            .iter()
+            .map(|(i, e)| match e {
+                VadEvent::Start { .. } => (*i, "start"),
+                VadEvent::Pause { .. } => (*i, "pause"),
+                VadEvent::End { .. } => (*i, "end"),
+            })
+            .collect();
+        // Confirmed after two voiced frames; after two quiet frames (half the trailing silence)
+        // a pause is reported; 0.4 is above threshold - hysteresis, so it is still speech.
+        assert_eq!(kinds, [(3, "start"), (8, "pause"), (9, "end")]);
+        assert_eq!(ev[0].1, VadEvent::Start { start: 2 * FRAME as u64 });
+        let VadEvent::Pause { speech_end, .. } = &ev[1].1 else {
+            unreachable!()
+        };
+        assert_eq!(*speech_end, 7 * FRAME as u64);
+        let (i, VadEvent::End { audio, speech_end }) = &ev[2] else {
+            unreachable!()
         };
         assert_eq!(*i, 9);
         assert_eq!(*speech_end, 7 * FRAME as u64);
@@ -301,6 +316,7 @@ mod tests {
     #[test]
     fn input_ending_mid_speech_still_ends_the_utterance() {
         let ev = run(&[0.9, 0.9, 0.9, 0.9]);
+        assert!(!ev.iter().any(|(_, e)| matches!(e, VadEvent::Pause { .. })));
         assert!(
             matches!(ev.last(), Some((4, VadEvent::End { .. }))),
             "{ev:?}"
