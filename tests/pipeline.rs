@@ -1,0 +1,345 @@
+//! The live pipeline, end to end with the real models: spoken questions in (made by the Piper
+//! voice), a WAV timeline and per-turn metrics out; barge-in; silence and noise; Ctrl-C; and the
+//! live path through real audio devices (cpal on PulseAudio null sinks).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const RATE: u32 = 16_000;
+
+/// A 16 kHz recording: for each (text, seconds of silence before it), the question spoken by the
+/// Piper voice. Returns the file and, per question, (start, end) in seconds.
+fn questions(dir: &Path, parts: &[(&str, f64)], tail: f64) -> (PathBuf, Vec<(f64, f64)>) {
+    let mut pcm: Vec<f32> = Vec::new();
+    let mut spans = Vec::new();
+    for (i, (text, before)) in parts.iter().enumerate() {
+        pcm.extend(vec![0.0; (before * RATE as f64) as usize]);
+        let wav = dir.join(format!("q{i}.wav"));
+        ok(seesay(&["say", text, "-o", wav.to_str().unwrap()]));
+        let q = seesay::audio::read_file(&wav, RATE).unwrap();
+        let start = pcm.len() as f64 / RATE as f64;
+        pcm.extend(q);
+        spans.push((start, pcm.len() as f64 / RATE as f64));
+    }
+    pcm.extend(vec![0.0; (tail * RATE as f64) as usize]);
+    let path = dir.join("questions.wav");
+    seesay::audio::write_wav(&path, &pcm, RATE).unwrap();
+    (path, spans)
+}
+
+/// Short answers, so a second question is not spoken over the first answer.
+fn short_answers_config(dir: &Path, extra: &str) -> String {
+    let p = dir.join("config.toml");
+    std::fs::write(&p, format!("[llm]\nmax_tokens = 40\n{extra}")).unwrap();
+    p.display().to_string()
+}
+
+fn metrics(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// (rate, samples) of a WAV file.
+fn read_wav(path: &Path) -> (u32, Vec<f32>) {
+    let mut r = hound::WavReader::open(path).unwrap();
+    let rate = r.spec().sample_rate;
+    let s = r
+        .samples::<i16>()
+        .map(|s| s.unwrap() as f32 / 32768.0)
+        .collect();
+    (rate, s)
+}
+
+/// Whether the output has sound between `from` and `to` seconds.
+fn sound_between(rate: u32, pcm: &[f32], from: f64, to: f64) -> bool {
+    let a = ((from * rate as f64) as usize).min(pcm.len());
+    let b = ((to * rate as f64) as usize).min(pcm.len());
+    pcm[a..b].iter().any(|v| v.abs() > 0.01)
+}
+
+/// The first moment after `from` seconds where the output has sound.
+fn first_sound_after(rate: u32, pcm: &[f32], from: f64) -> Option<f64> {
+    let a = (from * rate as f64) as usize;
+    pcm.iter()
+        .skip(a)
+        .position(|v| v.abs() > 0.01)
+        .map(|i| (a + i) as f64 / rate as f64)
+}
+
+#[test]
+fn two_questions_get_two_answers_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, spans) = questions(
+        dir.path(),
+        &[("What is the capital of France?", 1.0), ("What do bees make?", 10.0)],
+        6.0,
+    );
+    let cfg = short_answers_config(dir.path(), "");
+    let out = dir.path().join("reply.wav");
+    let m = dir.path().join("m.jsonl");
+    let printed = ok(seesay(&[
+        "--config",
+        &cfg,
+        "run",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--metrics",
+        m.to_str().unwrap(),
+    ]));
+    let turns = metrics(&m);
+    assert_eq!(turns.len(), 2, "{printed}");
+    for t in &turns {
+        for key in ["turn", "transcript", "answer", "voice_to_voice_ms", "transcript_ms"] {
+            assert!(t.get(key).is_some(), "{key} missing in {t}");
+        }
+        assert!(t["voice_to_voice_ms"].as_f64().unwrap() > 0.0, "{t}");
+    }
+    assert!(words(turns[0]["transcript"].as_str().unwrap()).contains(&"france".into()));
+    assert!(words(turns[1]["transcript"].as_str().unwrap()).contains(&"bees".into()));
+
+    // In the output timeline, each answer comes after its question, and in order.
+    let (rate, pcm) = read_wav(&out);
+    let a1 = first_sound_after(rate, &pcm, 0.0).expect("an answer was played");
+    assert!(a1 > spans[0].1 && a1 < spans[1].0, "first answer at {a1} s, {spans:?}");
+    assert!(!sound_between(rate, &pcm, spans[1].0 - 0.5, spans[1].1), "an answer overlaps the second question");
+    let a2 = first_sound_after(rate, &pcm, spans[1].1).expect("a second answer");
+    let v2v = turns[1]["voice_to_voice_ms"].as_f64().unwrap() / 1000.0;
+    assert!((a2 - spans[1].1 - v2v).abs() < 0.5, "answer at {a2} s, question ended {} s, v2v {v2v}", spans[1].1);
+
+    // What seesay said is about the questions.
+    let heard = words(&ok(seesay(&["transcribe", out.to_str().unwrap()])));
+    assert!(heard.contains(&"paris".into()), "{heard:?}");
+    assert!(heard.contains(&"honey".into()) || heard.contains(&"bees".into()), "{heard:?}");
+}
+
+#[test]
+fn speaking_over_an_answer_stops_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // The second question comes 2.5 s after the first ends, while the (long) answer plays.
+    let (input, spans) = questions(
+        dir.path(),
+        &[("Tell me about the history of France.", 1.0), ("What do bees make?", 2.5)],
+        6.0,
+    );
+    let cfg = short_answers_config(dir.path(), "");
+    let out = dir.path().join("reply.wav");
+    let m = dir.path().join("m.jsonl");
+    ok(seesay(&[
+        "--config",
+        &cfg,
+        "run",
+        "--barge-in",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--metrics",
+        m.to_str().unwrap(),
+    ]));
+    let turns = metrics(&m);
+    assert_eq!(turns.len(), 2, "{turns:?}");
+    assert_eq!(turns[0]["interrupted"], true, "{}", turns[0]);
+    assert!(words(turns[1]["transcript"].as_str().unwrap()).contains(&"bees".into()));
+
+    // The speech onset of the second question, from the input itself.
+    let qin = seesay::audio::read_file(&input, RATE).unwrap();
+    let onset = first_sound_after(RATE, &qin, spans[1].0 - 0.01).unwrap();
+    let (rate, pcm) = read_wav(&out);
+    assert!(
+        sound_between(rate, &pcm, onset - 0.6, onset),
+        "the first answer was not playing when the user spoke again"
+    );
+    assert!(
+        !sound_between(rate, &pcm, onset + 0.3, spans[1].1),
+        "the first answer went on more than 300 ms after the user spoke again"
+    );
+    assert!(first_sound_after(rate, &pcm, spans[1].1).is_some(), "no second answer");
+}
+
+#[test]
+fn silence_and_noise_get_no_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let silence = dir.path().join("silence.wav");
+    seesay::audio::write_wav(&silence, &vec![0.0; RATE as usize * 6], RATE).unwrap();
+    let mut x = 7u32;
+    let noise: Vec<f32> = (0..RATE * 6)
+        .map(|_| {
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            ((x >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 0.1
+        })
+        .collect();
+    let noisy = dir.path().join("noise.wav");
+    seesay::audio::write_wav(&noisy, &noise, RATE).unwrap();
+    for input in [&silence, &noisy] {
+        let out = dir.path().join("reply.wav");
+        let m = dir.path().join("m.jsonl");
+        let printed = ok(seesay(&[
+            "run",
+            "--fast",
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--metrics",
+            m.to_str().unwrap(),
+        ]));
+        assert!(printed.contains("(no speech)"), "{printed}");
+        assert!(metrics(&m).is_empty());
+        let (rate, pcm) = read_wav(&out);
+        assert!(!sound_between(rate, &pcm, 0.0, 1e9), "seesay said something");
+    }
+}
+
+#[test]
+fn ctrl_c_stops_the_pipeline_promptly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, _) = questions(dir.path(), &[("Tell me a long story about a dragon.", 0.5)], 30.0);
+    let out = dir.path().join("reply.wav");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_seesay"))
+        .args(["run", "--input", input.to_str().unwrap(), "--output", out.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Models load, the question is heard and the answer is being spoken.
+    std::thread::sleep(Duration::from_secs(7));
+    assert!(child.try_wait().unwrap().is_none(), "seesay ended early");
+    let t = Instant::now();
+    let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "seesay did not stop after Ctrl-C");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = t.elapsed();
+    eprintln!("stopped {took:?} after SIGINT");
+    assert!(took < Duration::from_secs(1), "took {took:?} to stop");
+    // What was played until then is kept.
+    assert!(out.is_file());
+}
+
+/// A PulseAudio server of our own with two null sinks: `mic` (its monitor is the default
+/// source) and `spk` (the default sink). Audio there is paced like a sound card's.
+struct Pulse {
+    env: Vec<(String, String)>,
+    daemon: std::process::Child,
+}
+
+impl Pulse {
+    fn start(dir: &Path) -> Pulse {
+        let run = dir.join("run");
+        std::fs::create_dir_all(&run).unwrap();
+        std::fs::set_permissions(&run, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+        let env = vec![
+            ("HOME".to_string(), dir.display().to_string()),
+            ("XDG_RUNTIME_DIR".to_string(), run.display().to_string()),
+        ];
+        let daemon = Command::new("pulseaudio")
+            .args([
+                "--daemonize=no",
+                "-n",
+                "--exit-idle-time=-1",
+                "--load=module-native-protocol-unix",
+                "--load=module-null-sink sink_name=mic",
+                "--load=module-null-sink sink_name=spk",
+            ])
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("pulseaudio (scripts/setup installs it)");
+        let p = Pulse { env, daemon };
+        for _ in 0..100 {
+            if p.cmd("pactl").arg("info").output().unwrap().status.success() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(p.cmd("pactl").args(["set-default-source", "mic.monitor"]).status().unwrap().success());
+        assert!(p.cmd("pactl").args(["set-default-sink", "spk"]).status().unwrap().success());
+        p
+    }
+
+    fn cmd(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
+        c
+    }
+}
+
+impl Drop for Pulse {
+    fn drop(&mut self) {
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+    }
+}
+
+#[test]
+fn live_conversation_through_real_audio_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = model_path("sample-jfk");
+    let models_dir = models.parent().unwrap().parent().unwrap().display().to_string();
+    let pulse = Pulse::start(dir.path());
+    let played = dir.path().join("played.wav");
+    let mut recorder = pulse
+        .cmd("parecord")
+        .args(["--device=spk.monitor", "--file-format=wav", played.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    let m = dir.path().join("m.jsonl");
+    let mut run = pulse.cmd(env!("CARGO_BIN_EXE_seesay"));
+    run.args(["run", "--live", "--max-turns", "1", "--metrics", m.to_str().unwrap()])
+        .env("SEESAY_MODELS_DIR", &models_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = run.spawn().unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    // The user speaks into the microphone, in real time.
+    let spoke = pulse
+        .cmd("paplay")
+        .args(["--device=mic", models.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(spoke.success());
+    let t = Instant::now();
+    let output = loop {
+        if seesay_done(&child) || t.elapsed() > Duration::from_secs(90) {
+            break child.wait_with_output().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = Command::new("kill").args(["-INT", &recorder.id().to_string()]).status();
+    let _ = recorder.wait();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{err}");
+    let turns = metrics(&m);
+    assert_eq!(turns.len(), 1, "{err}");
+    let heard = words(turns[0]["transcript"].as_str().unwrap());
+    assert!(heard.contains(&"americans".into()), "{heard:?}");
+    assert!(!err.contains("dropped"), "{err}");
+    // What the speaker played is the answer.
+    let said = words(&ok(seesay(&["transcribe", played.to_str().unwrap()])));
+    let answer = words(turns[0]["answer"].as_str().unwrap());
+    let found = answer.iter().filter(|w| said.contains(w)).count();
+    assert!(found * 10 >= answer.len() * 7, "played {said:?}, answer {answer:?}");
+}
+
+fn seesay_done(child: &std::process::Child) -> bool {
+    // Child::try_wait needs &mut; look at /proc instead so the output pipes stay with `wait_with_output`.
+    std::fs::read_to_string(format!("/proc/{}/stat", child.id()))
+        .map(|s| s.split_whitespace().nth(2) == Some("Z"))
+        .unwrap_or(true)
+}
