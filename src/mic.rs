@@ -236,7 +236,7 @@ fn build_input(
         f32: cpal::FromSample<T>,
     {
         dev.build_input_stream::<T, _, _>(
-            config.clone(),
+            *config,
             move |data: &[T], _| {
                 let mono: Vec<f32> = data
                     .chunks(channels.max(1))

@@ -171,11 +171,6 @@ impl Endpointer {
         self.pos = pos;
     }
 
-    /// Is an utterance under way (confirmed speech)?
-    pub fn in_speech(&self) -> bool {
-        self.confirmed
-    }
-
     /// Feeds one frame and its speech probability.
     pub fn push(&mut self, frame: &[f32], prob: f32) -> Option<VadEvent> {
         let frame_start = self.pos;
@@ -293,7 +288,12 @@ mod tests {
         // Confirmed after two voiced frames; after two quiet frames (half the trailing silence)
         // a pause is reported; 0.4 is above threshold - hysteresis, so it is still speech.
         assert_eq!(kinds, [(3, "start"), (8, "pause"), (9, "end")]);
-        assert_eq!(ev[0].1, VadEvent::Start { start: 2 * FRAME as u64 });
+        assert_eq!(
+            ev[0].1,
+            VadEvent::Start {
+                start: 2 * FRAME as u64
+            }
+        );
         let VadEvent::Pause { speech_end, .. } = &ev[1].1 else {
             unreachable!()
         };
