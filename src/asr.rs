@@ -143,8 +143,17 @@ impl WhisperModel {
             // Americans." x 30) where 8 s gave the right text in 258 ms, whole process.
             let ctx = (((secs + 1.5).max(8.0) * 50.0).ceil() as i32).min(n_ctx);
             let segments = self.run(samples, offset, ctx)?;
-            if !derailed(&segments, offset, secs) {
-                return Ok(segments);
+            if !derailed(&segments, offset, secs, ctx as f64 / 50.0) {
+                // Timestamps past the audio's end are clamped to it.
+                let end = offset + secs;
+                return Ok(segments
+                    .into_iter()
+                    .map(|s| Segment {
+                        start: s.start.min(end),
+                        end: s.end.min(end),
+                        text: s.text,
+                    })
+                    .collect());
             }
             tracing::debug!(
                 ctx,
@@ -204,8 +213,13 @@ impl WhisperModel {
 
 /// Signs that Whisper lost its way: a segment ends well after the audio does, or the same text
 /// comes back segment after segment.
-pub fn derailed(segments: &[Segment], offset: f64, secs: f64) -> bool {
-    let past_end = segments.iter().any(|s| s.end > offset + secs + 1.0);
+/// `window` is the audio context in seconds: a short context often stretches the last timestamp a
+/// little past the audio with the right text (2.2 s of audio, "0.00-4.00 What is the largest
+/// ocean?"), so only a segment ending past the context itself counts.
+pub fn derailed(segments: &[Segment], offset: f64, secs: f64, window: f64) -> bool {
+    let past_end = segments
+        .iter()
+        .any(|s| s.end > offset + secs.max(window) + 1.0);
     let repeats = segments.windows(2).any(|w| w[0].text == w[1].text);
     past_end || repeats
 }
@@ -309,13 +323,17 @@ mod tests {
         assert!(!derailed(
             &[seg(10.0, 12.0, "a"), seg(12.0, 13.4, "b")],
             10.0,
-            3.5
+            3.5,
+            8.0
         ));
-        assert!(derailed(&[seg(10.0, 35.7, "a")], 10.0, 3.5));
+        // Past the audio but inside an 8 s context: the text is trusted.
+        assert!(!derailed(&[seg(0.0, 4.0, "a")], 0.0, 2.2, 8.0));
+        assert!(derailed(&[seg(10.0, 35.7, "a")], 10.0, 3.5, 8.0));
         assert!(derailed(
             &[seg(0.0, 1.0, "x y"), seg(1.0, 2.0, "x y")],
             0.0,
-            3.0
+            3.0,
+            8.0
         ));
     }
 

@@ -58,18 +58,46 @@ impl SentenceSplitter {
     }
 
     fn early_clause(&mut self) -> Option<String> {
-        let cut = self.buf.match_indices([',', ';', ':']).find_map(|(i, _)| {
+        let punct = self.buf.match_indices([',', ';', ':']).find_map(|(i, _)| {
             let closes = self.buf[i + 1..].starts_with(char::is_whitespace); // not "1,000"
             let clause = &self.buf[..=i];
             let long_enough = clause.split_whitespace().count() >= self.first_clause_words;
-            (closes && long_enough).then_some(i)
-        })?;
-        let clause = self.buf[..=cut].trim().to_string();
+            (closes && long_enough).then_some(i + 1)
+        });
+        // Without punctuation, a long opening is cut before a conjunction ("... the United
+        // States | and has been ..."), where a speaker would breathe anyway.
+        let cut = punct.or_else(|| self.before_conjunction())?;
+        let clause = self.buf[..cut].trim().to_string();
         if clause.contains(['.', '!', '?']) {
             return None; // a whole sentence came first; the sentence rule handles it
         }
-        self.buf = self.buf[cut + 1..].trim_start().to_string();
+        self.buf = self.buf[cut..].trim_start().to_string();
         Some(clause)
+    }
+
+    /// Byte offset of a conjunction that follows at least `first_clause_words + 2` words, in the
+    /// complete words of the buffer.
+    fn before_conjunction(&self) -> Option<usize> {
+        const JOINS: [&str; 9] = [
+            "and", "but", "or", "so", "because", "which", "while", "when", "although",
+        ];
+        let complete = self.buf.rfind(char::is_whitespace)?;
+        let mut words = 0;
+        let mut start = None;
+        for (i, c) in self.buf[..complete + 1].char_indices() {
+            if c.is_whitespace() {
+                if let Some(s) = start.take() {
+                    let word = &self.buf[s..i];
+                    if words >= self.first_clause_words + 2 && JOINS.contains(&word) {
+                        return Some(s);
+                    }
+                    words += 1;
+                }
+            } else if start.is_none() {
+                start = Some(i);
+            }
+        }
+        None
     }
 }
 
@@ -95,6 +123,26 @@ mod tests {
         assert!(s.push("Then ").is_empty());
         assert!(s.push("he left").is_empty());
         assert_eq!(s.finish(), vec!["Then he left"]);
+    }
+
+    #[test]
+    fn a_long_opening_is_cut_before_a_conjunction() {
+        let mut s = SentenceSplitter::new(4);
+        let out = feed(
+            &mut s,
+            "A friend of mine is from the United States and has been abroad for years. And so on. ",
+        );
+        assert_eq!(
+            out,
+            vec![
+                "A friend of mine is from the United States",
+                "and has been abroad for years.",
+                "And so on."
+            ]
+        );
+        // Short openings are left whole.
+        let mut s = SentenceSplitter::new(4);
+        assert_eq!(feed(&mut s, "Cats and dogs. "), vec!["Cats and dogs."]);
     }
 
     #[test]
