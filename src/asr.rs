@@ -100,15 +100,7 @@ impl WhisperModel {
             .unwrap_or_default()
             .to_string_lossy()
             .to_string();
-        if cfg.language != "auto" && whisper_rs::get_lang_id(&cfg.language).is_none() {
-            return Err(AsrError::Language(cfg.language.clone()));
-        }
-        if !ctx.is_multilingual() && cfg.language != "en" {
-            return Err(AsrError::EnglishOnly {
-                model: name,
-                language: cfg.language.clone(),
-            });
-        }
+        check_language(&ctx, &name, &cfg.language)?;
         let state = ctx.create_state().map_err(|e| load_err(e.to_string()))?;
         Ok(WhisperModel {
             ctx,
@@ -120,6 +112,12 @@ impl WhisperModel {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Switches the spoken language (per request, in the server); returns the previous one.
+    pub fn set_language(&mut self, language: &str) -> Result<String, AsrError> {
+        check_language(&self.ctx, &self.name, language)?;
+        Ok(std::mem::replace(&mut self.cfg.language, language.to_string()))
     }
 
     /// Turns the short-audio context on or off (the benchmark compares both).
@@ -209,6 +207,19 @@ impl WhisperModel {
         }
         Ok(out)
     }
+}
+
+fn check_language(ctx: &WhisperContext, model: &str, language: &str) -> Result<(), AsrError> {
+    if language != "auto" && whisper_rs::get_lang_id(language).is_none() {
+        return Err(AsrError::Language(language.to_string()));
+    }
+    if !ctx.is_multilingual() && language != "en" {
+        return Err(AsrError::EnglishOnly {
+            model: model.to_string(),
+            language: language.to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// Signs that Whisper lost its way: a segment ends well after the audio does, or the same text

@@ -42,6 +42,9 @@ pub enum Command {
     /// Describe images in a sentence or two (offline: EfficientNet-Lite0 labels; or BLIP, or a
     /// remote vision model, per the config's [vision] section).
     Describe(DescribeArgs),
+    /// Serve the models over the network: OpenAI-compatible HTTP endpoints, Prometheus metrics,
+    /// and the Wyoming protocol for Home Assistant.
+    Serve(ServeArgs),
     /// Fetch, check and import models.
     #[command(subcommand)]
     Models(ModelsCommand),
@@ -161,6 +164,16 @@ pub struct SpeechArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// HTTP address (default: server.listen, 127.0.0.1:8000).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Wyoming address (default: server.wyoming_listen, 127.0.0.1:10300); "off" turns it off.
+    #[arg(long, value_name = "ADDR")]
+    pub wyoming: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct DescribeArgs {
     /// Image files or folders of images (PNG, JPEG, WebP, BMP, GIF).
     #[arg(required = true, value_name = "IMAGE")]
@@ -218,6 +231,16 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Say(a) => say(cfg, a),
         Command::Chat(a) => chat(cfg, a),
         Command::Describe(a) => describe(cfg, a),
+        Command::Serve(a) => {
+            let mut cfg = cfg;
+            if let Some(l) = a.listen {
+                cfg.server.listen = l;
+            }
+            if let Some(w) = a.wyoming {
+                cfg.server.wyoming_listen = if w == "off" { String::new() } else { w };
+            }
+            crate::server::serve(cfg)
+        }
         Command::Models(m) => models(&cfg, m),
         Command::Config(ConfigCommand::Show) => {
             print!("{}", cfg.to_toml());

@@ -11,6 +11,7 @@ use crate::asr::AsrConfig;
 use crate::caption::VisionConfig;
 use crate::llm::LlmConfig;
 use crate::pipeline::PipelineConfig;
+use crate::server::ServerConfig;
 use crate::tts::TtsConfig;
 use crate::vad::VadConfig;
 
@@ -47,6 +48,8 @@ pub struct Config {
     pub vad: VadConfig,
     /// The live pipeline (`seesay run`): barge-in, devices, streaming.
     pub pipeline: PipelineConfig,
+    /// `seesay serve`: addresses, authentication, limits.
+    pub server: ServerConfig,
 }
 
 /// Model storage.

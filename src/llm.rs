@@ -182,6 +182,10 @@ pub trait ChatModel: Send {
     /// A short description (model file or server) for logs.
     fn describe(&self) -> String;
 
+    /// Replaces the sampling settings (temperature, top-p, max tokens, ...) for later
+    /// generations; the server sets them per request.
+    fn set_config(&mut self, cfg: &LlmConfig);
+
     /// Computes what `messages` (the fixed start of every prompt, e.g. the system prompt) need
     /// ahead of time, so the first question only pays for its own tokens. A no-op by default.
     fn warm_up(&mut self, _messages: &[Message]) -> Result<(), LlmError> {
@@ -370,6 +374,7 @@ mod tests {
         fn count_tokens(&mut self, m: &[Message]) -> Result<usize, LlmError> {
             Ok(m.iter().map(|m| m.content.len()).sum())
         }
+        fn set_config(&mut self, _: &LlmConfig) {}
         fn describe(&self) -> String {
             "chars".into()
         }

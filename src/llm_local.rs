@@ -334,6 +334,10 @@ impl ChatModel for LocalModel {
         Ok(self.encode(&self.render(messages)?)?.len())
     }
 
+    fn set_config(&mut self, cfg: &LlmConfig) {
+        self.cfg = cfg.clone();
+    }
+
     fn describe(&self) -> String {
         self.name.clone()
     }

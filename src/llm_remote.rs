@@ -139,6 +139,10 @@ impl ChatModel for RemoteModel {
         Ok(messages.iter().map(|m| m.content.len() / 4 + 4).sum())
     }
 
+    fn set_config(&mut self, cfg: &LlmConfig) {
+        self.cfg = cfg.clone();
+    }
+
     fn describe(&self) -> String {
         format!("{} at {}", self.model, self.url)
     }

@@ -141,6 +141,7 @@ pub struct PiperVoice {
     piper: piper_rs::Piper,
     espeak_voice: String,
     length_scale: f32,
+    rate: f32,
     speaker: i64,
     pub sample_rate: u32,
 }
@@ -180,9 +181,17 @@ impl PiperVoice {
             piper: piper_rs::Piper::from_session(session, model_cfg),
             espeak_voice: meta.espeak.voice,
             length_scale,
+            rate: cfg.rate,
             speaker: cfg.speaker,
             sample_rate: meta.audio.sample_rate,
         })
+    }
+
+    /// Changes the speaking rate (1 normal, 2 twice as fast); returns the previous rate.
+    pub fn set_rate(&mut self, rate: f32) -> f32 {
+        let rate = rate.clamp(0.25, 4.0);
+        self.length_scale *= self.rate / rate;
+        std::mem::replace(&mut self.rate, rate)
     }
 
     /// IPA phonemes for one sentence, clause by clause, with the punctuation kept.

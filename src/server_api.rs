@@ -1,0 +1,471 @@
+//! The OpenAI-compatible handlers of `seesay serve`: an upload in, a transcript out
+//! (`/v1/audio/transcriptions`); text in, WAV or PCM out as it is synthesised (`/v1/audio/speech`);
+//! messages (with `image_url` parts) in, an answer or a stream of chunks out (`/v1/chat/completions`).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Multipart, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine;
+use serde::Deserialize;
+
+use crate::server::{blocking, content_type_is, lock, read_form, ApiError, Shared};
+
+/// Decodes uploaded audio (any format seesay reads) to 16 kHz mono.
+fn decode_upload(bytes: &[u8], name: &str) -> Result<Vec<f32>, ApiError> {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let ext = std::path::Path::new(name)
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("bin");
+    let path = std::env::temp_dir().join(format!(
+        "seesay-upload-{}-{}.{ext}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::write(&path, bytes).map_err(|e| ApiError::from(anyhow::anyhow!(e)))?;
+    let pcm = crate::audio::read_file(&path, crate::asr::SAMPLE_RATE);
+    let _ = std::fs::remove_file(&path);
+    pcm.map_err(|e| ApiError::bad(format!("cannot read the audio file {name:?}: {e}")))
+}
+
+/// Transcribes 16 kHz audio window by window.
+pub fn transcribe_pcm(
+    st: &Shared,
+    pcm: &[f32],
+    language: Option<&str>,
+) -> Result<Vec<crate::asr::Segment>, ApiError> {
+    let t = Instant::now();
+    let mut asr = lock(&st.models.asr);
+    let mut windower = crate::asr::Windower::new(st.cfg.asr.window_seconds);
+    let mut segments = Vec::new();
+    let restore = match language {
+        Some(l) => Some(asr.set_language(l).map_err(|e| ApiError::bad(e.to_string()))?),
+        None => None,
+    };
+    let mut run = |asr: &mut crate::asr::WhisperModel| -> Result<(), crate::asr::AsrError> {
+        for (start, w) in windower.push(pcm) {
+            segments.extend(asr.transcribe(&w, start)?);
+        }
+        if let Some((start, w)) = windower.finish() {
+            segments.extend(asr.transcribe(&w, start)?);
+        }
+        Ok(())
+    };
+    let result = run(&mut asr);
+    if let Some(previous) = restore {
+        let _ = asr.set_language(&previous);
+    }
+    result.map_err(|e| ApiError::bad(format!("{e}")))?;
+    st.metrics.observe("asr", t.elapsed().as_secs_f64());
+    Ok(segments)
+}
+
+pub async fn transcriptions(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    form: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> Result<Response, ApiError> {
+    if !content_type_is(&headers, "multipart/form-data") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the audio as multipart/form-data with a `file` field",
+        ));
+    }
+    let form = form.map_err(|e| ApiError::bad(e.body_text()))?;
+    let fields = read_form(form).await?;
+    let text_field = |n: &str| {
+        fields
+            .iter()
+            .find(|(k, _, _)| k == n)
+            .map(|(_, _, v)| String::from_utf8_lossy(v).trim().to_string())
+    };
+    let (name, bytes) = fields
+        .iter()
+        .find(|(k, _, _)| k == "file")
+        .map(|(_, f, b)| (f.clone().unwrap_or_else(|| "audio".into()), b.clone()))
+        .ok_or_else(|| ApiError::bad("the form has no `file` field"))?;
+    let format = text_field("response_format").unwrap_or_else(|| "json".into());
+    if !["json", "text", "srt", "vtt", "verbose_json"].contains(&format.as_str()) {
+        return Err(ApiError::bad(format!(
+            "response_format {format:?} is not one of json, text, srt, vtt, verbose_json"
+        )));
+    }
+    let language = text_field("language").filter(|l| !l.is_empty());
+    let st2 = st.clone();
+    let (duration, segments) = blocking(&st, move || {
+        let pcm = decode_upload(&bytes, &name)?;
+        let duration = pcm.len() as f64 / crate::asr::SAMPLE_RATE as f64;
+        if duration > st2.cfg.server.max_audio_s {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the audio is {duration:.0} s long; the limit is {:.0} s (server.max_audio_s)",
+                    st2.cfg.server.max_audio_s
+                ),
+            ));
+        }
+        Ok((duration, transcribe_pcm(&st2, &pcm, language.as_deref())?))
+    })
+    .await?;
+    let text = crate::transcript::plain_text(&segments);
+    Ok(match format.as_str() {
+        "text" => text.into_response(),
+        "srt" => crate::transcript::render(crate::transcript::Format::Srt, "", duration, &segments)
+            .into_response(),
+        "vtt" => crate::transcript::render(crate::transcript::Format::Vtt, "", duration, &segments)
+            .into_response(),
+        "verbose_json" => Json(serde_json::json!({
+            "task": "transcribe",
+            "language": st.cfg.asr.language,
+            "duration": duration,
+            "text": text,
+            "segments": segments.iter().enumerate().map(|(i, s)| serde_json::json!({
+                "id": i, "start": s.start, "end": s.end, "text": s.text,
+            })).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        _ => Json(serde_json::json!({ "text": text })).into_response(),
+    })
+}
+
+#[derive(Deserialize)]
+pub struct SpeechRequest {
+    input: String,
+    #[serde(default)]
+    response_format: Option<String>,
+    #[serde(default)]
+    speed: Option<f32>,
+    #[allow(dead_code)]
+    #[serde(default)]
+    model: Option<String>,
+    #[allow(dead_code)]
+    #[serde(default)]
+    voice: Option<String>,
+}
+
+/// A WAV header for 16-bit mono audio of unknown length (streamed).
+fn streaming_wav_header(rate: u32) -> Vec<u8> {
+    let mut h = Vec::with_capacity(44);
+    h.extend(b"RIFF");
+    h.extend(u32::MAX.to_le_bytes());
+    h.extend(b"WAVEfmt ");
+    h.extend(16u32.to_le_bytes());
+    h.extend(1u16.to_le_bytes());
+    h.extend(1u16.to_le_bytes());
+    h.extend(rate.to_le_bytes());
+    h.extend((rate * 2).to_le_bytes());
+    h.extend(2u16.to_le_bytes());
+    h.extend(16u16.to_le_bytes());
+    h.extend(b"data");
+    h.extend(u32::MAX.to_le_bytes());
+    h
+}
+
+pub fn pcm16(samples: &[f32]) -> Vec<u8> {
+    samples
+        .iter()
+        .flat_map(|v| ((v.clamp(-1.0, 1.0) * 32767.0) as i16).to_le_bytes())
+        .collect()
+}
+
+/// OpenAI's `pcm` format is 24 kHz 16-bit mono.
+const PCM_RATE: u32 = 24_000;
+
+pub async fn speech(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    if !content_type_is(&headers, "application/json") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send a JSON body (Content-Type: application/json)",
+        ));
+    }
+    let req: SpeechRequest =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("bad JSON: {e}")))?;
+    let format = req.response_format.unwrap_or_else(|| "wav".into());
+    if format != "wav" && format != "pcm" {
+        return Err(ApiError::bad(format!(
+            "response_format {format:?}: seesay speaks wav or pcm"
+        )));
+    }
+    if req.input.chars().count() > st.cfg.server.max_speech_chars {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the input has more than {} characters (server.max_speech_chars)",
+                st.cfg.server.max_speech_chars
+            ),
+        ));
+    }
+    let sentences = crate::tts::split_sentences(&req.input);
+    if sentences.is_empty() {
+        return Err(ApiError::bad("nothing to say: the input has no words"));
+    }
+    if let Some(speed) = req.speed {
+        if !(0.25..=4.0).contains(&speed) {
+            return Err(ApiError::bad("speed must be between 0.25 and 4.0"));
+        }
+    }
+    let rate = st.models.voice_rate;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+    if format == "wav" {
+        let _ = tx.send(Ok(Bytes::from(streaming_wav_header(rate)))).await;
+    }
+    let st2 = st.clone();
+    let gap = vec![0.0f32; (rate as u64 * st.cfg.tts.sentence_silence_ms as u64 / 1000) as usize];
+    let speed = req.speed;
+    let wav = format == "wav";
+    tokio::task::spawn_blocking(move || {
+        let mut voice = lock(&st2.models.voice);
+        let previous = speed.map(|s| voice.set_rate(s));
+        for s in sentences {
+            let t = Instant::now();
+            let mut pcm = match voice.synthesize(&s) {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                    break;
+                }
+            };
+            st2.metrics.observe("tts", t.elapsed().as_secs_f64());
+            pcm.extend_from_slice(&gap);
+            let pcm = if !wav {
+                crate::audio::resample(&pcm, rate, PCM_RATE).unwrap_or(pcm)
+            } else {
+                pcm
+            };
+            if tx.blocking_send(Ok(Bytes::from(pcm16(&pcm)))).is_err() {
+                break; // the client went away
+            }
+        }
+        if let Some(r) = previous {
+            voice.set_rate(r);
+        }
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let mime = if wav { "audio/wav" } else { "audio/pcm" };
+    Ok(([(header::CONTENT_TYPE, mime)], Body::from_stream(stream)).into_response())
+}
+
+/// The text of a message's content: a string, or the text parts of a list; images go to `images`.
+fn content_text(
+    content: &serde_json::Value,
+    images: &mut Vec<Vec<u8>>,
+) -> Result<String, ApiError> {
+    match content {
+        serde_json::Value::String(s) => Ok(s.clone()),
+        serde_json::Value::Array(parts) => {
+            let mut text = Vec::new();
+            for p in parts {
+                match p["type"].as_str() {
+                    Some("text") => text.push(p["text"].as_str().unwrap_or_default().to_string()),
+                    Some("image_url") => {
+                        let url = p["image_url"]["url"]
+                            .as_str()
+                            .or_else(|| p["image_url"].as_str())
+                            .unwrap_or_default();
+                        let Some((_, b64)) = url.strip_prefix("data:").and_then(|u| u.split_once(";base64,")) else {
+                            return Err(ApiError::bad(
+                                "image_url must be a data: URI (data:image/jpeg;base64,...); seesay fetches nothing from the network",
+                            ));
+                        };
+                        let bytes = base64::engine::general_purpose::STANDARD
+                            .decode(b64.trim())
+                            .map_err(|e| ApiError::bad(format!("image_url: bad base64: {e}")))?;
+                        images.push(bytes);
+                    }
+                    other => {
+                        return Err(ApiError::bad(format!("unknown content part type {other:?}")))
+                    }
+                }
+            }
+            Ok(text.join("\n"))
+        }
+        serde_json::Value::Null => Ok(String::new()),
+        _ => Err(ApiError::bad("message content must be a string or a list of parts")),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct ChatRequest {
+    messages: Vec<serde_json::Value>,
+    #[serde(default)]
+    stream: bool,
+    #[serde(default)]
+    max_tokens: Option<usize>,
+    #[serde(default)]
+    max_completion_tokens: Option<usize>,
+    #[serde(default)]
+    temperature: Option<f64>,
+    #[serde(default)]
+    model: Option<String>,
+}
+
+pub async fn chat(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    use crate::llm::{Message, Role};
+    if !content_type_is(&headers, "application/json") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send a JSON body (Content-Type: application/json)",
+        ));
+    }
+    let req: ChatRequest =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("bad JSON: {e}")))?;
+    let mut images = Vec::new();
+    let mut msgs = Vec::new();
+    for m in &req.messages {
+        let role = match m["role"].as_str() {
+            Some("system") | Some("developer") => Role::System,
+            Some("user") => Role::User,
+            Some("assistant") => Role::Assistant,
+            other => return Err(ApiError::bad(format!("unknown role {other:?}"))),
+        };
+        msgs.push(Message::new(role, content_text(&m["content"], &mut images)?));
+    }
+    if !msgs.iter().any(|m| m.role == Role::User && !m.content.trim().is_empty()) {
+        return Err(ApiError::bad("no user message with text"));
+    }
+    let model_name = req.model.clone().unwrap_or_else(|| st.cfg.llm.model.clone());
+    let max_tokens = req
+        .max_completion_tokens
+        .or(req.max_tokens)
+        .unwrap_or(st.cfg.llm.max_tokens)
+        .min(st.cfg.llm.max_tokens.max(1) * 4);
+    let temperature = req.temperature;
+    let stream = req.stream;
+    let st2 = st.clone();
+    let id = format!("chatcmpl-{:x}", Instant::now().elapsed().as_nanos() ^ std::process::id() as u128);
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    // Describe the images, then answer with what they show in the system prompt.
+    let prepare = move |st: &Shared| -> Result<Vec<Message>, ApiError> {
+        let mut captions = Vec::new();
+        for (i, bytes) in images.iter().enumerate() {
+            let img = crate::caption::decode_image(bytes, &format!("image {}", i + 1), st.cfg.vision.max_side)
+                .map_err(|e| ApiError::bad(e.to_string()))?;
+            let t = Instant::now();
+            captions.push(lock(&st.models.captioner).caption(&img).map_err(|e| ApiError::from(anyhow::anyhow!(e)))?);
+            st.metrics.observe("caption", t.elapsed().as_secs_f64());
+        }
+        let mut system: Vec<String> = msgs.iter().filter(|m| m.role == Role::System).map(|m| m.content.clone()).collect();
+        if system.is_empty() {
+            system.push(st.cfg.llm.system_prompt.clone());
+        }
+        if !captions.is_empty() {
+            system.push(format!("You can see through a camera. {}", crate::caption::context_line(&captions.join(" "))));
+        }
+        let mut out = vec![Message::new(Role::System, system.join(" "))];
+        out.extend(msgs.into_iter().filter(|m| m.role != Role::System));
+        Ok(out)
+    };
+    let chunk = move |id: &str, delta: serde_json::Value, finish: Option<&str>| {
+        serde_json::json!({
+            "id": id, "object": "chat.completion.chunk", "created": created, "model": model_name,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        })
+    };
+    if !stream {
+        let (answer, finish, usage) = blocking(&st, move || {
+            let messages = prepare(&st2)?;
+            let t = Instant::now();
+            let mut llm = lock(&st2.models.llm);
+            let r = generate(llm.as_mut(), &st2.cfg.llm, &messages, max_tokens, temperature, &crate::llm::Cancel::new(), &mut |_| {})?;
+            st2.metrics.observe("llm", t.elapsed().as_secs_f64());
+            Ok(r)
+        })
+        .await?;
+        let model_name = req.model.unwrap_or_else(|| st.cfg.llm.model.clone());
+        return Ok(Json(serde_json::json!({
+            "id": id, "object": "chat.completion", "created": created, "model": model_name,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": finish}],
+            "usage": usage,
+        }))
+        .into_response());
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(32);
+    let cancel = crate::llm::Cancel::new();
+    let cancel2 = cancel.clone();
+    let id2 = id.clone();
+    tokio::task::spawn_blocking(move || {
+        let send = |v: serde_json::Value| tx.blocking_send(Ok(Bytes::from(format!("data: {v}\n\n")))).is_ok();
+        let result = prepare(&st2).and_then(|messages| {
+            send(chunk(&id2, serde_json::json!({"role": "assistant", "content": ""}), None));
+            let t = Instant::now();
+            let mut llm = lock(&st2.models.llm);
+            let r = generate(llm.as_mut(), &st2.cfg.llm, &messages, max_tokens, temperature, &cancel2, &mut |text| {
+                if !send(chunk(&id2, serde_json::json!({"content": text}), None)) {
+                    cancel2.cancel_all(); // the client went away
+                }
+            });
+            st2.metrics.observe("llm", t.elapsed().as_secs_f64());
+            r
+        });
+        match result {
+            Ok((_, finish, _)) => {
+                send(chunk(&id2, serde_json::json!({}), Some(finish)));
+            }
+            Err(e) => {
+                send(serde_json::json!({"error": {"message": e.message, "type": "server_error"}}));
+            }
+        }
+        let _ = tx.blocking_send(Ok(Bytes::from("data: [DONE]\n\n")));
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    Ok((
+        [(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// One stateless generation with per-request sampling settings.
+#[allow(clippy::too_many_arguments)]
+fn generate(
+    llm: &mut dyn crate::llm::ChatModel,
+    cfg: &crate::llm::LlmConfig,
+    messages: &[crate::llm::Message],
+    max_tokens: usize,
+    temperature: Option<f64>,
+    cancel: &crate::llm::Cancel,
+    on_text: &mut dyn FnMut(&str),
+) -> Result<(String, &'static str, serde_json::Value), ApiError> {
+    let mut c = cfg.clone();
+    c.max_tokens = max_tokens;
+    if let Some(t) = temperature {
+        c.temperature = t;
+    }
+    let prompt_tokens = llm.count_tokens(messages).unwrap_or(0);
+    if prompt_tokens + 1 > c.context_tokens {
+        return Err(ApiError::bad(format!(
+            "the messages need {prompt_tokens} tokens; the context window holds {}",
+            c.context_tokens
+        )));
+    }
+    llm.set_config(&c);
+    let result = llm.generate(messages, cancel, on_text);
+    llm.set_config(cfg);
+    let (answer, finish) = result.map_err(|e| ApiError::from(anyhow::anyhow!(e)))?;
+    let completion = llm.stats().map(|s| s.generated).unwrap_or(0);
+    let finish = match finish {
+        crate::llm::Finish::Length => "length",
+        _ => "stop",
+    };
+    Ok((
+        answer,
+        finish,
+        serde_json::json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion, "total_tokens": prompt_tokens + completion}),
+    ))
+}
