@@ -117,7 +117,10 @@ impl WhisperModel {
     /// Switches the spoken language (per request, in the server); returns the previous one.
     pub fn set_language(&mut self, language: &str) -> Result<String, AsrError> {
         check_language(&self.ctx, &self.name, language)?;
-        Ok(std::mem::replace(&mut self.cfg.language, language.to_string()))
+        Ok(std::mem::replace(
+            &mut self.cfg.language,
+            language.to_string(),
+        ))
     }
 
     /// Turns the short-audio context on or off (the benchmark compares both).

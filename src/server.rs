@@ -134,8 +134,16 @@ impl Metrics {
         use std::fmt::Write;
         let mut out = String::new();
         out += "# HELP seesay_requests_total HTTP requests by route and status.\n# TYPE seesay_requests_total counter\n";
-        for ((route, status), n) in self.requests.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            let _ = writeln!(out, "seesay_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}");
+        for ((route, status), n) in self
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "seesay_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
+            );
         }
         out += "# HELP seesay_errors_total HTTP requests that failed (status 400 or above).\n# TYPE seesay_errors_total counter\n";
         let errors: u64 = self
@@ -148,15 +156,35 @@ impl Metrics {
             .sum();
         let _ = writeln!(out, "seesay_errors_total {errors}");
         out += "# HELP seesay_active_sessions Requests and connections being served now.\n# TYPE seesay_active_sessions gauge\n";
-        let _ = writeln!(out, "seesay_active_sessions {}", self.active.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "seesay_active_sessions {}",
+            self.active.load(Ordering::Relaxed)
+        );
         out += "# HELP seesay_stage_seconds Time spent in each model stage.\n# TYPE seesay_stage_seconds histogram\n";
         for (stage, h) in self.stages.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             for (i, b) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(out, "seesay_stage_seconds_bucket{{stage=\"{stage}\",le=\"{b}\"}} {}", h.counts[i]);
+                let _ = writeln!(
+                    out,
+                    "seesay_stage_seconds_bucket{{stage=\"{stage}\",le=\"{b}\"}} {}",
+                    h.counts[i]
+                );
             }
-            let _ = writeln!(out, "seesay_stage_seconds_bucket{{stage=\"{stage}\",le=\"+Inf\"}} {}", h.n);
-            let _ = writeln!(out, "seesay_stage_seconds_sum{{stage=\"{stage}\"}} {}", h.sum);
-            let _ = writeln!(out, "seesay_stage_seconds_count{{stage=\"{stage}\"}} {}", h.n);
+            let _ = writeln!(
+                out,
+                "seesay_stage_seconds_bucket{{stage=\"{stage}\",le=\"+Inf\"}} {}",
+                h.n
+            );
+            let _ = writeln!(
+                out,
+                "seesay_stage_seconds_sum{{stage=\"{stage}\"}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "seesay_stage_seconds_count{{stage=\"{stage}\"}} {}",
+                h.n
+            );
         }
         out
     }
@@ -216,10 +244,16 @@ pub async fn blocking<T: Send + 'static>(
     let limit = Duration::from_secs(st.cfg.server.request_timeout_s.max(1));
     match tokio::time::timeout(limit, tokio::task::spawn_blocking(f)).await {
         Ok(Ok(r)) => r,
-        Ok(Err(e)) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("worker failed: {e}"))),
+        Ok(Err(e)) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("worker failed: {e}"),
+        )),
         Err(_) => Err(ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
-            format!("the request took longer than {} s (server.request_timeout_s)", limit.as_secs()),
+            format!(
+                "the request took longer than {} s (server.request_timeout_s)",
+                limit.as_secs()
+            ),
         )),
     }
 }
@@ -241,7 +275,11 @@ async fn guard(State(st): State<Shared>, req: Request, next: Next) -> Response {
                 .is_some_and(|t| t == key);
             if !ok {
                 st.metrics.request(&route, 401);
-                return ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token (Authorization: Bearer ...)").into_response();
+                return ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "missing or wrong bearer token (Authorization: Bearer ...)",
+                )
+                .into_response();
             }
         }
     }
@@ -249,7 +287,11 @@ async fn guard(State(st): State<Shared>, req: Request, next: Next) -> Response {
         Ok(p) => p,
         Err(_) => {
             st.metrics.request(&route, 429);
-            return ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too many requests at once (server.max_concurrent)").into_response();
+            return ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many requests at once (server.max_concurrent)",
+            )
+            .into_response();
         }
     };
     st.metrics.active.fetch_add(1, Ordering::Relaxed);
@@ -265,7 +307,10 @@ pub fn router(st: Shared) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route("/v1/models", get(models))
-        .route("/v1/audio/transcriptions", post(crate::server_api::transcriptions))
+        .route(
+            "/v1/audio/transcriptions",
+            post(crate::server_api::transcriptions),
+        )
         .route("/v1/audio/speech", post(crate::server_api::speech))
         .route("/v1/chat/completions", post(crate::server_api::chat))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
@@ -311,7 +356,10 @@ pub async fn read_form(
                 } else {
                     StatusCode::BAD_REQUEST
                 };
-                return Err(ApiError::new(status, format!("bad multipart body: {}", e.body_text())));
+                return Err(ApiError::new(
+                    status,
+                    format!("bad multipart body: {}", e.body_text()),
+                ));
             }
         };
         let name = field.name().unwrap_or_default().to_string();
@@ -353,7 +401,12 @@ pub fn serve(cfg: Config) -> anyhow::Result<()> {
         if !st.cfg.server.wyoming_listen.is_empty() {
             let w = tokio::net::TcpListener::bind(&st.cfg.server.wyoming_listen)
                 .await
-                .map_err(|e| anyhow::anyhow!("cannot listen on {} (Wyoming): {e}", st.cfg.server.wyoming_listen))?;
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot listen on {} (Wyoming): {e}",
+                        st.cfg.server.wyoming_listen
+                    )
+                })?;
             eprintln!("seesay serving Wyoming on tcp://{}", w.local_addr()?);
             tokio::spawn(crate::wyoming::serve(w, st.clone()));
         }

@@ -44,7 +44,10 @@ pub fn transcribe_pcm(
     let mut windower = crate::asr::Windower::new(st.cfg.asr.window_seconds);
     let mut segments = Vec::new();
     let restore = match language {
-        Some(l) => Some(asr.set_language(l).map_err(|e| ApiError::bad(e.to_string()))?),
+        Some(l) => Some(
+            asr.set_language(l)
+                .map_err(|e| ApiError::bad(e.to_string()))?,
+        ),
         None => None,
     };
     let mut run = |asr: &mut crate::asr::WhisperModel| -> Result<(), crate::asr::AsrError> {
@@ -271,7 +274,10 @@ fn content_text(
                             .as_str()
                             .or_else(|| p["image_url"].as_str())
                             .unwrap_or_default();
-                        let Some((_, b64)) = url.strip_prefix("data:").and_then(|u| u.split_once(";base64,")) else {
+                        let Some((_, b64)) = url
+                            .strip_prefix("data:")
+                            .and_then(|u| u.split_once(";base64,"))
+                        else {
                             return Err(ApiError::bad(
                                 "image_url must be a data: URI (data:image/jpeg;base64,...); seesay fetches nothing from the network",
                             ));
@@ -282,14 +288,18 @@ fn content_text(
                         images.push(bytes);
                     }
                     other => {
-                        return Err(ApiError::bad(format!("unknown content part type {other:?}")))
+                        return Err(ApiError::bad(format!(
+                            "unknown content part type {other:?}"
+                        )))
                     }
                 }
             }
             Ok(text.join("\n"))
         }
         serde_json::Value::Null => Ok(String::new()),
-        _ => Err(ApiError::bad("message content must be a string or a list of parts")),
+        _ => Err(ApiError::bad(
+            "message content must be a string or a list of parts",
+        )),
     }
 }
 
@@ -331,12 +341,21 @@ pub async fn chat(
             Some("assistant") => Role::Assistant,
             other => return Err(ApiError::bad(format!("unknown role {other:?}"))),
         };
-        msgs.push(Message::new(role, content_text(&m["content"], &mut images)?));
+        msgs.push(Message::new(
+            role,
+            content_text(&m["content"], &mut images)?,
+        ));
     }
-    if !msgs.iter().any(|m| m.role == Role::User && !m.content.trim().is_empty()) {
+    if !msgs
+        .iter()
+        .any(|m| m.role == Role::User && !m.content.trim().is_empty())
+    {
         return Err(ApiError::bad("no user message with text"));
     }
-    let model_name = req.model.clone().unwrap_or_else(|| st.cfg.llm.model.clone());
+    let model_name = req
+        .model
+        .clone()
+        .unwrap_or_else(|| st.cfg.llm.model.clone());
     let max_tokens = req
         .max_completion_tokens
         .or(req.max_tokens)
@@ -345,7 +364,10 @@ pub async fn chat(
     let temperature = req.temperature;
     let stream = req.stream;
     let st2 = st.clone();
-    let id = format!("chatcmpl-{:x}", Instant::now().elapsed().as_nanos() ^ std::process::id() as u128);
+    let id = format!(
+        "chatcmpl-{:x}",
+        Instant::now().elapsed().as_nanos() ^ std::process::id() as u128
+    );
     let created = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -354,18 +376,33 @@ pub async fn chat(
     let prepare = move |st: &Shared| -> Result<Vec<Message>, ApiError> {
         let mut captions = Vec::new();
         for (i, bytes) in images.iter().enumerate() {
-            let img = crate::caption::decode_image(bytes, &format!("image {}", i + 1), st.cfg.vision.max_side)
-                .map_err(|e| ApiError::bad(e.to_string()))?;
+            let img = crate::caption::decode_image(
+                bytes,
+                &format!("image {}", i + 1),
+                st.cfg.vision.max_side,
+            )
+            .map_err(|e| ApiError::bad(e.to_string()))?;
             let t = Instant::now();
-            captions.push(lock(&st.models.captioner).caption(&img).map_err(|e| ApiError::from(anyhow::anyhow!(e)))?);
+            captions.push(
+                lock(&st.models.captioner)
+                    .caption(&img)
+                    .map_err(|e| ApiError::from(anyhow::anyhow!(e)))?,
+            );
             st.metrics.observe("caption", t.elapsed().as_secs_f64());
         }
-        let mut system: Vec<String> = msgs.iter().filter(|m| m.role == Role::System).map(|m| m.content.clone()).collect();
+        let mut system: Vec<String> = msgs
+            .iter()
+            .filter(|m| m.role == Role::System)
+            .map(|m| m.content.clone())
+            .collect();
         if system.is_empty() {
             system.push(st.cfg.llm.system_prompt.clone());
         }
         if !captions.is_empty() {
-            system.push(format!("You can see through a camera. {}", crate::caption::context_line(&captions.join(" "))));
+            system.push(format!(
+                "You can see through a camera. {}",
+                crate::caption::context_line(&captions.join(" "))
+            ));
         }
         let mut out = vec![Message::new(Role::System, system.join(" "))];
         out.extend(msgs.into_iter().filter(|m| m.role != Role::System));
@@ -382,7 +419,15 @@ pub async fn chat(
             let messages = prepare(&st2)?;
             let t = Instant::now();
             let mut llm = lock(&st2.models.llm);
-            let r = generate(llm.as_mut(), &st2.cfg.llm, &messages, max_tokens, temperature, &crate::llm::Cancel::new(), &mut |_| {})?;
+            let r = generate(
+                llm.as_mut(),
+                &st2.cfg.llm,
+                &messages,
+                max_tokens,
+                temperature,
+                &crate::llm::Cancel::new(),
+                &mut |_| {},
+            )?;
             st2.metrics.observe("llm", t.elapsed().as_secs_f64());
             Ok(r)
         })
@@ -400,16 +445,31 @@ pub async fn chat(
     let cancel2 = cancel.clone();
     let id2 = id.clone();
     tokio::task::spawn_blocking(move || {
-        let send = |v: serde_json::Value| tx.blocking_send(Ok(Bytes::from(format!("data: {v}\n\n")))).is_ok();
+        let send = |v: serde_json::Value| {
+            tx.blocking_send(Ok(Bytes::from(format!("data: {v}\n\n"))))
+                .is_ok()
+        };
         let result = prepare(&st2).and_then(|messages| {
-            send(chunk(&id2, serde_json::json!({"role": "assistant", "content": ""}), None));
+            send(chunk(
+                &id2,
+                serde_json::json!({"role": "assistant", "content": ""}),
+                None,
+            ));
             let t = Instant::now();
             let mut llm = lock(&st2.models.llm);
-            let r = generate(llm.as_mut(), &st2.cfg.llm, &messages, max_tokens, temperature, &cancel2, &mut |text| {
-                if !send(chunk(&id2, serde_json::json!({"content": text}), None)) {
-                    cancel2.cancel_all(); // the client went away
-                }
-            });
+            let r = generate(
+                llm.as_mut(),
+                &st2.cfg.llm,
+                &messages,
+                max_tokens,
+                temperature,
+                &cancel2,
+                &mut |text| {
+                    if !send(chunk(&id2, serde_json::json!({"content": text}), None)) {
+                        cancel2.cancel_all(); // the client went away
+                    }
+                },
+            );
             st2.metrics.observe("llm", t.elapsed().as_secs_f64());
             r
         });
@@ -425,7 +485,10 @@ pub async fn chat(
     });
     let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
     Ok((
-        [(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")],
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
         Body::from_stream(stream),
     )
         .into_response())

@@ -170,12 +170,13 @@ async fn connection(sock: TcpStream, st: &Shared) -> anyhow::Result<()> {
                 if a.width != 2 {
                     anyhow::bail!("only 16-bit audio is supported (width {})", a.width);
                 }
-                a.pcm.extend(ev.payload.chunks_exact(2 * a.channels).map(|f| {
-                    f.chunks_exact(2)
-                        .map(|s| i16::from_le_bytes([s[0], s[1]]) as f32 / 32768.0)
-                        .sum::<f32>()
-                        / a.channels as f32
-                }));
+                a.pcm
+                    .extend(ev.payload.chunks_exact(2 * a.channels).map(|f| {
+                        f.chunks_exact(2)
+                            .map(|s| i16::from_le_bytes([s[0], s[1]]) as f32 / 32768.0)
+                            .sum::<f32>()
+                            / a.channels as f32
+                    }));
                 if a.pcm.len() as f64 / a.rate as f64 > st.cfg.server.max_audio_s {
                     anyhow::bail!("audio longer than server.max_audio_s");
                 }
@@ -187,8 +188,9 @@ async fn connection(sock: TcpStream, st: &Shared) -> anyhow::Result<()> {
                 let st2 = st.clone();
                 let text = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
                     let pcm = crate::audio::resample(&a.pcm, a.rate, crate::asr::SAMPLE_RATE)?;
-                    let segments = crate::server_api::transcribe_pcm(&st2, &pcm, a.language.as_deref())
-                        .map_err(|e| anyhow::anyhow!(e.message))?;
+                    let segments =
+                        crate::server_api::transcribe_pcm(&st2, &pcm, a.language.as_deref())
+                            .map_err(|e| anyhow::anyhow!(e.message))?;
                     Ok(crate::transcript::plain_text(&segments))
                 })
                 .await??;
