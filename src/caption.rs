@@ -7,7 +7,6 @@
 
 use std::io::Cursor;
 use std::path::Path;
-use std::time::Duration;
 
 use base64::Engine;
 use image::RgbImage;
@@ -215,45 +214,25 @@ pub fn open(
 
 /// An OpenAI-compatible vision model: one non-streaming chat completion per frame.
 pub struct RemoteCaptioner {
-    agent: ureq::Agent,
-    url: String,
+    endpoint: crate::llm_remote::Endpoint,
     model: String,
-    api_key: Option<String>,
     prompt: String,
     max_tokens: usize,
 }
 
-fn env_or(name: &str, fallback: &str) -> String {
-    std::env::var(name)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| fallback.to_string())
-}
-
 impl RemoteCaptioner {
     pub fn new(cfg: &VisionConfig) -> Result<RemoteCaptioner, CaptionError> {
-        let base = env_or("SEESAY_VISION_BASE_URL", &cfg.base_url);
-        let url = format!("{}/chat/completions", base.trim_end_matches('/'));
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(CaptionError::Remote {
-                url,
-                detail: "vision.base_url must start with http:// or https://".into(),
-            });
-        }
-        let api_key = Some(cfg.api_key.clone())
-            .filter(|k| !k.is_empty())
-            .or_else(|| std::env::var("SEESAY_VISION_API_KEY").ok())
-            .or_else(|| std::env::var("OPENAI_API_KEY").ok())
-            .filter(|k| !k.is_empty());
-        let timeout = Duration::from_secs(cfg.timeout_s.max(1));
+        let endpoint = crate::llm_remote::Endpoint::new(
+            &cfg.base_url,
+            &cfg.api_key,
+            "SEESAY_VISION",
+            "vision.base_url",
+            cfg.timeout_s,
+        )
+        .map_err(|(url, detail)| CaptionError::Remote { url, detail })?;
         Ok(RemoteCaptioner {
-            agent: ureq::AgentBuilder::new()
-                .timeout_connect(timeout)
-                .timeout_read(timeout)
-                .build(),
-            url,
-            model: env_or("SEESAY_VISION_MODEL", &cfg.remote_model),
-            api_key,
+            endpoint,
+            model: crate::llm_remote::env_or("SEESAY_VISION_MODEL", &cfg.remote_model),
             prompt: cfg.prompt.clone(),
             max_tokens: cfg.max_tokens,
         })
@@ -280,28 +259,11 @@ impl RemoteCaptioner {
 impl Captioner for RemoteCaptioner {
     fn caption(&mut self, img: &RgbImage) -> Result<String, CaptionError> {
         let remote = |detail: String| CaptionError::Remote {
-            url: self.url.clone(),
+            url: self.endpoint.url.clone(),
             detail,
         };
         let body = self.request_body(img)?;
-        let mut req = self
-            .agent
-            .post(&self.url)
-            .set("Content-Type", "application/json");
-        if let Some(key) = &self.api_key {
-            req = req.set("Authorization", &format!("Bearer {key}"));
-        }
-        let resp = match req.send_string(&body.to_string()) {
-            Ok(r) => r,
-            Err(ureq::Error::Status(code, r)) => {
-                let text = r.into_string().unwrap_or_default();
-                return Err(remote(format!(
-                    "HTTP {code}: {}",
-                    crate::llm_remote::error_text(&text)
-                )));
-            }
-            Err(e) => return Err(remote(e.to_string())),
-        };
+        let resp = self.endpoint.post(&body).map_err(remote)?;
         let reply: serde_json::Value = resp
             .into_string()
             .map_err(|e| e.to_string())
@@ -319,7 +281,7 @@ impl Captioner for RemoteCaptioner {
     }
 
     fn describe(&self) -> String {
-        format!("{} at {}", self.model, self.url)
+        format!("{} at {}", self.model, self.endpoint.url)
     }
 }
 

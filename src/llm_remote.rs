@@ -7,52 +7,102 @@ use std::time::Duration;
 use crate::llm::{Cancel, ChatModel, Finish, LlmConfig, LlmError, Message, WordChunker};
 
 pub struct RemoteModel {
-    agent: ureq::Agent,
-    url: String,
+    endpoint: Endpoint,
     model: String,
-    api_key: Option<String>,
     cfg: LlmConfig,
 }
 
-fn env_or(name: &str, fallback: &str) -> String {
+/// An OpenAI-compatible `/chat/completions` URL with its API key and an HTTP agent with timeouts;
+/// shared by the remote language model and the remote vision model.
+pub struct Endpoint {
+    agent: ureq::Agent,
+    pub url: String,
+    api_key: Option<String>,
+}
+
+pub(crate) fn env_or(name: &str, fallback: &str) -> String {
     std::env::var(name)
         .ok()
         .filter(|v| !v.is_empty())
         .unwrap_or_else(|| fallback.to_string())
 }
 
-impl RemoteModel {
-    pub fn new(cfg: &LlmConfig) -> Result<RemoteModel, LlmError> {
-        let base = env_or("SEESAY_LLM_BASE_URL", &cfg.base_url);
+impl Endpoint {
+    /// `prefix` names the overrides: `{prefix}_BASE_URL`, then `{prefix}_API_KEY` and
+    /// `OPENAI_API_KEY` when `api_key` is empty. `setting` names the config field in errors.
+    /// An error is (url, detail).
+    pub fn new(
+        base_url: &str,
+        api_key: &str,
+        prefix: &str,
+        setting: &str,
+        timeout_s: u64,
+    ) -> Result<Endpoint, (String, String)> {
+        let base = env_or(&format!("{prefix}_BASE_URL"), base_url);
         let url = format!("{}/chat/completions", base.trim_end_matches('/'));
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(LlmError::Remote {
+            return Err((
                 url,
-                detail: "llm.base_url must start with http:// or https://".into(),
-            });
+                format!("{setting} must start with http:// or https://"),
+            ));
         }
-        let api_key = Some(cfg.api_key.clone())
+        let api_key = Some(api_key.to_string())
             .filter(|k| !k.is_empty())
-            .or_else(|| std::env::var("SEESAY_LLM_API_KEY").ok())
+            .or_else(|| std::env::var(format!("{prefix}_API_KEY")).ok())
             .or_else(|| std::env::var("OPENAI_API_KEY").ok())
             .filter(|k| !k.is_empty());
-        let timeout = Duration::from_secs(cfg.timeout_s.max(1));
+        let timeout = Duration::from_secs(timeout_s.max(1));
         let agent = ureq::AgentBuilder::new()
             .timeout_connect(timeout)
             .timeout_read(timeout)
             .build();
-        Ok(RemoteModel {
+        Ok(Endpoint {
             agent,
             url,
-            model: env_or("SEESAY_LLM_MODEL", &cfg.remote_model),
             api_key,
+        })
+    }
+
+    /// Posts a JSON body; an HTTP error status becomes "HTTP 500: <the server's message>".
+    pub fn post(&self, body: &serde_json::Value) -> Result<ureq::Response, String> {
+        let mut req = self
+            .agent
+            .post(&self.url)
+            .set("Content-Type", "application/json");
+        if let Some(key) = &self.api_key {
+            req = req.set("Authorization", &format!("Bearer {key}"));
+        }
+        match req.send_string(&body.to_string()) {
+            Ok(r) => Ok(r),
+            Err(ureq::Error::Status(code, r)) => {
+                let text = r.into_string().unwrap_or_default();
+                Err(format!("HTTP {code}: {}", error_text(&text)))
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+impl RemoteModel {
+    pub fn new(cfg: &LlmConfig) -> Result<RemoteModel, LlmError> {
+        let endpoint = Endpoint::new(
+            &cfg.base_url,
+            &cfg.api_key,
+            "SEESAY_LLM",
+            "llm.base_url",
+            cfg.timeout_s,
+        )
+        .map_err(|(url, detail)| LlmError::Remote { url, detail })?;
+        Ok(RemoteModel {
+            endpoint,
+            model: env_or("SEESAY_LLM_MODEL", &cfg.remote_model),
             cfg: cfg.clone(),
         })
     }
 
     fn remote_err(&self, detail: impl Into<String>) -> LlmError {
         LlmError::Remote {
-            url: self.url.clone(),
+            url: self.endpoint.url.clone(),
             detail: detail.into(),
         }
     }
@@ -82,21 +132,7 @@ impl ChatModel for RemoteModel {
             "max_tokens": self.cfg.max_tokens,
             "seed": self.cfg.seed,
         });
-        let mut req = self
-            .agent
-            .post(&self.url)
-            .set("Content-Type", "application/json");
-        if let Some(key) = &self.api_key {
-            req = req.set("Authorization", &format!("Bearer {key}"));
-        }
-        let resp = match req.send_string(&body.to_string()) {
-            Ok(r) => r,
-            Err(ureq::Error::Status(code, r)) => {
-                let text = r.into_string().unwrap_or_default();
-                return Err(self.remote_err(format!("HTTP {code}: {}", error_text(&text))));
-            }
-            Err(e) => return Err(self.remote_err(e.to_string())),
-        };
+        let resp = self.endpoint.post(&body).map_err(|e| self.remote_err(e))?;
         let mut text = String::new();
         let mut chunker = WordChunker::default();
         let mut finish = Finish::Stop;
@@ -144,6 +180,6 @@ impl ChatModel for RemoteModel {
     }
 
     fn describe(&self) -> String {
-        format!("{} at {}", self.model, self.url)
+        format!("{} at {}", self.model, self.endpoint.url)
     }
 }

@@ -15,6 +15,17 @@ use serde::Deserialize;
 
 use crate::server::{blocking, content_type_is, lock, read_form, ApiError, Shared};
 
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    if content_type_is(headers, "application/json") {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send a JSON body (Content-Type: application/json)",
+        ))
+    }
+}
+
 /// Decodes uploaded audio (any format seesay reads) to 16 kHz mono.
 fn decode_upload(bytes: &[u8], name: &str) -> Result<Vec<f32>, ApiError> {
     static N: AtomicU64 = AtomicU64::new(0);
@@ -184,12 +195,7 @@ pub async fn speech(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    if !content_type_is(&headers, "application/json") {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "send a JSON body (Content-Type: application/json)",
-        ));
-    }
+    require_json(&headers)?;
     let req: SpeechRequest =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("bad JSON: {e}")))?;
     let format = req.response_format.unwrap_or_else(|| "wav".into());
@@ -324,12 +330,7 @@ pub async fn chat(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     use crate::llm::{Message, Role};
-    if !content_type_is(&headers, "application/json") {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "send a JSON body (Content-Type: application/json)",
-        ));
-    }
+    require_json(&headers)?;
     let req: ChatRequest =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("bad JSON: {e}")))?;
     let mut images = Vec::new();
