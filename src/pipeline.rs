@@ -357,30 +357,8 @@ fn vad_loop(
                 }
             }
             Some(VadEvent::End { audio, speech_end }) => {
-                let turn = sh.turns.current();
-                let behind = end.saturating_sub(speech_end) as f64 / SAMPLE_RATE as f64;
-                let end_at = frame
-                    .at
-                    .checked_sub(Duration::from_secs_f64(behind))
-                    .unwrap_or(frame.at);
-                let start_s =
-                    (speech_end as f64 - audio.len() as f64).max(0.0) / SAMPLE_RATE as f64;
-                sh.event(
-                    turn,
-                    What::Speech {
-                        start_s,
-                        end_s: speech_end as f64 / SAMPLE_RATE as f64,
-                        end_at,
-                    },
-                );
-                sh.turns.handling.fetch_max(turn, Ordering::AcqRel);
-                let u = Utterance {
-                    turn,
-                    audio,
-                    speech_end,
-                    speculative: false,
-                };
-                if tx.send(u).is_err() {
+                let sent = utterance_ended(&sh, &tx, audio, speech_end, end, frame.at);
+                if !sent {
                     return Ok(());
                 }
             }
@@ -401,24 +379,43 @@ fn vad_loop(
     }
     // End of input: an utterance still under way is answered.
     if let Some(VadEvent::End { audio, speech_end }) = ep.flush() {
-        let turn = sh.turns.current();
-        sh.event(
-            turn,
-            What::Speech {
-                start_s: (speech_end as f64 - audio.len() as f64).max(0.0) / SAMPLE_RATE as f64,
-                end_s: speech_end as f64 / SAMPLE_RATE as f64,
-                end_at: last_at,
-            },
-        );
-        sh.turns.handling.fetch_max(turn, Ordering::AcqRel);
-        let _ = tx.send(Utterance {
-            turn,
-            audio,
-            speech_end,
-            speculative: false,
-        });
+        let end = sh.input_pos.load(Ordering::Acquire);
+        utterance_ended(&sh, &tx, audio, speech_end, end, last_at);
     }
     Ok(())
+}
+
+/// Reports the end of the user's speech and hands the utterance to ASR. `frame_end` is the sample
+/// index just after the frame that decided it, heard at `frame_at`. Returns false when ASR is gone.
+fn utterance_ended(
+    sh: &Shared,
+    tx: &Sender<Utterance>,
+    audio: Vec<f32>,
+    speech_end: u64,
+    frame_end: u64,
+    frame_at: Instant,
+) -> bool {
+    let turn = sh.turns.current();
+    let behind = frame_end.saturating_sub(speech_end) as f64 / SAMPLE_RATE as f64;
+    let end_at = frame_at
+        .checked_sub(Duration::from_secs_f64(behind))
+        .unwrap_or(frame_at);
+    sh.event(
+        turn,
+        What::Speech {
+            start_s: (speech_end as f64 - audio.len() as f64).max(0.0) / SAMPLE_RATE as f64,
+            end_s: speech_end as f64 / SAMPLE_RATE as f64,
+            end_at,
+        },
+    );
+    sh.turns.handling.fetch_max(turn, Ordering::AcqRel);
+    tx.send(Utterance {
+        turn,
+        audio,
+        speech_end,
+        speculative: false,
+    })
+    .is_ok()
 }
 
 /// The ASR stage: utterances in, transcripts out. Silence and noise end here.

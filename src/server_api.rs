@@ -15,15 +15,18 @@ use serde::Deserialize;
 
 use crate::server::{blocking, content_type_is, lock, read_form, ApiError, Shared};
 
-fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
-    if content_type_is(headers, "application/json") {
-        Ok(())
-    } else {
-        Err(ApiError::new(
+/// A JSON request body: 415 for another content type, 400 for JSON that does not parse.
+fn json_body<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<T, ApiError> {
+    if !content_type_is(headers, "application/json") {
+        return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "send a JSON body (Content-Type: application/json)",
-        ))
+        ));
     }
+    serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("bad JSON: {e}")))
 }
 
 /// Decodes uploaded audio (any format seesay reads) to 16 kHz mono.
@@ -195,9 +198,7 @@ pub async fn speech(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    require_json(&headers)?;
-    let req: SpeechRequest =
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("bad JSON: {e}")))?;
+    let req: SpeechRequest = json_body(&headers, &body)?;
     let format = req.response_format.unwrap_or_else(|| "wav".into());
     if format != "wav" && format != "pcm" {
         return Err(ApiError::bad(format!(
@@ -330,9 +331,7 @@ pub async fn chat(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     use crate::llm::{Message, Role};
-    require_json(&headers)?;
-    let req: ChatRequest =
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("bad JSON: {e}")))?;
+    let req: ChatRequest = json_body(&headers, &body)?;
     let mut images = Vec::new();
     let mut msgs = Vec::new();
     for m in &req.messages {

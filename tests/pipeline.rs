@@ -32,11 +32,30 @@ fn questions(dir: &Path, parts: &[(&str, f64)], tail: f64) -> (PathBuf, Vec<(f64
     (path, spans)
 }
 
-/// Short answers, so a second question is not spoken over the first answer.
-fn short_answers_config(dir: &Path, extra: &str) -> String {
-    let p = dir.join("config.toml");
-    std::fs::write(&p, format!("[llm]\nmax_tokens = 40\n{extra}")).unwrap();
-    p.display().to_string()
+/// `seesay run FLAGS --input INPUT` into `dir`/reply.wav and `dir`/m.jsonl, with short answers
+/// (so a second question is not spoken over the first answer). Returns (stdout, reply, metrics).
+fn run_recording(
+    dir: &Path,
+    input: &Path,
+    flags: &[&str],
+) -> (String, PathBuf, Vec<serde_json::Value>) {
+    let cfg = dir.join("config.toml");
+    std::fs::write(&cfg, "[llm]\nmax_tokens = 40\n").unwrap();
+    let out = dir.join("reply.wav");
+    let m = dir.join("m.jsonl");
+    let mut args = vec!["--config", cfg.to_str().unwrap(), "run"];
+    args.extend_from_slice(flags);
+    args.extend([
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--metrics",
+        m.to_str().unwrap(),
+    ]);
+    let printed = ok(seesay(&args));
+    let turns = metrics(&m);
+    (printed, out, turns)
 }
 
 fn metrics(path: &Path) -> Vec<serde_json::Value> {
@@ -85,21 +104,7 @@ fn two_questions_get_two_answers_in_order() {
         ],
         6.0,
     );
-    let cfg = short_answers_config(dir.path(), "");
-    let out = dir.path().join("reply.wav");
-    let m = dir.path().join("m.jsonl");
-    let printed = ok(seesay(&[
-        "--config",
-        &cfg,
-        "run",
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-        "--metrics",
-        m.to_str().unwrap(),
-    ]));
-    let turns = metrics(&m);
+    let (printed, out, turns) = run_recording(dir.path(), &input, &[]);
     assert_eq!(turns.len(), 2, "{printed}");
     for t in &turns {
         for key in [
@@ -156,22 +161,7 @@ fn speaking_over_an_answer_stops_it() {
         ],
         6.0,
     );
-    let cfg = short_answers_config(dir.path(), "");
-    let out = dir.path().join("reply.wav");
-    let m = dir.path().join("m.jsonl");
-    ok(seesay(&[
-        "--config",
-        &cfg,
-        "run",
-        "--barge-in",
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-        "--metrics",
-        m.to_str().unwrap(),
-    ]));
-    let turns = metrics(&m);
+    let (_, out, turns) = run_recording(dir.path(), &input, &["--barge-in"]);
     assert_eq!(turns.len(), 2, "{turns:?}");
     assert_eq!(turns[0]["interrupted"], true, "{}", turns[0]);
     assert!(words(turns[1]["transcript"].as_str().unwrap()).contains(&"bees".into()));
@@ -208,30 +198,13 @@ fn silence_and_noise_get_no_answer() {
     let dir = tempfile::tempdir().unwrap();
     let silence = dir.path().join("silence.wav");
     seesay::audio::write_wav(&silence, &vec![0.0; RATE as usize * 6], RATE).unwrap();
-    let mut x = 7u32;
-    let noise: Vec<f32> = (0..RATE * 6)
-        .map(|_| {
-            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            ((x >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 0.1
-        })
-        .collect();
+    let noise = white_noise(RATE as usize * 6, 0.1, 7);
     let noisy = dir.path().join("noise.wav");
     seesay::audio::write_wav(&noisy, &noise, RATE).unwrap();
     for input in [&silence, &noisy] {
-        let out = dir.path().join("reply.wav");
-        let m = dir.path().join("m.jsonl");
-        let printed = ok(seesay(&[
-            "run",
-            "--fast",
-            "--input",
-            input.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-            "--metrics",
-            m.to_str().unwrap(),
-        ]));
+        let (printed, out, turns) = run_recording(dir.path(), input, &["--fast"]);
         assert!(printed.contains("(no speech)"), "{printed}");
-        assert!(metrics(&m).is_empty());
+        assert!(turns.is_empty());
         let (rate, pcm) = read_wav(&out);
         assert!(
             !sound_between(rate, &pcm, 0.0, 1e9),

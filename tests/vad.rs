@@ -50,12 +50,6 @@ fn speech_is_found_and_silence_and_noise_are_not() {
     let silence = vec![0.0f32; 16_000 * 5];
     assert!(events(&mut vad, &silence).is_empty());
     // -30 dBFS white noise (a cheap deterministic generator).
-    let mut x = 12345u32;
-    let noise: Vec<f32> = (0..16_000 * 5)
-        .map(|_| {
-            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            ((x >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 0.11
-        })
-        .collect();
+    let noise = white_noise(16_000 * 5, 0.11, 12345);
     assert!(events(&mut vad, &noise).is_empty());
 }

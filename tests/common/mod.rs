@@ -151,3 +151,15 @@ pub fn fake_server(
     });
     format!("http://{addr}/v1")
 }
+
+/// Deterministic white noise: `n` samples spread evenly over ±`width`/2 (a linear congruential
+/// generator seeded with `seed`).
+pub fn white_noise(n: usize, width: f32, seed: u32) -> Vec<f32> {
+    let mut x = seed;
+    (0..n)
+        .map(|_| {
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            ((x >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * width
+        })
+        .collect()
+}
