@@ -281,6 +281,8 @@ fn bench_pipeline(cfg: &Config, turns: usize) -> Result<serde_json::Value> {
             image: None,
             metrics: None,
             max_turns: None,
+            camera: None,
+            updates: None,
         },
         Arc::new(AtomicBool::new(false)),
         Arc::new(AtomicBool::new(false)),

@@ -190,6 +190,20 @@ pub fn jpeg_data_uri(img: &RgbImage) -> Result<String, CaptionError> {
     ))
 }
 
+/// The bytes of a `data:...;base64,...` URI (the only image URLs seesay takes: it fetches
+/// nothing from the network).
+pub fn data_uri_bytes(uri: &str) -> Result<Vec<u8>, String> {
+    let Some((_, b64)) = uri
+        .strip_prefix("data:")
+        .and_then(|u| u.split_once(";base64,"))
+    else {
+        return Err("the image must be a data: URI (data:image/jpeg;base64,...); seesay fetches nothing from the network".into());
+    };
+    base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .map_err(|e| format!("bad base64: {e}"))
+}
+
 /// Opens the configured captioner.
 pub fn open(
     cfg: &VisionConfig,

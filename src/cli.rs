@@ -660,7 +660,7 @@ fn run_turn(cfg: &Config, a: RunArgs) -> Result<()> {
     let output = match (&a.output, &input) {
         (Some(p), _) => Output::File(p.clone()),
         (None, Input::File { .. }) => Output::File(PathBuf::from("reply.wav")),
-        (None, Input::Mic) => Output::Speaker,
+        (None, _) => Output::Speaker,
     };
     if matches!(input, Input::Mic) {
         eprintln!("listening (Ctrl-C to stop)");
@@ -672,7 +672,7 @@ fn run_turn(cfg: &Config, a: RunArgs) -> Result<()> {
     signal_hook::flag::register(signal_hook::consts::SIGTERM, abort.clone())?;
     let out_path = match &output {
         Output::File(p) => Some(p.clone()),
-        Output::Speaker => None,
+        _ => None,
     };
     let summary = crate::pipeline::run(
         &cfg,
@@ -682,6 +682,8 @@ fn run_turn(cfg: &Config, a: RunArgs) -> Result<()> {
             image,
             metrics: a.metrics,
             max_turns: a.max_turns,
+            camera: None,
+            updates: None,
         },
         stop,
         abort,

@@ -29,6 +29,7 @@ pub mod models;
 pub mod pipeline;
 pub mod server;
 pub mod server_api;
+pub mod server_ws;
 pub mod speaker;
 pub mod splitter;
 pub mod transcript;

@@ -292,9 +292,12 @@ impl Conversation {
             .push(Message::new(Role::Assistant, answer.trim()));
     }
 
-    /// The fixed start of every prompt: the system prompt with the current scene.
+    /// What the next prompt starts with: the system prompt with the current scene, and the
+    /// turns remembered so far (to prefill while nobody speaks).
     pub fn preamble(&self) -> Vec<Message> {
-        self.system_message().into_iter().collect()
+        let mut msgs: Vec<Message> = self.system_message().into_iter().collect();
+        msgs.extend(self.turns.iter().cloned());
+        msgs
     }
 
     /// The system prompt, with what the camera shows now.

@@ -46,15 +46,26 @@ pub enum Pace {
     Fast,
 }
 
-/// Sends frames to `tx` in order; a failed send (pipeline gone) or `stop` ends the source.
-struct Framer {
+/// Cuts audio into the VAD's frames and sends them to `tx` in order; a failed send (pipeline
+/// gone) or `stop` ends the source.
+pub struct Framer {
     pending: Vec<f32>,
     next: u64,
     tx: Sender<AudioFrame>,
 }
 
 impl Framer {
-    fn push(&mut self, samples: &[f32], at: impl Fn(u64) -> Instant) -> bool {
+    pub fn new(tx: Sender<AudioFrame>) -> Framer {
+        Framer {
+            pending: Vec::new(),
+            next: 0,
+            tx,
+        }
+    }
+
+    /// Queues `samples` (16 kHz); `at` gives the capture time of the sample before an index.
+    /// Returns false once the pipeline is gone.
+    pub fn push(&mut self, samples: &[f32], at: impl Fn(u64) -> Instant) -> bool {
         self.pending.extend_from_slice(samples);
         let mut pos = 0;
         while self.pending.len() - pos >= FRAME {
@@ -88,11 +99,7 @@ pub fn file_source(
         .name("source".into())
         .spawn(move || -> Result<(), MicError> {
             let t0 = Instant::now();
-            let mut framer = Framer {
-                pending: Vec::new(),
-                next: 0,
-                tx,
-            };
+            let mut framer = Framer::new(tx);
             let at = |end: u64| t0 + Duration::from_secs_f64(end as f64 / SAMPLE_RATE as f64);
             let tail_samples = (tail.as_secs_f64() * SAMPLE_RATE as f64) as usize;
             let mut tail_left = Some(tail_samples);
@@ -189,11 +196,7 @@ pub fn mic_source(
             let stream = build_input(&dev, &config, format, channels, tx_raw, dropped, on_err)?;
             stream.play().map_err(|e| MicError::Device(e.to_string()))?;
             let mut resampler = crate::audio::StreamResampler::new(rate, SAMPLE_RATE)?;
-            let mut framer = Framer {
-                pending: Vec::new(),
-                next: 0,
-                tx,
-            };
+            let mut framer = Framer::new(tx);
             while !stop.load(Ordering::Acquire) {
                 if let Ok(e) = rx_err.try_recv() {
                     return Err(MicError::Device(e));

@@ -64,6 +64,8 @@ pub enum Input {
         pace: crate::mic::Pace,
     },
     Mic,
+    /// Frames from elsewhere (a WebSocket client); the input ends when the sender is dropped.
+    Frames(Receiver<AudioFrame>),
 }
 
 /// Where the answers go.
@@ -71,6 +73,9 @@ pub enum Output {
     /// A WAV file holding what a speaker would have played, silences included.
     File(PathBuf),
     Speaker,
+    /// `Update::Audio` messages on `RunOptions::updates`, sent as soon as they are synthesised;
+    /// the client plays them. A turn counts as playing until its audio's length has passed.
+    Client,
 }
 
 pub struct RunOptions {
@@ -78,9 +83,81 @@ pub struct RunOptions {
     pub output: Output,
     /// An image, or a folder of images shown one after another, as the camera.
     pub image: Option<PathBuf>,
+    /// Pictures from elsewhere (a WebSocket client's camera), captioned as they come.
+    pub camera: Option<crate::camera::FrameReceiver>,
     pub metrics: Option<PathBuf>,
     /// Stop after this many answered turns.
     pub max_turns: Option<usize>,
+    /// Where to report what happens, as it happens (speech, transcripts, answer text, audio for
+    /// `Output::Client`, per-turn figures).
+    pub updates: Option<Sender<Update>>,
+}
+
+/// What a pipeline reports to a client as it happens.
+#[derive(Debug, Clone)]
+pub enum Update {
+    /// The user started speaking: turn `turn` begins; older answers stop.
+    SpeechStarted { turn: u64 },
+    /// What the user said.
+    Transcript { turn: u64, text: String },
+    /// The next piece of the answer, as the LLM writes it.
+    AnswerText { turn: u64, text: String },
+    /// Answer audio, mono at the voice's rate (`Output::Client` only).
+    Audio { turn: u64, pcm: Vec<f32> },
+    /// What the camera shows now.
+    Caption { text: String },
+    /// A turn was answered (or interrupted): its latency figures.
+    TurnDone(TurnMetrics),
+    /// A turn heard no words, or was interrupted before anything was said.
+    TurnDropped { turn: u64 },
+    /// A stage failed on this turn; the conversation goes on.
+    TurnFailed { turn: u64, error: String },
+}
+
+/// The models a pipeline uses. Cloning shares them: `seesay serve` runs one pipeline per
+/// conversation over the same models, and each stage locks its model for one step (an
+/// utterance, an answer, a sentence, a picture).
+#[derive(Clone)]
+pub struct Models {
+    pub asr: Arc<Mutex<crate::asr::WhisperModel>>,
+    pub voice: Arc<Mutex<crate::tts::PiperVoice>>,
+    pub llm: Arc<Mutex<Box<dyn crate::llm::ChatModel>>>,
+    pub captioner: Option<Arc<Mutex<Box<dyn crate::caption::Captioner>>>>,
+    /// The Silero VAD file; each pipeline loads its own (it keeps state, and is small).
+    pub vad: PathBuf,
+    pub voice_rate: u32,
+}
+
+impl Models {
+    /// Loads every model (the captioner only if asked), so a missing one fails at once.
+    pub fn load(cfg: &crate::config::Config, captioner: bool) -> anyhow::Result<Models> {
+        let store = crate::models::Store::from_config(&cfg.models)?;
+        let asr = crate::cli::load_whisper(cfg)?;
+        let voice = crate::cli::load_voice(cfg)?;
+        let vad = store.resolve(&cfg.vad.model)?;
+        SileroVad::load(&vad)?;
+        let llm = crate::llm::open(&cfg.llm, &store)?;
+        let captioner = match captioner {
+            true => Some(Arc::new(Mutex::new(crate::caption::open(
+                &cfg.vision,
+                &store,
+            )?))),
+            false => None,
+        };
+        Ok(Models {
+            voice_rate: voice.sample_rate,
+            asr: Arc::new(Mutex::new(asr)),
+            voice: Arc::new(Mutex::new(voice)),
+            llm: Arc::new(Mutex::new(llm)),
+            captioner,
+            vad,
+        })
+    }
+}
+
+/// Locks a model; a poisoned lock (a panic mid-step) still serves the next one.
+pub fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Turn bookkeeping shared by the stages.
@@ -111,6 +188,10 @@ impl Turns {
     /// Is seesay answering (thinking or speaking)?
     fn busy(&self) -> bool {
         self.finished.load(Ordering::Acquire) < self.handling.load(Ordering::Acquire)
+    }
+    /// Is nobody speaking and nothing being answered?
+    fn idle(&self) -> bool {
+        !self.busy() && self.handling.load(Ordering::Acquire) >= self.current()
     }
 }
 
@@ -143,6 +224,7 @@ enum Play {
 
 /// What happened in a turn, for the latency figures.
 enum What {
+    Started,
     Speech {
         start_s: f64,
         end_s: f64,
@@ -151,6 +233,8 @@ enum What {
     Transcript(String),
     NoWords,
     FirstToken,
+    /// A piece of the answer as it is written.
+    Delta(String),
     Answer {
         text: String,
         cancelled: bool,
@@ -201,8 +285,14 @@ fn ms_between(from: Instant, to: Instant) -> f64 {
 fn collect(
     rx: Receiver<Event>,
     mut sink: Option<std::io::BufWriter<std::fs::File>>,
+    updates: Option<Sender<Update>>,
 ) -> Vec<TurnMetrics> {
     use std::io::Write;
+    let publish = |u: Update| {
+        if let Some(tx) = &updates {
+            let _ = tx.send(u);
+        }
+    };
     struct Partial {
         m: TurnMetrics,
         end_at: Option<Instant>,
@@ -210,6 +300,20 @@ fn collect(
     let mut open: HashMap<u64, Partial> = HashMap::new();
     let mut done = Vec::new();
     for ev in rx {
+        match ev.what {
+            What::Started => {
+                publish(Update::SpeechStarted { turn: ev.turn });
+                continue;
+            }
+            What::Delta(text) => {
+                publish(Update::AnswerText {
+                    turn: ev.turn,
+                    text,
+                });
+                continue;
+            }
+            _ => {}
+        }
         let p = open.entry(ev.turn).or_insert_with(|| Partial {
             m: TurnMetrics {
                 turn: ev.turn,
@@ -231,11 +335,16 @@ fn collect(
             }
             What::Transcript(t) => {
                 p.m.transcript_ms = since_end(p, ev.at);
+                publish(Update::Transcript {
+                    turn: ev.turn,
+                    text: t.clone(),
+                });
                 p.m.transcript = t;
             }
             What::NoWords => {
                 tracing::info!(turn = ev.turn, "heard no words; not answering");
                 open.remove(&ev.turn);
+                publish(Update::TurnDropped { turn: ev.turn });
             }
             What::FirstToken => p.m.first_token_ms = since_end(p, ev.at),
             What::Answer { text, cancelled } => {
@@ -244,9 +353,13 @@ fn collect(
             }
             What::FirstAudioReady => p.m.first_audio_ready_ms = since_end(p, ev.at),
             What::FirstAudio(at) => p.m.voice_to_voice_ms = since_end(p, at),
-            What::Failed(e) => {
-                tracing::error!(turn = ev.turn, "turn failed: {e}");
+            What::Failed(error) => {
+                tracing::error!(turn = ev.turn, "turn failed: {error}");
                 open.remove(&ev.turn);
+                publish(Update::TurnFailed {
+                    turn: ev.turn,
+                    error,
+                });
             }
             What::Unspoken => {
                 tracing::info!(
@@ -254,7 +367,9 @@ fn collect(
                     "no answer was spoken (interrupted or empty)"
                 );
                 open.remove(&ev.turn);
+                publish(Update::TurnDropped { turn: ev.turn });
             }
+            What::Started | What::Delta(_) => {}
             What::Done {
                 interrupted,
                 audio_s,
@@ -279,6 +394,7 @@ fn collect(
                         tracing::error!("cannot write the metrics file");
                     }
                 }
+                publish(Update::TurnDone(m.clone()));
                 done.push(m);
             }
         }
@@ -298,9 +414,14 @@ struct Shared {
     scene: Mutex<Option<String>>,
     t0: Instant,
     events: Sender<Event>,
+    updates: Option<Sender<Update>>,
 }
 
 impl Shared {
+    fn publish(&self, u: Update) -> bool {
+        self.updates.as_ref().is_none_or(|tx| tx.send(u).is_ok())
+    }
+
     fn event(&self, turn: u64, what: What) {
         let _ = self.events.send(Event {
             turn,
@@ -347,6 +468,7 @@ fn vad_loop(
             Some(VadEvent::Start { start }) => {
                 let was_busy = sh.turns.busy();
                 let turn = sh.turns.begin();
+                sh.event(turn, What::Started);
                 tracing::debug!(
                     turn,
                     at_s = start as f64 / SAMPLE_RATE as f64,
@@ -420,7 +542,7 @@ fn utterance_ended(
 
 /// The ASR stage: utterances in, transcripts out. Silence and noise end here.
 fn asr_loop(
-    mut asr: crate::asr::WhisperModel,
+    asr: Arc<Mutex<crate::asr::WhisperModel>>,
     rx: Receiver<Utterance>,
     tx: Sender<Heard>,
     sh: Arc<Shared>,
@@ -442,7 +564,8 @@ fn asr_loop(
             _ => None,
         };
         let text = match reuse.unwrap_or_else(|| {
-            asr.transcribe(&u.audio, 0.0)
+            lock(&asr)
+                .transcribe(&u.audio, 0.0)
                 .map(|segments| crate::transcript::plain_text(&segments))
         }) {
             Ok(text) => text,
@@ -475,25 +598,44 @@ fn asr_loop(
 
 /// The LLM stage: transcripts in, sentences out while the answer is being written.
 fn llm_loop(
-    mut llm: Box<dyn crate::llm::ChatModel>,
+    llm: Arc<Mutex<Box<dyn crate::llm::ChatModel>>>,
     mut conv: crate::llm::Conversation,
     first_clause_words: usize,
     rx: Receiver<Heard>,
     tx: Sender<Say>,
     sh: Arc<Shared>,
 ) -> anyhow::Result<()> {
-    // The system prompt (and what the camera shows) is computed before anyone speaks.
-    conv.set_scene(sh.scene.lock().map(|s| s.clone()).unwrap_or_default());
-    if let Err(e) = llm.warm_up(&conv.preamble()) {
-        tracing::warn!("could not prefill the system prompt: {e}");
-    }
-    for h in rx {
+    // The prompt's fixed start (the system prompt with what the camera shows, and the turns so
+    // far) is computed before anyone speaks, and again when the picture changes while nobody
+    // speaks, so a question waits only for its own tokens.
+    let mut scene: Option<String> = None;
+    let mut warmed = false;
+    loop {
+        let h = match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(h) => h,
+            Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) => {
+                let now = lock(&sh.scene).clone();
+                if (!warmed || now != scene) && sh.turns.idle() {
+                    scene = now;
+                    conv.set_scene(scene.clone());
+                    warmed = true;
+                    if let Err(e) = lock(&llm).warm_up(&conv.preamble()) {
+                        tracing::warn!("could not prefill the system prompt: {e}");
+                    }
+                }
+                continue;
+            }
+        };
         if sh.turns.is_stale(h.turn) {
             sh.turns.finish(h.turn);
             continue;
         }
-        conv.set_scene(sh.scene.lock().map(|s| s.clone()).unwrap_or_default());
-        let msgs = match conv.prompt_for(llm.as_mut(), &h.text) {
+        scene = lock(&sh.scene).clone();
+        conv.set_scene(scene.clone());
+        // Held for the whole answer: one answer at a time per model, across conversations.
+        let mut model = lock(&llm);
+        let msgs = match conv.prompt_for(model.as_mut(), &h.text) {
             Ok(m) => m,
             Err(e) => {
                 sh.event(h.turn, What::Failed(format!("language model: {e}")));
@@ -505,10 +647,13 @@ fn llm_loop(
         let mut splitter = crate::splitter::SentenceSplitter::new(first_clause_words);
         let mut first = true;
         let mut gone = false;
-        let result = llm.generate(&msgs, &cancel, &mut |chunk| {
+        let result = model.generate(&msgs, &cancel, &mut |chunk| {
             if first {
                 first = false;
                 sh.event(h.turn, What::FirstToken);
+            }
+            if sh.updates.is_some() {
+                sh.event(h.turn, What::Delta(chunk.to_string()));
             }
             for text in splitter.push(chunk) {
                 gone |= tx.send(Say::Sentence { turn: h.turn, text }).is_err();
@@ -547,13 +692,14 @@ fn llm_loop(
 
 /// The TTS stage: sentences in, audio out; sentences of older turns are skipped.
 fn tts_loop(
-    mut voice: crate::tts::PiperVoice,
+    voice: Arc<Mutex<crate::tts::PiperVoice>>,
+    rate: u32,
     gap_ms: u32,
     rx: Receiver<Say>,
     tx: Sender<Play>,
     sh: Arc<Shared>,
 ) -> anyhow::Result<()> {
-    let gap = (voice.sample_rate as u64 * gap_ms as u64 / 1000) as usize;
+    let gap = (rate as u64 * gap_ms as u64 / 1000) as usize;
     let mut first_of: Option<u64> = None;
     for msg in rx {
         let out = match msg {
@@ -561,7 +707,8 @@ fn tts_loop(
                 if sh.turns.is_stale(turn) {
                     continue;
                 }
-                let mut pcm = match voice.synthesize(&text) {
+                let synthesized = lock(&voice).synthesize(&text);
+                let mut pcm = match synthesized {
                     Ok(p) => p,
                     Err(e) => {
                         tracing::error!(turn, "speech synthesis failed for {text:?}: {e}");
@@ -804,6 +951,74 @@ fn speaker_loop(
     Ok(Vec::new())
 }
 
+/// The sink for a client (a WebSocket): audio goes out as soon as it is synthesised and the client
+/// plays it. A turn counts as playing until its audio's length has passed since its first sample
+/// went out, which is what keeps a half-duplex conversation deaf to its own answer; an
+/// interruption counts only the audio that had time to play.
+fn client_loop(
+    rate: u32,
+    max_turns: Option<usize>,
+    rx: Receiver<Play>,
+    sh: Arc<Shared>,
+) -> anyhow::Result<Vec<f32>> {
+    let mut audio = TurnAudio::new();
+    let mut first_at: HashMap<u64, Instant> = HashMap::new();
+    let played_by = |first_at: &HashMap<u64, Instant>, turn: u64, sent: usize| {
+        let elapsed = first_at
+            .get(&turn)
+            .map_or(0.0, |t| t.elapsed().as_secs_f64());
+        sent.min((elapsed * rate as f64) as usize)
+    };
+    loop {
+        match rx.recv_timeout(Duration::from_millis(5)) {
+            Ok(Play::Audio { turn, pcm }) => {
+                if !sh.turns.is_stale(turn) {
+                    let first = *first_at.entry(turn).or_insert_with(Instant::now);
+                    if !audio.played.contains_key(&turn) {
+                        sh.event(turn, What::FirstAudio(first));
+                    }
+                    *audio.played.entry(turn).or_insert(0) += pcm.len();
+                    if !sh.publish(Update::Audio { turn, pcm }) {
+                        // The client is gone: nothing more to play to.
+                        sh.turns.begin();
+                        sh.stop.store(true, Ordering::Release);
+                        break;
+                    }
+                }
+            }
+            Ok(Play::End { turn }) => audio.ended.push(turn),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if sh.abort.load(Ordering::Acquire) {
+            sh.turns.begin();
+            sh.stop.store(true, Ordering::Release);
+        }
+        let current = sh.turns.current();
+        for turn in audio.ended.clone() {
+            let sent = audio.played.get(&turn).copied().unwrap_or(0);
+            let heard = played_by(&first_at, turn, sent);
+            let interrupted = turn < current && heard < sent;
+            if heard >= sent || interrupted {
+                audio.played.insert(turn, heard);
+                first_at.remove(&turn);
+                audio.close(turn, interrupted, &sh, rate);
+            }
+        }
+        if max_turns.is_some_and(|n| audio.answered >= n) {
+            sh.stop.store(true, Ordering::Release);
+        }
+    }
+    // The input is over (the client left): what had not been heard by now never will be.
+    for turn in audio.ended.clone() {
+        let sent = audio.played.get(&turn).copied().unwrap_or(0);
+        let heard = played_by(&first_at, turn, sent);
+        audio.played.insert(turn, heard);
+        audio.close(turn, heard < sent, &sh, rate);
+    }
+    Ok(Vec::new())
+}
+
 /// What a run produced.
 pub struct RunSummary {
     pub turns: Vec<TurnMetrics>,
@@ -813,30 +1028,47 @@ pub struct RunSummary {
     pub mic_dropped: u64,
 }
 
-/// Runs the pipeline until the input ends (or the microphone is stopped by `stop`).
+/// Loads the models, then runs the pipeline until the input ends (or the microphone is stopped
+/// by `stop`).
 pub fn run(
     cfg: &crate::config::Config,
     opts: RunOptions,
     stop: Arc<AtomicBool>,
     abort: Arc<AtomicBool>,
 ) -> anyhow::Result<RunSummary> {
-    let store = crate::models::Store::from_config(&cfg.models)?;
     // Load everything before the first frame, so a missing model fails at once.
     let t_load = Instant::now();
-    let mut asr = crate::cli::load_whisper(cfg)?;
-    asr.set_fit_audio_context(cfg.asr.fit_audio_context);
-    let voice = crate::cli::load_voice(cfg)?;
-    let vad = SileroVad::load(&store.resolve(&cfg.vad.model)?)?;
-    let llm = crate::llm::open(&cfg.llm, &store)?;
-    let captioner = match &opts.image {
-        Some(_) => Some(crate::caption::open(&cfg.vision, &store)?),
-        None => None,
+    let models = Models::load(cfg, opts.image.is_some() || opts.camera.is_some())?;
+    tracing::info!(ms = t_load.elapsed().as_millis() as u64, "models loaded");
+    run_with(cfg, &models, opts, stop, abort)
+}
+
+/// Runs the pipeline on models already loaded (and perhaps shared with other pipelines).
+pub fn run_with(
+    cfg: &crate::config::Config,
+    models: &Models,
+    opts: RunOptions,
+    stop: Arc<AtomicBool>,
+    abort: Arc<AtomicBool>,
+) -> anyhow::Result<RunSummary> {
+    let vad = SileroVad::load(&models.vad)?;
+    let captioner = match (&opts.image, &opts.camera) {
+        (None, None) => None,
+        (Some(_), Some(_)) => anyhow::bail!("an image and a camera at once: pick one"),
+        _ => Some(
+            models
+                .captioner
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("the models were loaded without a captioner"))?,
+        ),
     };
     let frames = match &opts.image {
         Some(p) => crate::camera::image_files(p)?,
         None => Vec::new(),
     };
-    tracing::info!(ms = t_load.elapsed().as_millis() as u64, "models loaded");
+    if matches!(opts.output, Output::Client) && opts.updates.is_none() {
+        anyhow::bail!("client output needs an updates channel");
+    }
     let metrics_file = match &opts.metrics {
         Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p).map_err(
             |e| anyhow::anyhow!("cannot create metrics file {}: {e}", p.display()),
@@ -853,18 +1085,24 @@ pub fn run(
         scene: Mutex::new(None),
         t0: Instant::now(),
         events: tx_ev,
+        updates: opts.updates.clone(),
     });
-    let collector = std::thread::Builder::new()
-        .name("metrics".into())
-        .spawn(move || collect(rx_ev, metrics_file))?;
+    let collector = {
+        let updates = opts.updates.clone();
+        std::thread::Builder::new()
+            .name("metrics".into())
+            .spawn(move || collect(rx_ev, metrics_file, updates))?
+    };
 
     // A caption for the first image before anything is heard, then the rest in the background.
     let mut stages: Vec<(&str, JoinHandle<anyhow::Result<()>>)> = Vec::new();
-    if let (Some(mut cap), Some(first)) = (captioner, frames.first()) {
+    let mut pictures = opts.camera;
+    if let (Some(cap), Some(first)) = (&captioner, frames.first()) {
         let img = crate::caption::load_image(first, cfg.vision.max_side)?;
-        let text = cap.caption(&img)?;
+        let text = lock(cap).caption(&img)?;
         tracing::info!(image = %first.display(), caption = %text, "the camera shows");
-        *sh.scene.lock().unwrap_or_else(|e| e.into_inner()) = Some(text);
+        sh.publish(Update::Caption { text: text.clone() });
+        *lock(&sh.scene) = Some(text);
         if frames.len() > 1 {
             let (tx_frame, rx_frame) = crate::camera::frame_slot();
             let rest = frames[1..].to_vec();
@@ -877,42 +1115,55 @@ pub fn run(
                     Ok(())
                 })?,
             ));
-            let sh2 = sh.clone();
-            stages.push((
-                "captioner",
-                spawn("captioner", move || {
-                    while let Ok(frame) = rx_frame.channel().recv() {
-                        match cap.caption(&frame.image) {
-                            Ok(text) => {
-                                tracing::info!(image = %frame.source, caption = %text, "the camera shows");
-                                *sh2.scene.lock().unwrap_or_else(|e| e.into_inner()) = Some(text);
-                            }
-                            Err(e) => tracing::warn!("captioning {} failed: {e}", frame.source),
-                        }
-                    }
-                    Ok(())
-                })?,
-            ));
+            pictures = Some(rx_frame);
         }
     }
+    if let (Some(cap), Some(rx_frame)) = (captioner, pictures) {
+        let sh2 = sh.clone();
+        stages.push((
+            "captioner",
+            spawn("captioner", move || {
+                while let Ok(frame) = rx_frame.channel().recv() {
+                    let captioned = lock(&cap).caption(&frame.image);
+                    match captioned {
+                        Ok(text) => {
+                            tracing::info!(image = %frame.source, caption = %text, "the camera shows");
+                            sh2.publish(Update::Caption { text: text.clone() });
+                            *lock(&sh2.scene) = Some(text);
+                        }
+                        Err(e) => tracing::warn!("captioning {} failed: {e}", frame.source),
+                    }
+                }
+                Ok(())
+            })?,
+        ));
+    }
 
-    let (tx_frames, rx_frames) = crossbeam_channel::bounded::<AudioFrame>(64);
+    let (tx_frames, mut rx_frames) = crossbeam_channel::bounded::<AudioFrame>(64);
     let (tx_utt, rx_utt) = crossbeam_channel::bounded::<Utterance>(2);
     let (tx_heard, rx_heard) = crossbeam_channel::bounded::<Heard>(2);
     let (tx_say, rx_say) = crossbeam_channel::bounded::<Say>(16);
     let (tx_play, rx_play) = crossbeam_channel::bounded::<Play>(16);
 
     let mic_dropped = Arc::new(AtomicU64::new(0));
-    let source = match &opts.input {
-        Input::File { path, pace } => {
-            crate::mic::file_source(path, *pace, Duration::from_secs(1), stop.clone(), tx_frames)?
-        }
-        Input::Mic => crate::mic::mic_source(
+    let source = match opts.input {
+        Input::File { path, pace } => Some(crate::mic::file_source(
+            &path,
+            pace,
+            Duration::from_secs(1),
+            stop.clone(),
+            tx_frames,
+        )?),
+        Input::Mic => Some(crate::mic::mic_source(
             &cfg.pipeline.input_device,
             stop.clone(),
             mic_dropped.clone(),
             tx_frames,
-        )?,
+        )?),
+        Input::Frames(rx) => {
+            rx_frames = rx;
+            None
+        }
     };
 
     {
@@ -928,6 +1179,7 @@ pub fn run(
     }
     {
         let sh2 = sh.clone();
+        let asr = models.asr.clone();
         stages.push((
             "asr",
             spawn("asr", move || asr_loop(asr, rx_utt, tx_heard, sh2))?,
@@ -937,6 +1189,7 @@ pub fn run(
         let sh2 = sh.clone();
         let conv = crate::llm::Conversation::new(&cfg.llm);
         let words = cfg.pipeline.first_clause_words;
+        let llm = models.llm.clone();
         stages.push((
             "llm",
             spawn("llm", move || {
@@ -944,13 +1197,16 @@ pub fn run(
             })?,
         ));
     }
-    let rate = voice.sample_rate;
+    let rate = models.voice_rate;
     {
         let sh2 = sh.clone();
         let gap = cfg.tts.sentence_silence_ms;
+        let voice = models.voice.clone();
         stages.push((
             "tts",
-            spawn("tts", move || tts_loop(voice, gap, rx_say, tx_play, sh2))?,
+            spawn("tts", move || {
+                tts_loop(voice, rate, gap, rx_say, tx_play, sh2)
+            })?,
         ));
     }
     let sink = {
@@ -958,6 +1214,7 @@ pub fn run(
         let max = opts.max_turns;
         match &opts.output {
             Output::File(_) => spawn("sink", move || timeline_loop(rate, max, rx_play, sh2))?,
+            Output::Client => spawn("client", move || client_loop(rate, max, rx_play, sh2))?,
             Output::Speaker => {
                 let dev = cfg.pipeline.output_device.clone();
                 spawn("speaker", move || {
@@ -981,12 +1238,12 @@ pub fn run(
             Vec::new()
         }
     };
-    match source.join() {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
+    match source.map(JoinHandle::join) {
+        None | Some(Ok(Ok(()))) => {}
+        Some(Ok(Err(e))) => {
             first_err.get_or_insert(e.into());
         }
-        Err(_) => {
+        Some(Err(_)) => {
             first_err.get_or_insert(anyhow::anyhow!("the audio source panicked"));
         }
     }

@@ -39,6 +39,11 @@ pub struct ServerConfig {
     pub max_concurrent: usize,
     /// Seconds a request may take before it fails with 504.
     pub request_timeout_s: u64,
+    /// Conversations over WebSocket at once; more get 429. Each has its own VAD and history
+    /// and shares the models with everything else.
+    pub max_sessions: usize,
+    /// Largest message a WebSocket client may send (audio or a camera snapshot), in MB.
+    pub max_message_mb: usize,
 }
 
 impl Default for ServerConfig {
@@ -52,6 +57,8 @@ impl Default for ServerConfig {
             max_speech_chars: 4096,
             max_concurrent: 16,
             request_timeout_s: 120,
+            max_sessions: 4,
+            max_message_mb: 4,
         }
     }
 }
@@ -101,6 +108,8 @@ pub struct Metrics {
     requests: Mutex<std::collections::BTreeMap<(String, u16), u64>>,
     stages: Mutex<std::collections::BTreeMap<&'static str, Histogram>>,
     pub active: AtomicU64,
+    /// WebSocket conversations open now.
+    pub conversations: AtomicU64,
 }
 
 const BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
@@ -161,6 +170,12 @@ impl Metrics {
             "seesay_active_sessions {}",
             self.active.load(Ordering::Relaxed)
         );
+        out += "# HELP seesay_conversations Conversations (WebSockets) open now.\n# TYPE seesay_conversations gauge\n";
+        let _ = writeln!(
+            out,
+            "seesay_conversations {}",
+            self.conversations.load(Ordering::Relaxed)
+        );
         out += "# HELP seesay_stage_seconds Time spent in each model stage.\n# TYPE seesay_stage_seconds histogram\n";
         for (stage, h) in self.stages.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             for (i, b) in BUCKETS.iter().enumerate() {
@@ -190,43 +205,28 @@ impl Metrics {
     }
 }
 
-/// The models, each loaded once and used by one request at a time.
-pub struct Models {
-    pub asr: Mutex<crate::asr::WhisperModel>,
-    pub voice: Mutex<crate::tts::PiperVoice>,
-    pub llm: Mutex<Box<dyn crate::llm::ChatModel>>,
-    pub captioner: Mutex<Box<dyn crate::caption::Captioner>>,
-    pub voice_rate: u32,
-}
-
 pub struct AppState {
     pub cfg: Config,
-    pub models: Models,
+    /// Loaded once; every request and every conversation shares them, one step at a time.
+    pub models: crate::pipeline::Models,
     pub metrics: Metrics,
     pub api_key: Option<String>,
     pub slots: tokio::sync::Semaphore,
+    /// Conversations (WebSockets) open at once.
+    pub sessions: tokio::sync::Semaphore,
 }
 
 impl AppState {
     pub fn load(cfg: Config) -> anyhow::Result<AppState> {
-        let store = crate::models::Store::from_config(&cfg.models)?;
-        let asr = crate::cli::load_whisper(&cfg)?;
-        let voice = crate::cli::load_voice(&cfg)?;
-        let llm = crate::llm::open(&cfg.llm, &store)?;
-        let captioner = crate::caption::open(&cfg.vision, &store)?;
+        let models = crate::pipeline::Models::load(&cfg, true)?;
         let api_key = Some(cfg.server.api_key.clone())
             .filter(|k| !k.is_empty())
             .or_else(|| std::env::var("SEESAY_API_KEY").ok())
             .filter(|k| !k.is_empty());
         Ok(AppState {
             slots: tokio::sync::Semaphore::new(cfg.server.max_concurrent.max(1)),
-            models: Models {
-                voice_rate: voice.sample_rate,
-                asr: Mutex::new(asr),
-                voice: Mutex::new(voice),
-                llm: Mutex::new(llm),
-                captioner: Mutex::new(captioner),
-            },
+            sessions: tokio::sync::Semaphore::new(cfg.server.max_sessions.max(1)),
+            models,
             cfg,
             metrics: Metrics::default(),
             api_key,
@@ -258,21 +258,28 @@ pub async fn blocking<T: Send + 'static>(
     }
 }
 
-/// Locks a model; a poisoned lock (a panic mid-request) still serves the next request.
-pub fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+pub use crate::pipeline::lock;
 
 async fn guard(State(st): State<Shared>, req: Request, next: Next) -> Response {
     let route = req.uri().path().to_string();
-    if route != "/healthz" && route != "/" {
+    // The page and its script hold no secrets; the conversation they open asks for the token.
+    if !matches!(route.as_str(), "/healthz" | "/" | "/capture.js") {
         if let Some(key) = &st.api_key {
-            let ok = req
+            let header_token = req
                 .headers()
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .is_some_and(|t| t == key);
+                .and_then(|v| v.strip_prefix("Bearer "));
+            // Browsers cannot set headers on a WebSocket: the conversation also takes ?token=.
+            let query_token = (route == "/v1/conversation")
+                .then(|| req.uri().query())
+                .flatten()
+                .and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
+                .and_then(|kv| kv.into_iter().find(|(k, _)| k == "token").map(|(_, v)| v));
+            let ok = header_token
+                .map(str::to_string)
+                .or(query_token)
+                .is_some_and(|t| t == *key);
             if !ok {
                 st.metrics.request(&route, 401);
                 return ApiError::new(
@@ -305,6 +312,8 @@ pub fn router(st: Shared) -> Router {
     let limit = st.cfg.server.max_upload_mb.max(1) << 20;
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/", get(page))
+        .route("/capture.js", get(capture_js))
         .route("/metrics", get(metrics))
         .route("/v1/models", get(models))
         .route(
@@ -313,10 +322,33 @@ pub fn router(st: Shared) -> Router {
         )
         .route("/v1/audio/speech", post(crate::server_api::speech))
         .route("/v1/chat/completions", post(crate::server_api::chat))
+        .route("/v1/conversation", get(crate::server_ws::conversation))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(axum::middleware::from_fn_with_state(st.clone(), guard))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(st)
+}
+
+/// The web page: microphone, camera, playback and the conversation, in one file (no build step).
+async fn page() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("web/index.html"),
+    )
+}
+
+/// The page's AudioWorklet (a worklet module must be a script of its own).
+async fn capture_js() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("web/capture.js"),
+    )
 }
 
 async fn metrics(State(st): State<Shared>) -> impl IntoResponse {

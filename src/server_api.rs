@@ -10,7 +10,6 @@ use axum::extract::{Multipart, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use base64::Engine;
 use serde::Deserialize;
 
 use crate::server::{blocking, content_type_is, lock, read_form, ApiError, Shared};
@@ -281,17 +280,8 @@ fn content_text(
                             .as_str()
                             .or_else(|| p["image_url"].as_str())
                             .unwrap_or_default();
-                        let Some((_, b64)) = url
-                            .strip_prefix("data:")
-                            .and_then(|u| u.split_once(";base64,"))
-                        else {
-                            return Err(ApiError::bad(
-                                "image_url must be a data: URI (data:image/jpeg;base64,...); seesay fetches nothing from the network",
-                            ));
-                        };
-                        let bytes = base64::engine::general_purpose::STANDARD
-                            .decode(b64.trim())
-                            .map_err(|e| ApiError::bad(format!("image_url: bad base64: {e}")))?;
+                        let bytes = crate::caption::data_uri_bytes(url)
+                            .map_err(|e| ApiError::bad(format!("image_url: {e}")))?;
                         images.push(bytes);
                     }
                     other => {
@@ -383,8 +373,11 @@ pub async fn chat(
             )
             .map_err(|e| ApiError::bad(e.to_string()))?;
             let t = Instant::now();
+            let captioner = st.models.captioner.as_ref().ok_or_else(|| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "no captioner loaded")
+            })?;
             captions.push(
-                lock(&st.models.captioner)
+                lock(captioner)
                     .caption(&img)
                     .map_err(|e| ApiError::from(anyhow::anyhow!(e)))?,
             );

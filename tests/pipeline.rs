@@ -12,26 +12,6 @@ use common::*;
 
 const RATE: u32 = 16_000;
 
-/// A 16 kHz recording: for each (text, seconds of silence before it), the question spoken by the
-/// Piper voice. Returns the file and, per question, (start, end) in seconds.
-fn questions(dir: &Path, parts: &[(&str, f64)], tail: f64) -> (PathBuf, Vec<(f64, f64)>) {
-    let mut pcm: Vec<f32> = Vec::new();
-    let mut spans = Vec::new();
-    for (i, (text, before)) in parts.iter().enumerate() {
-        pcm.extend(vec![0.0; (before * RATE as f64) as usize]);
-        let wav = dir.join(format!("q{i}.wav"));
-        ok(seesay(&["say", text, "-o", wav.to_str().unwrap()]));
-        let q = seesay::audio::read_file(&wav, RATE).unwrap();
-        let start = pcm.len() as f64 / RATE as f64;
-        pcm.extend(q);
-        spans.push((start, pcm.len() as f64 / RATE as f64));
-    }
-    pcm.extend(vec![0.0; (tail * RATE as f64) as usize]);
-    let path = dir.join("questions.wav");
-    seesay::audio::write_wav(&path, &pcm, RATE).unwrap();
-    (path, spans)
-}
-
 /// `seesay run FLAGS --input INPUT` into `dir`/reply.wav and `dir`/m.jsonl, with short answers
 /// (so a second question is not spoken over the first answer). Returns (stdout, reply, metrics).
 fn run_recording(

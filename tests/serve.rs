@@ -6,6 +6,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -30,11 +31,20 @@ struct Server {
 
 impl Server {
     fn start(env: &[(&str, &str)]) -> Server {
+        Server::start_with(env, "")
+    }
+
+    /// With `config` as the configuration file.
+    fn start_with(env: &[(&str, &str)], config: &str) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("serve.log");
+        let cfg = dir.path().join("config.toml");
+        std::fs::write(&cfg, config).unwrap();
         let (http, wyoming) = (free_port(), free_port());
         let child = Command::new(env!("CARGO_BIN_EXE_seesay"))
             .args([
+                "--config",
+                cfg.to_str().unwrap(),
                 "serve",
                 "--listen",
                 &format!("127.0.0.1:{http}"),
@@ -382,4 +392,414 @@ fn a_token_is_required_when_auth_is_on() {
     );
     assert_eq!(code, 200);
     assert_eq!(status_of(ureq::get(&s.url("/metrics")).call()).0, 401);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The conversation over WebSocket.
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// What a conversation client has received so far.
+#[derive(Default)]
+struct Heard {
+    events: Vec<serde_json::Value>,
+    /// Bytes of answer audio per turn.
+    audio: std::collections::BTreeMap<u64, usize>,
+    closed: Option<(u16, String)>,
+}
+
+impl Heard {
+    fn of(&self, kind: &str) -> Vec<&serde_json::Value> {
+        self.events.iter().filter(|e| e["type"] == kind).collect()
+    }
+    fn turn_done(&self, turn: u64) -> Option<&serde_json::Value> {
+        self.of("turn_done").into_iter().find(|e| e["turn"] == turn)
+    }
+}
+
+async fn connect(s: &Server, query: &str) -> Ws {
+    let url = format!("ws://127.0.0.1:{}/v1/conversation{query}", s.http);
+    tokio_tungstenite::connect_async(url).await.unwrap().0
+}
+
+/// Reads messages into `heard` until `done` says so (or `limit` passes: then it fails).
+async fn read_until(
+    ws: &mut Ws,
+    heard: &mut Heard,
+    limit: Duration,
+    done: impl Fn(&Heard) -> bool,
+) {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let t = Instant::now();
+    while !done(heard) {
+        let left = limit.checked_sub(t.elapsed()).unwrap_or_default();
+        let msg = match tokio::time::timeout(left, ws.next()).await {
+            Ok(Some(Ok(m))) => m,
+            Ok(_) => {
+                heard.closed.get_or_insert((1006, String::new()));
+                break;
+            }
+            Err(_) => panic!("timed out; received so far: {:#?}", heard.events),
+        };
+        match msg {
+            Message::Text(t) => heard.events.push(serde_json::from_str(&t).unwrap()),
+            Message::Binary(b) => {
+                let turn = u32::from_le_bytes(b[..4].try_into().unwrap()) as u64;
+                *heard.audio.entry(turn).or_default() += b.len() - 4;
+            }
+            Message::Close(f) => {
+                heard.closed = Some(f.map_or((1005, String::new()), |f| {
+                    (f.code.into(), f.reason.to_string())
+                }));
+                break;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Streams 16 kHz audio as 16-bit PCM in 100 ms messages (faster than real time).
+async fn send_audio(ws: &mut Ws, pcm: &[f32]) {
+    use futures_util::SinkExt;
+    for chunk in pcm.chunks(1600) {
+        let bytes: Vec<u8> = chunk
+            .iter()
+            .flat_map(|v| ((v.clamp(-1.0, 1.0) * 32767.0) as i16).to_le_bytes())
+            .collect();
+        ws.send(tokio_tungstenite::tungstenite::Message::Binary(
+            bytes.into(),
+        ))
+        .await
+        .unwrap();
+    }
+}
+
+/// A client that cannot be understood gets a reason and its connection closed.
+async fn garbage_closes(s: &Server, msg: tokio_tungstenite::tungstenite::Message, code: u16) {
+    use futures_util::SinkExt;
+    let mut ws = connect(s, "").await;
+    ws.send(msg).await.unwrap();
+    let mut heard = Heard::default();
+    read_until(&mut ws, &mut heard, Duration::from_secs(20), |h| {
+        h.closed.is_some()
+    })
+    .await;
+    let (got, reason) = heard.closed.clone().unwrap();
+    assert_eq!(got, code, "{reason} {:?}", heard.events);
+    let errors = heard.of("error");
+    assert_eq!(errors.len(), 1, "{:?}", heard.events);
+    assert!(!errors[0]["message"].as_str().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_conversation_answers_sees_and_is_interrupted() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let s = Server::start_with(&[], "[llm]\nmax_tokens = 48\n");
+    let dir = tempfile::tempdir().unwrap();
+    let spoken = |text: &str| {
+        let (wav, _) = questions(dir.path(), &[(text, 0.4)], 1.2);
+        seesay::audio::read_file(&wav, 16_000).unwrap()
+    };
+    let q1 = spoken("What is the capital of France?");
+    let q2 = spoken("Tell me about this animal.");
+
+    let mut ws = connect(&s, "?barge_in=true").await;
+    let mut heard = Heard::default();
+    read_until(&mut ws, &mut heard, Duration::from_secs(10), |h| {
+        !h.of("ready").is_empty()
+    })
+    .await;
+    let ready = heard.of("ready")[0].clone();
+    assert_eq!(ready["input_sample_rate"], 16000, "{ready}");
+    let out_rate = ready["output_sample_rate"].as_u64().unwrap() as usize;
+
+    // Garbage on other connections closes those only.
+    garbage_closes(&s, Message::Text("this is not json".into()), 1007).await;
+    garbage_closes(&s, Message::Binary(vec![1, 2, 3].into()), 1007).await;
+    garbage_closes(&s, Message::Text("{\"type\": \"dance\"}".into()), 1003).await;
+    let broken_image = "{\"type\": \"image\", \"data\": \"data:image/png;base64,AAAA\"}";
+    garbage_closes(&s, Message::Text(broken_image.into()), 1007).await;
+
+    // A camera snapshot: the page's way of showing seesay something.
+    let png = std::fs::read(model_path("sample-chelsea")).unwrap();
+    let uri = format!("data:image/png;base64,{}", base64_encode(&png));
+    let image = serde_json::json!({"type": "image", "data": uri});
+    ws.send(Message::Text(image.to_string().into()))
+        .await
+        .unwrap();
+    read_until(&mut ws, &mut heard, Duration::from_secs(30), |h| {
+        !h.of("caption").is_empty()
+    })
+    .await;
+
+    // A question: its transcript, the answer as text and as audio.
+    send_audio(&mut ws, &q1).await;
+    read_until(&mut ws, &mut heard, Duration::from_secs(60), |h| {
+        h.audio.contains_key(&1)
+    })
+    .await;
+    let transcript = heard.of("transcript")[0]["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let w = words(&transcript);
+    assert!(
+        w.contains(&"capital".to_string()) && w.contains(&"france".to_string()),
+        "{transcript}"
+    );
+    assert!(!heard.of("answer").is_empty());
+    assert_eq!(heard.of("speech_started")[0]["turn"], 1);
+
+    // The second question while the first answer is still playing: barge-in.
+    send_audio(&mut ws, &q2).await;
+    read_until(&mut ws, &mut heard, Duration::from_secs(90), |h| {
+        h.turn_done(2).is_some()
+    })
+    .await;
+    assert_eq!(heard.of("speech_started")[1]["turn"], 2);
+    let first = heard
+        .turn_done(1)
+        .expect("turn 1 is reported when interrupted");
+    assert_eq!(first["interrupted"], true, "{first}");
+    let played = first["answer_audio_s"].as_f64().unwrap();
+    let sent = heard.audio[&1] as f64 / 2.0 / out_rate as f64;
+    assert!(played < sent, "interrupted at {played} s of {sent} s sent");
+    let second = heard.turn_done(2).unwrap();
+    eprintln!(
+        "turn 1: {first}\nturn 2: {second}\ncaption: {}",
+        heard.of("caption")[0]
+    );
+    assert_eq!(second["interrupted"], false, "{second}");
+    assert!(heard.audio[&2] > 0);
+    for key in ["transcript_ms", "first_token_ms", "voice_to_voice_ms"] {
+        let v = second[key].as_f64().unwrap();
+        assert!(v > 0.0 && v < 60_000.0, "{key} = {v}: {second}");
+    }
+    assert!(heard.closed.is_none(), "{:?}", heard.closed);
+    ws.close(None).await.unwrap();
+
+    // The server is still serving, and counted the conversation.
+    let metrics = ureq::get(&s.url("/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(
+        metrics.contains("stage=\"conversation_voice_to_voice\""),
+        "{metrics}"
+    );
+    assert!(metrics.contains("seesay_conversations"), "{metrics}");
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The web page, in headless Chromium (Debian's `chromium`, installed by scripts/test) with a WAV
+// file as its microphone, driven over the DevTools protocol.
+
+/// A DevTools protocol connection to one page.
+struct DevTools {
+    ws: Ws,
+    id: u64,
+}
+
+impl DevTools {
+    async fn call(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
+        use futures_util::{SinkExt, StreamExt};
+        self.id += 1;
+        let msg = serde_json::json!({"id": self.id, "method": method, "params": params});
+        self.ws
+            .send(tokio_tungstenite::tungstenite::Message::Text(
+                msg.to_string().into(),
+            ))
+            .await
+            .unwrap();
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(30), self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("no answer to {method}"))
+                .unwrap()
+                .unwrap();
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(m.to_text().unwrap_or("")) {
+                if v["id"] == self.id {
+                    assert!(v.get("error").is_none(), "{method}: {v}");
+                    return v["result"].clone();
+                }
+            }
+        }
+    }
+
+    /// Evaluates a JavaScript expression in the page; returns its value.
+    async fn eval(&mut self, expr: &str) -> serde_json::Value {
+        let r = self
+            .call(
+                "Runtime.evaluate",
+                serde_json::json!({"expression": expr, "returnByValue": true}),
+            )
+            .await;
+        r["result"]["value"].clone()
+    }
+}
+
+/// Where tests leave files for people to look at: $SEESAY_TEST_ARTIFACTS, or test-artifacts/.
+fn artifacts() -> PathBuf {
+    let dir = std::env::var_os("SEESAY_TEST_ARTIFACTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("test-artifacts"));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Kills the browser when the test ends, however it ends.
+struct Browser(Child);
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_page_talks_in_headless_chromium() {
+    let chromium = std::env::var("SEESAY_TEST_CHROMIUM").unwrap_or_else(|_| "chromium".into());
+    let s = Server::start_with(&[], "[llm]\nmax_tokens = 48\n");
+    let dir = tempfile::tempdir().unwrap();
+    let (question, _) = questions(dir.path(), &[("What is the capital of France?", 1.5)], 5.0);
+    let profile = dir.path().join("profile");
+    let child = Command::new(&chromium)
+        .args([
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            &format!(
+                "--use-file-for-fake-audio-capture={}%noloop",
+                question.display()
+            ),
+            "--autoplay-policy=no-user-gesture-required",
+            "--remote-debugging-port=0",
+            &format!("--user-data-dir={}", profile.display()),
+            "--window-size=1000,900",
+            &s.url("/?autostart=1"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("chromium.log")).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot start {chromium} ({e}): scripts/test installs Debian's chromium")
+        });
+    let _browser = Browser(child);
+    // Chromium writes the DevTools port it picked into the profile.
+    let t = Instant::now();
+    let port = loop {
+        if let Ok(text) = std::fs::read_to_string(profile.join("DevToolsActivePort")) {
+            if let Some(p) = text.lines().next().and_then(|l| l.parse::<u16>().ok()) {
+                break p;
+            }
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "chromium did not start: {}",
+            std::fs::read_to_string(dir.path().join("chromium.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let pages: serde_json::Value = serde_json::from_str(
+        &ureq::get(&format!("http://127.0.0.1:{port}/json/list"))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap(),
+    )
+    .unwrap();
+    let page = pages
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["type"] == "page")
+        .unwrap_or_else(|| panic!("no page: {pages}"));
+    let url = page["webSocketDebuggerUrl"].as_str().unwrap();
+    let mut dt = DevTools {
+        ws: tokio_tungstenite::connect_async(url).await.unwrap().0,
+        id: 0,
+    };
+
+    // Wait for the answer: the transcript on the page, its audio received, its figures shown.
+    let t = Instant::now();
+    let mut snapped = false;
+    let state = loop {
+        let state: serde_json::Value = serde_json::from_str(
+            dt.eval("JSON.stringify(window.seesay)")
+                .await
+                .as_str()
+                .unwrap_or("{}"),
+        )
+        .unwrap();
+        if !snapped && state["status"] == "listening" {
+            // The fake camera's picture, through the snapshot button.
+            dt.eval("document.getElementById('snap').click()").await;
+            snapped = true;
+        }
+        let answered = state["turns"]
+            .as_object()
+            .is_some_and(|t| t.values().any(|t| !t["done"].is_null()));
+        if answered && state["captions"].as_array().is_some_and(|c| !c.is_empty()) {
+            break state;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(90),
+            "no answer on the page: {state}\nserver log:\n{}",
+            s.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let shot = dt
+        .call(
+            "Page.captureScreenshot",
+            serde_json::json!({"format": "png"}),
+        )
+        .await;
+    let png = base64_decode(shot["data"].as_str().unwrap());
+    let path = artifacts().join("web-page.png");
+    std::fs::write(&path, &png).unwrap();
+    eprintln!(
+        "screenshot: {} ({} bytes)\npage state: {state}",
+        path.display(),
+        png.len()
+    );
+
+    let turns = state["turns"].as_object().unwrap();
+    let (_, turn) = turns.iter().find(|(_, t)| !t["done"].is_null()).unwrap();
+    let heard = words(turn["transcript"].as_str().unwrap());
+    assert!(
+        heard.contains(&"capital".to_string()) && heard.contains(&"france".to_string()),
+        "{turn}"
+    );
+    assert!(turn["audioBytes"].as_u64().unwrap() > 10_000, "{turn}");
+    assert!(
+        !turn["answer"].as_str().unwrap().trim().is_empty(),
+        "{turn}"
+    );
+    let shown = dt
+        .eval("document.querySelector('.turn .figures').textContent")
+        .await;
+    assert!(shown.as_str().unwrap().contains("first audio"), "{shown}");
+    assert_eq!(state["errors"], serde_json::json!([]), "{state}");
+    assert!(png.starts_with(b"\x89PNG"));
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .unwrap()
 }

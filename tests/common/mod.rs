@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -162,4 +162,24 @@ pub fn white_noise(n: usize, width: f32, seed: u32) -> Vec<f32> {
             ((x >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * width
         })
         .collect()
+}
+
+/// A 16 kHz recording: for each (text, seconds of silence before it), the question spoken by the
+/// Piper voice. Returns the file and, per question, (start, end) in seconds.
+pub fn questions(dir: &Path, parts: &[(&str, f64)], tail: f64) -> (PathBuf, Vec<(f64, f64)>) {
+    let mut pcm: Vec<f32> = Vec::new();
+    let mut spans = Vec::new();
+    for (i, (text, before)) in parts.iter().enumerate() {
+        pcm.extend(vec![0.0; (before * 16_000.0) as usize]);
+        let wav = dir.join(format!("q{i}.wav"));
+        ok(seesay(&["say", text, "-o", wav.to_str().unwrap()]));
+        let q = seesay::audio::read_file(&wav, 16_000).unwrap();
+        let start = pcm.len() as f64 / 16_000.0;
+        pcm.extend(q);
+        spans.push((start, pcm.len() as f64 / 16_000.0));
+    }
+    pcm.extend(vec![0.0; (tail * 16_000.0) as usize]);
+    let path = dir.join("questions.wav");
+    seesay::audio::write_wav(&path, &pcm, 16_000).unwrap();
+    (path, spans)
 }
