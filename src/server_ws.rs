@@ -96,6 +96,8 @@ fn bad(code: u16, reason: impl Into<String>) -> Bad {
 /// 1003: a kind of message the server does not take; 1007: a message it cannot read.
 const UNSUPPORTED: u16 = 1003;
 const INVALID: u16 = 1007;
+/// 1002: a frame the WebSocket layer refused (broken, or too big).
+const PROTOCOL: u16 = 1002;
 
 async fn session(mut socket: WebSocket, st: Shared, barge_in: bool) {
     let t0 = Instant::now();
@@ -167,7 +169,13 @@ async fn session(mut socket: WebSocket, st: Shared, barge_in: bool) {
             tokio::select! {
                 msg = socket.recv() => {
                     let msg = match msg {
-                        None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+                        None | Some(Ok(Message::Close(_))) => break,
+                        Some(Err(e)) => {
+                            // A broken frame, or one over server.max_message_mb.
+                            tracing::warn!("closing a conversation: {e}");
+                            closing = Some(bad(PROTOCOL, format!("{e} (server.max_message_mb = {})", st.cfg.server.max_message_mb)));
+                            break;
+                        }
                         Some(Ok(m)) => m,
                     };
                     if let Err(b) = incoming(&st, msg, &tx_audio, &tx_pictures).await {

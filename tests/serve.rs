@@ -372,9 +372,12 @@ fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
     assert!(metrics.contains("status=\"415\""), "{metrics}");
 }
 
-#[test]
-fn a_token_is_required_when_auth_is_on() {
-    let s = Server::start(&[("SEESAY_API_KEY", "s3cret")]);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_is_required_when_auth_is_on() {
+    let s = Server::start_with(
+        &[("SEESAY_API_KEY", "s3cret")],
+        "[server]\nmax_sessions = 1\n",
+    );
     assert_eq!(status_of(ureq::get(&s.url("/healthz")).call()).0, 200);
     let (code, body) = status_of(ureq::get(&s.url("/v1/models")).call());
     assert_eq!(code, 401, "{body}");
@@ -392,6 +395,36 @@ fn a_token_is_required_when_auth_is_on() {
     );
     assert_eq!(code, 200);
     assert_eq!(status_of(ureq::get(&s.url("/metrics")).call()).0, 401);
+    // The page loads without the token; its conversation needs it (as ?token=: browsers cannot
+    // set headers on a WebSocket), and only server.max_sessions conversations run at once.
+    assert_eq!(status_of(ureq::get(&s.url("/")).call()).0, 200);
+    let refused = |r: Result<_, tokio_tungstenite::tungstenite::Error>| match r {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+        Err(e) => panic!("{e}"),
+        Ok(_) => 101,
+    };
+    let url = format!("ws://127.0.0.1:{}/v1/conversation", s.http);
+    assert_eq!(refused(tokio_tungstenite::connect_async(&url).await), 401);
+    let wrong = format!("{url}?token=nope");
+    assert_eq!(refused(tokio_tungstenite::connect_async(&wrong).await), 401);
+    let mut one = connect(&s, "?token=s3cret").await;
+    let mut heard = Heard::default();
+    read_until(&mut one, &mut heard, Duration::from_secs(10), |h| {
+        !h.of("ready").is_empty()
+    })
+    .await;
+    let again = format!("{url}?token=s3cret");
+    assert_eq!(refused(tokio_tungstenite::connect_async(&again).await), 429);
+    // The slot comes back when the first conversation ends.
+    drop(one);
+    let t = Instant::now();
+    while refused(tokio_tungstenite::connect_async(&again).await) != 101 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the slot never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -522,6 +555,23 @@ async fn a_websocket_conversation_answers_sees_and_is_interrupted() {
     garbage_closes(&s, Message::Text("{\"type\": \"dance\"}".into()), 1003).await;
     let broken_image = "{\"type\": \"image\", \"data\": \"data:image/png;base64,AAAA\"}";
     garbage_closes(&s, Message::Text(broken_image.into()), 1007).await;
+    // Over server.max_message_mb (4): the server stops reading and closes; the client sees the
+    // close, or a reset while it is still sending the rest.
+    let mut big = connect(&s, "").await;
+    if big
+        .send(Message::Binary(vec![0u8; 5 << 20].into()))
+        .await
+        .is_ok()
+    {
+        let mut heard = Heard::default();
+        read_until(&mut big, &mut heard, Duration::from_secs(20), |h| {
+            h.closed.is_some()
+        })
+        .await;
+        let code = heard.closed.unwrap().0;
+        assert!(code == 1002 || code == 1006, "{code}");
+    }
+    drop(big);
 
     // A camera snapshot: the page's way of showing seesay something.
     let png = std::fs::read(model_path("sample-chelsea")).unwrap();
