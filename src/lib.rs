@@ -3,12 +3,17 @@
 //! The pipeline, stage by stage (one file each):
 //!
 //! ```text
-//! audio file / mic ─► asr (Whisper) ─► llm (candle GGUF, or a remote server) ─► tts (Piper) ─► speaker / WAV file
+//! mic / recording / WebSocket ─► vad (Silero) ─► asr (Whisper) ─┐
+//!                                                               ├─► llm (candle GGUF, or a remote server)
+//! camera / images / snapshots ─► caption (EfficientNet, BLIP) ──┘      │
+//!                                      splitter ─► tts (Piper) ─► speaker / WAV file / WebSocket
 //! ```
 //!
-//! Around the stages: `config` (TOML settings), `models` (fetching and verifying model files),
-//! `import` (CTranslate2 → whisper.cpp conversion), `audio` (decoding, resampling, WAV),
-//! `transcript` (output formats), `bench` (speed measurements) and `cli` (the commands).
+//! `pipeline` wires the stages with threads and bounded channels; `server` (with `server_api`,
+//! `server_ws` and `wyoming`) serves them over HTTP, WebSocket and Wyoming. Around the stages:
+//! `config` (TOML settings), `models` (fetching and verifying model files), `import` and
+//! `import_pth` (model conversions), `audio` (decoding, resampling, WAV), `transcript` (output
+//! formats), `bench` (speed measurements) and `cli` (the commands).
 
 pub mod asr;
 pub mod audio;

@@ -429,7 +429,8 @@ pub fn serve(cfg: Config) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(&st.cfg.server.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", st.cfg.server.listen))?;
-        eprintln!("seesay serving http://{}", listener.local_addr()?);
+        let addr = listener.local_addr()?;
+        eprintln!("seesay serving http://{addr} (open it in a browser to talk; the API is under /v1)");
         if !st.cfg.server.wyoming_listen.is_empty() {
             let w = tokio::net::TcpListener::bind(&st.cfg.server.wyoming_listen)
                 .await
