@@ -37,7 +37,8 @@ pub struct ServerConfig {
     pub max_speech_chars: usize,
     /// Requests being served at once; more get 429.
     pub max_concurrent: usize,
-    /// Seconds a request may take before it fails with 504.
+    /// Seconds a request may take before it fails with 504; also how long a conversation may
+    /// go without a message from its client before it is closed.
     pub request_timeout_s: u64,
     /// Conversations over WebSocket at once; more get 429. Each has its own VAD and history
     /// and shares the models with everything else.
@@ -430,7 +431,9 @@ pub fn serve(cfg: Config) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", st.cfg.server.listen))?;
         let addr = listener.local_addr()?;
-        eprintln!("seesay serving http://{addr} (open it in a browser to talk; the API is under /v1)");
+        eprintln!(
+            "seesay serving http://{addr} (open it in a browser to talk; the API is under /v1)"
+        );
         if !st.cfg.server.wyoming_listen.is_empty() {
             let w = tokio::net::TcpListener::bind(&st.cfg.server.wyoming_listen)
                 .await

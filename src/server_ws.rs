@@ -98,6 +98,8 @@ const UNSUPPORTED: u16 = 1003;
 const INVALID: u16 = 1007;
 /// 1002: a frame the WebSocket layer refused (broken, or too big).
 const PROTOCOL: u16 = 1002;
+/// 1008: the client broke a rule (it went quiet for too long).
+const POLICY: u16 = 1008;
 
 async fn session(mut socket: WebSocket, st: Shared, barge_in: bool) {
     let t0 = Instant::now();
@@ -160,6 +162,9 @@ async fn session(mut socket: WebSocket, st: Shared, barge_in: bool) {
         "barge_in": barge_in,
     });
     let mut closing: Option<Bad> = None;
+    // A client that goes quiet (a browser streams audio all the time) gives its slot back.
+    let idle = std::time::Duration::from_secs(st.cfg.server.request_timeout_s.max(1));
+    let mut deadline = tokio::time::Instant::now() + idle;
     if socket
         .send(Message::Text(ready.to_string().into()))
         .await
@@ -168,6 +173,7 @@ async fn session(mut socket: WebSocket, st: Shared, barge_in: bool) {
         loop {
             tokio::select! {
                 msg = socket.recv() => {
+                    deadline = tokio::time::Instant::now() + idle;
                     let msg = match msg {
                         None | Some(Ok(Message::Close(_))) => break,
                         Some(Err(e)) => {
@@ -183,6 +189,13 @@ async fn session(mut socket: WebSocket, st: Shared, barge_in: bool) {
                         closing = Some(b);
                         break;
                     }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    closing = Some(bad(POLICY, format!(
+                        "nothing from the client for {} s (server.request_timeout_s)",
+                        idle.as_secs()
+                    )));
+                    break;
                 }
                 up = rx_out.recv() => {
                     let Some(up) = up else { break }; // the pipeline ended

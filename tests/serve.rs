@@ -376,7 +376,7 @@ fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
 async fn a_token_is_required_when_auth_is_on() {
     let s = Server::start_with(
         &[("SEESAY_API_KEY", "s3cret")],
-        "[server]\nmax_sessions = 1\n",
+        "[server]\nmax_sessions = 1\nrequest_timeout_s = 3\n",
     );
     assert_eq!(status_of(ureq::get(&s.url("/healthz")).call()).0, 200);
     let (code, body) = status_of(ureq::get(&s.url("/v1/models")).call());
@@ -415,7 +415,15 @@ async fn a_token_is_required_when_auth_is_on() {
     .await;
     let again = format!("{url}?token=s3cret");
     assert_eq!(refused(tokio_tungstenite::connect_async(&again).await), 429);
-    // The slot comes back when the first conversation ends.
+    // A conversation whose client goes quiet is closed (server.request_timeout_s), and the slot
+    // comes back.
+    read_until(&mut one, &mut heard, Duration::from_secs(20), |h| {
+        h.closed.is_some()
+    })
+    .await;
+    let (code, reason) = heard.closed.unwrap();
+    assert_eq!(code, 1008, "{reason}");
+    assert!(reason.contains("request_timeout_s"), "{reason}");
     drop(one);
     let t = Instant::now();
     while refused(tokio_tungstenite::connect_async(&again).await) != 101 {
