@@ -80,6 +80,15 @@ impl Server {
         format!("http://127.0.0.1:{}{path}", self.http)
     }
 
+    /// The body of a GET that must succeed.
+    fn get(&self, path: &str) -> String {
+        ureq::get(&self.url(path))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap()
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -174,11 +183,7 @@ fn the_openai_python_client_transcribes_speaks_and_chats() {
     }
     // One process, each model loaded once, eight transcriptions observed.
     assert_eq!(s.log().matches("models loaded").count(), 1, "{}", s.log());
-    let metrics = ureq::get(&s.url("/metrics"))
-        .call()
-        .unwrap()
-        .into_string()
-        .unwrap();
+    let metrics = s.get("/metrics");
     assert!(
         metrics.contains("seesay_stage_seconds_count{stage=\"asr\"} 9"),
         "{metrics}"
@@ -358,17 +363,9 @@ fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
     assert!(header.contains("\"info\""), "{header}");
 
     // Still serving.
-    let models = ureq::get(&s.url("/v1/models"))
-        .call()
-        .unwrap()
-        .into_string()
-        .unwrap();
+    let models = s.get("/v1/models");
     assert!(models.contains("whisper-1"), "{models}");
-    let metrics = ureq::get(&s.url("/metrics"))
-        .call()
-        .unwrap()
-        .into_string()
-        .unwrap();
+    let metrics = s.get("/metrics");
     assert!(metrics.contains("status=\"415\""), "{metrics}");
 }
 
@@ -640,11 +637,7 @@ async fn a_websocket_conversation_answers_sees_and_is_interrupted() {
     ws.close(None).await.unwrap();
 
     // The server is still serving, and counted the conversation.
-    let metrics = ureq::get(&s.url("/metrics"))
-        .call()
-        .unwrap()
-        .into_string()
-        .unwrap();
+    let metrics = s.get("/metrics");
     assert!(
         metrics.contains("stage=\"conversation_voice_to_voice\""),
         "{metrics}"
@@ -853,6 +846,22 @@ async fn the_web_page_talks_in_headless_chromium() {
     assert!(shown.as_str().unwrap().contains("first audio"), "{shown}");
     assert_eq!(state["errors"], serde_json::json!([]), "{state}");
     assert!(png.starts_with(b"\x89PNG"));
+    // Stop: the page hangs up and the server ends the conversation.
+    assert_eq!(
+        s.get("/metrics").matches("seesay_conversations 1").count(),
+        1
+    );
+    dt.eval("document.getElementById('talk').click()").await;
+    let t = Instant::now();
+    while !s.get("/metrics").contains("seesay_conversations 0")
+        || dt.eval("window.seesay.status").await != "disconnected"
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the conversation did not end"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn base64_decode(text: &str) -> Vec<u8> {
