@@ -952,9 +952,10 @@ fn speaker_loop(
 }
 
 /// The sink for a client (a WebSocket): audio goes out as soon as it is synthesised and the client
-/// plays it. A turn counts as playing until its audio's length has passed since its first sample
-/// went out, which is what keeps a half-duplex conversation deaf to its own answer; an
-/// interruption counts only the audio that had time to play.
+/// plays it in order. The client's playback is modelled: each piece plays after the one before,
+/// or at once if that one is over. A turn counts as playing until its last piece has, which is
+/// what keeps a half-duplex conversation deaf to its own answer; an interruption counts only the
+/// audio that had time to play.
 fn client_loop(
     rate: u32,
     max_turns: Option<usize>,
@@ -962,33 +963,41 @@ fn client_loop(
     sh: Arc<Shared>,
 ) -> anyhow::Result<Vec<f32>> {
     let mut audio = TurnAudio::new();
-    let mut first_at: HashMap<u64, Instant> = HashMap::new();
-    let played_by = |first_at: &HashMap<u64, Instant>, turn: u64, sent: usize| {
-        let elapsed = first_at
-            .get(&turn)
-            .map_or(0.0, |t| t.elapsed().as_secs_f64());
-        sent.min((elapsed * rate as f64) as usize)
+    // When each turn's audio sent so far will have been played.
+    let mut play_end: HashMap<u64, Instant> = HashMap::new();
+    let secs = |samples: usize| Duration::from_secs_f64(samples as f64 / rate as f64);
+    // Samples of `turn` played by now, of `sent`.
+    let heard = |play_end: &HashMap<u64, Instant>, turn: u64, sent: usize| {
+        let left = play_end.get(&turn).map_or(0.0, |e| {
+            e.saturating_duration_since(Instant::now()).as_secs_f64()
+        });
+        sent.saturating_sub((left * rate as f64) as usize)
     };
-    loop {
+    let mut gone = false;
+    while !gone {
         match rx.recv_timeout(Duration::from_millis(5)) {
-            Ok(Play::Audio { turn, pcm }) => {
-                if !sh.turns.is_stale(turn) {
-                    let first = *first_at.entry(turn).or_insert_with(Instant::now);
-                    if !audio.played.contains_key(&turn) {
-                        sh.event(turn, What::FirstAudio(first));
+            Ok(Play::Audio { turn, pcm }) if !sh.turns.is_stale(turn) => {
+                let now = Instant::now();
+                let start = match play_end.get(&turn) {
+                    Some(e) => (*e).max(now),
+                    None => {
+                        sh.event(turn, What::FirstAudio(now));
+                        now
                     }
-                    *audio.played.entry(turn).or_insert(0) += pcm.len();
-                    if !sh.publish(Update::Audio { turn, pcm }) {
-                        // The client is gone: nothing more to play to.
-                        sh.turns.begin();
-                        sh.stop.store(true, Ordering::Release);
-                        break;
-                    }
+                };
+                play_end.insert(turn, start + secs(pcm.len()));
+                *audio.played.entry(turn).or_insert(0) += pcm.len();
+                if !sh.publish(Update::Audio { turn, pcm }) {
+                    // The client is gone: nothing more to play to.
+                    sh.turns.begin();
+                    sh.stop.store(true, Ordering::Release);
+                    gone = true;
                 }
             }
+            Ok(Play::Audio { .. }) => {}
             Ok(Play::End { turn }) => audio.ended.push(turn),
             Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Disconnected) => gone = true,
         }
         if sh.abort.load(Ordering::Acquire) {
             sh.turns.begin();
@@ -997,24 +1006,18 @@ fn client_loop(
         let current = sh.turns.current();
         for turn in audio.ended.clone() {
             let sent = audio.played.get(&turn).copied().unwrap_or(0);
-            let heard = played_by(&first_at, turn, sent);
-            let interrupted = turn < current && heard < sent;
-            if heard >= sent || interrupted {
-                audio.played.insert(turn, heard);
-                first_at.remove(&turn);
-                audio.close(turn, interrupted, &sh, rate);
+            let played = heard(&play_end, turn, sent);
+            // Over when all of it has played, or cut short by a newer turn (or the client
+            // leaving): then what had not played by now never will.
+            if played >= sent || turn < current || gone {
+                audio.played.insert(turn, played);
+                play_end.remove(&turn);
+                audio.close(turn, played < sent, &sh, rate);
             }
         }
         if max_turns.is_some_and(|n| audio.answered >= n) {
             sh.stop.store(true, Ordering::Release);
         }
-    }
-    // The input is over (the client left): what had not been heard by now never will be.
-    for turn in audio.ended.clone() {
-        let sent = audio.played.get(&turn).copied().unwrap_or(0);
-        let heard = played_by(&first_at, turn, sent);
-        audio.played.insert(turn, heard);
-        audio.close(turn, heard < sent, &sh, rate);
     }
     Ok(Vec::new())
 }

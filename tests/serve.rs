@@ -636,6 +636,30 @@ async fn a_websocket_conversation_answers_sees_and_is_interrupted() {
     assert!(heard.closed.is_none(), "{:?}", heard.closed);
     ws.close(None).await.unwrap();
 
+    // Half duplex: while the answer plays (by the server's model of the client's playback),
+    // speech is not listened to, so the same interruption is not heard at all.
+    let mut ws = connect(&s, "?barge_in=false").await;
+    let mut heard = Heard::default();
+    send_audio(&mut ws, &q1).await;
+    read_until(&mut ws, &mut heard, Duration::from_secs(60), |h| {
+        h.audio.contains_key(&1)
+    })
+    .await;
+    send_audio(&mut ws, &q2).await;
+    read_until(&mut ws, &mut heard, Duration::from_secs(60), |h| {
+        h.turn_done(1).is_some()
+    })
+    .await;
+    let only = heard.turn_done(1).unwrap();
+    assert_eq!(only["interrupted"], false, "{only}");
+    let spoken = heard.audio[&1] as f64 / 2.0 / out_rate as f64;
+    assert!(
+        (only["answer_audio_s"].as_f64().unwrap() - spoken).abs() < 0.01,
+        "{only}"
+    );
+    assert_eq!(heard.of("speech_started").len(), 1, "{:?}", heard.events);
+    ws.close(None).await.unwrap();
+
     // The server is still serving, and counted the conversation.
     let metrics = s.get("/metrics");
     assert!(
