@@ -123,19 +123,20 @@ pub struct Models {
     pub voice: Arc<Mutex<crate::tts::PiperVoice>>,
     pub llm: Arc<Mutex<Box<dyn crate::llm::ChatModel>>>,
     pub captioner: Option<Arc<Mutex<Box<dyn crate::caption::Captioner>>>>,
-    /// The Silero VAD file; each pipeline loads its own (it keeps state, and is small).
+    /// The Silero VAD file; each pipeline loads its own (it keeps state, and is small) before its
+    /// first frame.
     pub vad: PathBuf,
     pub voice_rate: u32,
 }
 
 impl Models {
-    /// Loads every model (the captioner only if asked), so a missing one fails at once.
+    /// Loads every shared model (the captioner only if asked), so a missing one fails at once;
+    /// the VAD is only found here.
     pub fn load(cfg: &crate::config::Config, captioner: bool) -> anyhow::Result<Models> {
         let store = crate::models::Store::from_config(&cfg.models)?;
         let asr = crate::cli::load_whisper(cfg)?;
         let voice = crate::cli::load_voice(cfg)?;
         let vad = store.resolve(&cfg.vad.model)?;
-        SileroVad::load(&vad)?;
         let llm = crate::llm::open(&cfg.llm, &store)?;
         let captioner = match captioner {
             true => Some(Arc::new(Mutex::new(crate::caption::open(

@@ -220,6 +220,8 @@ pub struct AppState {
 impl AppState {
     pub fn load(cfg: Config) -> anyhow::Result<AppState> {
         let models = crate::pipeline::Models::load(&cfg, true)?;
+        // Conversations load their own VAD; a broken file fails here, not at the first one.
+        crate::vad::SileroVad::load(&models.vad)?;
         let api_key = Some(cfg.server.api_key.clone())
             .filter(|k| !k.is_empty())
             .or_else(|| std::env::var("SEESAY_API_KEY").ok())

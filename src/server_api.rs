@@ -410,19 +410,14 @@ pub async fn chat(
     if !stream {
         let (answer, finish, usage) = blocking(&st, move || {
             let messages = prepare(&st2)?;
-            let t = Instant::now();
-            let mut llm = lock(&st2.models.llm);
-            let r = generate(
-                llm.as_mut(),
-                &st2.cfg.llm,
+            generate(
+                &st2,
                 &messages,
                 max_tokens,
                 temperature,
                 &crate::llm::Cancel::new(),
                 &mut |_| {},
-            )?;
-            st2.metrics.observe("llm", t.elapsed().as_secs_f64());
-            Ok(r)
+            )
         })
         .await?;
         let model_name = req.model.unwrap_or_else(|| st.cfg.llm.model.clone());
@@ -448,11 +443,8 @@ pub async fn chat(
                 serde_json::json!({"role": "assistant", "content": ""}),
                 None,
             ));
-            let t = Instant::now();
-            let mut llm = lock(&st2.models.llm);
-            let r = generate(
-                llm.as_mut(),
-                &st2.cfg.llm,
+            generate(
+                &st2,
                 &messages,
                 max_tokens,
                 temperature,
@@ -462,9 +454,7 @@ pub async fn chat(
                         cancel2.cancel_all(); // the client went away
                     }
                 },
-            );
-            st2.metrics.observe("llm", t.elapsed().as_secs_f64());
-            r
+            )
         });
         match result {
             Ok((_, finish, _)) => {
@@ -487,17 +477,19 @@ pub async fn chat(
         .into_response())
 }
 
-/// One stateless generation with per-request sampling settings.
-#[allow(clippy::too_many_arguments)]
+/// One stateless generation with per-request sampling settings, on the shared model (waiting
+/// for it counts in the "llm" latency).
 fn generate(
-    llm: &mut dyn crate::llm::ChatModel,
-    cfg: &crate::llm::LlmConfig,
+    st: &Shared,
     messages: &[crate::llm::Message],
     max_tokens: usize,
     temperature: Option<f64>,
     cancel: &crate::llm::Cancel,
     on_text: &mut dyn FnMut(&str),
 ) -> Result<(String, &'static str, serde_json::Value), ApiError> {
+    let t = Instant::now();
+    let mut llm = lock(&st.models.llm);
+    let cfg = &st.cfg.llm;
     let mut c = cfg.clone();
     c.max_tokens = max_tokens;
     if let Some(t) = temperature {
@@ -513,6 +505,7 @@ fn generate(
     llm.set_config(&c);
     let result = llm.generate(messages, cancel, on_text);
     llm.set_config(cfg);
+    st.metrics.observe("llm", t.elapsed().as_secs_f64());
     let (answer, finish) = result.map_err(|e| ApiError::from(anyhow::anyhow!(e)))?;
     let completion = llm.stats().map(|s| s.generated).unwrap_or(0);
     let finish = match finish {
