@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::asr::AsrConfig;
-use crate::caption::VisionConfig;
-use crate::llm::LlmConfig;
-use crate::pipeline::PipelineConfig;
-use crate::server::ServerConfig;
-use crate::tts::TtsConfig;
-use crate::vad::VadConfig;
+use crate::host::home;
+use crate::stages::asr::AsrConfig;
+use crate::stages::caption::VisionConfig;
+use crate::stages::llm::LlmConfig;
+use crate::stages::tts::TtsConfig;
+use crate::stages::vad::VadConfig;
+use crate::store::ModelsConfig;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -52,70 +52,81 @@ pub struct Config {
     pub server: ServerConfig,
 }
 
-/// Model storage.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// Pipeline settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct ModelsConfig {
-    /// Folder that holds fetched and converted models. Empty: `$SEESAY_MODELS_DIR`, else
-    /// `~/.cache/seesay/models`.
-    pub dir: String,
-    /// Folder for downloaded registry packages. Empty: `$SEESAY_CACHE_DIR/downloads`, else
-    /// `~/.cache/seesay/downloads`.
-    pub download_dir: String,
+pub struct PipelineConfig {
+    /// Let the user interrupt: speech while seesay talks stops it and starts a new turn. Off
+    /// (half duplex), the microphone is ignored from the end of a question until the answer has
+    /// been spoken, so seesay never answers its own voice. Turn on with headphones or echo
+    /// cancellation.
+    pub barge_in: bool,
+    /// Speak the first clause of an answer on its own once it has this many words (0: whole
+    /// sentences only). Speech starts sooner.
+    pub first_clause_words: usize,
+    /// Microphone name (empty: the default input device).
+    pub input_device: String,
+    /// Speaker name (empty: the default output device).
+    pub output_device: String,
+    /// Seconds between camera / image-folder frames.
+    pub frame_interval_s: f32,
 }
 
-impl ModelsConfig {
-    /// The models folder this config resolves to.
-    pub fn dir(&self) -> PathBuf {
-        if !self.dir.is_empty() {
-            return expand_home(&self.dir);
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            barge_in: false,
+            first_clause_words: 4,
+            input_device: String::new(),
+            output_device: String::new(),
+            frame_interval_s: 2.0,
         }
-        if let Some(dir) = std::env::var_os("SEESAY_MODELS_DIR").filter(|d| !d.is_empty()) {
-            return PathBuf::from(dir);
+    }
+}
+
+/// Server settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// HTTP address. 127.0.0.1 keeps it on this machine; 0.0.0.0 opens it to the network.
+    pub listen: String,
+    /// Wyoming (Home Assistant) address; empty turns it off.
+    pub wyoming_listen: String,
+    /// Bearer token every endpoint but /healthz requires; empty reads `$SEESAY_API_KEY`; both
+    /// empty: no authentication.
+    pub api_key: String,
+    /// Largest request body, in MB (audio uploads, images in chat requests).
+    pub max_upload_mb: usize,
+    /// Longest audio accepted for transcription, in seconds.
+    pub max_audio_s: f64,
+    /// Longest text accepted for speech, in characters.
+    pub max_speech_chars: usize,
+    /// Requests being served at once; more get 429.
+    pub max_concurrent: usize,
+    /// Seconds a request may take before it fails with 504; also how long a conversation may
+    /// go without a message from its client before it is closed.
+    pub request_timeout_s: u64,
+    /// Conversations over WebSocket at once; more get 429. Each has its own VAD and history
+    /// and shares the models with everything else.
+    pub max_sessions: usize,
+    /// Largest message a WebSocket client may send (audio or a camera snapshot), in MB.
+    pub max_message_mb: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8000".into(),
+            wyoming_listen: "127.0.0.1:10300".into(),
+            api_key: String::new(),
+            max_upload_mb: 25,
+            max_audio_s: 600.0,
+            max_speech_chars: 4096,
+            max_concurrent: 16,
+            request_timeout_s: 120,
+            max_sessions: 4,
+            max_message_mb: 4,
         }
-        cache_root().join("models")
-    }
-
-    /// The download cache this config resolves to.
-    pub fn download_dir(&self) -> PathBuf {
-        if !self.download_dir.is_empty() {
-            return expand_home(&self.download_dir);
-        }
-        cache_root().join("downloads")
-    }
-}
-
-/// `$SEESAY_CACHE_DIR`, else `$XDG_CACHE_HOME/seesay`, else `~/.cache/seesay`.
-pub fn cache_root() -> PathBuf {
-    if let Some(dir) = std::env::var_os("SEESAY_CACHE_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir).join("seesay");
-    }
-    home().join(".cache").join("seesay")
-}
-
-fn home() -> PathBuf {
-    std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."))
-}
-
-/// A configured thread count, where 0 means every core.
-pub fn thread_count(configured: usize) -> usize {
-    if configured > 0 {
-        configured
-    } else {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    }
-}
-
-/// Expands a leading `~/` to the home folder.
-pub fn expand_home(path: &str) -> PathBuf {
-    match path.strip_prefix("~/") {
-        Some(rest) => home().join(rest),
-        None => PathBuf::from(path),
     }
 }
 

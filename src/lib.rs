@@ -1,6 +1,6 @@
 //! seesay: a local voice-and-vision assistant.
 //!
-//! The pipeline, stage by stage (one file each):
+//! The pipeline, stage by stage (`stages/`, one home each):
 //!
 //! ```text
 //! mic / recording / WebSocket ─► vad (Silero) ─► asr (Whisper) ─┐
@@ -9,35 +9,24 @@
 //!                                      splitter ─► tts (Piper) ─► speaker / WAV file / WebSocket
 //! ```
 //!
-//! `pipeline` wires the stages with threads and bounded channels; `server` (with `server_api`,
-//! `server_ws` and `wyoming`) serves them over HTTP, WebSocket and Wyoming. Around the stages:
-//! `config` (TOML settings), `models` (fetching and verifying model files), `import` and
-//! `import_pth` (model conversions), `audio` (decoding, resampling, WAV), `transcript` (output
-//! formats), `bench` (speed measurements) and `cli` (the commands).
+//! The layers, each using only those below it:
+//!
+//! | module | takes in | sends out |
+//! |---|---|---|
+//! | `server` | HTTP, WebSocket and Wyoming requests | transcripts, speech, answers, conversations |
+//! | `pipeline` | audio frames and pictures | spoken answers, per-turn figures; wires the stages |
+//! | `config` | a TOML file | every section's settings |
+//! | `stages` | audio, text, images | what each stage makes (VAD, ASR, LLM, TTS, captions, devices) |
+//! | `store` | `models/manifest.toml`, registry packages | verified, converted model files |
+//! | `media`, `text`, `host` | files, buffers, text, the machine | PCM, images, sentences, transcripts, paths, threads |
+//!
+//! The command line (`src/cli/`) is part of the binary, not of this library.
 
-pub mod asr;
-pub mod audio;
-pub mod bench;
-pub mod camera;
-pub mod caption;
-pub mod caption_blip;
-pub mod caption_effnet;
-pub mod cli;
 pub mod config;
-pub mod import;
-pub mod import_pth;
-pub mod llm;
-pub mod llm_local;
-pub mod llm_remote;
-pub mod mic;
-pub mod models;
+pub mod host;
+pub mod media;
 pub mod pipeline;
 pub mod server;
-pub mod server_api;
-pub mod server_ws;
-pub mod speaker;
-pub mod splitter;
-pub mod transcript;
-pub mod tts;
-pub mod vad;
-pub mod wyoming;
+pub mod stages;
+pub mod store;
+pub mod text;

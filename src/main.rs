@@ -1,10 +1,13 @@
-//! The `seesay` binary: parse arguments, start logging, hand over to the library.
+//! The `seesay` binary: parse arguments, start logging, hand over to the command (`cli/`), which
+//! calls into the library.
+
+mod cli;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
-    let cli = seesay::cli::Cli::parse();
+    let cli = cli::Cli::parse();
     let level = match cli.verbose {
         0 => "warn",
         1 => "seesay=debug,info",
@@ -15,7 +18,7 @@ fn main() -> std::process::ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    match seesay::cli::run(cli) {
+    match cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -7,7 +7,8 @@ use std::io::Write;
 use std::time::Duration;
 
 use common::*;
-use seesay::llm::{Cancel, ChatModel, Finish, LlmConfig, LlmError, Message, Role};
+use seesay::stages::llm::{ChatModel, Finish, LlmConfig, LlmError, Message, Role};
+use seesay::stages::Cancel;
 
 #[test]
 fn the_default_model_knows_the_capital_of_france() {
@@ -21,7 +22,8 @@ fn cancelling_stops_within_one_token() {
         max_tokens: 200,
         ..LlmConfig::default()
     };
-    let mut model = seesay::llm_local::LocalModel::load(&model_path("smollm2-135m"), &cfg).unwrap();
+    let mut model =
+        seesay::stages::llm::local::LocalModel::load(&model_path("smollm2-135m"), &cfg).unwrap();
     let msgs = [
         Message::new(Role::System, cfg.system_prompt.clone()),
         Message::new(
@@ -36,7 +38,7 @@ fn cancelling_stops_within_one_token() {
         .generate(&msgs, &cancel, &mut |chunk| {
             seen.push_str(chunk);
             if at_cancel.is_none() && seen.split_whitespace().count() >= 5 {
-                cancel.cancel_all();
+                cancel.cancel();
                 at_cancel = Some(seen.clone());
             }
         })
@@ -93,7 +95,7 @@ fn bad_prompts_and_models_get_clear_errors() {
     assert_clear_error(&["chat", &long], &[], "context window");
 }
 
-fn remote(base_url: String, timeout_s: u64) -> seesay::llm_remote::RemoteModel {
+fn remote(base_url: String, timeout_s: u64) -> seesay::stages::llm::remote::RemoteModel {
     let cfg = LlmConfig {
         backend: "openai".into(),
         base_url,
@@ -101,7 +103,7 @@ fn remote(base_url: String, timeout_s: u64) -> seesay::llm_remote::RemoteModel {
         timeout_s,
         ..LlmConfig::default()
     };
-    seesay::llm_remote::RemoteModel::new(&cfg).unwrap()
+    seesay::stages::llm::remote::RemoteModel::new(&cfg).unwrap()
 }
 
 #[test]

@@ -147,7 +147,7 @@ fn speaking_over_an_answer_stops_it() {
     assert!(words(turns[1]["transcript"].as_str().unwrap()).contains(&"bees".into()));
 
     // The speech onset of the second question, from the input itself.
-    let qin = seesay::audio::read_file(&input, RATE).unwrap();
+    let qin = seesay::media::audio::read_file(&input, RATE).unwrap();
     let onset = first_sound_after(RATE, &qin, spans[1].0 - 0.01).unwrap();
     let (rate, pcm) = read_wav(&out);
     assert!(
@@ -177,10 +177,10 @@ fn speaking_over_an_answer_stops_it() {
 fn silence_and_noise_get_no_answer() {
     let dir = tempfile::tempdir().unwrap();
     let silence = dir.path().join("silence.wav");
-    seesay::audio::write_wav(&silence, &vec![0.0; RATE as usize * 6], RATE).unwrap();
+    seesay::media::audio::write_wav(&silence, &vec![0.0; RATE as usize * 6], RATE).unwrap();
     let noise = white_noise(RATE as usize * 6, 0.1, 7);
     let noisy = dir.path().join("noise.wav");
-    seesay::audio::write_wav(&noisy, &noise, RATE).unwrap();
+    seesay::media::audio::write_wav(&noisy, &noise, RATE).unwrap();
     for input in [&silence, &noisy] {
         let (printed, out, turns) = run_recording(dir.path(), input, &["--fast"]);
         assert!(printed.contains("(no speech)"), "{printed}");

@@ -24,7 +24,7 @@ fn write_wav(path: &Path, samples: &[f32], rate: u32, channels: u16, bits: u16) 
 }
 
 fn jfk_at(rate: u32) -> Vec<f32> {
-    seesay::audio::read_file(&model_path("sample-jfk"), rate).unwrap()
+    seesay::media::audio::read_file(&model_path("sample-jfk"), rate).unwrap()
 }
 
 fn assert_jfk(text: &str) {

@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use seesay::vad::{Endpointer, SileroVad, VadConfig, VadEvent, FRAME};
+use seesay::stages::vad::{Endpointer, SileroVad, SpeechDetector, VadConfig, VadEvent, FRAME};
 
 fn events(vad: &mut SileroVad, pcm: &[f32]) -> Vec<VadEvent> {
     vad.reset();
@@ -19,9 +19,9 @@ fn events(vad: &mut SileroVad, pcm: &[f32]) -> Vec<VadEvent> {
 
 #[test]
 fn speech_is_found_and_silence_and_noise_are_not() {
-    seesay::tts::init_onnxruntime(&model_path("onnxruntime")).unwrap();
+    seesay::host::init_onnxruntime(&model_path("onnxruntime")).unwrap();
     let mut vad = SileroVad::load(&model_path("silero-vad")).unwrap();
-    let jfk = seesay::audio::read_file(&model_path("sample-jfk"), 16_000).unwrap();
+    let jfk = seesay::media::audio::read_file(&model_path("sample-jfk"), 16_000).unwrap();
     let ev = events(&mut vad, &jfk);
     let starts: Vec<u64> = ev
         .iter()

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: run the real binary with a time limit, find models.
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -173,13 +175,13 @@ pub fn questions(dir: &Path, parts: &[(&str, f64)], tail: f64) -> (PathBuf, Vec<
         pcm.extend(vec![0.0; (before * 16_000.0) as usize]);
         let wav = dir.join(format!("q{i}.wav"));
         ok(seesay(&["say", text, "-o", wav.to_str().unwrap()]));
-        let q = seesay::audio::read_file(&wav, 16_000).unwrap();
+        let q = seesay::media::audio::read_file(&wav, 16_000).unwrap();
         let start = pcm.len() as f64 / 16_000.0;
         pcm.extend(q);
         spans.push((start, pcm.len() as f64 / 16_000.0));
     }
     pcm.extend(vec![0.0; (tail * 16_000.0) as usize]);
     let path = dir.join("questions.wav");
-    seesay::audio::write_wav(&path, &pcm, 16_000).unwrap();
+    seesay::media::audio::write_wav(&path, &pcm, 16_000).unwrap();
     (path, spans)
 }

@@ -1,0 +1,336 @@
+//! `seesay bench`: the real-time factor (processing time / audio time) of speech recognition and
+//! synthesis, the prefill and generation speed of the language model and the captioner's time per
+//! frame, as medians over several
+//! runs after a warm-up. Numbers from debug builds are meaningless: use --release.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use seesay::config::Config;
+use seesay::media::audio::{self, SAMPLE_RATE};
+use seesay::media::image::load_image;
+use seesay::pipeline::{self, Input, Output, RunOptions, TurnMetrics};
+use seesay::stages::asr::{self, Transcriber};
+use seesay::stages::llm::{self, Message, Role};
+use seesay::stages::mic::Pace;
+use seesay::stages::tts::{self, Voice};
+use seesay::stages::{caption, Cancel};
+use seesay::store::Store;
+use seesay::text::splitter::split_sentences;
+use seesay::text::transcript::plain_text;
+
+/// The paragraph synthesised by the TTS benchmark (fixed, so runs compare).
+pub const TTS_PARAGRAPH: &str = "The quick brown fox jumps over the lazy dog. \
+On the third of March, 2024, about 1,250 people gathered in the square to watch the eclipse. \
+Would you like me to read the rest of the article, or shall we stop here? \
+Speech synthesis has come a long way since the first talking machines.";
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Timed runs per stage (after one warm-up run).
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// Which stages: asr, tts, llm, vision, all (these four), or pipeline (the live pipeline in
+    /// real time; takes about 11 s a turn).
+    #[arg(long, default_value = "all")]
+    pub stage: String,
+    /// Print the results as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Print the TTS benchmark paragraph and exit (for scripts/bench-reference).
+    #[arg(long)]
+    pub print_paragraph: bool,
+}
+
+/// Median of a set of measurements.
+pub fn median(xs: &mut [f64]) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
+}
+
+/// Times `f` once to warm up, then `runs` times; returns the median seconds.
+fn time_median(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        let t = Instant::now();
+        f()?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    Ok(median(&mut times))
+}
+
+pub fn run(cfg: &Config, a: BenchArgs) -> Result<()> {
+    if a.print_paragraph {
+        println!("{TTS_PARAGRAPH}");
+        return Ok(());
+    }
+    if cfg!(debug_assertions) {
+        eprintln!("warning: this is a debug build; build with --release for meaningful numbers");
+    }
+    let mut report = serde_json::Map::new();
+    report.insert("runs".into(), a.runs.into());
+    if a.stage == "asr" || a.stage == "all" {
+        let store = Store::from_config(&cfg.models)?;
+        let wav = store.resolve("sample-jfk")?;
+        let pcm = audio::read_file(&wav, SAMPLE_RATE)?;
+        let audio_s = pcm.len() as f64 / SAMPLE_RATE as f64;
+        let mut model = asr::open(&cfg.asr, &store)?;
+        let mut words = String::new();
+        let secs = time_median(a.runs, || {
+            words = plain_text(&model.transcribe(&pcm, 0.0)?);
+            Ok(())
+        })?;
+        // Reference in the same process: Whisper's standard 30 s context, as whisper.cpp runs it.
+        model.set_fit_audio_context(false);
+        let full = time_median(a.runs, || {
+            model.transcribe(&pcm, 0.0).map(|_| ()).map_err(Into::into)
+        })?;
+        model.set_fit_audio_context(cfg.asr.fit_audio_context);
+        eprintln!(
+            "asr  {:<22} audio {audio_s:5.1} s  median {:6.0} ms  RTF {:.3}  ({:.0}x real time); \
+             full 30 s context {:.0} ms ({:.2}x)",
+            model.name(),
+            secs * 1000.0,
+            secs / audio_s,
+            audio_s / secs,
+            full * 1000.0,
+            full / secs
+        );
+        report.insert(
+            "asr".into(),
+            serde_json::json!({"model": model.name(), "threads": cfg.asr.threads(), "audio_s": audio_s,
+                "median_ms": secs * 1000.0, "rtf": secs / audio_s, "text": words,
+                "full_context_median_ms": full * 1000.0}),
+        );
+    }
+    if a.stage == "tts" || a.stage == "all" {
+        let mut voice = tts::open(&cfg.tts, &Store::from_config(&cfg.models)?)?;
+        let mut audio_s = 0.0;
+        let secs = time_median(a.runs, || {
+            let pcm = tts::speak_all(&mut voice, TTS_PARAGRAPH, 0)?;
+            audio_s = pcm.len() as f64 / voice.sample_rate() as f64;
+            Ok(())
+        })?;
+        // First sentence alone: what a listener waits for before speech starts.
+        let first = split_sentences(TTS_PARAGRAPH).remove(0);
+        let first_s = time_median(a.runs, || {
+            voice.synthesize(&first).map(|_| ()).map_err(Into::into)
+        })?;
+        eprintln!(
+            "tts  {:<22} audio {audio_s:5.1} s  median {:6.0} ms  RTF {:.3}  ({:.0}x real time); first sentence {:.0} ms",
+            cfg.tts.voice,
+            secs * 1000.0,
+            secs / audio_s,
+            audio_s / secs,
+            first_s * 1000.0
+        );
+        report.insert(
+            "tts".into(),
+            serde_json::json!({"voice": cfg.tts.voice, "audio_s": audio_s, "median_ms": secs * 1000.0,
+                "rtf": secs / audio_s, "first_sentence_ms": first_s * 1000.0}),
+        );
+    }
+    if a.stage == "llm" || a.stage == "all" {
+        let store = Store::from_config(&cfg.models)?;
+        let mut llm = llm::open(&cfg.llm, &store)?;
+        let msgs = [
+            Message::new(Role::System, cfg.llm.system_prompt.clone()),
+            Message::new(
+                Role::User,
+                "Explain in a few sentences why the sky is blue during the day and red at sunset.",
+            ),
+        ];
+        let cancel = Cancel::new();
+        let (mut prefill, mut generate, mut first) = (Vec::new(), Vec::new(), Vec::new());
+        let mut stats = None;
+        for i in 0..=a.runs.max(1) {
+            llm.generate(&msgs, &cancel, &mut |_| {})?;
+            let s = llm
+                .stats()
+                .context("this backend reports no token timings")?;
+            if i > 0 {
+                // Run 0 warms up.
+                prefill.push(s.prefilled as f64 / s.prefill_s);
+                generate.push(s.generated as f64 / s.generate_s);
+                first.push(s.prefill_s * 1000.0);
+            }
+            stats = Some(s);
+        }
+        let s = stats.expect("at least one run");
+        let (p, g, f) = (
+            median(&mut prefill),
+            median(&mut generate),
+            median(&mut first),
+        );
+        eprintln!(
+            "llm  {:<22} prompt {} tokens: prefill {p:.0} tok/s ({f:.0} ms); generation {g:.0} tok/s ({} tokens)",
+            llm.describe(),
+            s.prompt_tokens,
+            s.generated
+        );
+        report.insert(
+            "llm".into(),
+            serde_json::json!({"model": llm.describe(), "prompt_tokens": s.prompt_tokens, "generated": s.generated,
+                "prefill_tok_s": p, "prefill_ms": f, "generate_tok_s": g}),
+        );
+    }
+    if a.stage == "vision" || a.stage == "all" {
+        let store = Store::from_config(&cfg.models)?;
+        let photo = store.resolve("sample-chelsea")?;
+        let img = load_image(&photo, cfg.vision.max_side)?;
+        let mut captioner = caption::open(&cfg.vision, &store)?;
+        let mut caption = String::new();
+        let secs = time_median(a.runs, || {
+            caption = captioner.caption(&img)?;
+            Ok(())
+        })?;
+        // The decode of the photo is part of each frame's cost too.
+        let decode = time_median(a.runs, || {
+            load_image(&photo, cfg.vision.max_side)?;
+            Ok(())
+        })?;
+        eprintln!(
+            "vision {:<20} {}x{} photo: caption {:.0} ms per frame (+ {:.1} ms PNG decode): {caption}",
+            captioner.describe(),
+            img.width(),
+            img.height(),
+            secs * 1000.0,
+            decode * 1000.0
+        );
+        report.insert(
+            "vision".into(),
+            serde_json::json!({"captioner": captioner.describe(), "caption_ms": secs * 1000.0,
+                "decode_ms": decode * 1000.0, "caption": caption}),
+        );
+    }
+    if a.stage == "pipeline" {
+        report.insert("pipeline".into(), bench_pipeline(cfg, a.runs)?);
+    }
+    if report.len() == 1 {
+        anyhow::bail!(
+            "unknown stage '{}': use asr, tts, llm, vision, pipeline or all",
+            a.stage
+        );
+    }
+    if a.json {
+        println!("{}", serde_json::Value::Object(report));
+    }
+    Ok(())
+}
+
+/// Questions for the pipeline benchmark, spoken by the Piper voice.
+pub const QUESTIONS: [&str; 8] = [
+    "What is the capital of France?",
+    "How many legs does a spider have?",
+    "What color is the sky?",
+    "Who wrote Romeo and Juliet?",
+    "What is two plus two?",
+    "What do bees make?",
+    "Where is the Eiffel Tower?",
+    "What is the largest ocean?",
+];
+
+/// The 95th percentile (nearest rank).
+fn p95(xs: &mut [f64]) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    if xs.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((0.95 * xs.len() as f64).ceil() as usize).clamp(1, xs.len());
+    xs[rank - 1]
+}
+
+/// Runs `turns` spoken questions through the live pipeline in real time (file in, file out) and
+/// reports the median and 95th percentile of each latency figure.
+fn bench_pipeline(cfg: &Config, turns: usize) -> Result<serde_json::Value> {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    let turns = turns.clamp(1, 64);
+    let mut voice = tts::open(&cfg.tts, &Store::from_config(&cfg.models)?)?;
+    let rate = SAMPLE_RATE;
+    let gap = |s: f64| vec![0.0f32; (s * rate as f64) as usize];
+    let mut input = gap(1.0);
+    for i in 0..turns {
+        let q = voice.synthesize(QUESTIONS[i % QUESTIONS.len()])?;
+        input.extend(audio::resample(&q, voice.sample_rate(), rate)?);
+        // Room for a short answer before the next question (half duplex).
+        input.extend(gap(9.0));
+    }
+    drop(voice);
+    let dir = std::env::temp_dir().join(format!("seesay-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let wav = dir.join("questions.wav");
+    audio::write_wav(&wav, &input, rate)?;
+    let mut cfg = cfg.clone();
+    // Short answers, so each fits in the gap before the next question.
+    cfg.llm.max_tokens = 24;
+    cfg.llm.system_prompt = format!("{} Answer in one short sentence.", cfg.llm.system_prompt);
+    eprintln!(
+        "pipeline: {turns} spoken questions in real time ({:.0} s)...",
+        input.len() as f64 / rate as f64
+    );
+    let summary = pipeline::run(
+        &cfg,
+        RunOptions {
+            input: Input::File {
+                path: wav,
+                pace: Pace::Realtime,
+            },
+            output: Output::File(dir.join("answers.wav")),
+            image: None,
+            metrics: None,
+            max_turns: None,
+            camera: None,
+            updates: None,
+        },
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    )?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let col = |f: fn(&TurnMetrics) -> f64| -> Vec<f64> { summary.turns.iter().map(f).collect() };
+    let mut figures = serde_json::Map::new();
+    for (name, mut xs) in [
+        ("endpoint_ms", col(|t| t.endpoint_ms)),
+        ("transcript_ms", col(|t| t.transcript_ms)),
+        ("first_token_ms", col(|t| t.first_token_ms)),
+        ("first_audio_ready_ms", col(|t| t.first_audio_ready_ms)),
+        ("voice_to_voice_ms", col(|t| t.voice_to_voice_ms)),
+    ] {
+        let (m, p) = (median(&mut xs.clone()), p95(&mut xs));
+        eprintln!("pipeline {name:<22} median {m:>5.0} ms   p95 {p:>5.0} ms");
+        figures.insert(name.into(), serde_json::json!({"median": m, "p95": p}));
+    }
+    for t in &summary.turns {
+        eprintln!(
+            "  turn {}: {:?} -> {:?} ({:.0} ms)",
+            t.turn, t.transcript, t.answer, t.voice_to_voice_ms
+        );
+    }
+    eprintln!(
+        "pipeline answered {} of {turns} questions",
+        summary.turns.len()
+    );
+    figures.insert("answered".into(), summary.turns.len().into());
+    figures.insert("asked".into(), turns.into());
+    Ok(serde_json::Value::Object(figures))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn median_of_odd_and_even_sets() {
+        assert_eq!(super::median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(super::median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+}

@@ -1,0 +1,83 @@
+//! The command line: arguments in, commands run, results on stdout and one-line errors out. One
+//! file per command, each owning its arguments; the library does the work.
+
+mod bench;
+mod chat;
+mod models;
+mod run;
+mod serve;
+mod speech;
+mod transcribe;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use seesay::config::Config;
+
+/// seesay: a local voice-and-vision assistant. It listens, looks and talks back, on this machine.
+#[derive(Debug, Parser)]
+#[command(name = "seesay", version, about)]
+pub struct Cli {
+    /// Config file (TOML). Default: $SEESAY_CONFIG, else ~/.config/seesay/config.toml if present.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// More log output (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The live conversation: listen (microphone or recording), answer, speak, with barge-in and
+    /// per-turn latency. With no microphone and no arguments: the bundled recording and photo.
+    Run(run::RunArgs),
+    /// Transcribe audio files (WAV, FLAC, MP3, OGG; any rate and channel count).
+    Transcribe(transcribe::TranscribeArgs),
+    /// Speak text (an argument, or standard input) to a WAV file or the speakers.
+    Say(speech::SayArgs),
+    /// Ask the language model; the answer streams to standard output. With no prompt on a
+    /// terminal: an interactive chat that remembers the conversation.
+    Chat(chat::ChatArgs),
+    /// Describe images in a sentence or two (offline: EfficientNet-Lite0 labels; or BLIP, or a
+    /// remote vision model, per the config's [vision] section).
+    Describe(chat::DescribeArgs),
+    /// Serve the models over the network: OpenAI-compatible HTTP endpoints, Prometheus metrics,
+    /// and the Wyoming protocol for Home Assistant.
+    Serve(serve::ServeArgs),
+    /// Fetch, check and import models.
+    #[command(subcommand)]
+    Models(models::ModelsCommand),
+    /// Show the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Measure speed: real-time factors of speech recognition and synthesis (release builds only).
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the effective configuration as TOML.
+    Show,
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    let cfg = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Run(a) => run::run(cfg, a),
+        Command::Transcribe(a) => transcribe::transcribe(cfg, a),
+        Command::Say(a) => speech::say(cfg, a),
+        Command::Chat(a) => chat::chat(cfg, a),
+        Command::Describe(a) => chat::describe(cfg, a),
+        Command::Serve(a) => serve::serve(cfg, a),
+        Command::Models(m) => models::models(&cfg, m),
+        Command::Config(ConfigCommand::Show) => {
+            print!("{}", cfg.to_toml());
+            Ok(())
+        }
+        Command::Bench(a) => bench::run(&cfg, a),
+    }
+}

@@ -1,0 +1,122 @@
+//! `seesay run`: the live conversation. A microphone (or a recording) in, spoken answers out (the
+//! speaker, or a WAV file for recordings), and each turn's transcript, answer and latency printed.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::Result;
+use clap::Args;
+
+use seesay::config::Config;
+use seesay::pipeline::{self, Input, Output, RunOptions};
+use seesay::stages::device::has_microphone;
+use seesay::stages::mic::Pace;
+use seesay::store::Store;
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Answer a recording instead of the microphone. Without it: the microphone if there is one,
+    /// else the bundled recording (jfk.wav) with the bundled photo (chelsea.png) as the camera.
+    #[arg(long, value_name = "FILE")]
+    pub input: Option<PathBuf>,
+    /// Listen to the microphone (an error if there is none).
+    #[arg(long, conflicts_with = "input")]
+    pub live: bool,
+    /// Write what the speaker would have played, silences included, to this WAV file instead of
+    /// playing it. Default for recordings: reply.wav.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// An image, or a folder of images shown in turn, as what the camera sees.
+    #[arg(long, value_name = "IMAGE")]
+    pub image: Option<PathBuf>,
+    /// Write one JSON object per answered turn (transcript, answer, latencies) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub metrics: Option<PathBuf>,
+    /// Feed a recording as fast as the pipeline takes it instead of in real time (the output's
+    /// timing then no longer matches the input's).
+    #[arg(long)]
+    pub fast: bool,
+    /// Let the user interrupt an answer by speaking (default: pipeline.barge_in).
+    #[arg(long)]
+    pub barge_in: bool,
+    /// Stop after this many answered turns.
+    #[arg(long, value_name = "N")]
+    pub max_turns: Option<usize>,
+}
+
+pub fn run(mut cfg: Config, a: RunArgs) -> Result<()> {
+    if a.barge_in {
+        cfg.pipeline.barge_in = true;
+    }
+    let store = Store::from_config(&cfg.models)?;
+    let pace = if a.fast { Pace::Fast } else { Pace::Realtime };
+    let mut image = a.image;
+    let input = match a.input {
+        Some(path) => Input::File { path, pace },
+        None if a.live || has_microphone() => Input::Mic,
+        None => {
+            eprintln!("no microphone: answering the bundled recording (jfk.wav), with the bundled photo as the camera");
+            if image.is_none() {
+                image = Some(store.resolve("sample-chelsea")?);
+            }
+            Input::File {
+                path: store.resolve("sample-jfk")?,
+                pace,
+            }
+        }
+    };
+    let output = match (&a.output, &input) {
+        (Some(p), _) => Output::File(p.clone()),
+        (None, Input::File { .. }) => Output::File(PathBuf::from("reply.wav")),
+        (None, _) => Output::Speaker,
+    };
+    if matches!(input, Input::Mic) {
+        eprintln!("listening (Ctrl-C to stop)");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let abort = Arc::new(AtomicBool::new(false));
+    // Ctrl-C sets a flag the pipeline polls; no thread waits on the signal.
+    signal_hook::flag::register(signal_hook::consts::SIGINT, abort.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, abort.clone())?;
+    let out_path = match &output {
+        Output::File(p) => Some(p.clone()),
+        _ => None,
+    };
+    let summary = pipeline::run(
+        &cfg,
+        RunOptions {
+            input,
+            output,
+            image,
+            metrics: a.metrics,
+            max_turns: a.max_turns,
+            camera: None,
+            updates: None,
+        },
+        stop,
+        abort,
+    )?;
+    for t in &summary.turns {
+        println!("heard:  {}", t.transcript);
+        let cut = if t.interrupted { " [interrupted]" } else { "" };
+        println!("answer: {}{cut}", t.answer);
+        println!(
+            "timing: from the end of speech: endpoint {:.0} ms, transcript {:.0} ms, first token {:.0} ms, first audio {:.0} ms (voice to voice)",
+            t.endpoint_ms, t.transcript_ms, t.first_token_ms, t.voice_to_voice_ms
+        );
+    }
+    if summary.turns.is_empty() {
+        println!("heard:  (no speech)");
+    }
+    if summary.mic_dropped > 0 {
+        eprintln!(
+            "warning: {} microphone buffers were dropped (the pipeline fell behind)",
+            summary.mic_dropped
+        );
+    }
+    if let Some(p) = out_path {
+        println!("wrote:  {} ({:.1} s)", p.display(), summary.output_s);
+    }
+    Ok(())
+}

@@ -1,0 +1,134 @@
+//! What the machine offers, in one place: the user's folders (home, cache), the CPU thread count,
+//! the compute device for candle models and the onnxruntime library. Every stage takes these from
+//! here rather than from a sibling.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HostError {
+    #[error("onnxruntime library {path} not found: run `seesay models fetch onnxruntime` or set tts.onnxruntime")]
+    NoRuntime { path: PathBuf },
+    #[error("cannot load onnxruntime from {path}: {detail}")]
+    Runtime { path: PathBuf, detail: String },
+    #[error(
+        "onnxruntime is not loaded yet: load it (host::init_onnxruntime) before any ONNX model"
+    )]
+    RuntimeNotLoaded,
+    #[error("compute device: {0}")]
+    Device(String),
+}
+
+/// The user's home folder (`$HOME`, else the current folder).
+pub fn home() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// `$SEESAY_CACHE_DIR`, else `$XDG_CACHE_HOME/seesay`, else `~/.cache/seesay`.
+pub fn cache_root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("SEESAY_CACHE_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("seesay");
+    }
+    home().join(".cache").join("seesay")
+}
+
+/// Expands a leading `~/` to the home folder.
+pub fn expand_home(path: &str) -> PathBuf {
+    match path.strip_prefix("~/") {
+        Some(rest) => home().join(rest),
+        None => PathBuf::from(path),
+    }
+}
+
+/// The CPU cores this process may use.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// A configured thread count, where 0 means every core.
+pub fn thread_count(configured: usize) -> usize {
+    if configured > 0 {
+        configured
+    } else {
+        cores()
+    }
+}
+
+/// The device candle models run on: the first CUDA GPU in a `cuda` build, the CPU otherwise.
+pub fn compute_device() -> Result<candle_core::Device, HostError> {
+    if cfg!(feature = "cuda") {
+        candle_core::Device::cuda_if_available(0).map_err(|e| HostError::Device(e.to_string()))
+    } else {
+        Ok(candle_core::Device::Cpu)
+    }
+}
+
+static ORT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+
+/// Loads onnxruntime once per process. A missing or old library is an error here, not a hang
+/// (the `ort` crate's dynamic loading deadlocks on a library older than 1.24).
+pub fn init_onnxruntime(path: &Path) -> Result<(), HostError> {
+    if !path.is_file() {
+        return Err(HostError::NoRuntime { path: path.into() });
+    }
+    ORT.get_or_init(|| {
+        ort::init_from(path)
+            .map_err(|e| e.to_string())?
+            .with_name("seesay")
+            .commit();
+        Ok(path.to_path_buf())
+    })
+    .clone()
+    .map(|_| ())
+    .map_err(|detail| HostError::Runtime {
+        path: path.into(),
+        detail,
+    })
+}
+
+/// Fails unless onnxruntime has been loaded: every ONNX model (voice, VAD) checks this first, so
+/// none depends on another having set it up.
+pub fn onnxruntime_loaded() -> Result<(), HostError> {
+    match ORT.get() {
+        Some(Ok(_)) => Ok(()),
+        Some(Err(detail)) => Err(HostError::Runtime {
+            path: PathBuf::new(),
+            detail: detail.clone(),
+        }),
+        None => Err(HostError::RuntimeNotLoaded),
+    }
+}
+
+/// The onnxruntime library the user chose: `configured` (a path), else `$ORT_DYLIB_PATH`; `None`
+/// means the model store's copy.
+pub fn onnxruntime_override(configured: &str) -> Option<PathBuf> {
+    if !configured.is_empty() {
+        return Some(expand_home(configured));
+    }
+    std::env::var_os("ORT_DYLIB_PATH")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_threads_means_every_core() {
+        assert_eq!(thread_count(3), 3);
+        assert_eq!(thread_count(0), cores());
+    }
+
+    #[test]
+    fn home_is_expanded_only_at_the_start() {
+        assert_eq!(expand_home("/a/~/b"), PathBuf::from("/a/~/b"));
+        assert_eq!(expand_home("~/x"), home().join("x"));
+    }
+}

@@ -1,0 +1,5 @@
+//! Media: audio files and buffers (decoding, resampling, WAV, PCM) and images (decoding with
+//! limits, data URIs). Knows nothing of models or stages.
+
+pub mod audio;
+pub mod image;

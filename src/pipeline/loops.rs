@@ -1,0 +1,365 @@
+//! The stage loops: each runs on its own thread, takes messages from the stage before, does one
+//! step of its model and passes the result on. They only move messages; the models' maths is
+//! behind the stage traits. A failed send means the next stage is gone: the loop returns.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+
+use super::error::PipelineError;
+use super::messages::{Heard, Play, Say, Update, Utterance, What};
+use super::models::{lock, Locked};
+use super::turns::Context;
+use crate::media::audio::SAMPLE_RATE;
+use crate::stages::asr::Transcriber;
+use crate::stages::camera::FrameReceiver;
+use crate::stages::caption::Captioner;
+use crate::stages::llm::{ChatModel, Conversation, Finish};
+use crate::stages::mic::AudioFrame;
+use crate::stages::tts::{self, TtsError, Voice};
+use crate::stages::vad::{Endpointer, SpeechDetector, VadEvent};
+use crate::stages::Cancel;
+use crate::text::splitter::SentenceSplitter;
+use crate::text::transcript::plain_text;
+
+/// The VAD stage: frames in, utterances out; starts turns (it alone) and so interrupts answers.
+pub(crate) fn vad_loop(
+    mut vad: Box<dyn SpeechDetector>,
+    mut ep: Endpointer,
+    barge_in: bool,
+    rx: Receiver<AudioFrame>,
+    tx: Sender<Utterance>,
+    cx: Arc<Context>,
+) -> Result<(), PipelineError> {
+    let _stage = tracing::info_span!("vad").entered();
+    let mut ignoring = false;
+    let mut last_at = cx.t0;
+    loop {
+        let frame = match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(f) => f,
+            Err(RecvTimeoutError::Timeout) if cx.turns.clock.stopped() => return Ok(()),
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        if cx.turns.clock.stopped() {
+            return Ok(());
+        }
+        let end = frame.start + frame.samples.len() as u64;
+        cx.input_pos.store(end, Ordering::Release);
+        last_at = frame.at;
+        if !barge_in && cx.turns.busy() {
+            // Half duplex: seesay is answering; the microphone is not listened to.
+            ignoring = true;
+            ep.reset_at(end);
+            continue;
+        }
+        if ignoring {
+            ignoring = false;
+            vad.reset();
+        }
+        let p = vad.step(&frame.samples)?;
+        match ep.push(&frame.samples, p) {
+            Some(VadEvent::Start { start }) => {
+                let was_busy = cx.turns.busy();
+                let turn = cx.begin_turn();
+                tracing::debug!(
+                    turn,
+                    at_s = start as f64 / SAMPLE_RATE as f64,
+                    "speech started"
+                );
+                if was_busy {
+                    tracing::info!(turn, "barge-in: the user speaks; the answer stops");
+                }
+            }
+            Some(VadEvent::End { audio, speech_end }) => {
+                let sent = utterance_ended(&cx, &tx, audio, speech_end, end, frame.at);
+                if !sent {
+                    return Ok(());
+                }
+            }
+            Some(VadEvent::Pause { audio, speech_end }) => {
+                let u = Utterance {
+                    turn: cx.turns.current(),
+                    audio,
+                    speech_end,
+                    speculative: true,
+                };
+                // Only if ASR is free: a speculation must never delay a real utterance.
+                if let Err(TrySendError::Disconnected(_)) = tx.try_send(u) {
+                    return Ok(());
+                }
+            }
+            None => {}
+        }
+    }
+    // End of input: an utterance still under way is answered.
+    if let Some(VadEvent::End { audio, speech_end }) = ep.flush() {
+        let end = cx.input_pos.load(Ordering::Acquire);
+        utterance_ended(&cx, &tx, audio, speech_end, end, last_at);
+    }
+    Ok(())
+}
+
+/// Reports the end of the user's speech and hands the utterance to ASR. `frame_end` is the sample
+/// index just after the frame that decided it, heard at `frame_at`. Returns false when ASR is gone.
+fn utterance_ended(
+    cx: &Context,
+    tx: &Sender<Utterance>,
+    audio: Vec<f32>,
+    speech_end: u64,
+    frame_end: u64,
+    frame_at: std::time::Instant,
+) -> bool {
+    let turn = cx.turns.current();
+    let behind = frame_end.saturating_sub(speech_end) as f64 / SAMPLE_RATE as f64;
+    let end_at = frame_at
+        .checked_sub(Duration::from_secs_f64(behind))
+        .unwrap_or(frame_at);
+    cx.event(
+        turn,
+        What::Speech {
+            start_s: (speech_end as f64 - audio.len() as f64).max(0.0) / SAMPLE_RATE as f64,
+            end_s: speech_end as f64 / SAMPLE_RATE as f64,
+            end_at,
+        },
+    );
+    cx.turns.handle(turn);
+    tx.send(Utterance {
+        turn,
+        audio,
+        speech_end,
+        speculative: false,
+    })
+    .is_ok()
+}
+
+/// The ASR stage: utterances in, transcripts out. Silence and noise end here.
+pub(crate) fn asr_loop(
+    asr: Locked<Box<dyn Transcriber>>,
+    rx: Receiver<Utterance>,
+    tx: Sender<Heard>,
+    cx: Arc<Context>,
+) -> Result<(), PipelineError> {
+    let _stage = tracing::info_span!("asr").entered();
+    // (turn, speech end, transcript) of the last speculative transcription.
+    let mut ahead: Option<(u64, u64, String)> = None;
+    for u in rx {
+        let _turn = tracing::debug_span!("turn", turn = u.turn).entered();
+        if cx.turns.is_stale(u.turn) {
+            if !u.speculative {
+                cx.turns.finish(u.turn);
+            }
+            continue;
+        }
+        let reuse = match ahead.take() {
+            Some((turn, end, text)) if !u.speculative && turn == u.turn && end == u.speech_end => {
+                tracing::debug!("using the transcript made during the pause");
+                Some(Ok(text))
+            }
+            _ => None,
+        };
+        let text = match reuse.unwrap_or_else(|| {
+            lock(&asr)
+                .transcribe(&u.audio, 0.0)
+                .map(|segments| plain_text(&segments))
+        }) {
+            Ok(text) => text,
+            Err(e) if u.speculative => {
+                tracing::debug!("speculative transcription failed: {e}");
+                continue;
+            }
+            Err(e) => {
+                cx.event(u.turn, What::Failed(format!("speech recognition: {e}")));
+                cx.turns.finish(u.turn);
+                continue;
+            }
+        };
+        if u.speculative {
+            ahead = Some((u.turn, u.speech_end, text));
+            continue;
+        }
+        if text.trim().is_empty() {
+            cx.event(u.turn, What::NoWords);
+            cx.turns.finish(u.turn);
+            continue;
+        }
+        cx.event(u.turn, What::Transcript(text.clone()));
+        if tx.send(Heard { turn: u.turn, text }).is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// The LLM stage: transcripts in, sentences out while the answer is being written.
+pub(crate) fn llm_loop(
+    llm: Locked<Box<dyn ChatModel>>,
+    mut conv: Conversation,
+    first_clause_words: usize,
+    rx: Receiver<Heard>,
+    tx: Sender<Say>,
+    cx: Arc<Context>,
+) -> Result<(), PipelineError> {
+    let _stage = tracing::info_span!("llm").entered();
+    // The prompt's fixed start (the system prompt with what the camera shows, and the turns so
+    // far) is computed before anyone speaks, and again when the picture changes while nobody
+    // speaks, so a question waits only for its own tokens.
+    let mut scene: Option<String> = None;
+    let mut warmed = false;
+    loop {
+        let h = match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(h) => h,
+            Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) => {
+                let now = lock(&cx.scene).clone();
+                if (!warmed || now != scene) && cx.turns.idle() {
+                    scene = now;
+                    conv.set_scene(scene.clone());
+                    warmed = true;
+                    if let Err(e) = lock(&llm).warm_up(&conv.preamble()) {
+                        tracing::warn!("could not prefill the system prompt: {e}");
+                    }
+                }
+                continue;
+            }
+        };
+        let _turn = tracing::debug_span!("turn", turn = h.turn).entered();
+        if cx.turns.is_stale(h.turn) {
+            cx.turns.finish(h.turn);
+            continue;
+        }
+        scene = lock(&cx.scene).clone();
+        conv.set_scene(scene.clone());
+        // Held for the whole answer: one answer at a time per model, across conversations.
+        let mut model = lock(&llm);
+        let msgs = match conv.prompt_for(model.as_mut(), &h.text) {
+            Ok(m) => m,
+            Err(e) => {
+                cx.event(h.turn, What::Failed(format!("language model: {e}")));
+                cx.turns.finish(h.turn);
+                continue;
+            }
+        };
+        let cancel = Cancel::for_turn(cx.turns.clock.clone(), h.turn);
+        let mut splitter = SentenceSplitter::new(first_clause_words);
+        let mut first = true;
+        let mut gone = false;
+        let result = model.generate(&msgs, &cancel, &mut |chunk| {
+            if first {
+                first = false;
+                cx.event(h.turn, What::FirstToken);
+            }
+            if cx.updates.is_some() {
+                cx.event(h.turn, What::Delta(chunk.to_string()));
+            }
+            for text in splitter.push(chunk) {
+                gone |= tx.send(Say::Sentence { turn: h.turn, text }).is_err();
+            }
+        });
+        drop(model);
+        if gone {
+            return Ok(());
+        }
+        match result {
+            Ok((answer, finish)) => {
+                let cancelled = finish == Finish::Cancelled;
+                if !cancelled {
+                    for text in splitter.finish() {
+                        let _ = tx.send(Say::Sentence { turn: h.turn, text });
+                    }
+                }
+                if !answer.is_empty() {
+                    conv.record(&h.text, &answer);
+                }
+                cx.event(
+                    h.turn,
+                    What::Answer {
+                        text: answer,
+                        cancelled,
+                    },
+                );
+            }
+            Err(e) => cx.event(h.turn, What::Failed(format!("language model: {e}"))),
+        }
+        if tx.send(Say::End { turn: h.turn }).is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// The TTS stage: sentences in, audio out; sentences of older turns are skipped.
+pub(crate) fn tts_loop(
+    voice: Locked<Box<dyn Voice>>,
+    gap_ms: u32,
+    rx: Receiver<Say>,
+    tx: Sender<Play>,
+    cx: Arc<Context>,
+) -> Result<(), PipelineError> {
+    let _stage = tracing::info_span!("tts").entered();
+    let mut first_of: Option<u64> = None;
+    for msg in rx {
+        let out = match msg {
+            Say::Sentence { turn, text } => {
+                let _turn = tracing::debug_span!("turn", turn).entered();
+                if cx.turns.is_stale(turn) {
+                    continue;
+                }
+                let mut audio = Vec::new();
+                let spoken = tts::speak(lock(&voice).as_mut(), &text, gap_ms, |pcm| {
+                    audio.extend(pcm);
+                    true
+                });
+                match spoken {
+                    Ok(_) => {}
+                    Err(TtsError::NothingToSay) => continue,
+                    Err(e) => {
+                        tracing::error!("speech synthesis failed for {text:?}: {e}");
+                        continue;
+                    }
+                }
+                if cx.turns.is_stale(turn) {
+                    continue;
+                }
+                if first_of != Some(turn) {
+                    first_of = Some(turn);
+                    cx.event(turn, What::FirstAudioReady);
+                }
+                Play::Audio { turn, pcm: audio }
+            }
+            Say::End { turn } => Play::End { turn },
+        };
+        if tx.send(out).is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// The captioner stage: camera frames in (the newest wins), the scene the LLM is told about out.
+pub(crate) fn caption_loop(
+    captioner: Locked<Box<dyn Captioner>>,
+    rx: FrameReceiver,
+    cx: Arc<Context>,
+) -> Result<(), PipelineError> {
+    let _stage = tracing::info_span!("captioner").entered();
+    loop {
+        let frame = match rx.channel().recv_timeout(Duration::from_millis(50)) {
+            Ok(f) => f,
+            Err(RecvTimeoutError::Timeout) if cx.turns.clock.stopped() => return Ok(()),
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return Ok(()),
+        };
+        let captioned = lock(&captioner).caption(&frame.image);
+        match captioned {
+            Ok(text) => {
+                tracing::info!(image = %frame.source, caption = %text, "the camera shows");
+                cx.publish(Update::Caption { text: text.clone() });
+                *lock(&cx.scene) = Some(text);
+            }
+            Err(e) => tracing::warn!("captioning {} failed: {e}", frame.source),
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! The messages between the pipeline's stages, and what it reports to the outside. Data carries
+//! its turn number, so every stage can drop work of a turn that is over.
+
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+/// What a pipeline reports to a client as it happens.
+#[derive(Debug, Clone)]
+pub enum Update {
+    /// The user started speaking: turn `turn` begins; older answers stop.
+    SpeechStarted { turn: u64 },
+    /// What the user said.
+    Transcript { turn: u64, text: String },
+    /// The next piece of the answer, as the LLM writes it.
+    AnswerText { turn: u64, text: String },
+    /// Answer audio, mono at the voice's rate (`Output::Client` only).
+    Audio { turn: u64, pcm: Vec<f32> },
+    /// What the camera shows now.
+    Caption { text: String },
+    /// A turn was answered (or interrupted): its latency figures.
+    TurnDone(TurnMetrics),
+    /// A turn heard no words, or was interrupted before anything was said.
+    TurnDropped { turn: u64 },
+    /// A stage failed on this turn; the conversation goes on.
+    TurnFailed { turn: u64, error: String },
+}
+
+/// One utterance, cut by the VAD. A speculative one is the audio up to a pause that may turn out
+/// to be the end: it is transcribed ahead, and the transcript used if nothing was said after it.
+pub(crate) struct Utterance {
+    pub turn: u64,
+    pub audio: Vec<f32>,
+    pub speech_end: u64,
+    pub speculative: bool,
+}
+
+/// The transcript of an utterance.
+pub(crate) struct Heard {
+    pub turn: u64,
+    pub text: String,
+}
+
+/// Text for the voice.
+pub(crate) enum Say {
+    Sentence { turn: u64, text: String },
+    End { turn: u64 },
+}
+
+/// Audio for the sink, at the voice's rate.
+pub(crate) enum Play {
+    Audio { turn: u64, pcm: Vec<f32> },
+    End { turn: u64 },
+}
+
+/// What happened in a turn, for the latency figures.
+pub(crate) enum What {
+    Speech {
+        start_s: f64,
+        end_s: f64,
+        end_at: Instant,
+    },
+    Transcript(String),
+    NoWords,
+    FirstToken,
+    /// A piece of the answer as it is written.
+    Delta(String),
+    Answer {
+        text: String,
+        cancelled: bool,
+    },
+    FirstAudioReady,
+    FirstAudio(Instant),
+    Done {
+        interrupted: bool,
+        audio_s: f64,
+    },
+    Failed(String),
+    Unspoken,
+}
+
+/// Something that happened in a turn, and when.
+pub(crate) struct Event {
+    pub turn: u64,
+    pub at: Instant,
+    pub what: What,
+}
+
+/// The figures of one answered turn, as written to the metrics file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TurnMetrics {
+    pub turn: u64,
+    pub transcript: String,
+    pub answer: String,
+    /// Where the user's speech began and ended, seconds from the start of the input.
+    pub speech_start_s: f64,
+    pub speech_end_s: f64,
+    /// From the end of the user's speech: the VAD's decision, the final transcript, the first
+    /// LLM token, the first synthesised audio, the first sample played.
+    pub endpoint_ms: f64,
+    pub transcript_ms: f64,
+    pub first_token_ms: f64,
+    pub first_audio_ready_ms: f64,
+    pub voice_to_voice_ms: f64,
+    /// Seconds of answer audio played.
+    pub answer_audio_s: f64,
+    /// The user spoke again before the answer was over.
+    pub interrupted: bool,
+}

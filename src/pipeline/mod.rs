@@ -1,0 +1,293 @@
+//! The live pipeline: audio frames in (a microphone, a recording or a client), spoken answers out
+//! (a speaker, a WAV timeline or a client), every stage on its own thread, joined by bounded
+//! channels:
+//!
+//! ```text
+//! source ─► vad ─► asr ─► llm (+ splitter) ─► tts ─► sink (speaker / WAV timeline / client)
+//!                          ▲
+//! frames ─► captioner ─────┘ (the newest caption, as context)
+//! ```
+//!
+//! `messages` are what flows between the stages, `turns` the bookkeeping they share, `loops` the
+//! stage threads, `sinks` the three outputs, `metrics` the per-turn figures and `models` what the
+//! stages run on. This file wires them.
+//!
+//! Interruption is by turn number: the VAD starts a new turn when the user starts speaking; every
+//! stage drops work of older turns, the LLM stops between two tokens and the sink stops playing.
+//! Shutdown is by dropping senders: when the source ends, each stage drains and returns in turn.
+//! A stage that fails (or panics) ends the run: everything stops and its error is reported.
+
+mod error;
+mod loops;
+mod messages;
+mod metrics;
+mod models;
+mod sinks;
+#[cfg(test)]
+mod tests;
+mod turns;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+pub use self::error::PipelineError;
+use self::messages::{Event, Heard, Play, Say, Utterance};
+pub use self::messages::{TurnMetrics, Update};
+pub use self::models::{lock, Locked, Models, VadMaker};
+use self::turns::{spawn, Context, Turns};
+use crate::config::Config;
+use crate::media::image::{image_files, load_image};
+use crate::stages::camera::{self, FrameReceiver};
+use crate::stages::llm::Conversation;
+use crate::stages::mic::{self, AudioFrame, Pace};
+use crate::stages::vad::Endpointer;
+
+/// Where the user's voice comes from.
+pub enum Input {
+    File {
+        path: PathBuf,
+        pace: Pace,
+    },
+    Mic,
+    /// Frames from elsewhere (a WebSocket client); the input ends when the sender is dropped.
+    Frames(Receiver<AudioFrame>),
+}
+
+/// Where the answers go.
+pub enum Output {
+    /// A WAV file holding what a speaker would have played, silences included.
+    File(PathBuf),
+    Speaker,
+    /// `Update::Audio` messages on `RunOptions::updates`, sent as soon as they are synthesised;
+    /// the client plays them. A turn counts as playing until its audio's length has passed.
+    Client,
+}
+
+pub struct RunOptions {
+    pub input: Input,
+    pub output: Output,
+    /// An image, or a folder of images shown one after another, as the camera.
+    pub image: Option<PathBuf>,
+    /// Pictures from elsewhere (a WebSocket client's camera), captioned as they come.
+    pub camera: Option<FrameReceiver>,
+    pub metrics: Option<PathBuf>,
+    /// Stop after this many answered turns.
+    pub max_turns: Option<usize>,
+    /// Where to report what happens, as it happens (speech, transcripts, answer text, audio for
+    /// `Output::Client`, per-turn figures).
+    pub updates: Option<Sender<Update>>,
+}
+
+/// What a run produced.
+pub struct RunSummary {
+    pub turns: Vec<TurnMetrics>,
+    /// Seconds of output written (file output only).
+    pub output_s: f64,
+    /// Microphone buffers dropped because the pipeline fell behind.
+    pub mic_dropped: u64,
+}
+
+/// Loads the models, then runs the pipeline until the input ends (or the microphone is stopped
+/// by `stop`).
+pub fn run(
+    cfg: &Config,
+    opts: RunOptions,
+    stop: Arc<AtomicBool>,
+    abort: Arc<AtomicBool>,
+) -> Result<RunSummary, PipelineError> {
+    // Load everything before the first frame, so a missing model fails at once.
+    let t_load = Instant::now();
+    let models = Models::load(cfg, opts.image.is_some() || opts.camera.is_some())?;
+    tracing::info!(ms = t_load.elapsed().as_millis() as u64, "models loaded");
+    run_with(cfg, &models, opts, stop, abort)
+}
+
+/// Runs the pipeline on models already loaded (and perhaps shared with other pipelines).
+pub fn run_with(
+    cfg: &Config,
+    models: &Models,
+    opts: RunOptions,
+    stop: Arc<AtomicBool>,
+    abort: Arc<AtomicBool>,
+) -> Result<RunSummary, PipelineError> {
+    let vad = (models.vad)()?;
+    let captioner = match (&opts.image, &opts.camera) {
+        (None, None) => None,
+        (Some(_), Some(_)) => {
+            return Err(PipelineError::Options(
+                "an image and a camera at once: pick one",
+            ))
+        }
+        _ => Some(models.captioner.clone().ok_or(PipelineError::Options(
+            "the models were loaded without a captioner",
+        ))?),
+    };
+    let frames = match &opts.image {
+        Some(p) => image_files(p)?,
+        None => Vec::new(),
+    };
+    if matches!(opts.output, Output::Client) && opts.updates.is_none() {
+        return Err(PipelineError::Options(
+            "client output needs an updates channel",
+        ));
+    }
+    let metrics_file = match &opts.metrics {
+        Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p).map_err(
+            |source| PipelineError::Metrics {
+                path: p.clone(),
+                source,
+            },
+        )?)),
+        None => None,
+    };
+
+    let (tx_ev, rx_ev) = crossbeam_channel::unbounded::<Event>();
+    let cx = Arc::new(Context {
+        turns: Turns::default(),
+        input_pos: AtomicU64::new(0),
+        stop: stop.clone(),
+        abort,
+        scene: Mutex::new(None),
+        t0: Instant::now(),
+        events: tx_ev,
+        updates: opts.updates.clone(),
+        failure: Mutex::new(None),
+        order: Mutex::new(()),
+    });
+    let collector = {
+        let updates = opts.updates.clone();
+        std::thread::Builder::new()
+            .name("metrics".into())
+            .spawn(move || metrics::collect(rx_ev, metrics_file, updates))
+            .map_err(|source| PipelineError::Spawn {
+                name: "metrics",
+                source,
+            })?
+    };
+
+    // A caption for the first image before anything is heard, then the rest in the background.
+    let mut stages: Vec<JoinHandle<Option<()>>> = Vec::new();
+    let mut pictures = opts.camera;
+    if let (Some(cap), Some(first)) = (&captioner, frames.first()) {
+        let img = load_image(first, cfg.vision.max_side)?;
+        let text = lock(cap).caption(&img)?;
+        tracing::info!(image = %first.display(), caption = %text, "the camera shows");
+        cx.publish(Update::Caption { text: text.clone() });
+        *lock(&cx.scene) = Some(text);
+        if frames.len() > 1 {
+            let (tx_frame, rx_frame) = camera::frame_slot();
+            let rest = frames[1..].to_vec();
+            let interval = Duration::from_secs_f32(cfg.pipeline.frame_interval_s.max(0.05));
+            let max_side = cfg.vision.max_side;
+            stages.push(spawn("frames", &cx, move || {
+                camera::play_files(&rest, interval, false, max_side, &tx_frame);
+                Ok(())
+            })?);
+            pictures = Some(rx_frame);
+        }
+    }
+    if let (Some(cap), Some(rx_frame)) = (captioner, pictures) {
+        let cx2 = cx.clone();
+        stages.push(spawn("captioner", &cx, move || {
+            loops::caption_loop(cap, rx_frame, cx2)
+        })?);
+    }
+
+    let (tx_frames, mut rx_frames) = crossbeam_channel::bounded::<AudioFrame>(64);
+    let (tx_utt, rx_utt) = crossbeam_channel::bounded::<Utterance>(2);
+    let (tx_heard, rx_heard) = crossbeam_channel::bounded::<Heard>(2);
+    let (tx_say, rx_say) = crossbeam_channel::bounded::<Say>(16);
+    let (tx_play, rx_play) = crossbeam_channel::bounded::<Play>(16);
+
+    let mic_dropped = Arc::new(AtomicU64::new(0));
+    let source = match opts.input {
+        Input::File { path, pace } => Some(mic::file_source(
+            &path,
+            pace,
+            Duration::from_secs(1),
+            stop.clone(),
+            tx_frames,
+        )?),
+        Input::Mic => Some(mic::mic_source(
+            &cfg.pipeline.input_device,
+            stop.clone(),
+            mic_dropped.clone(),
+            tx_frames,
+        )?),
+        Input::Frames(rx) => {
+            rx_frames = rx;
+            None
+        }
+    };
+
+    let ep = Endpointer::new(&cfg.vad);
+    let barge_in = cfg.pipeline.barge_in;
+    let cx2 = cx.clone();
+    stages.push(spawn("vad", &cx, move || {
+        loops::vad_loop(vad, ep, barge_in, rx_frames, tx_utt, cx2)
+    })?);
+    let (asr, cx2) = (models.asr.clone(), cx.clone());
+    stages.push(spawn("asr", &cx, move || {
+        loops::asr_loop(asr, rx_utt, tx_heard, cx2)
+    })?);
+    let conv = Conversation::new(&cfg.llm);
+    let words = cfg.pipeline.first_clause_words;
+    let (llm, cx2) = (models.llm.clone(), cx.clone());
+    stages.push(spawn("llm", &cx, move || {
+        loops::llm_loop(llm, conv, words, rx_heard, tx_say, cx2)
+    })?);
+    let rate = models.voice_rate;
+    let gap = cfg.tts.sentence_silence_ms;
+    let (voice, cx2) = (models.voice.clone(), cx.clone());
+    stages.push(spawn("tts", &cx, move || {
+        loops::tts_loop(voice, gap, rx_say, tx_play, cx2)
+    })?);
+    let max = opts.max_turns;
+    let cx2 = cx.clone();
+    let sink = match &opts.output {
+        Output::File(_) => spawn("sink", &cx, move || {
+            sinks::timeline_loop(rate, max, rx_play, cx2)
+        })?,
+        Output::Client => spawn("client", &cx, move || {
+            sinks::client_loop(rate, max, rx_play, cx2)
+        })?,
+        Output::Speaker => {
+            let dev = cfg.pipeline.output_device.clone();
+            spawn("speaker", &cx, move || {
+                sinks::speaker_loop(rate, dev, max, rx_play, cx2)
+            })?
+        }
+    };
+
+    let out = sink.join().ok().flatten().unwrap_or_default();
+    match source.map(JoinHandle::join) {
+        None | Some(Ok(Ok(()))) => {}
+        Some(Ok(Err(e))) => cx.fail(e.into()),
+        Some(Err(_)) => cx.fail(PipelineError::Panicked("audio source")),
+    }
+    for h in stages {
+        // Failures were recorded by the stage itself (see `spawn`).
+        let _ = h.join();
+    }
+    let failure = lock(&cx.failure).take();
+    drop(cx);
+    let turns = collector
+        .join()
+        .map_err(|_| PipelineError::Panicked("metrics"))?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    if let Output::File(path) = &opts.output {
+        crate::media::audio::write_wav(path, &out, rate)?;
+    }
+    Ok(RunSummary {
+        turns,
+        output_s: out.len() as f64 / rate as f64,
+        mic_dropped: mic_dropped.load(Ordering::Relaxed),
+    })
+}

@@ -1,0 +1,522 @@
+//! The pipeline's plumbing on fake stages, in milliseconds: turns in order, barge-in, half
+//! duplex, shutdown, failures and panics. The fakes stand in for the models behind the stage
+//! traits; the threads, channels, turn clock and sinks are the real ones.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+
+use super::error::PipelineError;
+use super::messages::Update;
+use super::models::{lock, Models};
+use super::{run_with, Input, Output, RunOptions, RunSummary};
+use crate::config::Config;
+use crate::stages::asr::{AsrError, Transcriber};
+use crate::stages::llm::{ChatModel, Finish, LlmConfig, LlmError, Message};
+use crate::stages::mic::Framer;
+use crate::stages::tts::{TtsError, Voice};
+use crate::stages::vad::{SpeechDetector, VadError, FRAME};
+use crate::stages::Cancel;
+use crate::text::transcript::Segment;
+
+/// Speech is any frame louder than 0.25.
+struct FakeVad {
+    frames: usize,
+    fail_at: Option<usize>,
+}
+
+impl SpeechDetector for FakeVad {
+    fn step(&mut self, frame: &[f32]) -> Result<f32, VadError> {
+        self.frames += 1;
+        if Some(self.frames) == self.fail_at {
+            return Err(VadError::Inference("the fake VAD broke".into()));
+        }
+        Ok(if frame.iter().any(|v| v.abs() > 0.25) {
+            1.0
+        } else {
+            0.0
+        })
+    }
+    fn reset(&mut self) {}
+}
+
+/// Hears "question N" in speech of amplitude 0.3 + N/10; panics on `panic_on`.
+struct FakeAsr {
+    panic_on: Option<u32>,
+}
+
+impl Transcriber for FakeAsr {
+    fn transcribe(&mut self, samples: &[f32], offset: f64) -> Result<Vec<Segment>, AsrError> {
+        let loudest = samples.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let id = ((loudest - 0.3) * 10.0).round() as u32;
+        if Some(id) == self.panic_on {
+            panic!("the fake recogniser broke on question {id}");
+        }
+        Ok(vec![Segment {
+            start: offset,
+            end: offset + 1.0,
+            text: format!("question {id}"),
+        }])
+    }
+    fn set_language(&mut self, l: &str) -> Result<String, AsrError> {
+        Ok(l.to_string())
+    }
+}
+
+/// Answers the questions in `long` with `words` short sentences and the others with three, one
+/// token every `token_ms`, stopping at the first token after a cancel; counts its tokens.
+struct FakeLlm {
+    words: usize,
+    long: &'static [u32],
+    token_ms: u64,
+    tokens: Arc<AtomicUsize>,
+}
+
+impl ChatModel for FakeLlm {
+    fn generate(
+        &mut self,
+        messages: &[Message],
+        cancel: &Cancel,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<(String, Finish), LlmError> {
+        let q = messages
+            .last()
+            .map(|m| m.content.clone())
+            .unwrap_or_default();
+        let long = self.long.iter().any(|id| q == format!("question {id}"));
+        let mut answer = String::new();
+        for i in 0..if long { self.words } else { 3 } {
+            if cancel.is_cancelled() {
+                return Ok((answer, Finish::Cancelled));
+            }
+            let word = format!("Answer{i} to {q}. ");
+            self.tokens.fetch_add(1, Ordering::SeqCst);
+            on_text(&word);
+            answer.push_str(&word);
+            std::thread::sleep(Duration::from_millis(self.token_ms));
+        }
+        Ok((answer.trim().to_string(), Finish::Stop))
+    }
+    fn count_tokens(&mut self, m: &[Message]) -> Result<usize, LlmError> {
+        Ok(m.iter().map(|m| m.content.len() / 4).sum())
+    }
+    fn describe(&self) -> String {
+        "fake".into()
+    }
+    fn set_config(&mut self, _: &LlmConfig) {}
+}
+
+/// 50 ms of sound per sentence, after `ms` of "synthesis".
+struct FakeVoice {
+    ms: u64,
+}
+
+impl Voice for FakeVoice {
+    fn sample_rate(&self) -> u32 {
+        16_000
+    }
+    fn synthesize(&mut self, _: &str) -> Result<Vec<f32>, TtsError> {
+        std::thread::sleep(Duration::from_millis(self.ms));
+        Ok(vec![0.1; 800])
+    }
+    fn set_rate(&mut self, r: f32) -> f32 {
+        r
+    }
+}
+
+struct Fakes {
+    words: usize,
+    long: &'static [u32],
+    token_ms: u64,
+    voice_ms: u64,
+    vad_fails_at: Option<usize>,
+    asr_panics_on: Option<u32>,
+}
+
+impl Default for Fakes {
+    fn default() -> Self {
+        Fakes {
+            words: 3,
+            long: &[],
+            token_ms: 2,
+            voice_ms: 1,
+            vad_fails_at: None,
+            asr_panics_on: None,
+        }
+    }
+}
+
+/// A pipeline on fake stages, fed frame by frame, with the client's updates collected.
+struct Harness {
+    framer: Option<Framer>,
+    updates: Receiver<Update>,
+    seen: Vec<Update>,
+    run: JoinHandle<Result<RunSummary, PipelineError>>,
+    models: Models,
+    tokens: Arc<AtomicUsize>,
+}
+
+fn start(barge_in: bool, f: Fakes) -> Harness {
+    let tokens = Arc::new(AtomicUsize::new(0));
+    let fail_at = f.vad_fails_at;
+    let models = Models::new(
+        Box::new(FakeAsr {
+            panic_on: f.asr_panics_on,
+        }),
+        Box::new(FakeVoice { ms: f.voice_ms }),
+        Box::new(FakeLlm {
+            words: f.words,
+            long: f.long,
+            token_ms: f.token_ms,
+            tokens: tokens.clone(),
+        }),
+        None,
+        Arc::new(move || Ok(Box::new(FakeVad { frames: 0, fail_at }) as Box<dyn SpeechDetector>)),
+    );
+    let mut cfg = Config::default();
+    cfg.pipeline.barge_in = barge_in;
+    cfg.tts.sentence_silence_ms = 0;
+    cfg.vad.min_speech_ms = 64;
+    cfg.vad.min_silence_ms = 96;
+    cfg.vad.pre_roll_ms = 32;
+    let (tx_frames, rx_frames) = crossbeam_channel::bounded(64);
+    let (tx_up, updates) = crossbeam_channel::unbounded();
+    let m = models.clone();
+    let run = std::thread::spawn(move || {
+        let opts = RunOptions {
+            input: Input::Frames(rx_frames),
+            output: Output::Client,
+            image: None,
+            camera: None,
+            metrics: None,
+            max_turns: None,
+            updates: Some(tx_up),
+        };
+        let flag = || Arc::new(AtomicBool::new(false));
+        run_with(&cfg, &m, opts, flag(), flag())
+    });
+    Harness {
+        framer: Some(Framer::new(tx_frames)),
+        updates,
+        seen: Vec::new(),
+        run,
+        models,
+        tokens,
+    }
+}
+
+impl Harness {
+    fn push(&mut self, samples: &[f32]) {
+        if let Some(f) = &mut self.framer {
+            if !f.push(samples, |_| Instant::now()) {
+                self.framer = None; // the pipeline stopped reading
+            }
+        }
+    }
+
+    /// Question `id`: 10 frames of speech, then enough silence to end the utterance.
+    fn ask(&mut self, id: u32) {
+        self.push(&vec![0.3 + id as f32 / 10.0; FRAME * 10]);
+        self.push(&vec![0.0; FRAME * 5]);
+    }
+
+    /// Collects updates until one matches, and returns it (fails after a few seconds).
+    fn wait_for(&mut self, what: &str, hit: impl Fn(&Update) -> bool) -> Update {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.updates.recv_timeout(left) {
+                Ok(u) => {
+                    self.seen.push(u.clone());
+                    if hit(&u) {
+                        return u;
+                    }
+                }
+                Err(_) => panic!("no {what} within 5 s; saw {}", brief(&self.seen)),
+            }
+        }
+    }
+
+    /// Drops the source and waits for the run to end; returns its result and every update.
+    fn finish(mut self) -> (Result<RunSummary, PipelineError>, Vec<Update>, Models) {
+        self.framer = None;
+        let result = self.run.join().expect("run_with itself never panics");
+        self.seen.extend(self.updates.try_iter());
+        (result, self.seen, self.models)
+    }
+}
+
+/// The updates, audio as its length only.
+fn brief(seen: &[Update]) -> String {
+    let line = |u: &Update| match u {
+        Update::Audio { turn, pcm } => format!("Audio {{ turn: {turn}, samples: {} }}", pcm.len()),
+        other => format!("{other:?}"),
+    };
+    seen.iter().map(line).collect::<Vec<_>>().join("\n")
+}
+
+fn started(u: &Update) -> Option<u64> {
+    match u {
+        Update::SpeechStarted { turn } => Some(*turn),
+        _ => None,
+    }
+}
+
+fn done(u: &Update, t: u64) -> bool {
+    matches!(u, Update::TurnDone(m) if m.turn == t)
+}
+
+/// Every stage thread has ended: none holds a model any more.
+fn no_stage_left(models: &Models) {
+    assert_eq!(Arc::strong_count(&models.asr), 1, "an ASR thread is left");
+    assert_eq!(Arc::strong_count(&models.llm), 1, "an LLM thread is left");
+    assert_eq!(Arc::strong_count(&models.voice), 1, "a TTS thread is left");
+}
+
+fn under_a_second(t: Instant) {
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn two_turns_are_answered_in_order() {
+    let t = Instant::now();
+    let mut h = start(false, Fakes::default());
+    h.ask(1);
+    h.wait_for("turn 1 done", |u| done(u, 1));
+    h.ask(2);
+    h.wait_for("turn 2 done", |u| done(u, 2));
+    let (result, seen, models) = h.finish();
+    let summary = result.unwrap();
+    let heard: Vec<_> = summary
+        .turns
+        .iter()
+        .map(|m| m.transcript.as_str())
+        .collect();
+    assert_eq!(heard, ["question 1", "question 2"]);
+    assert!(summary.turns[1]
+        .answer
+        .starts_with("Answer0 to question 2."));
+    assert!(summary.turns.iter().all(|m| !m.interrupted));
+    let order: Vec<u64> = seen.iter().filter_map(started).collect();
+    assert_eq!(order, [1, 2]);
+    no_stage_left(&models);
+    under_a_second(t);
+}
+
+#[test]
+fn barge_in_cancels_the_answer_within_one_token_and_drops_its_audio() {
+    let t = Instant::now();
+    // A long answer, slow to write and slow to speak: sentences and audio queue up.
+    let mut h = start(
+        true,
+        Fakes {
+            words: 200,
+            long: &[1],
+            token_ms: 3,
+            voice_ms: 15,
+            ..Fakes::default()
+        },
+    );
+    h.ask(1);
+    h.wait_for("audio of turn 1", |u| {
+        matches!(u, Update::Audio { turn: 1, .. })
+    });
+    h.push(&vec![0.5; FRAME * 10]); // the user speaks over the answer
+    h.wait_for("turn 2 starting", |u| started(u) == Some(2));
+    let tokens_at_barge_in = h.tokens.load(Ordering::SeqCst);
+    h.push(&vec![0.0; FRAME * 5]);
+    h.wait_for("turn 2 done", |u| done(u, 2));
+    let (result, seen, models) = h.finish();
+    result.unwrap();
+    // Turn 1 wrote at most one more token after turn 2 began (the one under way), then stopped.
+    let turn1_tokens = seen
+        .iter()
+        .filter(|u| matches!(u, Update::AnswerText { turn: 1, .. }))
+        .count();
+    assert!(turn1_tokens < 200, "turn 1 was not cancelled");
+    assert!(
+        turn1_tokens <= tokens_at_barge_in + 1,
+        "{turn1_tokens} tokens of turn 1, {tokens_at_barge_in} when turn 2 began"
+    );
+    // Nothing of turn 1 reached the client after turn 2 began: its queued audio was dropped.
+    let began = seen.iter().position(|u| started(u) == Some(2)).unwrap();
+    assert!(
+        !seen[began..]
+            .iter()
+            .any(|u| matches!(u, Update::Audio { turn: 1, .. })),
+        "audio of turn 1 after turn 2 began"
+    );
+    let m1 = seen
+        .iter()
+        .find_map(|u| match u {
+            Update::TurnDone(m) if m.turn == 1 => Some(m.clone()),
+            _ => None,
+        })
+        .expect("turn 1 reported");
+    assert!(m1.interrupted);
+    no_stage_left(&models);
+    under_a_second(t);
+}
+
+#[test]
+fn half_duplex_ignores_speech_during_an_answer() {
+    let t = Instant::now();
+    let mut h = start(
+        false,
+        Fakes {
+            words: 4,
+            long: &[1],
+            ..Fakes::default()
+        },
+    );
+    h.ask(1);
+    h.wait_for("audio of turn 1", |u| {
+        matches!(u, Update::Audio { turn: 1, .. })
+    });
+    h.ask(2); // spoken while seesay answers: not heard
+    h.wait_for("turn 1 done", |u| done(u, 1));
+    h.ask(3);
+    h.wait_for("turn 2 done", |u| done(u, 2));
+    let (result, seen, models) = h.finish();
+    let summary = result.unwrap();
+    let heard: Vec<_> = summary
+        .turns
+        .iter()
+        .map(|m| m.transcript.as_str())
+        .collect();
+    assert_eq!(heard, ["question 1", "question 3"]);
+    assert!(!summary.turns[0].interrupted);
+    assert_eq!(seen.iter().filter_map(started).collect::<Vec<_>>(), [1, 2]);
+    no_stage_left(&models);
+    under_a_second(t);
+}
+
+#[test]
+fn dropping_the_source_joins_every_thread() {
+    let t = Instant::now();
+    let mut h = start(false, Fakes::default());
+    h.ask(1);
+    // The source ends while the answer is still being written.
+    let (result, _, models) = h.finish();
+    let summary = result.unwrap();
+    assert!(summary.turns.len() <= 1);
+    no_stage_left(&models);
+    under_a_second(t);
+}
+
+#[test]
+fn a_failing_stage_ends_the_run_with_its_error() {
+    let t = Instant::now();
+    let mut h = start(
+        false,
+        Fakes {
+            vad_fails_at: Some(8),
+            ..Fakes::default()
+        },
+    );
+    h.ask(1); // the VAD breaks on its 8th frame
+              // The source is still open: the failure alone must end the run.
+    let result = h.run.join().unwrap();
+    let err = result.err().expect("the run fails");
+    assert!(
+        matches!(&err, PipelineError::Stage { stage: "vad", source }
+            if matches!(**source, PipelineError::Vad(_))),
+        "{err}"
+    );
+    assert!(err.to_string().contains("the fake VAD broke"), "{err}");
+    no_stage_left(&h.models);
+    under_a_second(t);
+}
+
+#[test]
+fn a_stage_that_panics_ends_the_run_and_leaves_no_thread() {
+    let t = Instant::now();
+    let mut h = start(
+        false,
+        Fakes {
+            asr_panics_on: Some(2),
+            ..Fakes::default()
+        },
+    );
+    h.ask(1);
+    h.wait_for("turn 1 done", |u| done(u, 1));
+    h.ask(2);
+    let result = h.run.join().unwrap();
+    let err = result.err().expect("the run fails");
+    assert!(matches!(err, PipelineError::Panicked("asr")), "{err}");
+    no_stage_left(&h.models);
+    under_a_second(t);
+}
+
+#[test]
+fn turn_numbers_never_skip_or_repeat() {
+    let t = Instant::now();
+    let mut h = start(
+        true,
+        Fakes {
+            words: 30,
+            long: &[1, 2, 3, 4],
+            token_ms: 2,
+            voice_ms: 5,
+            ..Fakes::default()
+        },
+    );
+    // Five questions, each cutting into the answer of the one before, then one left to finish.
+    for id in 1..=5 {
+        h.ask(id);
+        h.wait_for(
+            "the answer",
+            |u| matches!(u, Update::AnswerText { turn, .. } if *turn == id as u64),
+        );
+    }
+    h.wait_for("turn 5 done", |u| done(u, 5));
+    let (result, seen, models) = h.finish();
+    result.unwrap();
+    let order: Vec<u64> = seen.iter().filter_map(started).collect();
+    assert_eq!(order, [1, 2, 3, 4, 5]);
+    // Each turn ends exactly once, and no update names a turn that never started.
+    for turn in 1..=5u64 {
+        let ends = seen
+            .iter()
+            .filter(|u| match u {
+                Update::TurnDone(m) => m.turn == turn,
+                Update::TurnDropped { turn: t } | Update::TurnFailed { turn: t, .. } => *t == turn,
+                _ => false,
+            })
+            .count();
+        assert_eq!(ends, 1, "turn {turn} ended {ends} times: {}", brief(&seen));
+    }
+    let named = |u: &Update| match u {
+        Update::SpeechStarted { turn }
+        | Update::Transcript { turn, .. }
+        | Update::AnswerText { turn, .. }
+        | Update::Audio { turn, .. }
+        | Update::TurnDropped { turn }
+        | Update::TurnFailed { turn, .. } => Some(*turn),
+        Update::TurnDone(m) => Some(m.turn),
+        Update::Caption { .. } => None,
+    };
+    assert!(seen.iter().filter_map(named).all(|t| (1..=5).contains(&t)));
+    no_stage_left(&models);
+    under_a_second(t);
+}
+
+/// Keeps the helper types honest: a poisoned model lock still serves.
+#[test]
+fn a_poisoned_lock_still_serves() {
+    let m = Arc::new(Mutex::new(1));
+    let m2 = m.clone();
+    let _ = std::thread::spawn(move || {
+        let _g = m2.lock().unwrap();
+        panic!("poison");
+    })
+    .join();
+    assert_eq!(*lock(&m), 1);
+}

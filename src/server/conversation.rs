@@ -1,0 +1,356 @@
+//! The conversation over WebSocket (`GET /v1/conversation`): the same pipeline as `seesay run`,
+//! with the client as microphone, camera and speaker. One pipeline per connection (its own VAD,
+//! turns and history) over the server's shared models.
+//!
+//! Client → server: binary messages of 16 kHz mono 16-bit little-endian PCM, any length;
+//! text messages `{"type": "image", "data": "data:image/jpeg;base64,..."}` (a camera snapshot).
+//!
+//! Server → client: text messages `ready`, `speech_started` (stop playing older turns: barge-in),
+//! `transcript`, `answer` (pieces of the answer as it is written), `caption`, `turn_done` (the
+//! turn's latency figures), `turn_dropped`, `error`; binary messages of answer audio: a 4-byte
+//! little-endian turn number, then 16-bit little-endian PCM at `ready.output_sample_rate`.
+//!
+//! A message the server cannot read closes that connection (code 1003 or 1007) with the reason;
+//! the others go on.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::state::{ApiError, Shared};
+use crate::media::audio::{from_pcm16, pcm16, SAMPLE_RATE};
+use crate::media::image::{data_uri_bytes, decode_image};
+use crate::pipeline::{Input, Output, RunOptions, Update};
+use crate::stages::camera::{self, Frame, FrameSender};
+use crate::stages::mic::Framer;
+
+#[derive(Deserialize)]
+pub struct ConversationQuery {
+    /// Let the user interrupt answers (default: `pipeline.barge_in`). Browsers cancel their own
+    /// echo, so the web page turns it on.
+    barge_in: Option<bool>,
+}
+
+/// Gives a conversation slot back when the session ends (or never starts).
+struct Slot(Shared);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.sessions.add_permits(1);
+    }
+}
+
+pub async fn conversation(
+    State(st): State<Shared>,
+    Query(q): Query<ConversationQuery>,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(e) => {
+            return ApiError::new(
+                StatusCode::UPGRADE_REQUIRED,
+                format!("/v1/conversation is a WebSocket: {e}"),
+            )
+            .into_response()
+        }
+    };
+    let Ok(permit) = st.sessions.try_acquire() else {
+        return ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many conversations at once (server.max_sessions)",
+        )
+        .into_response();
+    };
+    permit.forget();
+    let slot = Slot(st.clone());
+    let barge_in = q.barge_in.unwrap_or(st.cfg.pipeline.barge_in);
+    let limit = st.cfg.server.max_message_mb.max(1) << 20;
+    ws.max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| async move {
+            let st = slot.0.clone();
+            st.metrics.conversations.fetch_add(1, Ordering::Relaxed);
+            session(socket, st.clone(), barge_in).await;
+            st.metrics.conversations.fetch_sub(1, Ordering::Relaxed);
+            drop(slot);
+        })
+}
+
+/// Why a connection is closed.
+struct Bad {
+    code: u16,
+    reason: String,
+}
+
+fn bad(code: u16, reason: impl Into<String>) -> Bad {
+    Bad {
+        code,
+        reason: reason.into(),
+    }
+}
+
+/// 1003: a kind of message the server does not take; 1007: a message it cannot read.
+const UNSUPPORTED: u16 = 1003;
+const INVALID: u16 = 1007;
+/// 1002: a frame the WebSocket layer refused (broken, or too big).
+const PROTOCOL: u16 = 1002;
+/// 1008: the client broke a rule (it went quiet for too long).
+const POLICY: u16 = 1008;
+
+async fn session(mut socket: WebSocket, st: Shared, barge_in: bool) {
+    let t0 = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let abort = Arc::new(AtomicBool::new(false));
+    // Pipeline → client: crossbeam from the stage threads, bridged to tokio by one thread.
+    let (tx_up, rx_up) = crossbeam_channel::bounded::<Update>(64);
+    let (tx_out, mut rx_out) = tokio::sync::mpsc::channel::<Update>(64);
+    // Client → pipeline: audio through a source thread that cuts it into VAD frames.
+    let (tx_audio, mut rx_audio) = tokio::sync::mpsc::channel::<Vec<f32>>(64);
+    let (tx_frames, rx_frames) = crossbeam_channel::bounded(64);
+    let (tx_pictures, rx_pictures) = camera::frame_slot();
+    let threads = std::thread::Builder::new()
+        .name("ws-out".into())
+        .spawn(move || {
+            for u in rx_up {
+                if tx_out.blocking_send(u).is_err() {
+                    break;
+                }
+            }
+        })
+        .and_then(|_| {
+            std::thread::Builder::new()
+                .name("ws-source".into())
+                .spawn(move || {
+                    let mut framer = Framer::new(tx_frames);
+                    while let Some(samples) = rx_audio.blocking_recv() {
+                        if !framer.push(&samples, |_| Instant::now()) {
+                            break;
+                        }
+                    }
+                })
+        });
+    if let Err(e) = threads {
+        let _ = close(&mut socket, bad(1011, format!("cannot start: {e}"))).await;
+        return;
+    }
+    let mut cfg = st.cfg.clone();
+    cfg.pipeline.barge_in = barge_in;
+    let models = st.models.clone();
+    let (stop2, abort2) = (stop.clone(), abort.clone());
+    let runner = tokio::task::spawn_blocking(move || {
+        let opts = RunOptions {
+            input: Input::Frames(rx_frames),
+            output: Output::Client,
+            image: None,
+            camera: Some(rx_pictures),
+            metrics: None,
+            max_turns: None,
+            updates: Some(tx_up),
+        };
+        crate::pipeline::run_with(&cfg, &models, opts, stop2, abort2)
+    });
+    tracing::info!(barge_in, "conversation started");
+
+    let ready = json!({
+        "type": "ready",
+        "input_sample_rate": SAMPLE_RATE,
+        "output_sample_rate": st.models.voice_rate,
+        "barge_in": barge_in,
+    });
+    let mut closing: Option<Bad> = None;
+    // A client that goes quiet (a browser streams audio all the time) gives its slot back.
+    let idle = std::time::Duration::from_secs(st.cfg.server.request_timeout_s.max(1));
+    let mut deadline = tokio::time::Instant::now() + idle;
+    if socket
+        .send(Message::Text(ready.to_string().into()))
+        .await
+        .is_ok()
+    {
+        loop {
+            tokio::select! {
+                msg = socket.recv() => {
+                    deadline = tokio::time::Instant::now() + idle;
+                    let msg = match msg {
+                        None | Some(Ok(Message::Close(_))) => break,
+                        Some(Err(e)) => {
+                            // A broken frame, or one over server.max_message_mb.
+                            tracing::warn!("closing a conversation: {e}");
+                            closing = Some(bad(PROTOCOL, format!("{e} (server.max_message_mb = {})", st.cfg.server.max_message_mb)));
+                            break;
+                        }
+                        Some(Ok(m)) => m,
+                    };
+                    if let Err(b) = incoming(&st, msg, &tx_audio, &tx_pictures).await {
+                        tracing::warn!(code = b.code, "closing a conversation: {}", b.reason);
+                        closing = Some(b);
+                        break;
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    closing = Some(bad(POLICY, format!(
+                        "nothing from the client for {} s (server.request_timeout_s)",
+                        idle.as_secs()
+                    )));
+                    break;
+                }
+                up = rx_out.recv() => {
+                    let Some(up) = up else { break }; // the pipeline ended
+                    observe(&st, &up);
+                    if socket.send(outgoing(up)).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    // Stop everything: no more input, cancel the answer in flight, nobody reads updates.
+    abort.store(true, Ordering::Release);
+    stop.store(true, Ordering::Release);
+    drop(tx_audio);
+    drop(tx_pictures);
+    drop(rx_out);
+    let result = runner.await;
+    let failed = match result {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some(format!("{e:#}")),
+        Err(e) => Some(format!("the pipeline panicked: {e}")),
+    };
+    if let Some(e) = &failed {
+        tracing::error!("conversation failed: {e}");
+        closing.get_or_insert(bad(1011, e.clone()));
+    }
+    if let Some(b) = closing {
+        let _ = close(&mut socket, b).await;
+    }
+    tracing::info!(secs = t0.elapsed().as_secs_f64(), "conversation ended");
+}
+
+/// Sends an `error` message, then closes with `b`'s code.
+async fn close(socket: &mut WebSocket, b: Bad) -> Result<(), axum::Error> {
+    let msg = json!({"type": "error", "message": b.reason});
+    socket.send(Message::Text(msg.to_string().into())).await?;
+    let reason: String = b.reason.chars().take(120).collect();
+    socket
+        .send(Message::Close(Some(CloseFrame {
+            code: b.code,
+            reason: reason.into(),
+        })))
+        .await
+}
+
+#[derive(Deserialize)]
+struct ClientMessage {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    data: String,
+}
+
+/// Handles one message from the client.
+async fn incoming(
+    st: &Shared,
+    msg: Message,
+    audio: &tokio::sync::mpsc::Sender<Vec<f32>>,
+    pictures: &FrameSender,
+) -> Result<(), Bad> {
+    match msg {
+        Message::Binary(bytes) => {
+            let samples = from_pcm16(&bytes).ok_or_else(|| {
+                bad(
+                    INVALID,
+                    format!(
+                        "audio must be 16-bit PCM: a binary message of {} bytes is not whole samples",
+                        bytes.len()
+                    ),
+                )
+            })?;
+            // Waits when the pipeline is behind: the socket's reading slows, nothing is dropped.
+            audio
+                .send(samples)
+                .await
+                .map_err(|_| bad(1011, "the pipeline has stopped"))
+        }
+        Message::Text(text) => {
+            let m: ClientMessage = serde_json::from_str(&text).map_err(|e| {
+                bad(
+                    INVALID,
+                    format!("a text message must be JSON with a \"type\": {e}"),
+                )
+            })?;
+            match m.kind.as_str() {
+                "image" => {
+                    let bytes =
+                        data_uri_bytes(&m.data).map_err(|e| bad(INVALID, format!("image: {e}")))?;
+                    let max_side = st.cfg.vision.max_side;
+                    let decoded = tokio::task::spawn_blocking(move || {
+                        decode_image(&bytes, "the snapshot", max_side)
+                    })
+                    .await
+                    .map_err(|e| bad(1011, e.to_string()))?;
+                    let image = decoded.map_err(|e| bad(INVALID, e.to_string()))?;
+                    pictures.put(Frame {
+                        seq: 0,
+                        image: Arc::new(image),
+                        source: "the client's camera".into(),
+                        at: Instant::now(),
+                    });
+                    Ok(())
+                }
+                other => Err(bad(
+                    UNSUPPORTED,
+                    format!("unknown message type {other:?} (expected \"image\", or binary audio)"),
+                )),
+            }
+        }
+        // Pings are answered by the WebSocket layer.
+        _ => Ok(()),
+    }
+}
+
+/// Records a finished turn's figures in the server's metrics.
+fn observe(st: &Shared, up: &Update) {
+    if let Update::TurnDone(m) = up {
+        st.metrics
+            .observe("conversation_transcript", m.transcript_ms / 1000.0);
+        st.metrics
+            .observe("conversation_first_token", m.first_token_ms / 1000.0);
+        st.metrics
+            .observe("conversation_voice_to_voice", m.voice_to_voice_ms / 1000.0);
+    }
+}
+
+/// An update as a WebSocket message.
+fn outgoing(up: Update) -> Message {
+    let v = match up {
+        Update::Audio { turn, pcm } => {
+            let mut b = Vec::with_capacity(4 + pcm.len() * 2);
+            b.extend((turn as u32).to_le_bytes());
+            b.extend(pcm16(&pcm));
+            return Message::Binary(b.into());
+        }
+        Update::SpeechStarted { turn } => json!({"type": "speech_started", "turn": turn}),
+        Update::Transcript { turn, text } => {
+            json!({"type": "transcript", "turn": turn, "text": text})
+        }
+        Update::AnswerText { turn, text } => json!({"type": "answer", "turn": turn, "text": text}),
+        Update::Caption { text } => json!({"type": "caption", "text": text}),
+        Update::TurnDone(m) => {
+            let mut v = serde_json::to_value(&m).unwrap_or_default();
+            v["type"] = "turn_done".into();
+            v
+        }
+        Update::TurnDropped { turn } => json!({"type": "turn_dropped", "turn": turn}),
+        Update::TurnFailed { turn, error } => {
+            json!({"type": "error", "turn": turn, "message": error})
+        }
+    };
+    Message::Text(v.to_string().into())
+}

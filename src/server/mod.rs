@@ -1,0 +1,196 @@
+//! `seesay serve`: the models, loaded once, behind OpenAI-compatible HTTP endpoints
+//! (`openai.rs`: `/v1/audio/transcriptions`, `/v1/audio/speech`, `/v1/chat/completions`), the
+//! spoken conversation over WebSocket with its web page (`conversation.rs`, `web/`),
+//! `/v1/models`, `/healthz` and Prometheus `/metrics` (`metrics.rs`), plus the Wyoming protocol
+//! on its own port (`wyoming.rs`). Requests in, JSON / audio / server-sent events out. Inference
+//! runs on blocking threads, one request per model at a time; tokio does the network.
+
+mod conversation;
+pub mod metrics;
+mod openai;
+pub mod state;
+pub mod wyoming;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+use self::state::{ApiError, AppState, Shared};
+use crate::config::Config;
+use crate::pipeline::PipelineError;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    #[error(transparent)]
+    Load(#[from] PipelineError),
+    #[error("cannot listen on {addr}{what}: {source}")]
+    Bind {
+        addr: String,
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("the server failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+async fn guard(State(st): State<Shared>, req: Request, next: Next) -> Response {
+    let route = req.uri().path().to_string();
+    // The page and its script hold no secrets; the conversation they open asks for the token.
+    if !matches!(route.as_str(), "/healthz" | "/" | "/capture.js") {
+        if let Some(key) = &st.api_key {
+            let header_token = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            // Browsers cannot set headers on a WebSocket: the conversation also takes ?token=.
+            let query_token = (route == "/v1/conversation")
+                .then(|| req.uri().query())
+                .flatten()
+                .and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
+                .and_then(|kv| kv.into_iter().find(|(k, _)| k == "token").map(|(_, v)| v));
+            let ok = header_token
+                .map(str::to_string)
+                .or(query_token)
+                .is_some_and(|t| t == *key);
+            if !ok {
+                st.metrics.request(&route, 401);
+                return ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "missing or wrong bearer token (Authorization: Bearer ...)",
+                )
+                .into_response();
+            }
+        }
+    }
+    let _permit = match st.slots.try_acquire() {
+        Ok(p) => p,
+        Err(_) => {
+            st.metrics.request(&route, 429);
+            return ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many requests at once (server.max_concurrent)",
+            )
+            .into_response();
+        }
+    };
+    st.metrics.active.fetch_add(1, Ordering::Relaxed);
+    let resp = next.run(req).await;
+    st.metrics.active.fetch_sub(1, Ordering::Relaxed);
+    st.metrics.request(&route, resp.status().as_u16());
+    resp
+}
+
+pub fn router(st: Shared) -> Router {
+    let limit = st.cfg.server.max_upload_mb.max(1) << 20;
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/", get(page))
+        .route("/capture.js", get(capture_js))
+        .route("/metrics", get(metrics))
+        .route("/v1/models", get(models))
+        .route("/v1/audio/transcriptions", post(openai::transcriptions))
+        .route("/v1/audio/speech", post(openai::speech))
+        .route("/v1/chat/completions", post(openai::chat))
+        .route("/v1/conversation", get(conversation::conversation))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(axum::middleware::from_fn_with_state(st.clone(), guard))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(st)
+}
+
+/// The web page: microphone, camera, playback and the conversation, in one file (no build step).
+async fn page() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("web/index.html"),
+    )
+}
+
+/// The page's AudioWorklet (a worklet module must be a script of its own).
+async fn capture_js() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("web/capture.js"),
+    )
+}
+
+async fn metrics(State(st): State<Shared>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        st.metrics.render(),
+    )
+}
+
+async fn models(State(st): State<Shared>) -> Json<serde_json::Value> {
+    let created = 1_700_000_000u64;
+    let ids = [
+        st.cfg.asr.model.clone(),
+        st.cfg.tts.voice.clone(),
+        st.cfg.llm.model.clone(),
+        "whisper-1".to_string(),
+        "tts-1".to_string(),
+    ];
+    Json(serde_json::json!({
+        "object": "list",
+        "data": ids.iter().map(|id| serde_json::json!({"id": id, "object": "model", "created": created, "owned_by": "seesay"})).collect::<Vec<_>>(),
+    }))
+}
+
+/// Where the server listens, once it does.
+pub struct Listening {
+    pub http: SocketAddr,
+    pub wyoming: Option<SocketAddr>,
+}
+
+/// Serves HTTP (and Wyoming, if configured) until Ctrl-C; `ready` hears the addresses once the
+/// models are loaded and the ports are open.
+pub fn serve(cfg: Config, ready: impl FnOnce(&Listening)) -> Result<(), ServerError> {
+    let t = Instant::now();
+    let st: Shared = Arc::new(AppState::load(cfg)?);
+    tracing::info!(ms = t.elapsed().as_millis() as u64, "models loaded");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let bind = |addr: String, what: &'static str| async move {
+            tokio::net::TcpListener::bind(&addr)
+                .await
+                .map_err(|source| ServerError::Bind { addr, what, source })
+        };
+        let listener = bind(st.cfg.server.listen.clone(), "").await?;
+        let wyoming = match st.cfg.server.wyoming_listen.as_str() {
+            "" => None,
+            addr => Some(bind(addr.to_string(), " (Wyoming)").await?),
+        };
+        ready(&Listening {
+            http: listener.local_addr()?,
+            wyoming: wyoming.as_ref().map(|w| w.local_addr()).transpose()?,
+        });
+        if let Some(w) = wyoming {
+            tokio::spawn(wyoming::serve(w, st.clone()));
+        }
+        axum::serve(listener, router(st))
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await?;
+        Ok(())
+    })
+}

@@ -1,0 +1,465 @@
+//! The OpenAI-compatible handlers of `seesay serve`: an upload in, a transcript out
+//! (`/v1/audio/transcriptions`); text in, WAV or PCM out as it is synthesised (`/v1/audio/speech`);
+//! messages (with `image_url` parts) in, an answer or a stream of chunks out (`/v1/chat/completions`).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Multipart, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+
+use super::state::{blocking, content_type_is, json_body, read_form, ApiError, Shared};
+use crate::media::audio::{self, pcm16, streaming_wav_header, SAMPLE_RATE};
+use crate::media::image::{data_uri_bytes, decode_image};
+use crate::pipeline::lock;
+use crate::stages::asr::{self, AsrError};
+use crate::stages::llm::conversation::context_line;
+use crate::stages::llm::{Finish, Message, Role};
+use crate::stages::tts;
+use crate::stages::Cancel;
+use crate::text::splitter::split_sentences;
+use crate::text::transcript::{self, Format, Segment};
+
+/// Decodes uploaded audio (any format seesay reads) to 16 kHz mono.
+fn decode_upload(bytes: &[u8], name: &str) -> Result<Vec<f32>, ApiError> {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let ext = std::path::Path::new(name)
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("bin");
+    let path = std::env::temp_dir().join(format!(
+        "seesay-upload-{}-{}.{ext}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::write(&path, bytes).map_err(ApiError::internal)?;
+    let pcm = audio::read_file(&path, SAMPLE_RATE);
+    let _ = std::fs::remove_file(&path);
+    pcm.map_err(|e| ApiError::bad(format!("cannot read the audio file {name:?}: {e}")))
+}
+
+/// Transcribes 16 kHz audio window by window, in `language` if given (the model's own setting
+/// is put back afterwards).
+pub fn transcribe_pcm(
+    st: &Shared,
+    pcm: &[f32],
+    language: Option<&str>,
+) -> Result<Vec<Segment>, ApiError> {
+    let t = Instant::now();
+    let mut asr = lock(&st.models.asr);
+    let restore = match language {
+        Some(l) => Some(
+            asr.set_language(l)
+                .map_err(|e| ApiError::bad(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let chunks = [Ok::<_, AsrError>(pcm.to_vec())];
+    let result = asr::transcribe_stream(asr.as_mut(), st.cfg.asr.window_seconds, chunks, |_| {});
+    if let Some(previous) = restore {
+        let _ = asr.set_language(&previous);
+    }
+    let (_, segments) = result.map_err(|e| ApiError::bad(e.to_string()))?;
+    st.metrics.observe("asr", t.elapsed().as_secs_f64());
+    Ok(segments)
+}
+
+pub async fn transcriptions(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    form: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> Result<Response, ApiError> {
+    if !content_type_is(&headers, "multipart/form-data") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the audio as multipart/form-data with a `file` field",
+        ));
+    }
+    let form = form.map_err(|e| ApiError::bad(e.body_text()))?;
+    let fields = read_form(form).await?;
+    let text_field = |n: &str| {
+        fields
+            .iter()
+            .find(|(k, _, _)| k == n)
+            .map(|(_, _, v)| String::from_utf8_lossy(v).trim().to_string())
+    };
+    let (name, bytes) = fields
+        .iter()
+        .find(|(k, _, _)| k == "file")
+        .map(|(_, f, b)| (f.clone().unwrap_or_else(|| "audio".into()), b.clone()))
+        .ok_or_else(|| ApiError::bad("the form has no `file` field"))?;
+    let format = text_field("response_format").unwrap_or_else(|| "json".into());
+    if !["json", "text", "srt", "vtt", "verbose_json"].contains(&format.as_str()) {
+        return Err(ApiError::bad(format!(
+            "response_format {format:?} is not one of json, text, srt, vtt, verbose_json"
+        )));
+    }
+    let language = text_field("language").filter(|l| !l.is_empty());
+    let st2 = st.clone();
+    let (duration, segments) = blocking(&st, move || {
+        let pcm = decode_upload(&bytes, &name)?;
+        let duration = pcm.len() as f64 / SAMPLE_RATE as f64;
+        if duration > st2.cfg.server.max_audio_s {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the audio is {duration:.0} s long; the limit is {:.0} s (server.max_audio_s)",
+                    st2.cfg.server.max_audio_s
+                ),
+            ));
+        }
+        Ok((duration, transcribe_pcm(&st2, &pcm, language.as_deref())?))
+    })
+    .await?;
+    let text = transcript::plain_text(&segments);
+    Ok(match format.as_str() {
+        "text" => text.into_response(),
+        "srt" => transcript::render(Format::Srt, "", duration, &segments).into_response(),
+        "vtt" => transcript::render(Format::Vtt, "", duration, &segments).into_response(),
+        "verbose_json" => Json(serde_json::json!({
+            "task": "transcribe",
+            "language": st.cfg.asr.language,
+            "duration": duration,
+            "text": text,
+            "segments": segments.iter().enumerate().map(|(i, s)| serde_json::json!({
+                "id": i, "start": s.start, "end": s.end, "text": s.text,
+            })).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        _ => Json(serde_json::json!({ "text": text })).into_response(),
+    })
+}
+
+#[derive(Deserialize)]
+pub struct SpeechRequest {
+    input: String,
+    #[serde(default)]
+    response_format: Option<String>,
+    #[serde(default)]
+    speed: Option<f32>,
+    #[allow(dead_code)]
+    #[serde(default)]
+    model: Option<String>,
+    #[allow(dead_code)]
+    #[serde(default)]
+    voice: Option<String>,
+}
+
+/// OpenAI's `pcm` format is 24 kHz 16-bit mono.
+const PCM_RATE: u32 = 24_000;
+
+pub async fn speech(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: SpeechRequest = json_body(&headers, &body)?;
+    let format = req.response_format.unwrap_or_else(|| "wav".into());
+    if format != "wav" && format != "pcm" {
+        return Err(ApiError::bad(format!(
+            "response_format {format:?}: seesay speaks wav or pcm"
+        )));
+    }
+    if req.input.chars().count() > st.cfg.server.max_speech_chars {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the input has more than {} characters (server.max_speech_chars)",
+                st.cfg.server.max_speech_chars
+            ),
+        ));
+    }
+    if split_sentences(&req.input).is_empty() {
+        return Err(ApiError::bad("nothing to say: the input has no words"));
+    }
+    if let Some(speed) = req.speed {
+        if !(0.25..=4.0).contains(&speed) {
+            return Err(ApiError::bad("speed must be between 0.25 and 4.0"));
+        }
+    }
+    let rate = st.models.voice_rate;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+    if format == "wav" {
+        let _ = tx.send(Ok(Bytes::from(streaming_wav_header(rate)))).await;
+    }
+    let st2 = st.clone();
+    let gap_ms = st.cfg.tts.sentence_silence_ms;
+    let speed = req.speed;
+    let wav = format == "wav";
+    tokio::task::spawn_blocking(move || {
+        let mut voice = lock(&st2.models.voice);
+        let previous = speed.map(|s| voice.set_rate(s));
+        let mut t = Instant::now();
+        let spoken = tts::speak(voice.as_mut(), &req.input, gap_ms, |pcm| {
+            st2.metrics.observe("tts", t.elapsed().as_secs_f64());
+            let pcm = if !wav {
+                audio::resample(&pcm, rate, PCM_RATE).unwrap_or(pcm)
+            } else {
+                pcm
+            };
+            t = Instant::now();
+            // A failed send: the client went away.
+            tx.blocking_send(Ok(Bytes::from(pcm16(&pcm)))).is_ok()
+        });
+        if let Err(e) = spoken {
+            let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+        }
+        if let Some(r) = previous {
+            voice.set_rate(r);
+        }
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let mime = if wav { "audio/wav" } else { "audio/pcm" };
+    Ok(([(header::CONTENT_TYPE, mime)], Body::from_stream(stream)).into_response())
+}
+
+/// The text of a message's content: a string, or the text parts of a list; images go to `images`.
+fn content_text(
+    content: &serde_json::Value,
+    images: &mut Vec<Vec<u8>>,
+) -> Result<String, ApiError> {
+    match content {
+        serde_json::Value::String(s) => Ok(s.clone()),
+        serde_json::Value::Array(parts) => {
+            let mut text = Vec::new();
+            for p in parts {
+                match p["type"].as_str() {
+                    Some("text") => text.push(p["text"].as_str().unwrap_or_default().to_string()),
+                    Some("image_url") => {
+                        let url = p["image_url"]["url"]
+                            .as_str()
+                            .or_else(|| p["image_url"].as_str())
+                            .unwrap_or_default();
+                        let bytes = data_uri_bytes(url)
+                            .map_err(|e| ApiError::bad(format!("image_url: {e}")))?;
+                        images.push(bytes);
+                    }
+                    other => {
+                        return Err(ApiError::bad(format!(
+                            "unknown content part type {other:?}"
+                        )))
+                    }
+                }
+            }
+            Ok(text.join("\n"))
+        }
+        serde_json::Value::Null => Ok(String::new()),
+        _ => Err(ApiError::bad(
+            "message content must be a string or a list of parts",
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct ChatRequest {
+    messages: Vec<serde_json::Value>,
+    #[serde(default)]
+    stream: bool,
+    #[serde(default)]
+    max_tokens: Option<usize>,
+    #[serde(default)]
+    max_completion_tokens: Option<usize>,
+    #[serde(default)]
+    temperature: Option<f64>,
+    #[serde(default)]
+    model: Option<String>,
+}
+
+pub async fn chat(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: ChatRequest = json_body(&headers, &body)?;
+    let mut images = Vec::new();
+    let mut msgs = Vec::new();
+    for m in &req.messages {
+        let role = match m["role"].as_str() {
+            Some("system") | Some("developer") => Role::System,
+            Some("user") => Role::User,
+            Some("assistant") => Role::Assistant,
+            other => return Err(ApiError::bad(format!("unknown role {other:?}"))),
+        };
+        msgs.push(Message::new(
+            role,
+            content_text(&m["content"], &mut images)?,
+        ));
+    }
+    if !msgs
+        .iter()
+        .any(|m| m.role == Role::User && !m.content.trim().is_empty())
+    {
+        return Err(ApiError::bad("no user message with text"));
+    }
+    let model_name = req
+        .model
+        .clone()
+        .unwrap_or_else(|| st.cfg.llm.model.clone());
+    let max_tokens = req
+        .max_completion_tokens
+        .or(req.max_tokens)
+        .unwrap_or(st.cfg.llm.max_tokens)
+        .min(st.cfg.llm.max_tokens.max(1) * 4);
+    let temperature = req.temperature;
+    let stream = req.stream;
+    let st2 = st.clone();
+    let id = format!(
+        "chatcmpl-{:x}",
+        Instant::now().elapsed().as_nanos() ^ std::process::id() as u128
+    );
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    // Describe the images, then answer with what they show in the system prompt.
+    let prepare = move |st: &Shared| -> Result<Vec<Message>, ApiError> {
+        let mut captions = Vec::new();
+        for (i, bytes) in images.iter().enumerate() {
+            let img = decode_image(bytes, &format!("image {}", i + 1), st.cfg.vision.max_side)
+                .map_err(|e| ApiError::bad(e.to_string()))?;
+            let t = Instant::now();
+            let captioner = st.models.captioner.as_ref().ok_or_else(|| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "no captioner loaded")
+            })?;
+            captions.push(lock(captioner).caption(&img).map_err(ApiError::internal)?);
+            st.metrics.observe("caption", t.elapsed().as_secs_f64());
+        }
+        let mut system: Vec<String> = msgs
+            .iter()
+            .filter(|m| m.role == Role::System)
+            .map(|m| m.content.clone())
+            .collect();
+        if system.is_empty() {
+            system.push(st.cfg.llm.system_prompt.clone());
+        }
+        if !captions.is_empty() {
+            system.push(format!(
+                "You can see through a camera. {}",
+                context_line(&captions.join(" "))
+            ));
+        }
+        let mut out = vec![Message::new(Role::System, system.join(" "))];
+        out.extend(msgs.into_iter().filter(|m| m.role != Role::System));
+        Ok(out)
+    };
+    let chunk = move |id: &str, delta: serde_json::Value, finish: Option<&str>| {
+        serde_json::json!({
+            "id": id, "object": "chat.completion.chunk", "created": created, "model": model_name,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        })
+    };
+    if !stream {
+        let (answer, finish, usage) = blocking(&st, move || {
+            let messages = prepare(&st2)?;
+            generate(
+                &st2,
+                &messages,
+                max_tokens,
+                temperature,
+                &Cancel::new(),
+                &mut |_| {},
+            )
+        })
+        .await?;
+        let model_name = req.model.unwrap_or_else(|| st.cfg.llm.model.clone());
+        return Ok(Json(serde_json::json!({
+            "id": id, "object": "chat.completion", "created": created, "model": model_name,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": finish}],
+            "usage": usage,
+        }))
+        .into_response());
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(32);
+    let cancel = Cancel::new();
+    let cancel2 = cancel.clone();
+    let id2 = id.clone();
+    tokio::task::spawn_blocking(move || {
+        let send = |v: serde_json::Value| {
+            tx.blocking_send(Ok(Bytes::from(format!("data: {v}\n\n"))))
+                .is_ok()
+        };
+        let result = prepare(&st2).and_then(|messages| {
+            send(chunk(
+                &id2,
+                serde_json::json!({"role": "assistant", "content": ""}),
+                None,
+            ));
+            generate(
+                &st2,
+                &messages,
+                max_tokens,
+                temperature,
+                &cancel2,
+                &mut |text| {
+                    if !send(chunk(&id2, serde_json::json!({"content": text}), None)) {
+                        cancel2.cancel(); // the client went away
+                    }
+                },
+            )
+        });
+        match result {
+            Ok((_, finish, _)) => {
+                send(chunk(&id2, serde_json::json!({}), Some(finish)));
+            }
+            Err(e) => {
+                send(serde_json::json!({"error": {"message": e.message, "type": "server_error"}}));
+            }
+        }
+        let _ = tx.blocking_send(Ok(Bytes::from("data: [DONE]\n\n")));
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// One stateless generation with per-request sampling settings, on the shared model (waiting
+/// for it counts in the "llm" latency).
+fn generate(
+    st: &Shared,
+    messages: &[Message],
+    max_tokens: usize,
+    temperature: Option<f64>,
+    cancel: &Cancel,
+    on_text: &mut dyn FnMut(&str),
+) -> Result<(String, &'static str, serde_json::Value), ApiError> {
+    let t = Instant::now();
+    let mut llm = lock(&st.models.llm);
+    let cfg = &st.cfg.llm;
+    let mut c = cfg.clone();
+    c.max_tokens = max_tokens;
+    if let Some(t) = temperature {
+        c.temperature = t;
+    }
+    let prompt_tokens = llm.count_tokens(messages).unwrap_or(0);
+    if prompt_tokens + 1 > c.context_tokens {
+        return Err(ApiError::bad(format!(
+            "the messages need {prompt_tokens} tokens; the context window holds {}",
+            c.context_tokens
+        )));
+    }
+    llm.set_config(&c);
+    let result = llm.generate(messages, cancel, on_text);
+    llm.set_config(cfg);
+    st.metrics.observe("llm", t.elapsed().as_secs_f64());
+    let (answer, finish) = result.map_err(ApiError::internal)?;
+    let completion = llm.stats().map(|s| s.generated).unwrap_or(0);
+    let finish = match finish {
+        Finish::Length => "length",
+        _ => "stop",
+    };
+    Ok((
+        answer,
+        finish,
+        serde_json::json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion, "total_tokens": prompt_tokens + completion}),
+    ))
+}

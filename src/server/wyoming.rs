@@ -1,0 +1,291 @@
+//! The Wyoming protocol (Home Assistant's voice services) on its own TCP port: events in, events
+//! out. Each event is one JSON header line, then `data_length` bytes of JSON data, then
+//! `payload_length` bytes of payload. seesay answers `describe` with `info`, transcribes
+//! (`transcribe`, `audio-start`/`audio-chunk`/`audio-stop` → `transcript`, with the streaming
+//! `transcript-start`/`-chunk`/`-stop`) and synthesises (`synthesize`, or the streaming
+//! `synthesize-start`/`-chunk`/`-stop`) into `audio-start`/`audio-chunk`/`audio-stop`.
+//! A malformed event closes that connection only.
+
+use std::sync::atomic::Ordering;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::openai::transcribe_pcm;
+use super::state::Shared;
+use crate::media::audio::{pcm16, resample, SAMPLE_RATE};
+use crate::pipeline::lock;
+use crate::stages::tts::{self, TtsError};
+use crate::text::transcript::plain_text;
+
+/// Why a Wyoming connection was closed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WyomingError {
+    #[error("connection: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("not JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("{0}")]
+    Protocol(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+fn protocol(msg: impl Into<String>) -> WyomingError {
+    WyomingError::Protocol(msg.into())
+}
+
+/// Largest header line, data block and payload accepted.
+const MAX_HEADER: usize = 64 << 10;
+const MAX_DATA: usize = 1 << 20;
+const MAX_PAYLOAD: usize = 4 << 20;
+
+pub struct Event {
+    pub kind: String,
+    pub data: Value,
+    pub payload: Vec<u8>,
+}
+
+/// Reads one event; `Ok(None)` at a clean end of the connection.
+pub async fn read_event<R: AsyncBufReadExt + Unpin>(
+    r: &mut R,
+) -> Result<Option<Event>, WyomingError> {
+    let mut line = Vec::new();
+    let n = (&mut *r)
+        .take(MAX_HEADER as u64 + 1)
+        .read_until(b'\n', &mut line)
+        .await?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if line.len() > MAX_HEADER || !line.ends_with(b"\n") {
+        return Err(protocol("header line too long or cut off"));
+    }
+    let header: Value = serde_json::from_slice(&line)?;
+    let kind = header["type"]
+        .as_str()
+        .ok_or_else(|| protocol("event without a type"))?
+        .to_string();
+    let mut data = header.get("data").cloned().unwrap_or(json!({}));
+    let data_len = header["data_length"].as_u64().unwrap_or(0) as usize;
+    let payload_len = header["payload_length"].as_u64().unwrap_or(0) as usize;
+    if data_len > MAX_DATA || payload_len > MAX_PAYLOAD {
+        return Err(protocol(format!(
+            "data or payload too large ({data_len} / {payload_len} bytes)"
+        )));
+    }
+    if data_len > 0 {
+        let mut buf = vec![0; data_len];
+        r.read_exact(&mut buf).await?;
+        let extra: Value = serde_json::from_slice(&buf)?;
+        if let (Some(d), Some(e)) = (data.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                d.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    let mut payload = vec![0; payload_len];
+    r.read_exact(&mut payload).await?;
+    Ok(Some(Event {
+        kind,
+        data,
+        payload,
+    }))
+}
+
+/// Writes one event (data in the header's `data_length` block, as the Python library does).
+pub async fn write_event(
+    w: &mut (impl AsyncWriteExt + Unpin),
+    kind: &str,
+    data: Value,
+    payload: &[u8],
+) -> std::io::Result<()> {
+    let data_bytes = serde_json::to_vec(&data)?;
+    let mut header = json!({"type": kind, "version": "1.5.3", "data_length": data_bytes.len()});
+    if !payload.is_empty() {
+        header["payload_length"] = json!(payload.len());
+    }
+    let mut out = serde_json::to_vec(&header)?;
+    out.push(b'\n');
+    out.extend(data_bytes);
+    out.extend_from_slice(payload);
+    w.write_all(&out).await
+}
+
+fn info(st: &Shared) -> Value {
+    let attribution = json!({"name": "seesay", "url": "https://github.com/seesay"});
+    json!({
+        "asr": [{
+            "name": "seesay-whisper", "description": "Whisper (whisper.cpp) in seesay",
+            "attribution": attribution, "installed": true, "version": env!("CARGO_PKG_VERSION"),
+            "models": [{
+                "name": st.cfg.asr.model, "description": "Whisper", "attribution": attribution,
+                "installed": true, "version": env!("CARGO_PKG_VERSION"),
+                "languages": [st.cfg.asr.language],
+            }],
+            "supports_transcript_streaming": true,
+        }],
+        "tts": [{
+            "name": "seesay-piper", "description": "Piper voices in seesay",
+            "attribution": attribution, "installed": true, "version": env!("CARGO_PKG_VERSION"),
+            "voices": [{
+                "name": st.cfg.tts.voice, "description": "Piper voice", "attribution": attribution,
+                "installed": true, "version": env!("CARGO_PKG_VERSION"), "languages": ["en"],
+                "speakers": null,
+            }],
+            "supports_synthesize_streaming": true,
+        }],
+        "handle": [], "intent": [], "wake": [], "mic": [], "snd": [],
+    })
+}
+
+/// Accepts connections until the process ends.
+pub async fn serve(listener: TcpListener, st: Shared) {
+    loop {
+        let (sock, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("wyoming accept failed: {e}");
+                continue;
+            }
+        };
+        let st = st.clone();
+        tokio::spawn(async move {
+            st.metrics.active.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = connection(sock, &st).await {
+                tracing::info!(%peer, "wyoming connection closed: {e:#}");
+            }
+            st.metrics.active.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+/// Audio being received for transcription.
+struct Incoming {
+    rate: u32,
+    width: usize,
+    channels: usize,
+    pcm: Vec<f32>,
+    language: Option<String>,
+}
+
+async fn connection(sock: TcpStream, st: &Shared) -> Result<(), WyomingError> {
+    let (r, mut w) = sock.into_split();
+    let mut r = BufReader::new(r);
+    let mut audio: Option<Incoming> = None;
+    let mut language: Option<String> = None;
+    let mut streaming_text: Option<String> = None;
+    while let Some(ev) = read_event(&mut r).await? {
+        match ev.kind.as_str() {
+            "describe" => write_event(&mut w, "info", info(st), &[]).await?,
+            "transcribe" => language = ev.data["language"].as_str().map(str::to_string),
+            "audio-start" => {
+                audio = Some(Incoming {
+                    rate: ev.data["rate"].as_u64().unwrap_or(16000) as u32,
+                    width: ev.data["width"].as_u64().unwrap_or(2) as usize,
+                    channels: ev.data["channels"].as_u64().unwrap_or(1).max(1) as usize,
+                    pcm: Vec::new(),
+                    language: language.take(),
+                })
+            }
+            "audio-chunk" => {
+                let a = audio
+                    .as_mut()
+                    .ok_or_else(|| protocol("audio-chunk before audio-start"))?;
+                if a.width != 2 {
+                    return Err(protocol(format!(
+                        "only 16-bit audio is supported (width {})",
+                        a.width
+                    )));
+                }
+                a.pcm
+                    .extend(ev.payload.chunks_exact(2 * a.channels).map(|f| {
+                        f.chunks_exact(2)
+                            .map(|s| i16::from_le_bytes([s[0], s[1]]) as f32 / 32768.0)
+                            .sum::<f32>()
+                            / a.channels as f32
+                    }));
+                if a.pcm.len() as f64 / a.rate as f64 > st.cfg.server.max_audio_s {
+                    return Err(protocol("audio longer than server.max_audio_s"));
+                }
+            }
+            "audio-stop" => {
+                let a = audio
+                    .take()
+                    .ok_or_else(|| protocol("audio-stop before audio-start"))?;
+                let st2 = st.clone();
+                let text = tokio::task::spawn_blocking(move || -> Result<String, WyomingError> {
+                    let pcm = resample(&a.pcm, a.rate, SAMPLE_RATE)
+                        .map_err(|e| WyomingError::Failed(e.to_string()))?;
+                    let segments = transcribe_pcm(&st2, &pcm, a.language.as_deref())
+                        .map_err(|e| WyomingError::Failed(e.message))?;
+                    Ok(plain_text(&segments))
+                })
+                .await
+                .map_err(|e| WyomingError::Failed(e.to_string()))??;
+                write_event(&mut w, "transcript-start", json!({}), &[]).await?;
+                write_event(&mut w, "transcript-chunk", json!({"text": text}), &[]).await?;
+                write_event(&mut w, "transcript-stop", json!({}), &[]).await?;
+                write_event(&mut w, "transcript", json!({"text": text}), &[]).await?;
+            }
+            "synthesize" => {
+                // A client that streams sends the whole text here too; it was spoken already.
+                if streaming_text.is_none() {
+                    let text = ev.data["text"].as_str().unwrap_or_default().to_string();
+                    speak(st, &mut w, text).await?;
+                }
+            }
+            "synthesize-start" => streaming_text = Some(String::new()),
+            "synthesize-chunk" => {
+                let t = streaming_text
+                    .as_mut()
+                    .ok_or_else(|| protocol("synthesize-chunk before synthesize-start"))?;
+                t.push_str(ev.data["text"].as_str().unwrap_or_default());
+            }
+            "synthesize-stop" => {
+                let text = streaming_text.take().unwrap_or_default();
+                speak(st, &mut w, text).await?;
+                write_event(&mut w, "synthesize-stopped", json!({}), &[]).await?;
+            }
+            "ping" => write_event(&mut w, "pong", json!({}), &[]).await?,
+            other => tracing::debug!("wyoming: ignoring event {other}"),
+        }
+    }
+    Ok(())
+}
+
+/// Synthesises `text` sentence by sentence into audio-start / audio-chunk / audio-stop.
+async fn speak(
+    st: &Shared,
+    w: &mut (impl AsyncWriteExt + Unpin),
+    text: String,
+) -> Result<(), WyomingError> {
+    let rate = st.models.voice_rate;
+    let fmt = json!({"rate": rate, "width": 2, "channels": 1});
+    write_event(w, "audio-start", fmt.clone(), &[]).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, String>>(4);
+    let st2 = st.clone();
+    let gap_ms = st.cfg.tts.sentence_silence_ms;
+    tokio::task::spawn_blocking(move || {
+        let mut voice = lock(&st2.models.voice);
+        let spoken = tts::speak(voice.as_mut(), &text, gap_ms, |pcm| {
+            tx.blocking_send(Ok(pcm16(&pcm))).is_ok()
+        });
+        match spoken {
+            // Nothing to say: an empty reply, not an error.
+            Ok(_) | Err(TtsError::NothingToSay) => {}
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e.to_string()));
+            }
+        }
+    });
+    while let Some(chunk) = rx.recv().await {
+        for piece in chunk.map_err(WyomingError::Failed)?.chunks(4096) {
+            write_event(w, "audio-chunk", fmt.clone(), piece).await?;
+        }
+    }
+    write_event(w, "audio-stop", json!({}), &[]).await?;
+    Ok(())
+}

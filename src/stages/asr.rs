@@ -1,0 +1,409 @@
+//! Speech recognition: 16 kHz mono PCM in, timed text segments out (Whisper through whisper.cpp).
+//!
+//! `WhisperModel` is the maths (one window of audio → segments); `Windower` cuts an endless stream
+//! into windows of at most 30 s at its quietest points, so files of any length stream through.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use whisper_rs::{
+    FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
+};
+
+use crate::host;
+use crate::media::audio::{rms, SAMPLE_RATE};
+use crate::store::{ModelError, Store};
+use crate::text::transcript::Segment;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AsrError {
+    #[error("cannot load Whisper model {path}: {detail} (is it a whisper.cpp ggml file? `seesay models import` converts CTranslate2 models)")]
+    Load { path: String, detail: String },
+    #[error("unknown language '{0}': use a Whisper language code such as en, de, fr, or auto")]
+    Language(String),
+    #[error("model {model} is English-only; it cannot transcribe language '{language}' (try --model whisper-base)")]
+    EnglishOnly { model: String, language: String },
+    #[error("Whisper failed: {0}")]
+    Inference(String),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+/// Speech recognition settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AsrConfig {
+    /// A model name from `seesay models list`, or the path of any whisper.cpp ggml file.
+    pub model: String,
+    /// Spoken language code (en, de, ...), or "auto" to detect it (multilingual models only).
+    pub language: String,
+    /// CPU threads for whisper.cpp; 0 uses every core.
+    pub threads: usize,
+    /// Segments whose no-speech probability is above this are dropped (Whisper's own silence guess).
+    pub no_speech_threshold: f32,
+    /// Windows whose loudest 30 ms frame is quieter than this RMS level (0..1) are not sent to
+    /// Whisper at all: it invents text on silence. 0.01 is about -40 dBFS.
+    pub silence_rms: f32,
+    /// Longest window handed to Whisper, in seconds (at most 30).
+    pub window_seconds: f32,
+    /// Shrink Whisper's audio context to the window's length (much faster on short audio).
+    pub fit_audio_context: bool,
+}
+
+impl Default for AsrConfig {
+    fn default() -> Self {
+        AsrConfig {
+            model: "whisper-tiny.en".into(),
+            language: "en".into(),
+            threads: 0,
+            no_speech_threshold: 0.6,
+            silence_rms: 0.01,
+            window_seconds: 30.0,
+            fit_audio_context: true,
+        }
+    }
+}
+
+impl AsrConfig {
+    pub fn threads(&self) -> usize {
+        host::thread_count(self.threads)
+    }
+}
+
+/// Speech recognition: one window of 16 kHz audio (at most 30 s) in, timed segments out. The
+/// pipeline and the server transcribe through this trait, so their plumbing can be tested with a
+/// fake recogniser.
+pub trait Transcriber: Send {
+    /// Transcribes one window; segment times are offset by `offset` seconds.
+    fn transcribe(&mut self, samples: &[f32], offset: f64) -> Result<Vec<Segment>, AsrError>;
+    /// Switches the spoken language; returns the previous one.
+    fn set_language(&mut self, language: &str) -> Result<String, AsrError>;
+}
+
+/// Finds the configured model and loads it.
+pub fn open(cfg: &AsrConfig, store: &Store) -> Result<WhisperModel, AsrError> {
+    WhisperModel::load(&store.resolve(&cfg.model)?, cfg)
+}
+
+/// Transcribes audio of any length: chunks of 16 kHz samples in (a file being decoded, an upload),
+/// cut into windows of at most `window_seconds` at quiet points; `progress` hears how many
+/// seconds are done after each window. Returns the audio's length in seconds and the segments.
+pub fn transcribe_stream<E: From<AsrError>>(
+    model: &mut dyn Transcriber,
+    window_seconds: f32,
+    chunks: impl IntoIterator<Item = Result<Vec<f32>, E>>,
+    mut progress: impl FnMut(f64),
+) -> Result<(f64, Vec<Segment>), E> {
+    let mut windower = Windower::new(window_seconds);
+    let mut segments = Vec::new();
+    let mut samples = 0usize;
+    let mut run = |segments: &mut Vec<Segment>, (start, window): (f64, Vec<f32>)| {
+        segments.extend(model.transcribe(&window, start)?);
+        progress(start + window.len() as f64 / SAMPLE_RATE as f64);
+        Ok::<(), AsrError>(())
+    };
+    for chunk in chunks {
+        let chunk = chunk?;
+        samples += chunk.len();
+        for w in windower.push(&chunk) {
+            run(&mut segments, w)?;
+        }
+    }
+    if let Some(w) = windower.finish() {
+        run(&mut segments, w)?;
+    }
+    Ok((samples as f64 / SAMPLE_RATE as f64, segments))
+}
+
+/// A loaded Whisper model with its decoding state.
+pub struct WhisperModel {
+    ctx: WhisperContext,
+    state: WhisperState,
+    cfg: AsrConfig,
+    name: String,
+}
+
+impl WhisperModel {
+    pub fn load(path: &Path, cfg: &AsrConfig) -> Result<WhisperModel, AsrError> {
+        whisper_rs::install_logging_hooks();
+        let load_err = |detail: String| AsrError::Load {
+            path: path.display().to_string(),
+            detail,
+        };
+        if !path.is_file() {
+            return Err(load_err("no such file".into()));
+        }
+        let ctx = WhisperContext::new_with_params(path, WhisperContextParameters::default())
+            .map_err(|e| load_err(e.to_string()))?;
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        check_language(&ctx, &name, &cfg.language)?;
+        let state = ctx.create_state().map_err(|e| load_err(e.to_string()))?;
+        Ok(WhisperModel {
+            ctx,
+            state,
+            cfg: cfg.clone(),
+            name,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Turns the short-audio context on or off (the benchmark compares both).
+    pub fn set_fit_audio_context(&mut self, on: bool) {
+        self.cfg.fit_audio_context = on;
+    }
+
+    /// Transcribes one window (at most 30 s); times are offset by `offset` seconds.
+    fn transcribe_window(
+        &mut self,
+        samples: &[f32],
+        offset: f64,
+    ) -> Result<Vec<Segment>, AsrError> {
+        if is_silent(samples, self.cfg.silence_rms) {
+            tracing::debug!(offset, "window is silent; not sent to Whisper");
+            return Ok(Vec::new());
+        }
+        let secs = samples.len() as f64 / SAMPLE_RATE as f64;
+        let n_ctx = self.ctx.model_n_audio_ctx();
+        if self.cfg.fit_audio_context && secs < 29.0 {
+            // 50 encoder frames per second of audio, with a margin. A short context is ~5x faster,
+            // but Whisper was trained on 30 s and sometimes derails on it (timestamps past the end
+            // of the audio, text repeated in a loop): then the window is decoded again in full.
+            // Below about 8 s of context tiny.en looped on a 2.5 s utterance ("And so my fellow
+            // Americans." x 30) where 8 s gave the right text in 258 ms, whole process.
+            let ctx = (((secs + 1.5).max(8.0) * 50.0).ceil() as i32).min(n_ctx);
+            let segments = self.run(samples, offset, ctx)?;
+            if !derailed(&segments, offset, secs, ctx as f64 / 50.0) {
+                // Timestamps past the audio's end are clamped to it.
+                let end = offset + secs;
+                return Ok(segments
+                    .into_iter()
+                    .map(|s| Segment {
+                        start: s.start.min(end),
+                        end: s.end.min(end),
+                        text: s.text,
+                    })
+                    .collect());
+            }
+            tracing::debug!(
+                ctx,
+                secs,
+                segments = ?segments.iter().map(|s| format!("{:.2}-{:.2} {}", s.start, s.end, s.text)).collect::<Vec<_>>(),
+                "short audio context derailed; decoding again with the full context"
+            );
+        }
+        self.run(samples, offset, n_ctx)
+    }
+
+    fn run(
+        &mut self,
+        samples: &[f32],
+        offset: f64,
+        audio_ctx: i32,
+    ) -> Result<Vec<Segment>, AsrError> {
+        let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
+        params.set_n_threads(self.cfg.threads() as i32);
+        params.set_language(Some(&self.cfg.language));
+        params.set_print_progress(false);
+        params.set_print_realtime(false);
+        params.set_print_special(false);
+        params.set_print_timestamps(false);
+        params.set_no_context(true);
+        params.set_suppress_nst(true);
+        params.set_no_speech_thold(self.cfg.no_speech_threshold);
+        params.set_audio_ctx(audio_ctx);
+        if audio_ctx < self.ctx.model_n_audio_ctx() {
+            // No temperature fallback on the short context: a derailed decode would otherwise be
+            // repeated at five temperatures (seconds of work) before the full-context retry.
+            params.set_temperature_inc(0.0);
+        }
+        self.state
+            .full(params, samples)
+            .map_err(|e| AsrError::Inference(e.to_string()))?;
+        let mut out = Vec::new();
+        for seg in self.state.as_iter() {
+            let text = seg
+                .to_str_lossy()
+                .map_err(|e| AsrError::Inference(e.to_string()))?;
+            let text = text.trim();
+            let p = seg.no_speech_probability();
+            if text.is_empty() || p > self.cfg.no_speech_threshold {
+                tracing::debug!(text, no_speech = p, "dropping segment");
+                continue;
+            }
+            out.push(Segment {
+                start: offset + seg.start_timestamp() as f64 / 100.0,
+                end: offset + seg.end_timestamp() as f64 / 100.0,
+                text: text.to_string(),
+            });
+        }
+        Ok(out)
+    }
+}
+
+impl Transcriber for WhisperModel {
+    fn transcribe(&mut self, samples: &[f32], offset: f64) -> Result<Vec<Segment>, AsrError> {
+        self.transcribe_window(samples, offset)
+    }
+
+    fn set_language(&mut self, language: &str) -> Result<String, AsrError> {
+        check_language(&self.ctx, &self.name, language)?;
+        Ok(std::mem::replace(
+            &mut self.cfg.language,
+            language.to_string(),
+        ))
+    }
+}
+
+fn check_language(ctx: &WhisperContext, model: &str, language: &str) -> Result<(), AsrError> {
+    if language != "auto" && whisper_rs::get_lang_id(language).is_none() {
+        return Err(AsrError::Language(language.to_string()));
+    }
+    if !ctx.is_multilingual() && language != "en" {
+        return Err(AsrError::EnglishOnly {
+            model: model.to_string(),
+            language: language.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Signs that Whisper lost its way: a segment ends well after the audio does, or the same text
+/// comes back segment after segment.
+/// `window` is the audio context in seconds: a short context often stretches the last timestamp a
+/// little past the audio with the right text (2.2 s of audio, "0.00-4.00 What is the largest
+/// ocean?"), so only a segment ending past the context itself counts.
+pub fn derailed(segments: &[Segment], offset: f64, secs: f64, window: f64) -> bool {
+    let past_end = segments
+        .iter()
+        .any(|s| s.end > offset + secs.max(window) + 1.0);
+    let repeats = segments.windows(2).any(|w| w[0].text == w[1].text);
+    past_end || repeats
+}
+
+/// True when no 30 ms frame of `samples` reaches `threshold` RMS.
+pub fn is_silent(samples: &[f32], threshold: f32) -> bool {
+    let frame = (SAMPLE_RATE as usize * 30) / 1000;
+    samples.chunks(frame).all(|f| rms(f) < threshold)
+}
+
+/// Cuts a stream of samples into windows of at most `max` samples, each cut at the quietest
+/// 100 ms frame of the window's last third, so words are rarely split.
+pub struct Windower {
+    buf: Vec<f32>,
+    max: usize,
+    /// Samples already handed out, for timestamps.
+    consumed: usize,
+}
+
+impl Windower {
+    pub fn new(max_seconds: f32) -> Windower {
+        let max = (max_seconds.clamp(1.0, 30.0) * SAMPLE_RATE as f32) as usize;
+        Windower {
+            buf: Vec::with_capacity(max * 2),
+            max,
+            consumed: 0,
+        }
+    }
+
+    /// Adds samples; returns every full window now available, with its start time in seconds.
+    pub fn push(&mut self, samples: &[f32]) -> Vec<(f64, Vec<f32>)> {
+        self.buf.extend_from_slice(samples);
+        let mut out = Vec::new();
+        while self.buf.len() >= self.max {
+            let cut = quietest_cut(&self.buf[..self.max]);
+            out.push(self.take(cut));
+        }
+        out
+    }
+
+    /// The remaining samples as a last window.
+    pub fn finish(&mut self) -> Option<(f64, Vec<f32>)> {
+        (!self.buf.is_empty()).then(|| self.take(self.buf.len()))
+    }
+
+    fn take(&mut self, n: usize) -> (f64, Vec<f32>) {
+        let start = self.consumed as f64 / SAMPLE_RATE as f64;
+        self.consumed += n;
+        (start, self.buf.drain(..n).collect())
+    }
+}
+
+fn quietest_cut(window: &[f32]) -> usize {
+    let frame = SAMPLE_RATE as usize / 10;
+    let from = window.len() * 2 / 3 / frame;
+    let frames = window.len() / frame;
+    (from..frames)
+        .min_by(|&a, &b| {
+            let ra = rms(&window[a * frame..(a + 1) * frame]);
+            let rb = rms(&window[b * frame..(b + 1) * frame]);
+            ra.total_cmp(&rb)
+        })
+        .map_or(window.len(), |i| i * frame + frame / 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windower_cuts_at_the_quiet_spot_and_keeps_every_sample() {
+        let sr = SAMPLE_RATE as usize;
+        // 25 s loud, 1 s silent, 14 s loud.
+        let mut s = vec![0.3f32; 25 * sr];
+        s.extend(vec![0.0; sr]);
+        s.extend(vec![0.3; 14 * sr]);
+        let mut w = Windower::new(30.0);
+        let mut windows = Vec::new();
+        for chunk in s.chunks(4000) {
+            windows.extend(w.push(chunk));
+        }
+        windows.extend(w.finish());
+        assert_eq!(windows.len(), 2);
+        let (t0, first) = &windows[0];
+        assert_eq!(*t0, 0.0);
+        let cut = first.len() as f64 / sr as f64;
+        assert!((25.0..26.0).contains(&cut), "cut at {cut}s");
+        assert!((windows[1].0 - cut).abs() < 1e-9);
+        assert_eq!(windows.iter().map(|(_, w)| w.len()).sum::<usize>(), s.len());
+    }
+
+    #[test]
+    fn derailment_is_spotted() {
+        let seg = |start: f64, end: f64, text: &str| Segment {
+            start,
+            end,
+            text: text.into(),
+        };
+        assert!(!derailed(
+            &[seg(10.0, 12.0, "a"), seg(12.0, 13.4, "b")],
+            10.0,
+            3.5,
+            8.0
+        ));
+        // Past the audio but inside an 8 s context: the text is trusted.
+        assert!(!derailed(&[seg(0.0, 4.0, "a")], 0.0, 2.2, 8.0));
+        assert!(derailed(&[seg(10.0, 35.7, "a")], 10.0, 3.5, 8.0));
+        assert!(derailed(
+            &[seg(0.0, 1.0, "x y"), seg(1.0, 2.0, "x y")],
+            0.0,
+            3.0,
+            8.0
+        ));
+    }
+
+    #[test]
+    fn silence_detection_looks_at_the_loudest_frame() {
+        let mut s = vec![0.001f32; 16_000];
+        assert!(is_silent(&s, 0.01));
+        s[8000..8480].iter_mut().for_each(|v| *v = 0.2);
+        assert!(!is_silent(&s, 0.01));
+    }
+}

@@ -1,0 +1,208 @@
+//! Audio devices through cpal: one place that picks a device by name and converts between the
+//! device's sample format and channels and the mono f32 the stages use, in both directions.
+
+use cpal::traits::{DeviceTrait, HostTrait};
+use cpal::{FromSample, SizedSample};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeviceError {
+    #[error("no microphone: pass --input FILE to answer a recording instead")]
+    NoMicrophone,
+    #[error("no audio output device: use `-o FILE.wav` to write the speech to a file instead")]
+    NoSpeaker,
+    #[error("{what} {name:?} not found (available: {available})")]
+    Unknown {
+        what: &'static str,
+        name: String,
+        available: String,
+    },
+    #[error("{what} failed: {detail}")]
+    Failed { what: &'static str, detail: String },
+}
+
+/// Which way sound goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Input,
+    Output,
+}
+
+impl Direction {
+    fn what(self) -> &'static str {
+        match self {
+            Direction::Input => "microphone",
+            Direction::Output => "audio output device",
+        }
+    }
+
+    /// An error of this direction's device.
+    pub fn failed(self, detail: impl std::fmt::Display) -> DeviceError {
+        DeviceError::Failed {
+            what: self.what(),
+            detail: detail.to_string(),
+        }
+    }
+}
+
+/// The device called `name`, or the default one for an empty name.
+pub fn pick(dir: Direction, name: &str) -> Result<cpal::Device, DeviceError> {
+    let host = cpal::default_host();
+    if name.is_empty() {
+        let dev = match dir {
+            Direction::Input => host.default_input_device(),
+            Direction::Output => host.default_output_device(),
+        };
+        return dev.ok_or(match dir {
+            Direction::Input => DeviceError::NoMicrophone,
+            Direction::Output => DeviceError::NoSpeaker,
+        });
+    }
+    let devices = match dir {
+        Direction::Input => host.input_devices(),
+        Direction::Output => host.output_devices(),
+    }
+    .map_err(|e| dir.failed(e))?;
+    let mut names = Vec::new();
+    for d in devices {
+        let n = d.description().map(|n| n.to_string()).unwrap_or_default();
+        if n == name {
+            return Ok(d);
+        }
+        names.push(n);
+    }
+    Err(DeviceError::Unknown {
+        what: dir.what(),
+        name: name.into(),
+        available: names.join(", "),
+    })
+}
+
+/// Whether the system has a usable default microphone (ALSA lists a `null` device even with no
+/// sound card; it has no input configuration).
+pub fn has_microphone() -> bool {
+    cpal::default_host()
+        .default_input_device()
+        .is_some_and(|d| d.default_input_config().is_ok())
+}
+
+/// Runs `$build::<T>(args)` with `T` the Rust type of the device's sample format: the one place
+/// that maps cpal's formats to sample types.
+macro_rules! with_sample_type {
+    ($format:expr, $dir:expr, $build:ident($($arg:expr),*)) => {
+        match $format {
+            cpal::SampleFormat::F32 => $build::<f32>($($arg),*),
+            cpal::SampleFormat::I16 => $build::<i16>($($arg),*),
+            cpal::SampleFormat::I32 => $build::<i32>($($arg),*),
+            cpal::SampleFormat::U16 => $build::<u16>($($arg),*),
+            other => return Err($dir.failed(format!("unsupported sample format {other}"))),
+        }
+    };
+}
+
+/// An open device stream and the rate it runs at. Dropping it stops the device.
+pub struct Stream {
+    pub rate: u32,
+    _stream: cpal::Stream,
+}
+
+/// The rate `output_stream` will run `dev` at.
+pub fn output_rate(dev: &cpal::Device) -> Result<u32, DeviceError> {
+    let supported = dev
+        .default_output_config()
+        .map_err(|e| Direction::Output.failed(e))?;
+    Ok(supported.sample_rate())
+}
+
+/// Plays on `dev` at its default configuration: `next` gives one mono sample per device frame
+/// (every channel gets it). Runs in the device's real-time callback: `next` must not block.
+pub fn output_stream(
+    dev: &cpal::Device,
+    next: impl FnMut() -> f32 + Send + 'static,
+    on_err: impl FnMut(cpal::Error) + Send + 'static,
+) -> Result<Stream, DeviceError> {
+    let dir = Direction::Output;
+    let supported = dev.default_output_config().map_err(|e| dir.failed(e))?;
+    let config: cpal::StreamConfig = supported.config();
+    fn build<T: SizedSample + FromSample<f32>>(
+        dev: &cpal::Device,
+        config: &cpal::StreamConfig,
+        mut next: impl FnMut() -> f32 + Send + 'static,
+        on_err: impl FnMut(cpal::Error) + Send + 'static,
+    ) -> Result<cpal::Stream, cpal::Error> {
+        let channels = (config.channels as usize).max(1);
+        dev.build_output_stream::<T, _, _>(
+            *config,
+            move |out: &mut [T], _| {
+                for frame in out.chunks_mut(channels) {
+                    let v = T::from_sample(next());
+                    frame.iter_mut().for_each(|s| *s = v);
+                }
+            },
+            on_err,
+            None,
+        )
+    }
+    let stream = with_sample_type!(
+        supported.sample_format(),
+        dir,
+        build(dev, &config, next, on_err)
+    )
+    .map_err(|e| dir.failed(e))?;
+    start(&stream, dir)?;
+    Ok(Stream {
+        rate: config.sample_rate,
+        _stream: stream,
+    })
+}
+
+/// Captures from `dev` at its default configuration: `on_data` gets each buffer as mono f32 (the
+/// channels averaged). Runs in the device's real-time callback: `on_data` must not block.
+pub fn input_stream(
+    dev: &cpal::Device,
+    on_data: impl FnMut(Vec<f32>) + Send + 'static,
+    on_err: impl FnMut(cpal::Error) + Send + 'static,
+) -> Result<Stream, DeviceError> {
+    let dir = Direction::Input;
+    let supported = dev.default_input_config().map_err(|e| dir.failed(e))?;
+    let config: cpal::StreamConfig = supported.config();
+    fn build<T: SizedSample>(
+        dev: &cpal::Device,
+        config: &cpal::StreamConfig,
+        mut on_data: impl FnMut(Vec<f32>) + Send + 'static,
+        on_err: impl FnMut(cpal::Error) + Send + 'static,
+    ) -> Result<cpal::Stream, cpal::Error>
+    where
+        f32: FromSample<T>,
+    {
+        let channels = (config.channels as usize).max(1);
+        dev.build_input_stream::<T, _, _>(
+            *config,
+            move |data: &[T], _| {
+                let mono = data
+                    .chunks(channels)
+                    .map(|f| f.iter().map(|&s| f32::from_sample_(s)).sum::<f32>() / f.len() as f32)
+                    .collect();
+                on_data(mono);
+            },
+            on_err,
+            None,
+        )
+    }
+    let stream = with_sample_type!(
+        supported.sample_format(),
+        dir,
+        build(dev, &config, on_data, on_err)
+    )
+    .map_err(|e| dir.failed(e))?;
+    start(&stream, dir)?;
+    Ok(Stream {
+        rate: config.sample_rate,
+        _stream: stream,
+    })
+}
+
+fn start(stream: &cpal::Stream, dir: Direction) -> Result<(), DeviceError> {
+    use cpal::traits::StreamTrait;
+    stream.play().map_err(|e| dir.failed(e))
+}

@@ -1,0 +1,210 @@
+//! What every chat model is: messages in (`Message`, `Role`), the answer out as word-boundary
+//! chunks (`ChatModel`, `WordChunker`), why it ended (`Finish`) and how fast (`GenStats`); with
+//! the settings (`LlmConfig`) and errors (`LlmError`) of the stage.
+
+use serde::{Deserialize, Serialize};
+
+use crate::stages::Cancel;
+use crate::store::ModelError;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LlmError {
+    #[error("cannot load language model {path}: {detail}")]
+    Load { path: String, detail: String },
+    #[error("model architecture '{0}' is not supported (supported: llama, qwen2, phi3, gemma3)")]
+    Architecture(String),
+    #[error("cannot render the model's chat template: {0}")]
+    Template(String),
+    #[error("the prompt needs {needed} tokens but the context window holds {limit}: shorten it or raise llm.context_tokens")]
+    PromptTooLong { needed: usize, limit: usize },
+    #[error("empty prompt: say or type something to answer")]
+    EmptyPrompt,
+    #[error("generation failed: {0}")]
+    Inference(String),
+    #[error("remote model at {url}: {detail}")]
+    Remote { url: String, detail: String },
+    #[error("unknown llm.backend '{0}': use local or openai")]
+    Backend(String),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+/// Language model settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LlmConfig {
+    /// `local` (a GGUF file run here) or `openai` (any OpenAI-compatible server).
+    pub backend: String,
+    /// Local model: a name from `seesay models list`, or the path of a GGUF chat model
+    /// (llama, qwen2, phi3 or gemma3 architecture).
+    pub model: String,
+    /// Instructions the model always sees first. Small models need one to answer directly.
+    pub system_prompt: String,
+    /// Sampling temperature; 0 picks the most likely token every time.
+    pub temperature: f64,
+    /// Nucleus sampling: keep the smallest set of tokens whose probability reaches this.
+    pub top_p: f64,
+    /// Penalty for repeating recent tokens (1 = none).
+    pub repeat_penalty: f32,
+    /// How many recent tokens the repeat penalty looks at.
+    pub repeat_last_n: usize,
+    /// Longest answer, in tokens.
+    pub max_tokens: usize,
+    /// Random seed for sampling.
+    pub seed: u64,
+    /// Token budget of the conversation (prompt + answer). Oldest turns are dropped to fit; a
+    /// single prompt that cannot fit is refused.
+    pub context_tokens: usize,
+    /// CPU threads for candle; 0 uses every core.
+    pub threads: usize,
+    /// Remote backend: base URL of the server, e.g. http://127.0.0.1:8080/v1
+    /// (`$SEESAY_LLM_BASE_URL` overrides).
+    pub base_url: String,
+    /// Remote backend: model name sent to the server (`$SEESAY_LLM_MODEL` overrides).
+    pub remote_model: String,
+    /// Remote backend: API key; empty reads `$SEESAY_LLM_API_KEY`, then `$OPENAI_API_KEY`.
+    pub api_key: String,
+    /// Remote backend: seconds to wait for the server to connect and for each piece of the reply.
+    pub timeout_s: u64,
+}
+
+impl Default for LlmConfig {
+    fn default() -> Self {
+        LlmConfig {
+            backend: "local".into(),
+            model: "smollm2-135m".into(),
+            system_prompt: "You are a concise assistant. Answer factual questions directly.".into(),
+            temperature: 0.0,
+            top_p: 0.9,
+            repeat_penalty: 1.1,
+            repeat_last_n: 64,
+            max_tokens: 256,
+            seed: 299_792_458,
+            context_tokens: 2048,
+            threads: 0,
+            base_url: "http://127.0.0.1:8080/v1".into(),
+            remote_model: "default".into(),
+            api_key: String::new(),
+            timeout_s: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+/// One message of a conversation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub role: Role,
+    pub content: String,
+}
+
+impl Message {
+    pub fn new(role: Role, content: impl Into<String>) -> Message {
+        Message {
+            role,
+            content: content.into(),
+        }
+    }
+}
+
+/// Why a generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// The model said it was done.
+    Stop,
+    /// `max_tokens` reached.
+    Length,
+    /// The turn was cancelled.
+    Cancelled,
+}
+
+/// Speed of the last generation.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct GenStats {
+    pub prompt_tokens: usize,
+    /// Prompt tokens actually computed (the rest came from the KV cache).
+    pub prefilled: usize,
+    pub prefill_s: f64,
+    pub generated: usize,
+    pub generate_s: f64,
+}
+
+/// A chat model: messages in, streamed text out.
+pub trait ChatModel: Send {
+    /// Generates the assistant's answer to `messages`, calling `on_text` with each chunk as it is
+    /// produced (cut at word boundaries). Returns the whole answer and why it ended.
+    fn generate(
+        &mut self,
+        messages: &[Message],
+        cancel: &Cancel,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<(String, Finish), LlmError>;
+
+    /// Number of tokens the rendered `messages` take, for the conversation budget.
+    fn count_tokens(&mut self, messages: &[Message]) -> Result<usize, LlmError>;
+
+    /// A short description (model file or server) for logs.
+    fn describe(&self) -> String;
+
+    /// Replaces the sampling settings (temperature, top-p, max tokens, ...) for later
+    /// generations; the server sets them per request.
+    fn set_config(&mut self, cfg: &LlmConfig);
+
+    /// Computes what `messages` (the fixed start of every prompt, e.g. the system prompt) need
+    /// ahead of time, so the first question only pays for its own tokens. A no-op by default.
+    fn warm_up(&mut self, _messages: &[Message]) -> Result<(), LlmError> {
+        Ok(())
+    }
+
+    /// Token counts and timings of the last generation, where the backend knows them.
+    fn stats(&self) -> Option<GenStats> {
+        None
+    }
+}
+
+/// Cuts a growing text into chunks that end at a word boundary; `finish` flushes the rest.
+#[derive(Debug, Default)]
+pub struct WordChunker {
+    sent: usize,
+}
+
+impl WordChunker {
+    /// Given the whole text so far, returns the new complete words (with their trailing space).
+    pub fn push<'a>(&mut self, text: &'a str) -> Option<&'a str> {
+        let rest = text.get(self.sent..)?;
+        let cut = rest.rfind(char::is_whitespace)?;
+        let end = cut + rest[cut..].chars().next().map_or(1, char::len_utf8);
+        let chunk = &rest[..end];
+        self.sent += end;
+        (!chunk.is_empty()).then_some(chunk)
+    }
+
+    pub fn finish<'a>(&mut self, text: &'a str) -> Option<&'a str> {
+        let rest = text.get(self.sent..)?;
+        self.sent = text.len();
+        (!rest.is_empty()).then_some(rest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_end_at_word_boundaries() {
+        let mut c = WordChunker::default();
+        assert_eq!(c.push("The cap"), Some("The "));
+        assert_eq!(c.push("The capital"), None);
+        assert_eq!(c.push("The capital is Par"), Some("capital is "));
+        assert_eq!(c.finish("The capital is Paris."), Some("Paris."));
+        assert_eq!(c.finish("The capital is Paris."), None);
+    }
+}

@@ -1,0 +1,193 @@
+//! The conversation's memory: the system prompt (with what the camera shows), the turns so far
+//! and the next question in; the messages the model sees out, trimmed to the token budget (the
+//! oldest turns go first; a question that cannot fit is refused, never cut).
+
+use super::chat::{ChatModel, LlmConfig, LlmError, Message, Role};
+
+/// How a caption is put before the user's words for the language model.
+pub fn context_line(caption: &str) -> String {
+    format!("The camera currently shows: {}", caption.trim())
+}
+
+/// A conversation with memory: the system prompt stays, the oldest turns go first when the
+/// token budget is exceeded.
+pub struct Conversation {
+    system: Option<Message>,
+    turns: Vec<Message>,
+    /// The newest camera caption, told to the model with the system prompt (small models use it
+    /// far better there than inside the question) and never kept in memory.
+    scene: Option<String>,
+    budget: usize,
+    reserve: usize,
+}
+
+impl Conversation {
+    pub fn new(cfg: &LlmConfig) -> Conversation {
+        let system = (!cfg.system_prompt.trim().is_empty())
+            .then(|| Message::new(Role::System, cfg.system_prompt.trim()));
+        Conversation {
+            system,
+            turns: Vec::new(),
+            scene: None,
+            budget: cfg.context_tokens,
+            reserve: cfg.max_tokens,
+        }
+    }
+
+    /// The messages the model sees for `user`'s next question, after trimming to the budget.
+    pub fn prompt_for(
+        &mut self,
+        model: &mut dyn ChatModel,
+        user: &str,
+    ) -> Result<Vec<Message>, LlmError> {
+        if user.trim().is_empty() {
+            return Err(LlmError::EmptyPrompt);
+        }
+        let limit = self.budget.saturating_sub(self.reserve);
+        let question = user.trim().to_string();
+        let system = self.system_message();
+        let mut alone: Vec<Message> = system.iter().cloned().collect();
+        alone.push(Message::new(Role::User, question.as_str()));
+        let needed = model.count_tokens(&alone)?;
+        if needed > limit {
+            // Refused whole: memory is kept, nothing is truncated silently.
+            return Err(LlmError::PromptTooLong { needed, limit });
+        }
+        loop {
+            let mut msgs: Vec<Message> = system.iter().cloned().collect();
+            msgs.extend(self.turns.iter().cloned());
+            msgs.push(Message::new(Role::User, question.as_str()));
+            let needed = model.count_tokens(&msgs)?;
+            if needed <= limit {
+                return Ok(msgs);
+            }
+            // Drop the oldest exchange (user + assistant).
+            let n = self.turns.len().min(2);
+            self.turns.drain(..n);
+            tracing::debug!(
+                needed,
+                limit,
+                "conversation over budget; dropped the oldest turn"
+            );
+        }
+    }
+
+    /// Records a finished exchange.
+    pub fn record(&mut self, user: &str, answer: &str) {
+        self.turns.push(Message::new(Role::User, user.trim()));
+        self.turns
+            .push(Message::new(Role::Assistant, answer.trim()));
+    }
+
+    /// What the next prompt starts with: the system prompt with the current scene, and the
+    /// turns remembered so far (to prefill while nobody speaks).
+    pub fn preamble(&self) -> Vec<Message> {
+        let mut msgs: Vec<Message> = self.system_message().into_iter().collect();
+        msgs.extend(self.turns.iter().cloned());
+        msgs
+    }
+
+    /// The system prompt, with what the camera shows now.
+    fn system_message(&self) -> Option<Message> {
+        let Some(scene) = &self.scene else {
+            return self.system.clone();
+        };
+        let seen = format!("You can see through a camera. {}", context_line(scene));
+        Some(match &self.system {
+            Some(m) => Message::new(Role::System, format!("{} {seen}", m.content)),
+            None => Message::new(Role::System, seen),
+        })
+    }
+
+    /// Sets (or clears) what the camera shows now: the next question is asked with it.
+    pub fn set_scene(&mut self, caption: Option<String>) {
+        self.scene = caption.filter(|c| !c.trim().is_empty());
+    }
+
+    pub fn turns(&self) -> usize {
+        self.turns.len() / 2
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::chat::Finish;
+    use super::*;
+    use crate::stages::Cancel;
+
+    /// Counts one token per character, so budgets are easy to reason about.
+    struct CharModel;
+    impl ChatModel for CharModel {
+        fn generate(
+            &mut self,
+            _: &[Message],
+            _: &Cancel,
+            _: &mut dyn FnMut(&str),
+        ) -> Result<(String, Finish), LlmError> {
+            Ok((String::new(), Finish::Stop))
+        }
+        fn count_tokens(&mut self, m: &[Message]) -> Result<usize, LlmError> {
+            Ok(m.iter().map(|m| m.content.len()).sum())
+        }
+        fn set_config(&mut self, _: &LlmConfig) {}
+        fn describe(&self) -> String {
+            "chars".into()
+        }
+    }
+
+    #[test]
+    fn memory_drops_oldest_turns_and_refuses_what_cannot_fit() {
+        let cfg = LlmConfig {
+            system_prompt: "sys".into(),
+            context_tokens: 40,
+            max_tokens: 10,
+            ..LlmConfig::default()
+        };
+        let mut conv = Conversation::new(&cfg);
+        let mut m = CharModel;
+        conv.record("aaaaaaaaaa", "bbbbbbbbbb");
+        conv.record("cccc", "dddd");
+        // sys(3) + 10 + 10 + 4 + 4 + q(5) = 36 > 30: the first exchange goes, the second stays.
+        let msgs = conv.prompt_for(&mut m, "qqqqq").unwrap();
+        assert_eq!(msgs[0].content, "sys");
+        assert_eq!(msgs[1].content, "cccc");
+        assert_eq!(msgs.len(), 4);
+        assert_eq!(conv.turns(), 1);
+        let err = conv.prompt_for(&mut m, &"x".repeat(40)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                LlmError::PromptTooLong {
+                    needed: 43,
+                    limit: 30
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(conv.turns(), 1, "a refused prompt keeps the memory");
+        assert!(matches!(
+            conv.prompt_for(&mut m, "  "),
+            Err(LlmError::EmptyPrompt)
+        ));
+    }
+
+    #[test]
+    fn the_scene_joins_the_system_prompt_and_is_not_remembered() {
+        let mut conv = Conversation::new(&LlmConfig {
+            system_prompt: "Be brief.".into(),
+            ..LlmConfig::default()
+        });
+        conv.set_scene(Some("a cat.".into()));
+        let msgs = conv.prompt_for(&mut CharModel, "What is this?").unwrap();
+        assert_eq!(
+            msgs[0].content,
+            "Be brief. You can see through a camera. The camera currently shows: a cat."
+        );
+        assert_eq!(msgs[1].content, "What is this?");
+        conv.record("What is this?", "A cat.");
+        conv.set_scene(None);
+        let msgs = conv.prompt_for(&mut CharModel, "And now?").unwrap();
+        assert_eq!(msgs[0].content, "Be brief.");
+        assert!(msgs.iter().all(|m| !m.content.contains("camera")));
+    }
+}

@@ -1,0 +1,107 @@
+//! Remote language model: any OpenAI-compatible `/v1/chat/completions` server (vLLM, llama.cpp
+//! server, Ollama, ...), streamed over server-sent events.
+
+use std::io::{BufRead, BufReader};
+
+use super::chat::{ChatModel, Finish, LlmConfig, LlmError, Message, WordChunker};
+use crate::stages::openai::{env_or, Endpoint};
+use crate::stages::Cancel;
+
+pub struct RemoteModel {
+    endpoint: Endpoint,
+    model: String,
+    cfg: LlmConfig,
+}
+
+impl RemoteModel {
+    pub fn new(cfg: &LlmConfig) -> Result<RemoteModel, LlmError> {
+        let endpoint = Endpoint::new(
+            &cfg.base_url,
+            &cfg.api_key,
+            "SEESAY_LLM",
+            "llm.base_url",
+            cfg.timeout_s,
+        )
+        .map_err(|(url, detail)| LlmError::Remote { url, detail })?;
+        Ok(RemoteModel {
+            endpoint,
+            model: env_or("SEESAY_LLM_MODEL", &cfg.remote_model),
+            cfg: cfg.clone(),
+        })
+    }
+
+    fn remote_err(&self, detail: impl Into<String>) -> LlmError {
+        LlmError::Remote {
+            url: self.endpoint.url.clone(),
+            detail: detail.into(),
+        }
+    }
+}
+
+impl ChatModel for RemoteModel {
+    fn generate(
+        &mut self,
+        messages: &[Message],
+        cancel: &Cancel,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<(String, Finish), LlmError> {
+        let body = serde_json::json!({
+            "model": self.model,
+            "messages": messages.iter().map(|m| serde_json::json!({"role": m.role, "content": m.content})).collect::<Vec<_>>(),
+            "stream": true,
+            "temperature": self.cfg.temperature,
+            "top_p": self.cfg.top_p,
+            "max_tokens": self.cfg.max_tokens,
+            "seed": self.cfg.seed,
+        });
+        let resp = self.endpoint.post(&body).map_err(|e| self.remote_err(e))?;
+        let mut text = String::new();
+        let mut chunker = WordChunker::default();
+        let mut finish = Finish::Stop;
+        for line in BufReader::new(resp.into_reader()).lines() {
+            if cancel.is_cancelled() {
+                finish = Finish::Cancelled;
+                break;
+            }
+            let line = line.map_err(|e| self.remote_err(format!("reading the stream: {e}")))?;
+            let Some(data) = line.strip_prefix("data:").map(str::trim) else {
+                continue;
+            };
+            if data == "[DONE]" {
+                break;
+            }
+            let event: serde_json::Value = serde_json::from_str(data)
+                .map_err(|e| self.remote_err(format!("bad stream event {data:?}: {e}")))?;
+            if let Some(msg) = event["error"]["message"].as_str() {
+                return Err(self.remote_err(msg.to_string()));
+            }
+            let choice = &event["choices"][0];
+            if let Some(delta) = choice["delta"]["content"].as_str() {
+                text.push_str(delta);
+                if let Some(chunk) = chunker.push(&text) {
+                    on_text(chunk);
+                }
+            }
+            if choice["finish_reason"].as_str() == Some("length") {
+                finish = Finish::Length;
+            }
+        }
+        if let Some(rest) = chunker.finish(&text) {
+            on_text(rest);
+        }
+        Ok((text.trim().to_string(), finish))
+    }
+
+    /// Servers count tokens themselves; this estimate (4 characters a token) only trims memory.
+    fn count_tokens(&mut self, messages: &[Message]) -> Result<usize, LlmError> {
+        Ok(messages.iter().map(|m| m.content.len() / 4 + 4).sum())
+    }
+
+    fn set_config(&mut self, cfg: &LlmConfig) {
+        self.cfg = cfg.clone();
+    }
+
+    fn describe(&self) -> String {
+        format!("{} at {}", self.model, self.endpoint.url)
+    }
+}

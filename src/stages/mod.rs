@@ -1,0 +1,147 @@
+//! The pipeline's stages, one home each, in the order sound and pictures flow through them:
+//!
+//! ```text
+//! mic ─► vad ─► asr ─► llm ─► tts ─► speaker        camera ─► caption ─► (llm's context)
+//! ```
+//!
+//! Each stage holds its model (behind a trait where the pipeline needs to swap in a fake), its
+//! config and its error. Shared by several stages: `device` (cpal devices and sample formats),
+//! `openai` (an OpenAI-compatible endpoint) and the turn clock below, which interrupts work by
+//! turn number.
+
+pub mod asr;
+pub mod camera;
+pub mod caption;
+pub mod device;
+pub mod llm;
+pub mod mic;
+pub mod openai;
+pub mod speaker;
+pub mod tts;
+pub mod vad;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::host::{self, HostError};
+use crate::store::{ModelError, Store};
+
+/// Why onnxruntime could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+/// Loads onnxruntime (for the voice and the VAD) once per process: `configured` (the
+/// `tts.onnxruntime` path), else `$ORT_DYLIB_PATH`, else the fetched `onnxruntime` model.
+pub fn load_onnxruntime(configured: &str, store: &Store) -> Result<(), RuntimeError> {
+    let path = match host::onnxruntime_override(configured) {
+        Some(p) => p,
+        None => store.resolve("onnxruntime")?,
+    };
+    Ok(host::init_onnxruntime(&path)?)
+}
+
+/// The turn numbers of one conversation: the turn being answered now, and whether everything is
+/// being stopped. Work for an older turn (or any turn, once stopped) is dropped: the LLM stops
+/// between two tokens, queued speech is skipped and playback goes quiet. Only the pipeline's VAD
+/// stage starts turns, so turn numbers never skip or repeat.
+#[derive(Debug, Default)]
+pub struct TurnClock {
+    current: AtomicU64,
+    stopped: AtomicBool,
+}
+
+impl TurnClock {
+    /// The turn being answered now (0 before anyone spoke).
+    pub fn current(&self) -> u64 {
+        self.current.load(Ordering::Acquire)
+    }
+
+    /// Starts the next turn and returns its number.
+    pub fn begin(&self) -> u64 {
+        self.current.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Cancels every turn, for good (end of the run, Ctrl-C, the client left).
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+
+    /// Whether work for `turn` should be dropped.
+    pub fn is_stale(&self, turn: u64) -> bool {
+        self.stopped() || turn < self.current()
+    }
+}
+
+/// Cancellation of one piece of work (an answer, a transcription) by turn number.
+#[derive(Debug, Clone)]
+pub struct Cancel {
+    clock: Arc<TurnClock>,
+    turn: u64,
+}
+
+impl Default for Cancel {
+    fn default() -> Self {
+        Cancel::new()
+    }
+}
+
+impl Cancel {
+    /// A token of its own, cancelled only by `cancel` (on it or a clone).
+    pub fn new() -> Cancel {
+        Cancel {
+            clock: Arc::new(TurnClock::default()),
+            turn: 0,
+        }
+    }
+
+    /// A token for `turn`, cancelled once `clock` moves past it or stops.
+    pub fn for_turn(clock: Arc<TurnClock>, turn: u64) -> Cancel {
+        Cancel { clock, turn }
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.clock.is_stale(self.turn)
+    }
+
+    /// Cancels this work and every other that shares the clock.
+    pub fn cancel(&self) {
+        self.clock.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_newer_turn_or_a_stop_cancels() {
+        let clock = Arc::new(TurnClock::default());
+        let t = clock.begin();
+        let c = Cancel::for_turn(clock.clone(), t);
+        assert!(!c.is_cancelled());
+        assert_eq!(clock.begin(), t + 1);
+        assert!(c.is_cancelled());
+        let d = Cancel::for_turn(clock.clone(), t + 1);
+        assert!(!d.is_cancelled());
+        clock.stop();
+        assert!(d.is_cancelled());
+    }
+
+    #[test]
+    fn a_token_of_its_own_is_cancelled_only_by_hand() {
+        let c = Cancel::new();
+        assert!(!c.is_cancelled());
+        c.clone().cancel();
+        assert!(c.is_cancelled());
+    }
+}

@@ -1,0 +1,500 @@
+//! Whisper import: a CTranslate2 (faster-whisper) Whisper folder in, a whisper.cpp ggml file out
+//! (written by `ggml.rs`).
+//!
+//! The CTranslate2 `model.bin` is a flat list of named tensors. whisper.cpp wants its own names,
+//! separate query/key/value matrices, the mel filter bank and the byte-level vocabulary in one file.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, IsTerminal, Read};
+use std::path::{Path, PathBuf};
+
+use half::{bf16, f16};
+
+use super::ggml::{io, write_atomically, write_ggml, Hparams, ImportError, Quantize, Tensor};
+
+/// Reads every variable of a CTranslate2 `model.bin` stream (binary version 6).
+pub fn read_ct2(mut r: impl Read) -> Result<HashMap<String, Tensor>, ImportError> {
+    let bad = |m: &str| ImportError::Format(m.to_string());
+    let rd = |r: &mut dyn Read, n: usize| -> Result<Vec<u8>, ImportError> {
+        let mut b = vec![0u8; n];
+        r.read_exact(&mut b)
+            .map_err(|e| bad(&format!("truncated file ({e})")))?;
+        Ok(b)
+    };
+    let u32_ = |r: &mut dyn Read| -> Result<u32, ImportError> {
+        Ok(u32::from_le_bytes(rd(r, 4)?.try_into().unwrap()))
+    };
+    let string = |r: &mut dyn Read| -> Result<String, ImportError> {
+        let n = u16::from_le_bytes(rd(r, 2)?.try_into().unwrap()) as usize;
+        let mut b = rd(r, n)?;
+        b.pop(); // trailing NUL
+        String::from_utf8(b).map_err(|_| bad("variable name is not UTF-8"))
+    };
+    let version = u32_(&mut r)?;
+    if version != 6 {
+        return Err(bad(&format!(
+            "binary version {version}, only 6 is supported"
+        )));
+    }
+    let spec = string(&mut r)?;
+    if spec != "WhisperSpec" {
+        return Err(bad(&format!("model spec is {spec}, not WhisperSpec")));
+    }
+    let _revision = u32_(&mut r)?;
+    let count = u32_(&mut r)?;
+    let mut raw: HashMap<String, Tensor> = HashMap::new();
+    for _ in 0..count {
+        let name = string(&mut r)?;
+        let rank = rd(&mut r, 1)?[0] as usize;
+        let shape = (0..rank)
+            .map(|_| u32_(&mut r).map(|d| d as usize))
+            .collect::<Result<Vec<_>, _>>()?;
+        let dtype = rd(&mut r, 1)?[0];
+        let nbytes = u32_(&mut r)? as usize;
+        let elems: usize = shape.iter().product();
+        if nbytes > 1 << 31 {
+            return Err(bad(&format!("{name}: implausible size {nbytes}")));
+        }
+        let bytes = rd(&mut r, nbytes)?;
+        let data: Vec<f32> = match (dtype, nbytes / elems.max(1)) {
+            (0, 4) => bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+            (4, 2) => bytes
+                .chunks_exact(2)
+                .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            (5, 2) => bytes
+                .chunks_exact(2)
+                .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            (1, 1) => bytes.iter().map(|&b| b as i8 as f32).collect(),
+            (2, 2) => bytes
+                .chunks_exact(2)
+                .map(|c| i16::from_le_bytes([c[0], c[1]]) as f32)
+                .collect(),
+            (3, 4) => bytes
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f32)
+                .collect(),
+            _ => {
+                return Err(bad(&format!(
+                    "{name}: unsupported dtype {dtype} ({nbytes} bytes for {elems} values)"
+                )))
+            }
+        };
+        raw.insert(name, Tensor { shape, data });
+    }
+    // int8 weights carry a per-row scale: w = q / scale.
+    let scaled: Vec<String> = raw
+        .keys()
+        .filter(|k| k.ends_with("/weight_scale"))
+        .cloned()
+        .collect();
+    for scale_name in scaled {
+        let scale = raw.remove(&scale_name).unwrap();
+        let wname = scale_name.trim_end_matches("_scale").to_string();
+        let w = raw
+            .get_mut(&wname)
+            .ok_or_else(|| bad(&format!("{scale_name} without {wname}")))?;
+        let cols = w.data.len() / scale.data.len().max(1);
+        for (row, s) in w.data.chunks_mut(cols).zip(&scale.data) {
+            row.iter_mut().for_each(|v| *v /= s);
+        }
+    }
+    Ok(raw)
+}
+
+fn get<'a>(t: &'a HashMap<String, Tensor>, name: &str) -> Result<&'a Tensor, ImportError> {
+    t.get(name)
+        .ok_or_else(|| ImportError::Format(format!("tensor {name} is missing")))
+}
+
+fn count_layers(t: &HashMap<String, Tensor>, side: &str) -> usize {
+    (0..)
+        .take_while(|i| t.contains_key(&format!("{side}/layer_{i}/ffn/linear_0/weight")))
+        .count()
+}
+
+pub fn hparams(t: &HashMap<String, Tensor>) -> Result<Hparams, ImportError> {
+    let emb = get(t, "decoder/embeddings/weight")?;
+    let enc_pos = get(t, "encoder/position_encodings/encodings")?;
+    let dec_pos = get(t, "decoder/position_encodings/encodings")?;
+    let conv1 = get(t, "encoder/conv1/weight")?;
+    let heads = |side: &str| -> Result<usize, ImportError> {
+        Ok(get(t, &format!("{side}/num_heads"))?.data[0] as usize)
+    };
+    let h = Hparams {
+        n_vocab: emb.shape[0],
+        n_audio_ctx: enc_pos.shape[0],
+        n_audio_state: enc_pos.shape[1],
+        n_audio_head: heads("encoder")?,
+        n_audio_layer: count_layers(t, "encoder"),
+        n_text_ctx: dec_pos.shape[0],
+        n_text_state: emb.shape[1],
+        n_text_head: heads("decoder")?,
+        n_text_layer: count_layers(t, "decoder"),
+        n_mels: conv1.shape[1],
+    };
+    if h.n_audio_layer == 0 || h.n_text_layer == 0 {
+        return Err(ImportError::Format("no encoder or decoder layers".into()));
+    }
+    Ok(h)
+}
+
+/// The tensors in whisper.cpp's names and shapes (row-major, outermost dimension first).
+pub fn rename(
+    t: &HashMap<String, Tensor>,
+    h: &Hparams,
+) -> Result<Vec<(String, Tensor)>, ImportError> {
+    let mut out: Vec<(String, Tensor)> = Vec::new();
+    let mut put = |name: String, src: &Tensor| out.push((name, src.clone()));
+    // Splits a fused [k*d, d] matrix (or [k*d] bias) into k parts.
+    fn split(src: &Tensor, k: usize) -> Vec<Tensor> {
+        let n = src.data.len() / k;
+        let mut shape = src.shape.clone();
+        shape[0] /= k;
+        src.data
+            .chunks(n)
+            .map(|c| Tensor {
+                shape: shape.clone(),
+                data: c.to_vec(),
+            })
+            .collect()
+    }
+    for side in ["encoder", "decoder"] {
+        let (layers, pos) = if side == "encoder" {
+            (h.n_audio_layer, "encoder.positional_embedding")
+        } else {
+            (h.n_text_layer, "decoder.positional_embedding")
+        };
+        put(
+            pos.into(),
+            get(t, &format!("{side}/position_encodings/encodings"))?,
+        );
+        for i in 0..layers {
+            let ct = |s: &str| format!("{side}/layer_{i}/{s}");
+            let gg = |s: &str| format!("{side}.blocks.{i}.{s}");
+            put(
+                gg("attn_ln.weight"),
+                get(t, &ct("self_attention/layer_norm/gamma"))?,
+            );
+            put(
+                gg("attn_ln.bias"),
+                get(t, &ct("self_attention/layer_norm/beta"))?,
+            );
+            let w = split(get(t, &ct("self_attention/linear_0/weight"))?, 3);
+            let b = split(get(t, &ct("self_attention/linear_0/bias"))?, 3);
+            put(gg("attn.query.weight"), &w[0]);
+            put(gg("attn.query.bias"), &b[0]);
+            put(gg("attn.key.weight"), &w[1]);
+            put(gg("attn.value.weight"), &w[2]);
+            put(gg("attn.value.bias"), &b[2]);
+            put(
+                gg("attn.out.weight"),
+                get(t, &ct("self_attention/linear_1/weight"))?,
+            );
+            put(
+                gg("attn.out.bias"),
+                get(t, &ct("self_attention/linear_1/bias"))?,
+            );
+            if side == "decoder" {
+                put(
+                    gg("cross_attn_ln.weight"),
+                    get(t, &ct("attention/layer_norm/gamma"))?,
+                );
+                put(
+                    gg("cross_attn_ln.bias"),
+                    get(t, &ct("attention/layer_norm/beta"))?,
+                );
+                put(
+                    gg("cross_attn.query.weight"),
+                    get(t, &ct("attention/linear_0/weight"))?,
+                );
+                put(
+                    gg("cross_attn.query.bias"),
+                    get(t, &ct("attention/linear_0/bias"))?,
+                );
+                let w = split(get(t, &ct("attention/linear_1/weight"))?, 2);
+                let b = split(get(t, &ct("attention/linear_1/bias"))?, 2);
+                put(gg("cross_attn.key.weight"), &w[0]);
+                put(gg("cross_attn.value.weight"), &w[1]);
+                put(gg("cross_attn.value.bias"), &b[1]);
+                put(
+                    gg("cross_attn.out.weight"),
+                    get(t, &ct("attention/linear_2/weight"))?,
+                );
+                put(
+                    gg("cross_attn.out.bias"),
+                    get(t, &ct("attention/linear_2/bias"))?,
+                );
+            }
+            put(gg("mlp_ln.weight"), get(t, &ct("ffn/layer_norm/gamma"))?);
+            put(gg("mlp_ln.bias"), get(t, &ct("ffn/layer_norm/beta"))?);
+            put(gg("mlp.0.weight"), get(t, &ct("ffn/linear_0/weight"))?);
+            put(gg("mlp.0.bias"), get(t, &ct("ffn/linear_0/bias"))?);
+            put(gg("mlp.2.weight"), get(t, &ct("ffn/linear_1/weight"))?);
+            put(gg("mlp.2.bias"), get(t, &ct("ffn/linear_1/bias"))?);
+        }
+    }
+    for i in 1..=2 {
+        put(
+            format!("encoder.conv{i}.weight"),
+            get(t, &format!("encoder/conv{i}/weight"))?,
+        );
+        let mut bias = get(t, &format!("encoder/conv{i}/bias"))?.clone();
+        bias.shape = vec![bias.shape[0], 1];
+        put(format!("encoder.conv{i}.bias"), &bias);
+    }
+    put(
+        "encoder.ln_post.weight".into(),
+        get(t, "encoder/layer_norm/gamma")?,
+    );
+    put(
+        "encoder.ln_post.bias".into(),
+        get(t, "encoder/layer_norm/beta")?,
+    );
+    put(
+        "decoder.token_embedding.weight".into(),
+        get(t, "decoder/embeddings/weight")?,
+    );
+    put(
+        "decoder.ln.weight".into(),
+        get(t, "decoder/layer_norm/gamma")?,
+    );
+    put("decoder.ln.bias".into(), get(t, "decoder/layer_norm/beta")?);
+    Ok(out)
+}
+
+/// GPT-2's byte-level alphabet: the printable character each byte is written as, inverted.
+fn byte_decoder() -> HashMap<char, u8> {
+    let mut printable: Vec<u32> = (b'!' as u32..=b'~' as u32)
+        .chain(0xA1..=0xAC)
+        .chain(0xAE..=0xFF)
+        .collect();
+    let mut chars = printable.clone();
+    let mut extra = 0;
+    for b in 0..256u32 {
+        if !printable.contains(&b) {
+            printable.push(b);
+            chars.push(256 + extra);
+            extra += 1;
+        }
+    }
+    printable
+        .into_iter()
+        .zip(chars)
+        .map(|(b, c)| (char::from_u32(c).unwrap(), b as u8))
+        .collect()
+}
+
+/// The ordinary (non-special) tokens as raw bytes, in id order, from vocabulary.txt or .json.
+pub fn read_vocab(dir: &Path) -> Result<Vec<Vec<u8>>, ImportError> {
+    let txt = dir.join("vocabulary.txt");
+    let json = dir.join("vocabulary.json");
+    let tokens: Vec<String> = if txt.is_file() {
+        std::fs::read_to_string(&txt)
+            .map_err(io(&txt))?
+            .lines()
+            .map(str::to_string)
+            .collect()
+    } else if json.is_file() {
+        let text = std::fs::read_to_string(&json).map_err(io(&json))?;
+        serde_json::from_str(&text)
+            .map_err(|e| ImportError::Format(format!("{}: {e}", json.display())))?
+    } else {
+        return Err(ImportError::NoVocab(dir.to_path_buf()));
+    };
+    let dec = byte_decoder();
+    let mut out = Vec::new();
+    for tok in tokens.iter().take_while(|t| t.as_str() != "<|endoftext|>") {
+        let bytes = tok
+            .chars()
+            .map(|c| dec.get(&c).copied())
+            .collect::<Option<Vec<u8>>>()
+            .ok_or_else(|| ImportError::Format(format!("token {tok:?} is not byte-level BPE")))?;
+        out.push(bytes);
+    }
+    if out.len() == tokens.len() {
+        return Err(ImportError::Format(
+            "vocabulary has no <|endoftext|> token".into(),
+        ));
+    }
+    Ok(out)
+}
+
+/// Reads `mel_{n_mels}` from Whisper's `mel_filters.npz`: (rows, cols, values).
+pub fn read_mel_filters(
+    npz: &Path,
+    n_mels: usize,
+) -> Result<(usize, usize, Vec<f32>), ImportError> {
+    let file = File::open(npz).map_err(io(npz))?;
+    let bad = |m: String| ImportError::Format(format!("{}: {m}", npz.display()));
+    let mut zip = zip::ZipArchive::new(BufReader::new(file)).map_err(|e| bad(e.to_string()))?;
+    let mut member = zip
+        .by_name(&format!("mel_{n_mels}.npy"))
+        .map_err(|_| bad(format!("no mel_{n_mels} filter bank")))?;
+    let mut bytes = Vec::new();
+    member.read_to_end(&mut bytes).map_err(io(npz))?;
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        return Err(bad("not a .npy array".into()));
+    }
+    let (hlen, start) = if bytes[6] == 1 {
+        (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10)
+    } else {
+        (
+            u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize,
+            12,
+        )
+    };
+    let header = String::from_utf8_lossy(&bytes[start..start + hlen]).to_string();
+    if !header.contains("'<f4'") || header.contains("'fortran_order': True") {
+        return Err(bad(format!("unsupported array layout {header}")));
+    }
+    let shape: Vec<usize> = header
+        .split("'shape': (")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .map(|s| s.split(',').filter_map(|d| d.trim().parse().ok()).collect())
+        .unwrap_or_default();
+    if shape.len() != 2 {
+        return Err(bad(format!("unexpected shape in {header}")));
+    }
+    let data: Vec<f32> = bytes[start + hlen..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    if data.len() != shape[0] * shape[1] {
+        return Err(bad("array data is truncated".into()));
+    }
+    Ok((shape[0], shape[1], data))
+}
+
+/// The model.bin stream of a CTranslate2 folder: `model.bin`, or its parts joined in order.
+fn open_model_bin(dir: &Path) -> Result<Box<dyn Read>, ImportError> {
+    let whole = dir.join("model.bin");
+    if whole.is_file() {
+        return Ok(Box::new(BufReader::new(
+            File::open(&whole).map_err(io(&whole))?,
+        )));
+    }
+    let parts: Vec<PathBuf> = (1..)
+        .map(|i| dir.join(format!("model.bin.part{i}")))
+        .take_while(|p| p.is_file())
+        .collect();
+    if parts.is_empty() {
+        return Err(ImportError::NoModel(dir.to_path_buf()));
+    }
+    let mut reader: Box<dyn Read> = Box::new(std::io::empty());
+    for p in parts {
+        let f = BufReader::new(File::open(&p).map_err(io(&p))?);
+        reader = Box::new(reader.chain(f));
+    }
+    Ok(reader)
+}
+
+/// Converts a CTranslate2 Whisper folder into a whisper.cpp file at `dst` (written atomically).
+pub fn convert_ct2_dir(
+    dir: &Path,
+    mel_npz: &Path,
+    quantize: Quantize,
+    dst: &Path,
+) -> Result<Hparams, ImportError> {
+    let tensors = read_ct2(open_model_bin(dir)?)?;
+    let h = hparams(&tensors)?;
+    let renamed = rename(&tensors, &h)?;
+    drop(tensors);
+    let vocab = read_vocab(dir)?;
+    let (rows, cols, mel) = read_mel_filters(mel_npz, h.n_mels)?;
+    let bar = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(renamed.len() as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("  writing {bar:30} {pos}/{len} tensors")
+            .expect("valid template"),
+    );
+    let tick = || bar.inc(1);
+    write_atomically(dst, |out| {
+        write_ggml(
+            out,
+            &h,
+            (rows, cols, &mel),
+            &vocab,
+            &renamed,
+            quantize,
+            &tick,
+        )
+        .map_err(io(dst))
+    })?;
+    bar.finish_and_clear();
+    Ok(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::ggml::quantize_q8_0;
+    use super::*;
+
+    #[test]
+    fn byte_decoder_covers_every_byte_once() {
+        let dec = byte_decoder();
+        assert_eq!(dec.len(), 256);
+        assert_eq!(dec[&'Ġ'], b' ');
+        assert_eq!(dec[&'Ċ'], b'\n');
+        assert_eq!(dec[&'a'], b'a');
+    }
+
+    #[test]
+    fn q8_0_round_trips_within_one_step() {
+        let vals: Vec<f32> = (0..64).map(|i| (i as f32 - 31.5) / 10.0).collect();
+        let mut out = Vec::new();
+        quantize_q8_0(&vals, &mut out);
+        assert_eq!(out.len(), 2 * 34);
+        for (b, block) in vals.chunks(32).enumerate() {
+            let d = f16::from_le_bytes([out[b * 34], out[b * 34 + 1]]).to_f32();
+            for (j, v) in block.iter().enumerate() {
+                let q = out[b * 34 + 2 + j] as i8 as f32;
+                // Half a step of rounding, plus the f16 rounding of the scale itself.
+                assert!((q * d - v).abs() <= d * 0.6, "{v} vs {}", q * d);
+            }
+        }
+    }
+
+    /// A tiny CTranslate2 file written here: the reader gets names, shapes, dtypes and int8 scales right.
+    #[test]
+    fn reads_a_handmade_ct2_file() {
+        let mut b = Vec::new();
+        let s = |b: &mut Vec<u8>, t: &str| {
+            b.extend((t.len() as u16 + 1).to_le_bytes());
+            b.extend(t.as_bytes());
+            b.push(0);
+        };
+        b.extend(6u32.to_le_bytes());
+        s(&mut b, "WhisperSpec");
+        b.extend(3u32.to_le_bytes());
+        b.extend(2u32.to_le_bytes());
+        s(&mut b, "a/weight");
+        b.push(2);
+        b.extend(2u32.to_le_bytes());
+        b.extend(2u32.to_le_bytes());
+        b.push(1); // int8
+        b.extend(4u32.to_le_bytes());
+        b.extend([2u8, 4, 6, 8]);
+        s(&mut b, "a/weight_scale");
+        b.push(1);
+        b.extend(2u32.to_le_bytes());
+        b.push(0); // f32
+        b.extend(8u32.to_le_bytes());
+        b.extend(2f32.to_le_bytes());
+        b.extend(4f32.to_le_bytes());
+        let t = read_ct2(&b[..]).unwrap();
+        assert_eq!(t["a/weight"].shape, vec![2, 2]);
+        assert_eq!(t["a/weight"].data, vec![1.0, 2.0, 1.5, 2.0]);
+        assert!(!t.contains_key("a/weight_scale"));
+        assert!(matches!(read_ct2(&b[..20]), Err(ImportError::Format(_))));
+    }
+}

@@ -1,0 +1,5 @@
+//! Text: the sentence splitter (streamed answer text in, speakable sentences and clauses out) and
+//! transcripts (timed segments in, text / JSON / SRT / WebVTT out).
+
+pub mod splitter;
+pub mod transcript;

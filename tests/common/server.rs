@@ -1,0 +1,212 @@
+//! The harness of the `seesay serve` tests: a server on free local ports (killed when dropped),
+//! Python clients run from the test environment, raw HTTP status, and a WebSocket conversation
+//! client that collects what it hears.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `seesay serve`, killed when dropped.
+pub struct Server {
+    child: Child,
+    pub http: u16,
+    pub wyoming: u16,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    pub fn start(env: &[(&str, &str)]) -> Server {
+        Server::start_with(env, "")
+    }
+
+    /// With `config` as the configuration file.
+    pub fn start_with(env: &[(&str, &str)], config: &str) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("serve.log");
+        let cfg = dir.path().join("config.toml");
+        std::fs::write(&cfg, config).unwrap();
+        let (http, wyoming) = (free_port(), free_port());
+        let child = Command::new(env!("CARGO_BIN_EXE_seesay"))
+            .args([
+                "--config",
+                cfg.to_str().unwrap(),
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{http}"),
+                "--wyoming",
+                &format!("127.0.0.1:{wyoming}"),
+            ])
+            .env("RUST_LOG", "seesay=info")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let s = Server {
+            child,
+            http,
+            wyoming,
+            log,
+            _dir: dir,
+        };
+        let t = Instant::now();
+        while ureq::get(&s.url("/healthz")).call().is_err() {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "server did not start: {}",
+                s.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        s
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http)
+    }
+
+    /// The body of a GET that must succeed.
+    pub fn get(&self, path: &str) -> String {
+        ureq::get(&self.url(path))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a Python script with the test environment's interpreter; returns stdout.
+pub fn python(script: &str, args: &[&str]) -> String {
+    let py = std::env::var("SEESAY_TEST_PYTHON").expect(
+        "SEESAY_TEST_PYTHON is not set: run the tests through scripts/test, which installs the openai and wyoming packages",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("client.py");
+    std::fs::write(&file, script).unwrap();
+    let out = Command::new(py).arg(&file).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "python client failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+pub fn status_of(r: Result<ureq::Response, ureq::Error>) -> (u16, String) {
+    match r {
+        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// What a conversation client has received so far.
+#[derive(Default)]
+pub struct Heard {
+    pub events: Vec<serde_json::Value>,
+    /// Bytes of answer audio per turn.
+    pub audio: std::collections::BTreeMap<u64, usize>,
+    pub closed: Option<(u16, String)>,
+}
+
+impl Heard {
+    pub fn of(&self, kind: &str) -> Vec<&serde_json::Value> {
+        self.events.iter().filter(|e| e["type"] == kind).collect()
+    }
+    pub fn turn_done(&self, turn: u64) -> Option<&serde_json::Value> {
+        self.of("turn_done").into_iter().find(|e| e["turn"] == turn)
+    }
+}
+
+pub async fn connect(s: &Server, query: &str) -> Ws {
+    let url = format!("ws://127.0.0.1:{}/v1/conversation{query}", s.http);
+    tokio_tungstenite::connect_async(url).await.unwrap().0
+}
+
+/// Reads messages into `heard` until `done` says so (or `limit` passes: then it fails).
+pub async fn read_until(
+    ws: &mut Ws,
+    heard: &mut Heard,
+    limit: Duration,
+    done: impl Fn(&Heard) -> bool,
+) {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let t = Instant::now();
+    while !done(heard) {
+        let left = limit.checked_sub(t.elapsed()).unwrap_or_default();
+        let msg = match tokio::time::timeout(left, ws.next()).await {
+            Ok(Some(Ok(m))) => m,
+            Ok(_) => {
+                heard.closed.get_or_insert((1006, String::new()));
+                break;
+            }
+            Err(_) => panic!("timed out; received so far: {:#?}", heard.events),
+        };
+        match msg {
+            Message::Text(t) => heard.events.push(serde_json::from_str(&t).unwrap()),
+            Message::Binary(b) => {
+                let turn = u32::from_le_bytes(b[..4].try_into().unwrap()) as u64;
+                *heard.audio.entry(turn).or_default() += b.len() - 4;
+            }
+            Message::Close(f) => {
+                heard.closed = Some(f.map_or((1005, String::new()), |f| {
+                    (f.code.into(), f.reason.to_string())
+                }));
+                break;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Streams 16 kHz audio as 16-bit PCM in 100 ms messages (faster than real time).
+pub async fn send_audio(ws: &mut Ws, pcm: &[f32]) {
+    use futures_util::SinkExt;
+    for chunk in pcm.chunks(1600) {
+        let bytes: Vec<u8> = chunk
+            .iter()
+            .flat_map(|v| ((v.clamp(-1.0, 1.0) * 32767.0) as i16).to_le_bytes())
+            .collect();
+        ws.send(tokio_tungstenite::tungstenite::Message::Binary(
+            bytes.into(),
+        ))
+        .await
+        .unwrap();
+    }
+}
+
+pub fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+pub fn base64_decode(text: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .unwrap()
+}

@@ -1,0 +1,239 @@
+//! `seesay serve`'s HTTP API with a client nobody here wrote (the official `openai` Python
+//! package, installed by scripts/test into the virtual environment named by $SEESAY_TEST_PYTHON),
+//! bad requests over raw HTTP and TCP, and authentication.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::server::*;
+use common::*;
+
+const OPENAI_CLIENT: &str = r#"
+import base64, sys, concurrent.futures
+from openai import OpenAI
+base, jfk, cat, out = sys.argv[1:5]
+client = OpenAI(base_url=base, api_key="unused")
+with open(jfk, "rb") as f:
+    print("TRANSCRIPT:", client.audio.transcriptions.create(model="whisper-1", file=f).text)
+with client.audio.speech.with_streaming_response.create(model="tts-1", voice="alloy", input="The weather is sunny today.", response_format="wav") as r:
+    r.stream_to_file(out)
+uri = "data:image/png;base64," + base64.b64encode(open(cat, "rb").read()).decode()
+stream = client.chat.completions.create(model="smollm2-135m", stream=True, messages=[{"role": "user", "content": [
+    {"type": "text", "text": "What animal is this?"},
+    {"type": "image_url", "image_url": {"url": uri}}]}])
+print("CHUNKS:", sum(1 for _ in [print("CHAT:", c.choices[0].delta.content or "") for c in stream]))
+def one(_):
+    with open(jfk, "rb") as f:
+        return client.audio.transcriptions.create(model="whisper-1", file=f).text
+with concurrent.futures.ThreadPoolExecutor(8) as pool:
+    for t in pool.map(one, range(8)):
+        print("PARALLEL:", t)
+"#;
+
+#[test]
+fn the_openai_python_client_transcribes_speaks_and_chats() {
+    let s = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let speech = dir.path().join("speech.wav");
+    let out = python(
+        OPENAI_CLIENT,
+        &[
+            &s.url("/v1"),
+            model_path("sample-jfk").to_str().unwrap(),
+            model_path("sample-chelsea").to_str().unwrap(),
+            speech.to_str().unwrap(),
+        ],
+    );
+    let line = |p: &str| -> Vec<String> {
+        out.lines()
+            .filter_map(|l| l.strip_prefix(p).map(|x| x.trim().to_string()))
+            .collect()
+    };
+    let transcript = &line("TRANSCRIPT:")[0];
+    assert!(
+        word_errors(&words(JFK), &words(transcript)) <= 1,
+        "{transcript}"
+    );
+    let heard = words(&ok(seesay(&["transcribe", speech.to_str().unwrap()])));
+    assert!(
+        heard.contains(&"weather".into()) && heard.contains(&"sunny".into()),
+        "{heard:?}"
+    );
+    let chat = line("CHAT:").concat();
+    assert!(
+        line("CHAT:").len() > 2,
+        "the answer was not streamed: {out}"
+    );
+    assert!(chat.to_lowercase().contains("cat"), "{chat}");
+    let parallel = line("PARALLEL:");
+    assert_eq!(parallel.len(), 8);
+    for t in &parallel {
+        assert!(word_errors(&words(JFK), &words(t)) <= 1, "{t}");
+    }
+    // One process, each model loaded once, eight transcriptions observed.
+    assert_eq!(s.log().matches("models loaded").count(), 1, "{}", s.log());
+    let metrics = s.get("/metrics");
+    assert!(
+        metrics.contains("seesay_stage_seconds_count{stage=\"asr\"} 9"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
+    let s = Server::start(&[]);
+    let transcriptions = s.url("/v1/audio/transcriptions");
+    // Wrong content type.
+    let (code, body) = status_of(
+        ureq::post(&transcriptions)
+            .set("Content-Type", "application/json")
+            .send_string("{}"),
+    );
+    assert_eq!(code, 415, "{body}");
+    assert!(
+        body.contains("\"error\"") && body.contains("multipart/form-data"),
+        "{body}"
+    );
+    // 50 MB over the 25 MB limit.
+    let big = vec![b'a'; 50 << 20];
+    let (code, body) = status_of(
+        ureq::post(&transcriptions)
+            .set("Content-Type", "multipart/form-data; boundary=XYZ")
+            .send_bytes(&big),
+    );
+    assert!(code == 413 || code == 0, "{code} {body}");
+    // A truncated multipart body.
+    let cut = "--XYZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\nContent-Type: audio/wav\r\n\r\nRIFF....";
+    let (code, body) = status_of(
+        ureq::post(&transcriptions)
+            .set("Content-Type", "multipart/form-data; boundary=XYZ")
+            .send_string(cut),
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("multipart"), "{body}");
+    // Not audio.
+    let form = "--XYZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\nhello\r\n--XYZ--\r\n";
+    let (code, body) = status_of(
+        ureq::post(&transcriptions)
+            .set("Content-Type", "multipart/form-data; boundary=XYZ")
+            .send_string(form),
+    );
+    assert_eq!(code, 400, "{body}");
+    // Chat with an image URL seesay would have to fetch, and bad JSON.
+    let chat = s.url("/v1/chat/completions");
+    let remote_image = serde_json::json!({
+        "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "http://example.com/cat.png"}},
+            {"type": "text", "text": "hi"}]}]
+    });
+    let (code, body) = status_of(
+        ureq::post(&chat)
+            .set("Content-Type", "application/json")
+            .send_string(&remote_image.to_string()),
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("data: URI"), "{body}");
+    let (code, _) = status_of(
+        ureq::post(&chat)
+            .set("Content-Type", "application/json")
+            .send_string("{\"messages\": ["),
+    );
+    assert_eq!(code, 400);
+
+    // Wyoming: a header promising more payload than follows closes that connection only.
+    let mut sock = TcpStream::connect(("127.0.0.1", s.wyoming)).unwrap();
+    sock.write_all(b"{\"type\": \"audio-chunk\", \"payload_length\": 100000}\nshort")
+        .unwrap();
+    sock.shutdown(std::net::Shutdown::Write).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = sock.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{rest:?}");
+    // Garbage instead of JSON, too.
+    let mut sock = TcpStream::connect(("127.0.0.1", s.wyoming)).unwrap();
+    sock.write_all(b"this is not json\n").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = sock.read_to_end(&mut rest);
+    assert!(rest.is_empty());
+    let mut sock = TcpStream::connect(("127.0.0.1", s.wyoming)).unwrap();
+    sock.write_all(b"{\"type\": \"describe\"}\n").unwrap();
+    let mut reader = std::io::BufReader::new(sock);
+    let mut header = String::new();
+    std::io::BufRead::read_line(&mut reader, &mut header).unwrap();
+    assert!(header.contains("\"info\""), "{header}");
+
+    // Still serving.
+    let models = s.get("/v1/models");
+    assert!(models.contains("whisper-1"), "{models}");
+    let metrics = s.get("/metrics");
+    assert!(metrics.contains("status=\"415\""), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_is_required_when_auth_is_on() {
+    let s = Server::start_with(
+        &[("SEESAY_API_KEY", "s3cret")],
+        "[server]\nmax_sessions = 1\nrequest_timeout_s = 3\n",
+    );
+    assert_eq!(status_of(ureq::get(&s.url("/healthz")).call()).0, 200);
+    let (code, body) = status_of(ureq::get(&s.url("/v1/models")).call());
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("bearer token"), "{body}");
+    let (code, _) = status_of(
+        ureq::get(&s.url("/v1/models"))
+            .set("Authorization", "Bearer wrong")
+            .call(),
+    );
+    assert_eq!(code, 401);
+    let (code, _) = status_of(
+        ureq::get(&s.url("/v1/models"))
+            .set("Authorization", "Bearer s3cret")
+            .call(),
+    );
+    assert_eq!(code, 200);
+    assert_eq!(status_of(ureq::get(&s.url("/metrics")).call()).0, 401);
+    // The page loads without the token; its conversation needs it (as ?token=: browsers cannot
+    // set headers on a WebSocket), and only server.max_sessions conversations run at once.
+    assert_eq!(status_of(ureq::get(&s.url("/")).call()).0, 200);
+    let refused = |r: Result<_, tokio_tungstenite::tungstenite::Error>| match r {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+        Err(e) => panic!("{e}"),
+        Ok(_) => 101,
+    };
+    let url = format!("ws://127.0.0.1:{}/v1/conversation", s.http);
+    assert_eq!(refused(tokio_tungstenite::connect_async(&url).await), 401);
+    let wrong = format!("{url}?token=nope");
+    assert_eq!(refused(tokio_tungstenite::connect_async(&wrong).await), 401);
+    let mut one = connect(&s, "?token=s3cret").await;
+    let mut heard = Heard::default();
+    read_until(&mut one, &mut heard, Duration::from_secs(10), |h| {
+        !h.of("ready").is_empty()
+    })
+    .await;
+    let again = format!("{url}?token=s3cret");
+    assert_eq!(refused(tokio_tungstenite::connect_async(&again).await), 429);
+    // A conversation whose client goes quiet is closed (server.request_timeout_s), and the slot
+    // comes back.
+    read_until(&mut one, &mut heard, Duration::from_secs(20), |h| {
+        h.closed.is_some()
+    })
+    .await;
+    let (code, reason) = heard.closed.unwrap();
+    assert_eq!(code, 1008, "{reason}");
+    assert!(reason.contains("request_timeout_s"), "{reason}");
+    drop(one);
+    let t = Instant::now();
+    while refused(tokio_tungstenite::connect_async(&again).await) != 101 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the slot never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
