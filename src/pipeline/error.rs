@@ -39,20 +39,20 @@ pub enum PipelineError {
     Audio(#[from] AudioError),
     #[error("{0}")]
     Options(&'static str),
-    #[error("cannot create metrics file {path}: {source}")]
+    #[error("cannot create metrics file {path}: {error}")]
     Metrics {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("cannot start the {name} thread: {source}")]
+    #[error("cannot start the {name} thread: {error}")]
     Spawn {
         name: &'static str,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("{stage} stage: {source}")]
+    #[error("{stage} stage: {error}")]
     Stage {
         stage: &'static str,
-        source: Box<PipelineError>,
+        error: Box<PipelineError>,
     },
     #[error("the {0} stage panicked")]
     Panicked(&'static str),

@@ -36,16 +36,7 @@ pub(crate) fn vad_loop(
     let _stage = tracing::info_span!("vad").entered();
     let mut ignoring = false;
     let mut last_at = cx.t0;
-    loop {
-        let frame = match rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(f) => f,
-            Err(RecvTimeoutError::Timeout) if cx.turns.clock.stopped() => return Ok(()),
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => break,
-        };
-        if cx.turns.clock.stopped() {
-            return Ok(());
-        }
+    while let Some(frame) = next(&rx, &cx) {
         let end = frame.start + frame.samples.len() as u64;
         cx.input_pos.store(end, Ordering::Release);
         last_at = frame.at;
@@ -93,6 +84,9 @@ pub(crate) fn vad_loop(
             }
             None => {}
         }
+    }
+    if cx.turns.clock.stopped() {
+        return Ok(());
     }
     // End of input: an utterance still under way is answered.
     if let Some(VadEvent::End { audio, speech_end }) = ep.flush() {
@@ -345,13 +339,7 @@ pub(crate) fn caption_loop(
     cx: Arc<Context>,
 ) -> Result<(), PipelineError> {
     let _stage = tracing::info_span!("captioner").entered();
-    loop {
-        let frame = match rx.channel().recv_timeout(Duration::from_millis(50)) {
-            Ok(f) => f,
-            Err(RecvTimeoutError::Timeout) if cx.turns.clock.stopped() => return Ok(()),
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => return Ok(()),
-        };
+    while let Some(frame) = next(rx.channel(), &cx) {
         let captioned = lock(&captioner).caption(&frame.image);
         match captioned {
             Ok(text) => {
@@ -360,6 +348,19 @@ pub(crate) fn caption_loop(
                 *lock(&cx.scene) = Some(text);
             }
             Err(e) => tracing::warn!("captioning {} failed: {e}", frame.source),
+        }
+    }
+    Ok(())
+}
+
+/// The next message, or `None` once the sender is gone or the run is stopping (checked at
+/// least every 50 ms, so a stage waiting on a quiet source still stops).
+fn next<T>(rx: &Receiver<T>, cx: &Context) -> Option<T> {
+    loop {
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(m) => return (!cx.turns.clock.stopped()).then_some(m),
+            Err(RecvTimeoutError::Timeout) if !cx.turns.clock.stopped() => continue,
+            Err(_) => return None,
         }
     }
 }

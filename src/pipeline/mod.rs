@@ -138,9 +138,9 @@ pub fn run_with(
     }
     let metrics_file = match &opts.metrics {
         Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p).map_err(
-            |source| PipelineError::Metrics {
+            |error| PipelineError::Metrics {
                 path: p.clone(),
-                source,
+                error,
             },
         )?)),
         None => None,
@@ -164,9 +164,9 @@ pub fn run_with(
         std::thread::Builder::new()
             .name("metrics".into())
             .spawn(move || metrics::collect(rx_ev, metrics_file, updates))
-            .map_err(|source| PipelineError::Spawn {
+            .map_err(|error| PipelineError::Spawn {
                 name: "metrics",
-                source,
+                error,
             })?
     };
 

@@ -426,8 +426,8 @@ fn a_failing_stage_ends_the_run_with_its_error() {
     let result = h.run.join().unwrap();
     let err = result.err().expect("the run fails");
     assert!(
-        matches!(&err, PipelineError::Stage { stage: "vad", source }
-            if matches!(**source, PipelineError::Vad(_))),
+        matches!(&err, PipelineError::Stage { stage: "vad", error }
+            if matches!(**error, PipelineError::Vad(_))),
         "{err}"
     );
     assert!(err.to_string().contains("the fake VAD broke"), "{err}");

@@ -135,7 +135,7 @@ pub(crate) fn spawn<T: Send + 'static>(
                 Ok(Ok(v)) => return Some(v),
                 Ok(Err(e)) => PipelineError::Stage {
                     stage: name,
-                    source: Box::new(e),
+                    error: Box::new(e),
                 },
                 Err(_) => PipelineError::Panicked(name),
             };
@@ -143,5 +143,5 @@ pub(crate) fn spawn<T: Send + 'static>(
             cx.fail(failure);
             None
         })
-        .map_err(|source| PipelineError::Spawn { name, source })
+        .map_err(|error| PipelineError::Spawn { name, error })
 }

@@ -32,11 +32,11 @@ use crate::pipeline::PipelineError;
 pub enum ServerError {
     #[error(transparent)]
     Load(#[from] PipelineError),
-    #[error("cannot listen on {addr}{what}: {source}")]
+    #[error("cannot listen on {addr}{what}: {error}")]
     Bind {
         addr: String,
         what: &'static str,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("the server failed: {0}")]
     Io(#[from] std::io::Error),
@@ -172,7 +172,7 @@ pub fn serve(cfg: Config, ready: impl FnOnce(&Listening)) -> Result<(), ServerEr
         let bind = |addr: String, what: &'static str| async move {
             tokio::net::TcpListener::bind(&addr)
                 .await
-                .map_err(|source| ServerError::Bind { addr, what, source })
+                .map_err(|error| ServerError::Bind { addr, what, error })
         };
         let listener = bind(st.cfg.server.listen.clone(), "").await?;
         let wyoming = match st.cfg.server.wyoming_listen.as_str() {

@@ -100,6 +100,32 @@ macro_rules! with_sample_type {
     };
 }
 
+/// Whether a stream error means the device is gone (the stream has stopped), as opposed to a
+/// glitch it goes on after (an underrun, a passing backend error), which is only logged.
+pub fn is_fatal(e: &cpal::Error) -> bool {
+    matches!(
+        e.kind(),
+        cpal::ErrorKind::DeviceNotAvailable
+            | cpal::ErrorKind::HostUnavailable
+            | cpal::ErrorKind::PermissionDenied
+    )
+}
+
+/// The stream's error callback: a fatal error goes to `fatal` (which must not block; the thread
+/// that owns the stream then ends with it); a glitch is logged and the stream goes on.
+pub fn on_error(
+    dir: Direction,
+    fatal: impl Fn(String) + Send + 'static,
+) -> impl FnMut(cpal::Error) + Send + 'static {
+    move |e: cpal::Error| {
+        if is_fatal(&e) {
+            fatal(e.to_string());
+        } else {
+            tracing::warn!("{} glitch (going on): {e}", dir.what());
+        }
+    }
+}
+
 /// An open device stream and the rate it runs at. Dropping it stops the device.
 pub struct Stream {
     pub rate: u32,

@@ -151,9 +151,9 @@ pub fn mic_source(
     let handle = std::thread::Builder::new()
         .name("mic".into())
         .spawn(move || -> Result<(), MicError> {
-            let on_err = move |e: cpal::Error| {
-                let _ = tx_err.try_send(e.to_string());
-            };
+            let on_err = device::on_error(Direction::Input, move |e| {
+                let _ = tx_err.try_send(e);
+            });
             // The callback never blocks: a buffer the pipeline has no room for is counted.
             let on_data = move |mono: Vec<f32>| {
                 if tx_raw.try_send(mono).is_err() {

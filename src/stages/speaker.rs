@@ -43,9 +43,9 @@ pub fn play(samples: &[f32], rate: u32, device: &str) -> Result<(), SpeakerError
         }
         v
     };
-    let on_err = move |e: cpal::Error| {
-        let _ = tx_err.try_send(Err(e.to_string()));
-    };
+    let on_err = device::on_error(Direction::Output, move |e| {
+        let _ = tx_err.try_send(Err(e));
+    });
     let stream = device::output_stream(&dev, next, on_err)?;
     let secs = total as f64 / stream.rate as f64;
     // A device that never pulls data must not hang us: allow the audio's length plus slack.
@@ -121,9 +121,9 @@ impl LiveSpeaker {
                 }
             }
         };
-        let on_err = move |e: cpal::Error| {
-            let _ = tx_err.try_send(e.to_string());
-        };
+        let on_err = device::on_error(Direction::Output, move |e| {
+            let _ = tx_err.try_send(e);
+        });
         let stream = device::output_stream(&dev, next, on_err)?;
         Ok(LiveSpeaker {
             tx,
