@@ -32,16 +32,29 @@ pub struct BenchArgs {
     /// Timed runs per stage (after one warm-up run).
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
-    /// Which stages: asr, tts, llm, vision, all (these four), or pipeline (the live pipeline in
+    /// Which stages: asr, tts, llm, vision, all (these four), quality (spoken-assistant
+    /// questions to the language model, each answer checked), or pipeline (the live pipeline in
     /// real time; takes about 11 s a turn).
     #[arg(long, default_value = "all")]
     pub stage: String,
     /// Print the results as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Questions asked by `--stage quality` (at most 30).
+    #[arg(long, default_value_t = 30)]
+    pub questions: usize,
     /// Print the TTS benchmark paragraph and exit (for scripts/bench-reference).
     #[arg(long)]
     pub print_paragraph: bool,
+    /// Print the configured language model's name and exit (for scripts/bench-llm).
+    #[arg(long)]
+    pub print_llm_model: bool,
+    /// Print where the llama-server binary is and exit (for scripts/bench-llm).
+    #[arg(long)]
+    pub print_llama_server: bool,
+    /// The language model to measure (default: llm.model).
+    #[arg(long, value_name = "NAME")]
+    pub llm_model: Option<String>,
 }
 
 /// Median of a set of measurements.
@@ -75,6 +88,22 @@ pub fn run(cfg: &Config, a: BenchArgs) -> Result<()> {
         println!("{TTS_PARAGRAPH}");
         return Ok(());
     }
+    if a.print_llm_model {
+        println!("{}", cfg.llm.model);
+        return Ok(());
+    }
+    if a.print_llama_server {
+        println!(
+            "{}",
+            seesay::stages::llm::llama::server_binary(&cfg.llm.llama_server).display()
+        );
+        return Ok(());
+    }
+    let mut cfg = cfg.clone();
+    if let Some(m) = &a.llm_model {
+        cfg.llm.model = m.clone();
+    }
+    let cfg = &cfg;
     if cfg!(debug_assertions) {
         eprintln!("warning: this is a debug build; build with --release for meaningful numbers");
     }
@@ -144,17 +173,19 @@ pub fn run(cfg: &Config, a: BenchArgs) -> Result<()> {
     if a.stage == "llm" || a.stage == "all" {
         let store = Store::from_config(&cfg.models)?;
         let mut llm = llm::open(&cfg.llm, &store)?;
-        let msgs = [
-            Message::new(Role::System, cfg.llm.system_prompt.clone()),
-            Message::new(
-                Role::User,
-                "Explain in a few sentences why the sky is blue during the day and red at sunset.",
-            ),
-        ];
         let cancel = Cancel::new();
         let (mut prefill, mut generate, mut first) = (Vec::new(), Vec::new(), Vec::new());
         let mut stats = None;
         for i in 0..=a.runs.max(1) {
+            // Each run's prompt differs from its first token, so no engine can reuse a cached
+            // prefill: every run computes its whole prompt.
+            let msgs = [
+                Message::new(Role::System, format!("[{i}] {}", cfg.llm.system_prompt)),
+                Message::new(
+                    Role::User,
+                    "Explain in a few sentences why the sky is blue during the day and red at sunset.",
+                ),
+            ];
             llm.generate(&msgs, &cancel, &mut |_| {})?;
             let s = llm
                 .stats()
@@ -181,7 +212,9 @@ pub fn run(cfg: &Config, a: BenchArgs) -> Result<()> {
         );
         report.insert(
             "llm".into(),
-            serde_json::json!({"model": llm.describe(), "prompt_tokens": s.prompt_tokens, "generated": s.generated,
+            serde_json::json!({"model": llm.describe(), "engine": cfg.llm.engine,
+                "threads": seesay::host::thread_count(cfg.llm.threads),
+                "prompt_tokens": s.prompt_tokens, "prefilled": s.prefilled, "generated": s.generated,
                 "prefill_tok_s": p, "prefill_ms": f, "generate_tok_s": g}),
         );
     }
@@ -212,6 +245,13 @@ pub fn run(cfg: &Config, a: BenchArgs) -> Result<()> {
             "vision".into(),
             serde_json::json!({"captioner": captioner.describe(), "caption_ms": secs * 1000.0,
                 "decode_ms": decode * 1000.0, "caption": caption}),
+        );
+    }
+    if a.stage == "quality" {
+        let (right, asked) = super::quality::run(cfg, a.questions)?;
+        report.insert(
+            "quality".into(),
+            serde_json::json!({"right": right, "asked": asked, "model": cfg.llm.model}),
         );
     }
     if a.stage == "pipeline" {

@@ -4,6 +4,7 @@
 mod bench;
 mod chat;
 mod models;
+mod quality;
 mod run;
 mod serve;
 mod speech;

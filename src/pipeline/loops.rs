@@ -189,7 +189,7 @@ pub(crate) fn asr_loop(
 
 /// The LLM stage: transcripts in, sentences out while the answer is being written.
 pub(crate) fn llm_loop(
-    llm: Locked<Box<dyn ChatModel>>,
+    mut llm: Box<dyn ChatModel>,
     mut conv: Conversation,
     first_clause_words: usize,
     rx: Receiver<Heard>,
@@ -212,7 +212,7 @@ pub(crate) fn llm_loop(
                     scene = now;
                     conv.set_scene(scene.clone());
                     warmed = true;
-                    if let Err(e) = lock(&llm).warm_up(&conv.preamble()) {
+                    if let Err(e) = llm.warm_up(&conv.preamble()) {
                         tracing::warn!("could not prefill the system prompt: {e}");
                     }
                 }
@@ -226,9 +226,7 @@ pub(crate) fn llm_loop(
         }
         scene = lock(&cx.scene).clone();
         conv.set_scene(scene.clone());
-        // Held for the whole answer: one answer at a time per model, across conversations.
-        let mut model = lock(&llm);
-        let msgs = match conv.prompt_for(model.as_mut(), &h.text) {
+        let msgs = match conv.prompt_for(llm.as_mut(), &h.text) {
             Ok(m) => m,
             Err(e) => {
                 cx.event(h.turn, What::Failed(format!("language model: {e}")));
@@ -240,7 +238,7 @@ pub(crate) fn llm_loop(
         let mut splitter = SentenceSplitter::new(first_clause_words);
         let mut first = true;
         let mut gone = false;
-        let result = model.generate(&msgs, &cancel, &mut |chunk| {
+        let result = llm.generate(&msgs, &cancel, &mut |chunk| {
             if first {
                 first = false;
                 cx.event(h.turn, What::FirstToken);
@@ -252,7 +250,6 @@ pub(crate) fn llm_loop(
                 gone |= tx.send(Say::Sentence { turn: h.turn, text }).is_err();
             }
         });
-        drop(model);
         if gone {
             return Ok(());
         }

@@ -38,7 +38,7 @@ use crossbeam_channel::{Receiver, Sender};
 pub use self::error::PipelineError;
 use self::messages::{Event, Heard, Play, Say, Utterance};
 pub use self::messages::{TurnMetrics, Update};
-pub use self::models::{lock, Locked, Models, VadMaker};
+pub use self::models::{lock, ChatMaker, Locked, Models, VadMaker};
 use self::turns::{spawn, Context, Turns};
 use crate::config::Config;
 use crate::media::image::{image_files, load_image};
@@ -102,7 +102,7 @@ pub fn run(
 ) -> Result<RunSummary, PipelineError> {
     // Load everything before the first frame, so a missing model fails at once.
     let t_load = Instant::now();
-    let models = Models::load(cfg, opts.image.is_some() || opts.camera.is_some())?;
+    let models = Models::load(cfg, opts.image.is_some() || opts.camera.is_some(), 1)?;
     tracing::info!(ms = t_load.elapsed().as_millis() as u64, "models loaded");
     run_with(cfg, &models, opts, stop, abort)
 }
@@ -237,7 +237,7 @@ pub fn run_with(
     })?);
     let conv = Conversation::new(&cfg.llm);
     let words = cfg.pipeline.first_clause_words;
-    let (llm, cx2) = (models.llm.clone(), cx.clone());
+    let (llm, cx2) = ((models.llm)()?, cx.clone());
     stages.push(spawn("llm", &cx, move || {
         loops::llm_loop(llm, conv, words, rx_heard, tx_say, cx2)
     })?);

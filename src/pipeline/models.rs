@@ -1,13 +1,14 @@
 //! The models a pipeline runs on: loaded once from the config (or made by a test), behind the
 //! stage traits, shared by every pipeline of a process.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use super::error::PipelineError;
 use crate::config::Config;
 use crate::stages::asr::{self, Transcriber};
 use crate::stages::caption::{self, Captioner};
-use crate::stages::llm::{self, ChatModel};
+use crate::stages::llm::{self, ChatModel, LlmError};
+pub use crate::stages::lock;
 use crate::stages::tts::{self, Voice};
 use crate::stages::vad::{SileroVad, SpeechDetector, VadError};
 use crate::store::Store;
@@ -19,13 +20,17 @@ pub type Locked<T> = Arc<Mutex<T>>;
 /// Makes a VAD for a new pipeline (each has its own: it keeps state, and is small).
 pub type VadMaker = Arc<dyn Fn() -> Result<Box<dyn SpeechDetector>, VadError> + Send + Sync>;
 
+/// Makes a chat model for a new conversation or request (see `llm::Engine::chat`): with
+/// llama.cpp each has a server slot of its own and nobody waits for another's answer.
+pub type ChatMaker = Arc<dyn Fn() -> Result<Box<dyn ChatModel>, LlmError> + Send + Sync>;
+
 /// The models a pipeline uses. Cloning shares them: `seesay serve` runs one pipeline per
 /// conversation over the same models.
 #[derive(Clone)]
 pub struct Models {
     pub asr: Locked<Box<dyn Transcriber>>,
     pub voice: Locked<Box<dyn Voice>>,
-    pub llm: Locked<Box<dyn ChatModel>>,
+    pub llm: ChatMaker,
     pub captioner: Option<Locked<Box<dyn Captioner>>>,
     pub vad: VadMaker,
     pub voice_rate: u32,
@@ -33,14 +38,21 @@ pub struct Models {
 
 impl Models {
     /// Loads every shared model (the captioner only if asked), so a missing one fails at once;
-    /// the VAD is loaded once here to check it, and then once per pipeline.
-    pub fn load(cfg: &Config, captioner: bool) -> Result<Models, PipelineError> {
+    /// the VAD is loaded once here to check it, and then once per pipeline. `conversations` is
+    /// how many may be answered at once.
+    pub fn load(
+        cfg: &Config,
+        captioner: bool,
+        conversations: usize,
+    ) -> Result<Models, PipelineError> {
         let store = Store::from_config(&cfg.models)?;
         let asr = asr::open(&cfg.asr, &store)?;
         let voice = tts::open(&cfg.tts, &store)?;
         let vad = SileroVad::open(&cfg.vad, &cfg.tts.onnxruntime, &store)?;
         let vad_path = store.resolve(&cfg.vad.model)?;
-        let llm = llm::open(&cfg.llm, &store)?;
+        let engine = llm::Engine::load(&cfg.llm, &store, conversations)?;
+        let llm_cfg = cfg.llm.clone();
+        let chat: ChatMaker = Arc::new(move || engine.chat(&llm_cfg));
         let captioner = match captioner {
             true => Some(caption::open(&cfg.vision, &store)?),
             false => None,
@@ -54,7 +66,7 @@ impl Models {
         Ok(Models::new(
             Box::new(asr),
             Box::new(voice),
-            llm,
+            chat,
             captioner,
             maker,
         ))
@@ -64,7 +76,7 @@ impl Models {
     pub fn new(
         asr: Box<dyn Transcriber>,
         voice: Box<dyn Voice>,
-        llm: Box<dyn ChatModel>,
+        llm: ChatMaker,
         captioner: Option<Box<dyn Captioner>>,
         vad: VadMaker,
     ) -> Models {
@@ -72,14 +84,9 @@ impl Models {
             voice_rate: voice.sample_rate(),
             asr: Arc::new(Mutex::new(asr)),
             voice: Arc::new(Mutex::new(voice)),
-            llm: Arc::new(Mutex::new(llm)),
+            llm,
             captioner: captioner.map(|c| Arc::new(Mutex::new(c))),
             vad,
         }
     }
-}
-
-/// Locks a model; a poisoned lock (a panic mid-step) still serves the next one.
-pub fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -167,12 +167,17 @@ fn start(barge_in: bool, f: Fakes) -> Harness {
             panic_on: f.asr_panics_on,
         }),
         Box::new(FakeVoice { ms: f.voice_ms }),
-        Box::new(FakeLlm {
-            words: f.words,
-            long: f.long,
-            token_ms: f.token_ms,
-            tokens: tokens.clone(),
-        }),
+        {
+            let tokens = tokens.clone();
+            Arc::new(move || {
+                Ok(Box::new(FakeLlm {
+                    words: f.words,
+                    long: f.long,
+                    token_ms: f.token_ms,
+                    tokens: tokens.clone(),
+                }) as Box<dyn ChatModel>)
+            })
+        },
         None,
         Arc::new(move || Ok(Box::new(FakeVad { frames: 0, fail_at }) as Box<dyn SpeechDetector>)),
     );
@@ -241,11 +246,18 @@ impl Harness {
     }
 
     /// Drops the source and waits for the run to end; returns its result and every update.
-    fn finish(mut self) -> (Result<RunSummary, PipelineError>, Vec<Update>, Models) {
+    fn finish(
+        mut self,
+    ) -> (
+        Result<RunSummary, PipelineError>,
+        Vec<Update>,
+        Models,
+        Arc<AtomicUsize>,
+    ) {
         self.framer = None;
         let result = self.run.join().expect("run_with itself never panics");
         self.seen.extend(self.updates.try_iter());
-        (result, self.seen, self.models)
+        (result, self.seen, self.models, self.tokens)
     }
 }
 
@@ -269,11 +281,13 @@ fn done(u: &Update, t: u64) -> bool {
     matches!(u, Update::TurnDone(m) if m.turn == t)
 }
 
-/// Every stage thread has ended: none holds a model any more.
-fn no_stage_left(models: &Models) {
+/// Every stage thread has ended: none holds a model any more (the LLM stage owns its chat model
+/// outright; it is dropped with the thread, and the fake counts that too).
+fn no_stage_left(models: &Models, tokens: &Arc<AtomicUsize>) {
     assert_eq!(Arc::strong_count(&models.asr), 1, "an ASR thread is left");
-    assert_eq!(Arc::strong_count(&models.llm), 1, "an LLM thread is left");
     assert_eq!(Arc::strong_count(&models.voice), 1, "a TTS thread is left");
+    // The test's own handle and the maker's.
+    assert_eq!(Arc::strong_count(tokens), 2, "an LLM thread is left");
 }
 
 fn under_a_second(t: Instant) {
@@ -292,7 +306,7 @@ fn two_turns_are_answered_in_order() {
     h.wait_for("turn 1 done", |u| done(u, 1));
     h.ask(2);
     h.wait_for("turn 2 done", |u| done(u, 2));
-    let (result, seen, models) = h.finish();
+    let (result, seen, models, tokens) = h.finish();
     let summary = result.unwrap();
     let heard: Vec<_> = summary
         .turns
@@ -306,7 +320,7 @@ fn two_turns_are_answered_in_order() {
     assert!(summary.turns.iter().all(|m| !m.interrupted));
     let order: Vec<u64> = seen.iter().filter_map(started).collect();
     assert_eq!(order, [1, 2]);
-    no_stage_left(&models);
+    no_stage_left(&models, &tokens);
     under_a_second(t);
 }
 
@@ -333,7 +347,7 @@ fn barge_in_cancels_the_answer_within_one_token_and_drops_its_audio() {
     let tokens_at_barge_in = h.tokens.load(Ordering::SeqCst);
     h.push(&vec![0.0; FRAME * 5]);
     h.wait_for("turn 2 done", |u| done(u, 2));
-    let (result, seen, models) = h.finish();
+    let (result, seen, models, tokens) = h.finish();
     result.unwrap();
     // Turn 1 wrote at most one more token after turn 2 began (the one under way), then stopped.
     let turn1_tokens = seen
@@ -361,7 +375,7 @@ fn barge_in_cancels_the_answer_within_one_token_and_drops_its_audio() {
         })
         .expect("turn 1 reported");
     assert!(m1.interrupted);
-    no_stage_left(&models);
+    no_stage_left(&models, &tokens);
     under_a_second(t);
 }
 
@@ -384,7 +398,7 @@ fn half_duplex_ignores_speech_during_an_answer() {
     h.wait_for("turn 1 done", |u| done(u, 1));
     h.ask(3);
     h.wait_for("turn 2 done", |u| done(u, 2));
-    let (result, seen, models) = h.finish();
+    let (result, seen, models, tokens) = h.finish();
     let summary = result.unwrap();
     let heard: Vec<_> = summary
         .turns
@@ -394,7 +408,7 @@ fn half_duplex_ignores_speech_during_an_answer() {
     assert_eq!(heard, ["question 1", "question 3"]);
     assert!(!summary.turns[0].interrupted);
     assert_eq!(seen.iter().filter_map(started).collect::<Vec<_>>(), [1, 2]);
-    no_stage_left(&models);
+    no_stage_left(&models, &tokens);
     under_a_second(t);
 }
 
@@ -404,10 +418,10 @@ fn dropping_the_source_joins_every_thread() {
     let mut h = start(false, Fakes::default());
     h.ask(1);
     // The source ends while the answer is still being written.
-    let (result, _, models) = h.finish();
+    let (result, _, models, tokens) = h.finish();
     let summary = result.unwrap();
     assert!(summary.turns.len() <= 1);
-    no_stage_left(&models);
+    no_stage_left(&models, &tokens);
     under_a_second(t);
 }
 
@@ -431,7 +445,7 @@ fn a_failing_stage_ends_the_run_with_its_error() {
         "{err}"
     );
     assert!(err.to_string().contains("the fake VAD broke"), "{err}");
-    no_stage_left(&h.models);
+    no_stage_left(&h.models, &h.tokens);
     under_a_second(t);
 }
 
@@ -451,7 +465,7 @@ fn a_stage_that_panics_ends_the_run_and_leaves_no_thread() {
     let result = h.run.join().unwrap();
     let err = result.err().expect("the run fails");
     assert!(matches!(err, PipelineError::Panicked("asr")), "{err}");
-    no_stage_left(&h.models);
+    no_stage_left(&h.models, &h.tokens);
     under_a_second(t);
 }
 
@@ -477,7 +491,7 @@ fn turn_numbers_never_skip_or_repeat() {
         );
     }
     h.wait_for("turn 5 done", |u| done(u, 5));
-    let (result, seen, models) = h.finish();
+    let (result, seen, models, tokens) = h.finish();
     result.unwrap();
     let order: Vec<u64> = seen.iter().filter_map(started).collect();
     assert_eq!(order, [1, 2, 3, 4, 5]);
@@ -504,7 +518,7 @@ fn turn_numbers_never_skip_or_repeat() {
         Update::Caption { .. } => None,
     };
     assert!(seen.iter().filter_map(named).all(|t| (1..=5).contains(&t)));
-    no_stage_left(&models);
+    no_stage_left(&models, &tokens);
     under_a_second(t);
 }
 

@@ -433,7 +433,9 @@ fn generate(
     on_text: &mut dyn FnMut(&str),
 ) -> Result<(String, &'static str, serde_json::Value), ApiError> {
     let t = Instant::now();
-    let mut llm = lock(&st.models.llm);
+    // A chat model of this request's own: with llama.cpp, requests and conversations are
+    // answered at the same time.
+    let mut llm = (st.models.llm)().map_err(ApiError::internal)?;
     let cfg = &st.cfg.llm;
     let mut c = cfg.clone();
     c.max_tokens = max_tokens;
@@ -449,7 +451,6 @@ fn generate(
     }
     llm.set_config(&c);
     let result = llm.generate(messages, cancel, on_text);
-    llm.set_config(cfg);
     st.metrics.observe("llm", t.elapsed().as_secs_f64());
     let (answer, finish) = result.map_err(ApiError::internal)?;
     let completion = llm.stats().map(|s| s.generated).unwrap_or(0);

@@ -69,7 +69,8 @@ impl AppState {
     /// Loads every model (conversations load their own VAD; `Models::load` checks it now, so a
     /// broken file fails at start, not at the first conversation).
     pub fn load(cfg: Config) -> Result<AppState, PipelineError> {
-        let models = Models::load(&cfg, true)?;
+        // A slot for each conversation, and two for API requests.
+        let models = Models::load(&cfg, true, cfg.server.max_sessions + 2)?;
         let api_key = Some(cfg.server.api_key.clone())
             .filter(|k| !k.is_empty())
             .or_else(|| std::env::var("SEESAY_API_KEY").ok())

@@ -21,10 +21,16 @@ pub mod tts;
 pub mod vad;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::host::{self, HostError};
 use crate::store::{ModelError, Store};
+
+/// Locks a model (or any shared state); a poisoned lock (a panic mid-step) still serves the
+/// next step.
+pub fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Why onnxruntime could not be loaded.
 #[derive(Debug, thiserror::Error)]

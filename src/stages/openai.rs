@@ -55,6 +55,21 @@ impl Endpoint {
         })
     }
 
+    /// An endpoint at `base_url` exactly (no overrides, no key): a server seesay runs itself.
+    pub fn fixed(base_url: &str, timeout_s: u64) -> Result<Endpoint, (String, String)> {
+        let url = format!("{}/chat/completions", base_url.trim_end_matches('/'));
+        let timeout = Duration::from_secs(timeout_s.max(1));
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(timeout)
+            .timeout_read(timeout)
+            .build();
+        Ok(Endpoint {
+            agent,
+            url,
+            api_key: None,
+        })
+    }
+
     /// Posts a JSON body; an HTTP error status becomes "HTTP 500: <the server's message>".
     pub fn post(&self, body: &serde_json::Value) -> Result<ureq::Response, String> {
         let mut req = self

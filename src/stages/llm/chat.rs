@@ -26,6 +26,8 @@ pub enum LlmError {
     Remote { url: String, detail: String },
     #[error("unknown llm.backend '{0}': use local or openai")]
     Backend(String),
+    #[error("unknown llm.engine '{0}': use llama.cpp or candle")]
+    Engine(String),
     #[error(transparent)]
     Model(#[from] ModelError),
 }
@@ -36,8 +38,12 @@ pub enum LlmError {
 pub struct LlmConfig {
     /// `local` (a GGUF file run here) or `openai` (any OpenAI-compatible server).
     pub backend: String,
+    /// Local engine: `llama.cpp` (a private llama-server that seesay starts and stops; fast,
+    /// answers conversations in parallel) or `candle` (pure Rust, in process; one answer at a
+    /// time, prefill about 4x slower).
+    pub engine: String,
     /// Local model: a name from `seesay models list`, or the path of a GGUF chat model
-    /// (llama, qwen2, phi3 or gemma3 architecture).
+    /// (llama.cpp: any; candle: llama, qwen2, phi3 or gemma3 architecture).
     pub model: String,
     /// Instructions the model always sees first. Small models need one to answer directly.
     pub system_prompt: String,
@@ -56,8 +62,11 @@ pub struct LlmConfig {
     /// Token budget of the conversation (prompt + answer). Oldest turns are dropped to fit; a
     /// single prompt that cannot fit is refused.
     pub context_tokens: usize,
-    /// CPU threads for candle; 0 uses every core.
+    /// CPU threads of the local engine; 0: the machine's share for the language model.
     pub threads: usize,
+    /// The llama-server binary (llama.cpp engine). Empty: `$SEESAY_LLAMA_SERVER`, else the one
+    /// scripts/setup builds in the cache.
+    pub llama_server: String,
     /// Remote backend: base URL of the server, e.g. http://127.0.0.1:8080/v1
     /// (`$SEESAY_LLM_BASE_URL` overrides).
     pub base_url: String,
@@ -73,8 +82,12 @@ impl Default for LlmConfig {
     fn default() -> Self {
         LlmConfig {
             backend: "local".into(),
-            model: "smollm2-135m".into(),
-            system_prompt: "You are a concise assistant. Answer factual questions directly.".into(),
+            engine: "llama.cpp".into(),
+            model: "qwen2.5-coder-1.5b".into(),
+            system_prompt: "You are a voice assistant: everything you write is spoken aloud. \
+                            Answer directly in one or two short sentences of plain words, with \
+                            no lists, markdown or code, unless the user asks for more."
+                .into(),
             temperature: 0.0,
             top_p: 0.9,
             repeat_penalty: 1.1,
@@ -83,6 +96,7 @@ impl Default for LlmConfig {
             seed: 299_792_458,
             context_tokens: 2048,
             threads: 0,
+            llama_server: String::new(),
             base_url: "http://127.0.0.1:8080/v1".into(),
             remote_model: "default".into(),
             api_key: String::new(),

@@ -6,23 +6,100 @@
 
 pub mod chat;
 pub mod conversation;
+pub mod llama;
 pub mod local;
 pub mod remote;
+
+use std::sync::{Arc, Mutex};
 
 pub use self::chat::{
     ChatModel, Finish, GenStats, LlmConfig, LlmError, Message, Role, WordChunker,
 };
 pub use self::conversation::Conversation;
+use super::{lock, Cancel};
 use crate::store::Store;
 
-/// Opens the configured backend.
-pub fn open(cfg: &LlmConfig, store: &Store) -> Result<Box<dyn ChatModel>, LlmError> {
-    match cfg.backend.as_str() {
-        "local" => {
-            let path = store.resolve(&cfg.model)?;
-            Ok(Box::new(local::LocalModel::load(&path, cfg)?))
+/// The language model as loaded once for the process. Each conversation (or request) gets a
+/// `ChatModel` of its own from it (`chat`): with llama.cpp a client with a server slot of its own
+/// (answers are written in parallel, each prefix stays cached); with candle a handle on the one
+/// in-process model (answers take turns); with a remote server a client.
+pub enum Engine {
+    Llama(Arc<llama::LlamaServer>),
+    Candle(Arc<Mutex<local::LocalModel>>),
+    Remote,
+}
+
+impl Engine {
+    /// Loads the configured backend and engine; `slots` is how many conversations may be
+    /// answered at once (llama.cpp).
+    pub fn load(cfg: &LlmConfig, store: &Store, slots: usize) -> Result<Engine, LlmError> {
+        match (cfg.backend.as_str(), cfg.engine.as_str()) {
+            ("local", "llama.cpp") => Ok(Engine::Llama(llama::LlamaServer::start(
+                cfg,
+                &store.resolve(&cfg.model)?,
+                slots,
+            )?)),
+            ("local", "candle") => Ok(Engine::Candle(Arc::new(Mutex::new(
+                local::LocalModel::load(&store.resolve(&cfg.model)?, cfg)?,
+            )))),
+            ("local", other) => Err(LlmError::Engine(other.to_string())),
+            ("openai", _) => {
+                remote::RemoteModel::new(cfg)?;
+                Ok(Engine::Remote)
+            }
+            (other, _) => Err(LlmError::Backend(other.to_string())),
         }
-        "openai" => Ok(Box::new(remote::RemoteModel::new(cfg)?)),
-        other => Err(LlmError::Backend(other.to_string())),
+    }
+
+    /// A chat model of its own for one conversation or request.
+    pub fn chat(&self, cfg: &LlmConfig) -> Result<Box<dyn ChatModel>, LlmError> {
+        Ok(match self {
+            Engine::Llama(server) => Box::new(server.client(cfg)),
+            Engine::Candle(model) => Box::new(SharedModel {
+                model: model.clone(),
+                cfg: cfg.clone(),
+            }),
+            Engine::Remote => Box::new(remote::RemoteModel::new(cfg)?),
+        })
+    }
+}
+
+/// Opens the configured backend for one conversation.
+pub fn open(cfg: &LlmConfig, store: &Store) -> Result<Box<dyn ChatModel>, LlmError> {
+    Engine::load(cfg, store, 1)?.chat(cfg)
+}
+
+/// The in-process candle model shared by several conversations: each call takes the model for
+/// its duration (with this handle's settings), so answers take turns.
+struct SharedModel {
+    model: Arc<Mutex<local::LocalModel>>,
+    cfg: LlmConfig,
+}
+
+impl ChatModel for SharedModel {
+    fn generate(
+        &mut self,
+        messages: &[Message],
+        cancel: &Cancel,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<(String, Finish), LlmError> {
+        let mut model = lock(&self.model);
+        model.set_config(&self.cfg);
+        model.generate(messages, cancel, on_text)
+    }
+    fn count_tokens(&mut self, messages: &[Message]) -> Result<usize, LlmError> {
+        lock(&self.model).count_tokens(messages)
+    }
+    fn describe(&self) -> String {
+        lock(&self.model).describe()
+    }
+    fn set_config(&mut self, cfg: &LlmConfig) {
+        self.cfg = cfg.clone();
+    }
+    fn warm_up(&mut self, messages: &[Message]) -> Result<(), LlmError> {
+        lock(&self.model).warm_up(messages)
+    }
+    fn stats(&self) -> Option<GenStats> {
+        lock(&self.model).stats()
     }
 }

@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 
-use super::chat::{ChatModel, Finish, LlmConfig, LlmError, Message, WordChunker};
+use super::chat::{ChatModel, Finish, GenStats, LlmConfig, LlmError, Message, WordChunker};
 use crate::stages::openai::{env_or, Endpoint};
 use crate::stages::Cancel;
 
@@ -11,6 +11,9 @@ pub struct RemoteModel {
     endpoint: Endpoint,
     model: String,
     cfg: LlmConfig,
+    /// Fields added to every request (llama-server: the slot, prompt caching, repeat penalty).
+    extra: serde_json::Value,
+    last: Option<GenStats>,
 }
 
 impl RemoteModel {
@@ -23,11 +26,28 @@ impl RemoteModel {
             cfg.timeout_s,
         )
         .map_err(|(url, detail)| LlmError::Remote { url, detail })?;
-        Ok(RemoteModel {
+        Ok(RemoteModel::at(
             endpoint,
-            model: env_or("SEESAY_LLM_MODEL", &cfg.remote_model),
+            env_or("SEESAY_LLM_MODEL", &cfg.remote_model),
+            cfg,
+            serde_json::json!({}),
+        ))
+    }
+
+    /// A client of `endpoint`, asking for `model`, with `extra` fields in every request.
+    pub fn at(
+        endpoint: Endpoint,
+        model: String,
+        cfg: &LlmConfig,
+        extra: serde_json::Value,
+    ) -> RemoteModel {
+        RemoteModel {
+            endpoint,
+            model,
             cfg: cfg.clone(),
-        })
+            extra,
+            last: None,
+        }
     }
 
     fn remote_err(&self, detail: impl Into<String>) -> LlmError {
@@ -45,7 +65,7 @@ impl ChatModel for RemoteModel {
         cancel: &Cancel,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<(String, Finish), LlmError> {
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "model": self.model,
             "messages": messages.iter().map(|m| serde_json::json!({"role": m.role, "content": m.content})).collect::<Vec<_>>(),
             "stream": true,
@@ -54,6 +74,10 @@ impl ChatModel for RemoteModel {
             "max_tokens": self.cfg.max_tokens,
             "seed": self.cfg.seed,
         });
+        if let (Some(b), Some(extra)) = (body.as_object_mut(), self.extra.as_object()) {
+            b.extend(extra.clone());
+        }
+        self.last = None;
         let resp = self.endpoint.post(&body).map_err(|e| self.remote_err(e))?;
         let mut text = String::new();
         let mut chunker = WordChunker::default();
@@ -85,6 +109,17 @@ impl ChatModel for RemoteModel {
             if choice["finish_reason"].as_str() == Some("length") {
                 finish = Finish::Length;
             }
+            // llama-server reports its token counts and timings with the last chunk.
+            if let Some(t) = event.get("timings") {
+                let n = |k: &str| t[k].as_f64().unwrap_or(0.0);
+                self.last = Some(GenStats {
+                    prompt_tokens: (n("prompt_n") + n("cache_n")) as usize,
+                    prefilled: n("prompt_n") as usize,
+                    prefill_s: n("prompt_ms") / 1000.0,
+                    generated: n("predicted_n") as usize,
+                    generate_s: n("predicted_ms") / 1000.0,
+                });
+            }
         }
         if let Some(rest) = chunker.finish(&text) {
             on_text(rest);
@@ -103,5 +138,9 @@ impl ChatModel for RemoteModel {
 
     fn describe(&self) -> String {
         format!("{} at {}", self.model, self.endpoint.url)
+    }
+
+    fn stats(&self) -> Option<GenStats> {
+        self.last
     }
 }

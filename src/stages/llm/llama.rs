@@ -1,0 +1,402 @@
+//! The llama.cpp engine: a GGUF file in, a private `llama-server` out (built by scripts/setup from
+//! pinned llama.cpp source), spoken to through the OpenAI-compatible client in `remote.rs`.
+//!
+//! One supervisor thread per server starts it on a free 127.0.0.1 port, restarts it if it dies,
+//! and kills it when the engine is dropped. The server is started with `PR_SET_PDEATHSIG`, so the
+//! kernel kills it with the supervisor thread, also when seesay is killed with `kill -9`: it is
+//! never left behind. The server keeps several slots (`--parallel`), each with its own cached
+//! prompt, and decodes them together (continuous batching): each conversation gets a slot of its
+//! own, so their answers are written at the same time and their prefixes stay cached.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::chat::{ChatModel, Finish, GenStats, LlmConfig, LlmError, Message};
+use super::remote::RemoteModel;
+use crate::host;
+use crate::stages::openai::Endpoint;
+use crate::stages::{lock, Cancel};
+
+/// The pinned llama.cpp source (vendored by this PyPI sdist) that scripts/setup builds.
+pub const LLAMA_CPP_SOURCE: &str = "llama-cpp-python==0.3.36";
+
+/// How long a (re)started server may take to load its model and answer /health.
+const START_LIMIT: Duration = Duration::from_secs(180);
+
+/// Where the llama-server binary is: `llm.llama_server`, else `$SEESAY_LLAMA_SERVER`, else the one
+/// scripts/setup builds in the cache.
+pub fn server_binary(configured: &str) -> PathBuf {
+    if !configured.is_empty() {
+        return host::expand_home(configured);
+    }
+    if let Some(p) = std::env::var_os("SEESAY_LLAMA_SERVER").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    host::cache_root()
+        .join("llama.cpp")
+        .join("build")
+        .join("bin")
+        .join("llama-server")
+}
+
+/// A llama-server process under supervision.
+pub struct LlamaServer {
+    name: String,
+    port: Arc<AtomicU16>,
+    /// Set once the current process answers /health; cleared when it dies.
+    healthy: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    /// Why the last start failed, for the error a waiting request returns.
+    failure: Arc<Mutex<Option<String>>>,
+    supervisor: Option<std::thread::JoinHandle<()>>,
+    /// The next conversation's slot.
+    next_slot: AtomicUsize,
+    slots: usize,
+}
+
+impl LlamaServer {
+    /// Starts a server for `model` with `slots` parallel sequences of `cfg.context_tokens` each and
+    /// waits until it answers.
+    pub fn start(
+        cfg: &LlmConfig,
+        model: &Path,
+        slots: usize,
+    ) -> Result<Arc<LlamaServer>, LlmError> {
+        let exe = server_binary(&cfg.llama_server);
+        let err = |detail: String| LlmError::Load {
+            path: model.display().to_string(),
+            detail,
+        };
+        if !exe.is_file() {
+            return Err(err(format!(
+                "the llama.cpp engine needs llama-server, not found at {}: run scripts/setup (it \
+                 builds llama.cpp from {LLAMA_CPP_SOURCE}), set llm.llama_server, or set \
+                 llm.engine = \"candle\"",
+                exe.display()
+            )));
+        }
+        let slots = slots.max(1);
+        let threads = host::thread_count(cfg.threads);
+        let mut args: Vec<String> = vec![
+            "--model".into(),
+            model.display().to_string(),
+            "--host".into(),
+            "127.0.0.1".into(),
+            "--ctx-size".into(),
+            (cfg.context_tokens * slots).to_string(),
+            "--parallel".into(),
+            slots.to_string(),
+            "--threads".into(),
+            threads.to_string(),
+            "--threads-batch".into(),
+            threads.to_string(),
+            "--no-webui".into(),
+            "--jinja".into(),
+        ];
+        if cfg!(feature = "cuda") {
+            args.extend(["--n-gpu-layers".into(), "999".into()]);
+        }
+        let name = model
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        let port = Arc::new(AtomicU16::new(0));
+        let healthy = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let failure = Arc::new(Mutex::new(None));
+        let supervisor = {
+            let (port, healthy, stop, failure) =
+                (port.clone(), healthy.clone(), stop.clone(), failure.clone());
+            std::thread::Builder::new()
+                .name("llama-server".into())
+                .spawn(move || supervise(&exe, &args, &port, &healthy, &stop, &failure))
+                .map_err(|e| err(format!("cannot start the supervisor thread: {e}")))?
+        };
+        let server = Arc::new(LlamaServer {
+            name,
+            port,
+            healthy,
+            stop,
+            failure,
+            supervisor: Some(supervisor),
+            next_slot: AtomicUsize::new(0),
+            slots,
+        });
+        server
+            .wait_ready(START_LIMIT)
+            .map_err(|e| err(e.to_string()))?;
+        Ok(server)
+    }
+
+    /// The server's OpenAI-compatible base URL (its port changes when it restarts).
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port.load(Ordering::Acquire))
+    }
+
+    /// Waits for a healthy server (at start, or while it restarts after dying).
+    pub fn wait_ready(&self, limit: Duration) -> Result<(), LlmError> {
+        let t = Instant::now();
+        while !self.healthy.load(Ordering::Acquire) {
+            if let Some(why) = lock(&self.failure).clone() {
+                return Err(LlmError::Inference(why));
+            }
+            if t.elapsed() > limit {
+                return Err(LlmError::Inference(format!(
+                    "llama-server did not answer within {} s",
+                    limit.as_secs()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// A client of its own for one conversation (or request), with the next slot.
+    pub fn client(self: &Arc<Self>, cfg: &LlmConfig) -> LlamaModel {
+        let slot = self.next_slot.fetch_add(1, Ordering::Relaxed) % self.slots;
+        LlamaModel {
+            server: self.clone(),
+            cfg: cfg.clone(),
+            slot,
+            last: None,
+        }
+    }
+
+    pub fn slots(&self) -> usize {
+        self.slots
+    }
+}
+
+impl Drop for LlamaServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(h) = self.supervisor.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// The supervisor: starts the server, watches it, restarts it when it dies (with a growing
+/// pause, so a server that cannot start does not spin), kills it when told to stop.
+fn supervise(
+    exe: &Path,
+    args: &[String],
+    port: &AtomicU16,
+    healthy: &AtomicBool,
+    stop: &AtomicBool,
+    failure: &Mutex<Option<String>>,
+) {
+    let mut pause = Duration::from_millis(200);
+    while !stop.load(Ordering::Acquire) {
+        let p = match free_port() {
+            Ok(p) => p,
+            Err(e) => {
+                *lock(failure) = Some(format!("no free port: {e}"));
+                return;
+            }
+        };
+        let mut child = match spawn(exe, args, p) {
+            Ok(c) => c,
+            Err(e) => {
+                *lock(failure) = Some(format!("cannot start {}: {e}", exe.display()));
+                return;
+            }
+        };
+        port.store(p, Ordering::Release);
+        let started = Instant::now();
+        let url = format!("http://127.0.0.1:{p}/health");
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(2))
+            .build();
+        let status = loop {
+            if stop.load(Ordering::Acquire) {
+                let _ = child.kill();
+                let _ = child.wait();
+                healthy.store(false, Ordering::Release);
+                return;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                break status;
+            }
+            if !healthy.load(Ordering::Acquire) {
+                if agent.get(&url).call().is_ok() {
+                    tracing::info!(
+                        port = p,
+                        ms = started.elapsed().as_millis() as u64,
+                        "llama-server is ready"
+                    );
+                    *lock(failure) = None;
+                    healthy.store(true, Ordering::Release);
+                    pause = Duration::from_millis(200);
+                } else if started.elapsed() > START_LIMIT {
+                    tracing::error!("llama-server did not become ready; restarting it");
+                    let _ = child.kill();
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        healthy.store(false, Ordering::Release);
+        if stop.load(Ordering::Acquire) {
+            return;
+        }
+        tracing::warn!("llama-server exited ({status}); restarting it");
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_secs(10));
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Starts llama-server on `port`; its log goes to seesay's log (debug level). The kernel kills it
+/// when the thread that started it ends (with seesay, however seesay ends).
+fn spawn(exe: &Path, args: &[String], port: u16) -> std::io::Result<Child> {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(exe);
+    cmd.args(args)
+        .args(["--port", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn()?;
+    if let Some(err) = child.stderr.take() {
+        std::thread::Builder::new()
+            .name("llama-log".into())
+            .spawn(move || {
+                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                    tracing::debug!(target: "seesay::llama_server", "{line}");
+                }
+            })?;
+    }
+    Ok(child)
+}
+
+/// One conversation's (or request's) handle on the shared server: its own slot, so its prompt
+/// prefix (system prompt, history) stays cached between turns.
+pub struct LlamaModel {
+    server: Arc<LlamaServer>,
+    cfg: LlmConfig,
+    slot: usize,
+    last: Option<GenStats>,
+}
+
+impl LlamaModel {
+    /// The OpenAI-compatible client for the server as it is now (its port may have changed).
+    fn client(&self) -> Result<RemoteModel, LlmError> {
+        self.server.wait_ready(START_LIMIT)?;
+        let base = self.server.base_url();
+        let endpoint = Endpoint::fixed(&format!("{base}/v1"), self.cfg.timeout_s)
+            .map_err(|(url, detail)| LlmError::Remote { url, detail })?;
+        let extra = json!({
+            "id_slot": self.slot,
+            "cache_prompt": true,
+            "repeat_penalty": self.cfg.repeat_penalty,
+            "repeat_last_n": self.cfg.repeat_last_n,
+        });
+        Ok(RemoteModel::at(
+            endpoint,
+            self.server.name.clone(),
+            &self.cfg,
+            extra,
+        ))
+    }
+
+    fn post(&self, path: &str, body: serde_json::Value) -> Result<serde_json::Value, LlmError> {
+        self.server.wait_ready(START_LIMIT)?;
+        let url = format!("{}{path}", self.server.base_url());
+        let fail = |detail: String| LlmError::Remote {
+            url: url.clone(),
+            detail,
+        };
+        let text = ureq::post(&url)
+            .timeout(Duration::from_secs(self.cfg.timeout_s.max(1)))
+            .set("Content-Type", "application/json")
+            .send_string(&body.to_string())
+            .map_err(|e| fail(e.to_string()))?
+            .into_string()
+            .map_err(|e| fail(e.to_string()))?;
+        serde_json::from_str(&text).map_err(|e| fail(e.to_string()))
+    }
+}
+
+fn messages_json(messages: &[Message]) -> serde_json::Value {
+    messages
+        .iter()
+        .map(|m| json!({"role": m.role, "content": m.content}))
+        .collect()
+}
+
+impl ChatModel for LlamaModel {
+    fn generate(
+        &mut self,
+        messages: &[Message],
+        cancel: &Cancel,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<(String, Finish), LlmError> {
+        let mut client = self.client()?;
+        let result = client.generate(messages, cancel, on_text);
+        self.last = client.stats();
+        result
+    }
+
+    /// The exact count: the server renders the model's chat template and tokenizes it.
+    fn count_tokens(&mut self, messages: &[Message]) -> Result<usize, LlmError> {
+        let prompt = self.post(
+            "/apply-template",
+            json!({"messages": messages_json(messages)}),
+        )?;
+        let tokens = self.post(
+            "/tokenize",
+            json!({"content": prompt["prompt"], "add_special": false}),
+        )?;
+        Ok(tokens["tokens"].as_array().map_or(0, Vec::len))
+    }
+
+    fn describe(&self) -> String {
+        format!("{} (llama.cpp)", self.server.name)
+    }
+
+    fn set_config(&mut self, cfg: &LlmConfig) {
+        self.cfg = cfg.clone();
+    }
+
+    /// Prefills `messages` into this conversation's slot (one token is generated and dropped),
+    /// so the next question computes only its own tokens.
+    fn warm_up(&mut self, messages: &[Message]) -> Result<(), LlmError> {
+        let t = Instant::now();
+        let mut client = self.client()?;
+        let mut cfg = self.cfg.clone();
+        cfg.max_tokens = 1;
+        client.set_config(&cfg);
+        client.generate(messages, &Cancel::new(), &mut |_| {})?;
+        tracing::debug!(
+            slot = self.slot,
+            ms = t.elapsed().as_millis() as u64,
+            "prompt prefilled"
+        );
+        Ok(())
+    }
+
+    fn stats(&self) -> Option<GenStats> {
+        self.last
+    }
+}
