@@ -51,12 +51,54 @@ pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// A configured thread count, where 0 means every core.
-pub fn thread_count(configured: usize) -> usize {
-    if configured > 0 {
-        configured
-    } else {
-        cores()
+/// How the process shares its cores between the stages, so that stages running at the same
+/// time do not ask for more threads than there are cores (ggml's and onnxruntime's workers spin
+/// while they wait: two stages each asking for every core run many times slower than one).
+/// The speech recogniser and the language model's prefill run one after the other at the end of
+/// a turn, each on every core; the voice speaks while the language model writes, so it gets half
+/// the cores (one of two); the VAD takes one 32 ms frame at a time on one thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    pub asr: usize,
+    pub llm: usize,
+    pub tts: usize,
+    pub vad: usize,
+}
+
+impl Budget {
+    pub fn for_cores(cores: usize) -> Budget {
+        let cores = cores.max(1);
+        Budget {
+            asr: cores,
+            llm: cores,
+            tts: (cores / 2).max(1),
+            vad: 1,
+        }
+    }
+
+    /// The split of this machine's cores.
+    pub fn machine() -> Budget {
+        Budget::for_cores(cores())
+    }
+}
+
+/// A stage's thread count: `configured`, or its `share` of the budget when 0. More threads than
+/// cores only slow everything down: such a setting is capped at the core count, with a warning
+/// (once).
+pub fn thread_count(configured: usize, share: usize) -> usize {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let cores = cores();
+    match configured {
+        0 => share.clamp(1, cores),
+        n if n > cores => {
+            if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(
+                    "{n} threads asked for, but this machine has {cores} cores: using {cores}"
+                );
+            }
+            cores
+        }
+        n => n,
     }
 }
 
@@ -121,9 +163,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn zero_threads_means_every_core() {
-        assert_eq!(thread_count(3), 3);
-        assert_eq!(thread_count(0), cores());
+    fn zero_threads_means_the_budget_and_too_many_are_capped() {
+        assert_eq!(thread_count(1, 5), 1);
+        assert_eq!(thread_count(0, 1), 1);
+        assert_eq!(thread_count(0, 1000), cores());
+        assert_eq!(thread_count(cores() + 3, 1), cores());
+    }
+
+    #[test]
+    fn two_cores_are_not_oversubscribed() {
+        let b = Budget::for_cores(2);
+        // The recogniser and the model's prefill each get both cores (they run one after the
+        // other); the voice gets one.
+        assert_eq!((b.asr, b.llm, b.tts, b.vad), (2, 2, 1, 1));
+        assert_eq!(Budget::for_cores(8).tts, 4);
+        assert_eq!(
+            Budget::for_cores(1),
+            Budget {
+                asr: 1,
+                llm: 1,
+                tts: 1,
+                vad: 1
+            }
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ fn the_default_model_knows_the_capital_of_france() {
 fn cancelling_stops_within_one_token() {
     let cfg = LlmConfig {
         max_tokens: 200,
+        system_prompt: "You are a concise assistant. Answer factual questions directly.".into(),
         ..LlmConfig::default()
     };
     let mut model =

@@ -213,7 +213,7 @@ pub fn run(cfg: &Config, a: BenchArgs) -> Result<()> {
         report.insert(
             "llm".into(),
             serde_json::json!({"model": llm.describe(), "engine": cfg.llm.engine,
-                "threads": seesay::host::thread_count(cfg.llm.threads),
+                "threads": seesay::host::thread_count(cfg.llm.threads, seesay::host::Budget::machine().llm),
                 "prompt_tokens": s.prompt_tokens, "prefilled": s.prefilled, "generated": s.generated,
                 "prefill_tok_s": p, "prefill_ms": f, "generate_tok_s": g}),
         );

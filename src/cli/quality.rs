@@ -11,28 +11,47 @@ use seesay::store::Store;
 
 /// (question, accepted answers): an answer is right when it contains one of them as whole words.
 pub const QUESTIONS: [(&str, &[&str]); 30] = [
+    // The test suite asks the first three: a fact, arithmetic, everyday knowledge.
     ("What is the capital of Italy?", &["rome"]),
+    ("What is seven times eight?", &["56", "fifty six"]),
+    ("How many legs does a spider have?", &["8", "eight"]),
     ("What is the capital of Japan?", &["tokyo"]),
     ("What is the capital of Canada?", &["ottawa"]),
     ("What is the capital of Australia?", &["canberra"]),
-    ("What is seven times eight?", &["56", "fifty six"]),
     ("What is fifteen plus twenty-seven?", &["42", "forty two"]),
-    ("What is one hundred divided by four?", &["25", "twenty five"]),
+    (
+        "What is one hundred divided by four?",
+        &["25", "twenty five"],
+    ),
     ("What is twelve minus five?", &["7", "seven"]),
     ("How many days are in a week?", &["7", "seven"]),
-    ("How many legs does a spider have?", &["8", "eight"]),
     ("How many minutes are in an hour?", &["60", "sixty"]),
     ("How many continents are there?", &["7", "seven"]),
-    ("What color do you get when you mix blue and yellow?", &["green"]),
-    ("What is the largest planet in our solar system?", &["jupiter"]),
+    (
+        "What color do you get when you mix blue and yellow?",
+        &["green"],
+    ),
+    (
+        "What is the largest planet in our solar system?",
+        &["jupiter"],
+    ),
     ("Which planet is known as the Red Planet?", &["mars"]),
     ("Who wrote Romeo and Juliet?", &["shakespeare"]),
     ("Who painted the Mona Lisa?", &["leonardo", "da vinci"]),
-    ("At what temperature does water boil in Celsius?", &["100", "one hundred"]),
-    ("What gas do plants take in from the air?", &["carbon dioxide", "co2"]),
+    (
+        "At what temperature does water boil in Celsius?",
+        &["100", "one hundred"],
+    ),
+    (
+        "What gas do plants take in from the air?",
+        &["carbon dioxide", "co2"],
+    ),
     ("What do bees make?", &["honey"]),
     ("What is the largest ocean on Earth?", &["pacific"]),
-    ("At what temperature does water freeze in Fahrenheit?", &["32", "thirty two"]),
+    (
+        "At what temperature does water freeze in Fahrenheit?",
+        &["32", "thirty two"],
+    ),
     ("Which animal is called the king of the jungle?", &["lion"]),
     ("How many hours are in a day?", &["24", "twenty four"]),
     ("What is the opposite of hot?", &["cold"]),
@@ -77,7 +96,11 @@ pub fn run(cfg: &Config, n: usize) -> Result<(usize, usize)> {
         let ok = is_right(&answer, accepted);
         right += usize::from(ok);
         words_said += answer.split_whitespace().count();
-        let cut = if finish == Finish::Length { " [cut]" } else { "" };
+        let cut = if finish == Finish::Length {
+            " [cut]"
+        } else {
+            ""
+        };
         println!(
             "{} {q} -> {answer}{cut}",
             if ok { "right" } else { "WRONG" }

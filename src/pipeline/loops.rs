@@ -238,6 +238,8 @@ pub(crate) fn llm_loop(
         let mut splitter = SentenceSplitter::new(first_clause_words);
         let mut first = true;
         let mut gone = false;
+        // What went to the voice: whole sentences (and the first clause).
+        let mut spoken: Vec<String> = Vec::new();
         let result = llm.generate(&msgs, &cancel, &mut |chunk| {
             if first {
                 first = false;
@@ -247,6 +249,7 @@ pub(crate) fn llm_loop(
                 cx.event(h.turn, What::Delta(chunk.to_string()));
             }
             for text in splitter.push(chunk) {
+                spoken.push(text.clone());
                 gone |= tx.send(Say::Sentence { turn: h.turn, text }).is_err();
             }
         });
@@ -254,12 +257,20 @@ pub(crate) fn llm_loop(
             return Ok(());
         }
         match result {
-            Ok((answer, finish)) => {
+            Ok((mut answer, finish)) => {
                 let cancelled = finish == Finish::Cancelled;
-                if !cancelled {
-                    for text in splitter.finish() {
+                let rest = splitter.finish();
+                // An answer cut by llm.max_tokens ends with its last whole sentence: the words
+                // after it are not spoken (unless there is no whole sentence at all).
+                let cut = finish == Finish::Length && !spoken.is_empty();
+                if !cancelled && !cut {
+                    for text in rest {
+                        spoken.push(text.clone());
                         let _ = tx.send(Say::Sentence { turn: h.turn, text });
                     }
+                }
+                if cut {
+                    answer = spoken.join(" ");
                 }
                 if !answer.is_empty() {
                     conv.record(&h.text, &answer);

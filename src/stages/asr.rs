@@ -38,7 +38,7 @@ pub struct AsrConfig {
     pub model: String,
     /// Spoken language code (en, de, ...), or "auto" to detect it (multilingual models only).
     pub language: String,
-    /// CPU threads for whisper.cpp; 0 uses every core.
+    /// CPU threads for whisper.cpp; 0: its share of the machine (every core: it runs alone).
     pub threads: usize,
     /// Segments whose no-speech probability is above this are dropped (Whisper's own silence guess).
     pub no_speech_threshold: f32,
@@ -67,7 +67,7 @@ impl Default for AsrConfig {
 
 impl AsrConfig {
     pub fn threads(&self) -> usize {
-        host::thread_count(self.threads)
+        host::thread_count(self.threads, host::Budget::machine().asr)
     }
 }
 

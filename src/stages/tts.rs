@@ -52,7 +52,8 @@ pub struct TtsConfig {
     /// onnxruntime shared library (1.24 or newer). Empty: `$ORT_DYLIB_PATH`, else the fetched
     /// `onnxruntime` model.
     pub onnxruntime: String,
-    /// CPU threads for onnxruntime; 0 uses every core.
+    /// CPU threads for onnxruntime; 0: its share of the machine (half the cores: it speaks while
+    /// the language model writes).
     pub threads: usize,
     /// Speaker id for multi-speaker voices.
     pub speaker: i64,
@@ -161,7 +162,7 @@ impl PiperVoice {
         let meta: VoiceMeta = serde_json::from_str(&json).map_err(|e| voice_err(e.to_string()))?;
         let model_cfg: piper_rs::ModelConfig =
             serde_json::from_str(&json).map_err(|e| voice_err(e.to_string()))?;
-        let threads = host::thread_count(cfg.threads);
+        let threads = host::thread_count(cfg.threads, host::Budget::machine().tts);
         let length_scale = model_cfg.inference.length_scale / cfg.rate;
         let builder = ort::session::Session::builder()
             .and_then(|b| b.with_intra_threads(threads).map_err(Into::into));

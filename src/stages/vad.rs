@@ -92,7 +92,10 @@ impl SileroVad {
             detail: e.to_string(),
         })?;
         let session = ort::session::Session::builder()
-            .and_then(|b| b.with_intra_threads(1).map_err(Into::into))
+            .and_then(|b| {
+                b.with_intra_threads(host::Budget::machine().vad)
+                    .map_err(Into::into)
+            })
             .and_then(|mut b| b.commit_from_file(path))
             .map_err(|e| VadError::Load {
                 path: path.display().to_string(),

@@ -11,7 +11,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -51,6 +51,8 @@ pub struct LlamaServer {
     port: Arc<AtomicU16>,
     /// Set once the current process answers /health; cleared when it dies.
     healthy: Arc<AtomicBool>,
+    /// How many times a server became healthy (a restart moves it).
+    epoch: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     /// Why the last start failed, for the error a waiting request returns.
     failure: Arc<Mutex<Option<String>>>,
@@ -82,7 +84,7 @@ impl LlamaServer {
             )));
         }
         let slots = slots.max(1);
-        let threads = host::thread_count(cfg.threads);
+        let threads = host::thread_count(cfg.threads, host::Budget::machine().llm);
         let mut args: Vec<String> = vec![
             "--model".into(),
             model.display().to_string(),
@@ -109,20 +111,27 @@ impl LlamaServer {
             .to_string();
         let port = Arc::new(AtomicU16::new(0));
         let healthy = Arc::new(AtomicBool::new(false));
+        let epoch = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let failure = Arc::new(Mutex::new(None));
         let supervisor = {
-            let (port, healthy, stop, failure) =
-                (port.clone(), healthy.clone(), stop.clone(), failure.clone());
+            let watch = Watch {
+                port: port.clone(),
+                healthy: healthy.clone(),
+                epoch: epoch.clone(),
+                stop: stop.clone(),
+                failure: failure.clone(),
+            };
             std::thread::Builder::new()
                 .name("llama-server".into())
-                .spawn(move || supervise(&exe, &args, &port, &healthy, &stop, &failure))
+                .spawn(move || supervise(&exe, &args, &watch))
                 .map_err(|e| err(format!("cannot start the supervisor thread: {e}")))?
         };
         let server = Arc::new(LlamaServer {
             name,
             port,
             healthy,
+            epoch,
             stop,
             failure,
             supervisor: Some(supervisor),
@@ -158,6 +167,20 @@ impl LlamaServer {
         Ok(())
     }
 
+    /// After a request failed: whether the server died under it (it is restarting, or has
+    /// restarted since `epoch`), waiting a moment for the supervisor to notice.
+    fn died_since(&self, epoch: u64) -> bool {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_millis(500) {
+            if !self.healthy.load(Ordering::Acquire) || self.epoch.load(Ordering::Acquire) != epoch
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
     /// A client of its own for one conversation (or request), with the next slot.
     pub fn client(self: &Arc<Self>, cfg: &LlmConfig) -> LlamaModel {
         let slot = self.next_slot.fetch_add(1, Ordering::Relaxed) % self.slots;
@@ -183,16 +206,25 @@ impl Drop for LlamaServer {
     }
 }
 
+/// What the supervisor shares with the engine.
+struct Watch {
+    port: Arc<AtomicU16>,
+    healthy: Arc<AtomicBool>,
+    epoch: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    failure: Arc<Mutex<Option<String>>>,
+}
+
 /// The supervisor: starts the server, watches it, restarts it when it dies (with a growing
 /// pause, so a server that cannot start does not spin), kills it when told to stop.
-fn supervise(
-    exe: &Path,
-    args: &[String],
-    port: &AtomicU16,
-    healthy: &AtomicBool,
-    stop: &AtomicBool,
-    failure: &Mutex<Option<String>>,
-) {
+fn supervise(exe: &Path, args: &[String], w: &Watch) {
+    let Watch {
+        port,
+        healthy,
+        epoch,
+        stop,
+        failure,
+    } = w;
     let mut pause = Duration::from_millis(200);
     while !stop.load(Ordering::Acquire) {
         let p = match free_port() {
@@ -233,6 +265,7 @@ fn supervise(
                         "llama-server is ready"
                     );
                     *lock(failure) = None;
+                    epoch.fetch_add(1, Ordering::AcqRel);
                     healthy.store(true, Ordering::Release);
                     pause = Duration::from_millis(200);
                 } else if started.elapsed() > START_LIMIT {
@@ -352,8 +385,21 @@ impl ChatModel for LlamaModel {
         cancel: &Cancel,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<(String, Finish), LlmError> {
+        // A server that dies before the answer starts is waited for (the supervisor restarts
+        // it) and asked again, once; an answer cut off midway is an error, not repeated.
+        let said = std::cell::Cell::new(false);
+        let mut listen = |t: &str| {
+            said.set(true);
+            on_text(t)
+        };
+        let epoch = self.server.epoch.load(Ordering::Acquire);
         let mut client = self.client()?;
-        let result = client.generate(messages, cancel, on_text);
+        let mut result = client.generate(messages, cancel, &mut listen);
+        if result.is_err() && !said.get() && self.server.died_since(epoch) {
+            tracing::warn!("llama-server died during a request; asking the restarted one");
+            client = self.client()?;
+            result = client.generate(messages, cancel, &mut listen);
+        }
         self.last = client.stats();
         result
     }
