@@ -21,6 +21,8 @@ use seesay::store::Store;
 use seesay::text::splitter::split_sentences;
 use seesay::text::transcript::plain_text;
 
+use super::quality::{is_right, QUESTIONS};
+
 /// The paragraph synthesised by the TTS benchmark (fixed, so runs compare).
 pub const TTS_PARAGRAPH: &str = "The quick brown fox jumps over the lazy dog. \
 On the third of March, 2024, about 1,250 people gathered in the square to watch the eclipse. \
@@ -40,9 +42,14 @@ pub struct BenchArgs {
     /// Print the results as one JSON object.
     #[arg(long)]
     pub json: bool,
-    /// Questions asked by `--stage quality` (at most 30).
+    /// Questions asked by `--stage quality` (at most 30) and `--stage pipeline` (the same ones,
+    /// spoken; more than 30 repeat them).
     #[arg(long, default_value_t = 30)]
     pub questions: usize,
+    /// The voice that asks the pipeline benchmark's questions: espeak (espeak-ng, unlike the
+    /// voice seesay answers with) or piper.
+    #[arg(long, default_value = "espeak")]
+    pub voice: String,
     /// Print the TTS benchmark paragraph and exit (for scripts/bench-reference).
     #[arg(long)]
     pub print_paragraph: bool,
@@ -255,7 +262,10 @@ pub fn run(cfg: &Config, a: BenchArgs) -> Result<()> {
         );
     }
     if a.stage == "pipeline" {
-        report.insert("pipeline".into(), bench_pipeline(cfg, a.runs)?);
+        report.insert(
+            "pipeline".into(),
+            bench_pipeline(cfg, a.questions, &a.voice)?,
+        );
     }
     if report.len() == 1 {
         anyhow::bail!(
@@ -269,18 +279,6 @@ pub fn run(cfg: &Config, a: BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// Questions for the pipeline benchmark, spoken by the Piper voice.
-pub const QUESTIONS: [&str; 8] = [
-    "What is the capital of France?",
-    "How many legs does a spider have?",
-    "What color is the sky?",
-    "Who wrote Romeo and Juliet?",
-    "What is two plus two?",
-    "What do bees make?",
-    "Where is the Eiffel Tower?",
-    "What is the largest ocean?",
-];
-
 /// The 95th percentile (nearest rank).
 fn p95(xs: &mut [f64]) -> f64 {
     xs.sort_by(f64::total_cmp);
@@ -291,31 +289,53 @@ fn p95(xs: &mut [f64]) -> f64 {
     xs[rank - 1]
 }
 
-/// Runs `turns` spoken questions through the live pipeline in real time (file in, file out) and
-/// reports the median and 95th percentile of each latency figure.
-fn bench_pipeline(cfg: &Config, turns: usize) -> Result<serde_json::Value> {
+/// One question spoken by espeak-ng (Debian's `espeak-ng` command, a voice unlike Piper's), as
+/// 16 kHz audio.
+fn espeak(text: &str, dir: &std::path::Path) -> Result<Vec<f32>> {
+    let wav = dir.join("espeak.wav");
+    let status = std::process::Command::new("espeak-ng")
+        .args(["-v", "en-us", "-s", "165", "-w"])
+        .arg(&wav)
+        .arg(text)
+        .status()
+        .context("cannot run espeak-ng (Debian package espeak-ng; scripts/setup --test installs it), or use --voice piper")?;
+    anyhow::ensure!(status.success(), "espeak-ng failed on {text:?}");
+    Ok(audio::read_file(&wav, SAMPLE_RATE)?)
+}
+
+/// Runs `turns` spoken questions (the quality benchmark's, spoken by `voice`: espeak or piper)
+/// through the live pipeline in real time (file in, file out) and reports the median and 95th
+/// percentile of each latency figure, and how many answers were right.
+fn bench_pipeline(cfg: &Config, turns: usize, voice_name: &str) -> Result<serde_json::Value> {
     use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
     let turns = turns.clamp(1, 64);
-    let mut voice = tts::open(&cfg.tts, &Store::from_config(&cfg.models)?)?;
+    let dir = std::env::temp_dir().join(format!("seesay-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let questions: Vec<_> = (0..turns).map(|i| QUESTIONS[i % QUESTIONS.len()]).collect();
     let rate = SAMPLE_RATE;
     let gap = |s: f64| vec![0.0f32; (s * rate as f64) as usize];
     let mut input = gap(1.0);
-    for i in 0..turns {
-        let q = voice.synthesize(QUESTIONS[i % QUESTIONS.len()])?;
-        input.extend(audio::resample(&q, voice.sample_rate(), rate)?);
+    let mut piper = match voice_name {
+        "piper" => Some(tts::open(&cfg.tts, &Store::from_config(&cfg.models)?)?),
+        "espeak" => None,
+        other => anyhow::bail!("unknown --voice {other:?}: use espeak or piper"),
+    };
+    for (q, _) in &questions {
+        let pcm = match &mut piper {
+            Some(v) => audio::resample(&v.synthesize(q)?, v.sample_rate(), rate)?,
+            None => espeak(q, &dir)?,
+        };
+        input.extend(pcm);
         // Room for a short answer before the next question (half duplex).
         input.extend(gap(9.0));
     }
-    drop(voice);
-    let dir = std::env::temp_dir().join(format!("seesay-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    drop(piper);
     let wav = dir.join("questions.wav");
     audio::write_wav(&wav, &input, rate)?;
     let mut cfg = cfg.clone();
-    // Short answers, so each fits in the gap before the next question.
+    // Short answers (cut at a sentence), so each fits in the gap before the next question.
     cfg.llm.max_tokens = 24;
-    cfg.llm.system_prompt = format!("{} Answer in one short sentence.", cfg.llm.system_prompt);
     eprintln!(
         "pipeline: {turns} spoken questions in real time ({:.0} s)...",
         input.len() as f64 / rate as f64
@@ -357,11 +377,19 @@ fn bench_pipeline(cfg: &Config, turns: usize) -> Result<serde_json::Value> {
             t.turn, t.transcript, t.answer, t.voice_to_voice_ms
         );
     }
+    let right = summary
+        .turns
+        .iter()
+        .zip(&questions)
+        .filter(|(t, (_, accepted))| is_right(&t.answer, accepted))
+        .count();
     eprintln!(
-        "pipeline answered {} of {turns} questions",
+        "pipeline answered {} of {turns} questions ({voice_name} voice), {right} answers right",
         summary.turns.len()
     );
     figures.insert("answered".into(), summary.turns.len().into());
+    figures.insert("right".into(), right.into());
+    figures.insert("voice".into(), voice_name.into());
     figures.insert("asked".into(), turns.into());
     Ok(serde_json::Value::Object(figures))
 }

@@ -171,6 +171,17 @@ pub(crate) fn asr_loop(
             }
         };
         if u.speculative {
+            if !text.trim().is_empty() {
+                // Only if the LLM is free: a prefill must never delay a real question.
+                let hint = Heard {
+                    turn: u.turn,
+                    text: text.clone(),
+                    speculative: true,
+                };
+                if let Err(TrySendError::Disconnected(_)) = tx.try_send(hint) {
+                    return Ok(());
+                }
+            }
             ahead = Some((u.turn, u.speech_end, text));
             continue;
         }
@@ -180,7 +191,12 @@ pub(crate) fn asr_loop(
             continue;
         }
         cx.event(u.turn, What::Transcript(text.clone()));
-        if tx.send(Heard { turn: u.turn, text }).is_err() {
+        let heard = Heard {
+            turn: u.turn,
+            text,
+            speculative: false,
+        };
+        if tx.send(heard).is_err() {
             return Ok(());
         }
     }
@@ -221,11 +237,30 @@ pub(crate) fn llm_loop(
         };
         let _turn = tracing::debug_span!("turn", turn = h.turn).entered();
         if cx.turns.is_stale(h.turn) {
-            cx.turns.finish(h.turn);
+            if !h.speculative {
+                cx.turns.finish(h.turn);
+            }
             continue;
         }
         scene = lock(&cx.scene).clone();
         conv.set_scene(scene.clone());
+        if h.speculative {
+            // The user paused: prefill the question as heard so far. If they go on, the next
+            // prompt shares less of it and the work is simply not reused.
+            let t = std::time::Instant::now();
+            match conv.prompt_for(llm.as_mut(), &h.text) {
+                Ok(msgs) => match llm.warm_up(&msgs) {
+                    Ok(()) => tracing::debug!(
+                        ms = t.elapsed().as_millis() as u64,
+                        text = %h.text,
+                        "prefilled the question heard so far"
+                    ),
+                    Err(e) => tracing::debug!("speculative prefill failed: {e}"),
+                },
+                Err(e) => tracing::debug!("speculative prefill skipped: {e}"),
+            }
+            continue;
+        }
         let msgs = match conv.prompt_for(llm.as_mut(), &h.text) {
             Ok(m) => m,
             Err(e) => {

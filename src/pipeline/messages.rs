@@ -35,10 +35,12 @@ pub(crate) struct Utterance {
     pub speculative: bool,
 }
 
-/// The transcript of an utterance.
+/// The transcript of an utterance. A speculative one (of the audio up to a pause) is only
+/// prefilled by the language model, so that its answer starts sooner if the pause was the end.
 pub(crate) struct Heard {
     pub turn: u64,
     pub text: String,
+    pub speculative: bool,
 }
 
 /// Text for the voice.

@@ -12,14 +12,13 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
-use super::state::{blocking, content_type_is, json_body, read_form, ApiError, Shared};
+use super::state::{blocking, content_type_is, json_body, read_form, speak, ApiError, Shared};
 use crate::media::audio::{self, pcm16, streaming_wav_header, SAMPLE_RATE};
 use crate::media::image::{data_uri_bytes, decode_image};
 use crate::pipeline::lock;
 use crate::stages::asr::{self, AsrError};
 use crate::stages::llm::conversation::context_line;
 use crate::stages::llm::{Finish, Message, Role};
-use crate::stages::tts;
 use crate::stages::Cancel;
 use crate::text::splitter::split_sentences;
 use crate::text::transcript::{self, Format, Segment};
@@ -187,29 +186,20 @@ pub async fn speech(
         let _ = tx.send(Ok(Bytes::from(streaming_wav_header(rate)))).await;
     }
     let st2 = st.clone();
-    let gap_ms = st.cfg.tts.sentence_silence_ms;
     let speed = req.speed;
     let wav = format == "wav";
     tokio::task::spawn_blocking(move || {
-        let mut voice = lock(&st2.models.voice);
-        let previous = speed.map(|s| voice.set_rate(s));
-        let mut t = Instant::now();
-        let spoken = tts::speak(voice.as_mut(), &req.input, gap_ms, |pcm| {
-            st2.metrics.observe("tts", t.elapsed().as_secs_f64());
+        let spoken = speak(&st2, &req.input, speed, |pcm| {
             let pcm = if !wav {
                 audio::resample(&pcm, rate, PCM_RATE).unwrap_or(pcm)
             } else {
                 pcm
             };
-            t = Instant::now();
             // A failed send: the client went away.
             tx.blocking_send(Ok(Bytes::from(pcm16(&pcm)))).is_ok()
         });
         if let Err(e) = spoken {
             let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
-        }
-        if let Some(r) = previous {
-            voice.set_rate(r);
         }
     });
     let stream = tokio_stream::wrappers::ReceiverStream::new(rx);

@@ -12,7 +12,9 @@ use axum::Json;
 
 use super::metrics::Metrics;
 use crate::config::Config;
-use crate::pipeline::{Models, PipelineError};
+use crate::pipeline::{lock, Models, PipelineError};
+use crate::stages::tts::{self, TtsError};
+use crate::text::splitter::split_sentences;
 
 /// An error in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`.
 #[derive(Debug)]
@@ -108,6 +110,37 @@ pub async fn blocking<T: Send + 'static>(
             ),
         )),
     }
+}
+
+/// Speaks `text` sentence by sentence on the shared voice, at `speed` if given, handing each
+/// sentence's audio (with the configured pause after it) to `out` as soon as it is synthesised;
+/// `out` returns false to stop. The voice is locked for one sentence at a time and never while
+/// `out` waits on a client, so a slow client holds up nobody else. Text with nothing to say gives
+/// no audio.
+pub fn speak(
+    st: &Shared,
+    text: &str,
+    speed: Option<f32>,
+    mut out: impl FnMut(Vec<f32>) -> bool,
+) -> Result<(), TtsError> {
+    let gap_ms = st.cfg.tts.sentence_silence_ms;
+    for sentence in split_sentences(text) {
+        let t = std::time::Instant::now();
+        let pcm = {
+            let mut voice = lock(&st.models.voice);
+            let previous = speed.map(|s| voice.set_rate(s));
+            let pcm = tts::speak_all(voice.as_mut(), &sentence, gap_ms);
+            if let Some(r) = previous {
+                voice.set_rate(r);
+            }
+            pcm
+        };
+        st.metrics.observe("tts", t.elapsed().as_secs_f64());
+        if !out(pcm?) {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// Reads a multipart form into (field name, file name, bytes), with a clear error for a broken one.

@@ -13,10 +13,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::openai::transcribe_pcm;
-use super::state::Shared;
+use super::state::{self, Shared};
 use crate::media::audio::{pcm16, resample, SAMPLE_RATE};
-use crate::pipeline::lock;
-use crate::stages::tts::{self, TtsError};
 use crate::text::transcript::plain_text;
 
 /// Why a Wyoming connection was closed.
@@ -234,7 +232,7 @@ async fn connection(sock: TcpStream, st: &Shared) -> Result<(), WyomingError> {
                 // A client that streams sends the whole text here too; it was spoken already.
                 if streaming_text.is_none() {
                     let text = ev.data["text"].as_str().unwrap_or_default().to_string();
-                    speak(st, &mut w, text).await?;
+                    synthesize(st, &mut w, text).await?;
                 }
             }
             "synthesize-start" => streaming_text = Some(String::new()),
@@ -246,7 +244,7 @@ async fn connection(sock: TcpStream, st: &Shared) -> Result<(), WyomingError> {
             }
             "synthesize-stop" => {
                 let text = streaming_text.take().unwrap_or_default();
-                speak(st, &mut w, text).await?;
+                synthesize(st, &mut w, text).await?;
                 write_event(&mut w, "synthesize-stopped", json!({}), &[]).await?;
             }
             "ping" => write_event(&mut w, "pong", json!({}), &[]).await?,
@@ -257,7 +255,7 @@ async fn connection(sock: TcpStream, st: &Shared) -> Result<(), WyomingError> {
 }
 
 /// Synthesises `text` sentence by sentence into audio-start / audio-chunk / audio-stop.
-async fn speak(
+async fn synthesize(
     st: &Shared,
     w: &mut (impl AsyncWriteExt + Unpin),
     text: String,
@@ -267,18 +265,12 @@ async fn speak(
     write_event(w, "audio-start", fmt.clone(), &[]).await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, String>>(4);
     let st2 = st.clone();
-    let gap_ms = st.cfg.tts.sentence_silence_ms;
     tokio::task::spawn_blocking(move || {
-        let mut voice = lock(&st2.models.voice);
-        let spoken = tts::speak(voice.as_mut(), &text, gap_ms, |pcm| {
+        let spoken = state::speak(&st2, &text, None, |pcm| {
             tx.blocking_send(Ok(pcm16(&pcm))).is_ok()
         });
-        match spoken {
-            // Nothing to say: an empty reply, not an error.
-            Ok(_) | Err(TtsError::NothingToSay) => {}
-            Err(e) => {
-                let _ = tx.blocking_send(Err(e.to_string()));
-            }
+        if let Err(e) = spoken {
+            let _ = tx.blocking_send(Err(e.to_string()));
         }
     });
     while let Some(chunk) = rx.recv().await {

@@ -46,13 +46,9 @@ impl Conversation {
         let limit = self.budget.saturating_sub(self.reserve);
         let question = user.trim().to_string();
         let system = self.system_message();
-        let mut alone: Vec<Message> = system.iter().cloned().collect();
-        alone.push(Message::new(Role::User, question.as_str()));
-        let needed = model.count_tokens(&alone)?;
-        if needed > limit {
-            // Refused whole: memory is kept, nothing is truncated silently.
-            return Err(LlmError::PromptTooLong { needed, limit });
-        }
+        // Counting can cost a round trip (llama.cpp): the usual case, a prompt that fits with its
+        // whole memory, is counted once.
+        let mut checked_alone = false;
         loop {
             let mut msgs: Vec<Message> = system.iter().cloned().collect();
             msgs.extend(self.turns.iter().cloned());
@@ -60,6 +56,16 @@ impl Conversation {
             let needed = model.count_tokens(&msgs)?;
             if needed <= limit {
                 return Ok(msgs);
+            }
+            if !checked_alone {
+                checked_alone = true;
+                let mut alone: Vec<Message> = system.iter().cloned().collect();
+                alone.push(Message::new(Role::User, question.as_str()));
+                let needed = model.count_tokens(&alone)?;
+                if needed > limit {
+                    // Refused whole: memory is kept, nothing is truncated silently.
+                    return Err(LlmError::PromptTooLong { needed, limit });
+                }
             }
             // Drop the oldest exchange (user + assistant).
             let n = self.turns.len().min(2);

@@ -1,0 +1,173 @@
+//! `seesay serve` under load, in real time: four WebSocket conversations at once (two with
+//! barge-in), each asking four questions 8 s apart, while another client keeps sending
+//! transcription, speech and streamed chat requests. Every conversation must get at least three
+//! answered turns, and every API request must succeed or be refused (429/503), never fail.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::server::*;
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+const QUESTIONS: [&str; 4] = [
+    "What is the capital of Italy?",
+    "How many legs does a spider have?",
+    "What do bees make?",
+    "What is the largest ocean on Earth?",
+];
+
+/// The four questions, each starting 8 s after the one before, then 6 s of quiet.
+fn recording(dir: &std::path::Path) -> Vec<f32> {
+    let mut pcm: Vec<f32> = Vec::new();
+    for (i, q) in QUESTIONS.iter().enumerate() {
+        let sub = dir.join(format!("q{i}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        let (wav, _) = questions(&sub, &[(q, 0.0)], 0.0);
+        let start = (1.0 + 8.0 * i as f64) * 16_000.0;
+        pcm.resize(start as usize, 0.0);
+        pcm.extend(seesay::media::audio::read_file(&wav, 16_000).unwrap());
+    }
+    pcm.resize(pcm.len() + 6 * 16_000, 0.0);
+    pcm
+}
+
+/// One conversation: streams `pcm` in real time (20 ms messages) while collecting what the
+/// server says; returns the events.
+async fn converse(s: &Server, query: &str, pcm: Vec<f32>) -> Vec<serde_json::Value> {
+    let ws = connect(s, query).await;
+    let (mut tx, mut rx) = ws.split();
+    let reader = tokio::spawn(async move {
+        let mut events = Vec::new();
+        while let Some(Ok(msg)) = rx.next().await {
+            if let Message::Text(t) = msg {
+                events.push(serde_json::from_str::<serde_json::Value>(&t).unwrap());
+            }
+        }
+        events
+    });
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    for chunk in pcm.chunks(320) {
+        tick.tick().await;
+        let bytes: Vec<u8> = chunk
+            .iter()
+            .flat_map(|v| ((v.clamp(-1.0, 1.0) * 32767.0) as i16).to_le_bytes())
+            .collect();
+        if tx.send(Message::Binary(bytes.into())).await.is_err() {
+            break;
+        }
+    }
+    let _ = tx.send(Message::Close(None)).await;
+    tokio::time::timeout(Duration::from_secs(20), reader)
+        .await
+        .expect("the server closed the conversation")
+        .unwrap()
+}
+
+/// Transcription, speech and streamed chat requests, one after another until `done`; returns
+/// (succeeded, refused, failed) with the failures' statuses.
+fn api_load(s_http: u16, done: Arc<AtomicBool>) -> (usize, usize, Vec<String>) {
+    let base = format!("http://127.0.0.1:{s_http}");
+    let jfk = std::fs::read(model_path("sample-jfk")).unwrap();
+    let (mut ok, mut refused, mut failed) = (0, 0, Vec::new());
+    let mut i = 0;
+    while !done.load(Ordering::Acquire) {
+        let r = match i % 3 {
+            0 => {
+                let boundary = "XyZ";
+                let mut body = format!(
+                    "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"jfk.wav\"\r\nContent-Type: audio/wav\r\n\r\n"
+                )
+                .into_bytes();
+                body.extend(&jfk);
+                body.extend(format!("\r\n--{boundary}--\r\n").as_bytes());
+                ureq::post(&format!("{base}/v1/audio/transcriptions"))
+                    .set("Content-Type", &format!("multipart/form-data; boundary={boundary}"))
+                    .send_bytes(&body)
+            }
+            1 => ureq::post(&format!("{base}/v1/audio/speech"))
+                .set("Content-Type", "application/json")
+                .send_string(r#"{"input": "The weather is fine today."}"#),
+            _ => ureq::post(&format!("{base}/v1/chat/completions"))
+                .set("Content-Type", "application/json")
+                .send_string(
+                    r#"{"stream": true, "messages": [{"role": "user", "content": "Name a color."}]}"#,
+                ),
+        };
+        match r {
+            Ok(resp) => match resp.into_string() {
+                Ok(body) if !body.contains("\"error\"") => ok += 1,
+                Ok(body) => failed.push(body.chars().take(200).collect()),
+                Err(e) => failed.push(e.to_string()),
+            },
+            Err(ureq::Error::Status(429 | 503, _)) => refused += 1,
+            Err(e) => failed.push(e.to_string()),
+        }
+        i += 1;
+    }
+    (ok, refused, failed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn four_conversations_and_api_clients_are_all_answered() {
+    let s = Server::start_with(&[], "[server]\nmax_sessions = 4\n[llm]\nmax_tokens = 32\n");
+    let dir = tempfile::tempdir().unwrap();
+    let pcm = recording(dir.path());
+    let done = Arc::new(AtomicBool::new(false));
+    let api = {
+        let (port, done) = (s.http, done.clone());
+        std::thread::spawn(move || api_load(port, done))
+    };
+    let started = Instant::now();
+    let answered = Arc::new(AtomicUsize::new(0));
+    let mut convs = Vec::new();
+    for (i, query) in ["?barge_in=true", "?barge_in=false", "?barge_in=true", ""]
+        .iter()
+        .enumerate()
+    {
+        // The conversations start 0.4 s apart, so their questions do not all end at once.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let (s, pcm, answered) = (&s, pcm.clone(), answered.clone());
+        convs.push(async move {
+            let events = converse(s, query, pcm).await;
+            let done: Vec<_> = events.iter().filter(|e| e["type"] == "turn_done").collect();
+            answered.fetch_add(done.len(), Ordering::Relaxed);
+            (i, query.to_string(), events)
+        });
+    }
+    let results = futures_util::future::join_all(convs).await;
+    done.store(true, Ordering::Release);
+    let (ok, refused, failed) = api.join().unwrap();
+    let mut report = Vec::new();
+    for (i, query, events) in &results {
+        let turns: Vec<String> = events
+            .iter()
+            .filter(|e| e["type"] == "turn_done")
+            .map(|e| format!("{:?} -> {:?}", e["transcript"], e["answer"]))
+            .collect();
+        report.push(format!(
+            "conversation {i} ({query}): {} turns: {turns:?}",
+            turns.len()
+        ));
+    }
+    eprintln!(
+        "{}\nAPI: {ok} answered, {refused} refused, {} failed; {:.0} s",
+        report.join("\n"),
+        failed.len(),
+        started.elapsed().as_secs_f64()
+    );
+    for (i, _, events) in &results {
+        let answered = events.iter().filter(|e| e["type"] == "turn_done").count();
+        assert!(
+            answered >= 3,
+            "conversation {i} answered {answered} turns:\n{}",
+            report.join("\n")
+        );
+    }
+    assert!(failed.is_empty(), "API requests failed: {failed:?}");
+    assert!(ok >= 3, "only {ok} API requests were answered");
+}
