@@ -79,18 +79,31 @@ fn bad_prompts_and_models_get_clear_errors() {
         .unwrap();
     drop(f);
     let p = path.to_str().unwrap();
+    // candle, the in-process engine, knows its architectures; llama.cpp's server says why it
+    // cannot load the file (and is not restarted forever).
+    let candle = dir.path().join("candle.toml");
+    std::fs::write(&candle, "[llm]\nengine = \"candle\"\n").unwrap();
+    let candle = candle.to_str().unwrap();
     assert_clear_error(
-        &["chat", "-m", p, "hi"],
+        &["--config", candle, "chat", "-m", p, "hi"],
         &[],
         "architecture 'mamba' is not supported",
     );
+    assert_clear_error(
+        &["chat", "-m", p, "hi"],
+        &[],
+        "llama-server could not start",
+    );
     let junk = dir.path().join("junk.gguf");
     std::fs::write(&junk, b"GGUF but not really").unwrap();
-    assert_clear_error(
-        &["chat", "-m", junk.to_str().unwrap(), "hi"],
-        &[],
-        "not a GGUF file",
-    );
+    for engine in [&["--config", candle][..], &[]] {
+        let args: Vec<&str> = engine
+            .iter()
+            .copied()
+            .chain(["chat", "-m", junk.to_str().unwrap(), "hi"])
+            .collect();
+        assert_clear_error(&args, &[], "not a GGUF file");
+    }
     // A prompt longer than the context window is refused, not truncated.
     let long = "word ".repeat(3000);
     assert_clear_error(&["chat", &long], &[], "context window");

@@ -83,6 +83,10 @@ impl LlamaServer {
                 exe.display()
             )));
         }
+        // A file that is not GGUF at all is told apart before a server is started for it.
+        let mut f = std::fs::File::open(model).map_err(|e| err(e.to_string()))?;
+        candle_core::quantized::gguf_file::Content::read(&mut f)
+            .map_err(|e| err(format!("not a GGUF file ({e})")))?;
         let slots = slots.max(1);
         let threads = host::thread_count(cfg.threads, host::Budget::machine().llm);
         let mut args: Vec<String> = vec![
@@ -215,6 +219,9 @@ struct Watch {
     failure: Arc<Mutex<Option<String>>>,
 }
 
+/// The last lines the server logged, for the error when it cannot start.
+type Tail = Arc<Mutex<std::collections::VecDeque<String>>>;
+
 /// The supervisor: starts the server, watches it, restarts it when it dies (with a growing
 /// pause, so a server that cannot start does not spin), kills it when told to stop.
 fn supervise(exe: &Path, args: &[String], w: &Watch) {
@@ -225,6 +232,7 @@ fn supervise(exe: &Path, args: &[String], w: &Watch) {
         stop,
         failure,
     } = w;
+    let tail: Tail = Arc::default();
     let mut pause = Duration::from_millis(200);
     while !stop.load(Ordering::Acquire) {
         let p = match free_port() {
@@ -234,7 +242,7 @@ fn supervise(exe: &Path, args: &[String], w: &Watch) {
                 return;
             }
         };
-        let mut child = match spawn(exe, args, p) {
+        let mut child = match spawn(exe, args, p, tail.clone()) {
             Ok(c) => c,
             Err(e) => {
                 *lock(failure) = Some(format!("cannot start {}: {e}", exe.display()));
@@ -279,6 +287,23 @@ fn supervise(exe: &Path, args: &[String], w: &Watch) {
         if stop.load(Ordering::Acquire) {
             return;
         }
+        if epoch.load(Ordering::Acquire) == 0 {
+            // It never came up: the model cannot be loaded (or the binary is broken). Say why,
+            // once, rather than restarting it forever.
+            std::thread::sleep(Duration::from_millis(100)); // the last log lines
+            let said: Vec<String> = lock(&tail)
+                .iter()
+                .filter(|l| l.contains(" E ") || l.contains("error"))
+                .cloned()
+                .collect();
+            *lock(failure) = Some(format!(
+                "llama-server could not start ({status}): {}",
+                said.last()
+                    .map(|l| l.trim().to_string())
+                    .unwrap_or_else(|| "it said nothing".into())
+            ));
+            return;
+        }
         tracing::warn!("llama-server exited ({status}); restarting it");
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_secs(10));
@@ -293,7 +318,7 @@ fn free_port() -> std::io::Result<u16> {
 
 /// Starts llama-server on `port`; its log goes to seesay's log (debug level). The kernel kills it
 /// when the thread that started it ends (with seesay, however seesay ends).
-fn spawn(exe: &Path, args: &[String], port: u16) -> std::io::Result<Child> {
+fn spawn(exe: &Path, args: &[String], port: u16, tail: Tail) -> std::io::Result<Child> {
     use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(exe);
     cmd.args(args)
@@ -317,6 +342,11 @@ fn spawn(exe: &Path, args: &[String], port: u16) -> std::io::Result<Child> {
             .spawn(move || {
                 for line in BufReader::new(err).lines().map_while(Result::ok) {
                     tracing::debug!(target: "seesay::llama_server", "{line}");
+                    let mut t = lock(&tail);
+                    if t.len() >= 40 {
+                        t.pop_front();
+                    }
+                    t.push_back(line);
                 }
             })?;
     }
