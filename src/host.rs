@@ -80,6 +80,22 @@ impl Budget {
     pub fn machine() -> Budget {
         Budget::for_cores(cores())
     }
+
+    /// The split when several conversations and requests run at once (`seesay serve`): the
+    /// recogniser and the language model then run at the same time too, so they share the cores
+    /// instead of each taking all of them. ggml's workers meet at a barrier after every step;
+    /// with more of them than cores, each barrier waits for a descheduled thread, and a 0.3 s
+    /// transcription took 8 s in the four-conversation test.
+    pub fn serving(cores: usize) -> Budget {
+        let cores = cores.max(1);
+        let asr = (cores / 2).max(1);
+        Budget {
+            asr,
+            llm: (cores - asr).max(1),
+            tts: 1,
+            vad: 1,
+        }
+    }
 }
 
 /// A stage's thread count: `configured`, or its `share` of the budget when 0. More threads than

@@ -41,11 +41,17 @@ fn recording(dir: &std::path::Path) -> Vec<f32> {
 async fn converse(s: &Server, query: &str, pcm: Vec<f32>) -> Vec<serde_json::Value> {
     let ws = connect(s, query).await;
     let (mut tx, mut rx) = ws.split();
+    let answered = Arc::new(AtomicUsize::new(0));
+    let counted = answered.clone();
     let reader = tokio::spawn(async move {
         let mut events = Vec::new();
         while let Some(Ok(msg)) = rx.next().await {
             if let Message::Text(t) = msg {
-                events.push(serde_json::from_str::<serde_json::Value>(&t).unwrap());
+                let e = serde_json::from_str::<serde_json::Value>(&t).unwrap();
+                if e["type"] == "turn_done" {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                }
+                events.push(e);
             }
         }
         events
@@ -61,6 +67,12 @@ async fn converse(s: &Server, query: &str, pcm: Vec<f32>) -> Vec<serde_json::Val
             break;
         }
     }
+    // The last answer has a few seconds more to come.
+    let t = Instant::now();
+    while answered.load(Ordering::Relaxed) < QUESTIONS.len() && t.elapsed() < Duration::from_secs(8)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let _ = tx.send(Message::Close(None)).await;
     tokio::time::timeout(Duration::from_secs(20), reader)
         .await
@@ -68,7 +80,7 @@ async fn converse(s: &Server, query: &str, pcm: Vec<f32>) -> Vec<serde_json::Val
         .unwrap()
 }
 
-/// Transcription, speech and streamed chat requests, one after another until `done`; returns
+/// Transcription, speech and streamed chat requests, one every 2 s until `done`; returns
 /// (succeeded, refused, failed) with the failures' statuses.
 fn api_load(s_http: u16, done: Arc<AtomicBool>) -> (usize, usize, Vec<String>) {
     let base = format!("http://127.0.0.1:{s_http}");
@@ -108,6 +120,7 @@ fn api_load(s_http: u16, done: Arc<AtomicBool>) -> (usize, usize, Vec<String>) {
             Err(e) => failed.push(e.to_string()),
         }
         i += 1;
+        std::thread::sleep(Duration::from_secs(2));
     }
     (ok, refused, failed)
 }
@@ -123,7 +136,6 @@ async fn four_conversations_and_api_clients_are_all_answered() {
         std::thread::spawn(move || api_load(port, done))
     };
     let started = Instant::now();
-    let answered = Arc::new(AtomicUsize::new(0));
     let mut convs = Vec::new();
     for (i, query) in ["?barge_in=true", "?barge_in=false", "?barge_in=true", ""]
         .iter()
@@ -131,11 +143,9 @@ async fn four_conversations_and_api_clients_are_all_answered() {
     {
         // The conversations start 0.4 s apart, so their questions do not all end at once.
         tokio::time::sleep(Duration::from_millis(400)).await;
-        let (s, pcm, answered) = (&s, pcm.clone(), answered.clone());
+        let (s, pcm) = (&s, pcm.clone());
         convs.push(async move {
             let events = converse(s, query, pcm).await;
-            let done: Vec<_> = events.iter().filter(|e| e["type"] == "turn_done").collect();
-            answered.fetch_add(done.len(), Ordering::Relaxed);
             (i, query.to_string(), events)
         });
     }
@@ -162,10 +172,13 @@ async fn four_conversations_and_api_clients_are_all_answered() {
     );
     for (i, _, events) in &results {
         let answered = events.iter().filter(|e| e["type"] == "turn_done").count();
+        let log = s.log();
+        let tail: Vec<&str> = log.lines().rev().take(400).collect();
         assert!(
             answered >= 3,
-            "conversation {i} answered {answered} turns:\n{}",
-            report.join("\n")
+            "conversation {i} answered {answered} turns:\n{}\nits events: {events:?}\nthe server's log, last lines first:\n{}",
+            report.join("\n"),
+            tail.join("\n")
         );
     }
     assert!(failed.is_empty(), "API requests failed: {failed:?}");

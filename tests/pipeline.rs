@@ -337,6 +337,9 @@ fn live_conversation_through_real_audio_devices() {
     let m = dir.path().join("m.jsonl");
     let mut env: Vec<(String, String)> = pulse.env.clone();
     env.push(("SEESAY_MODELS_DIR".into(), models_dir));
+    // The PulseAudio environment has a home of its own: the engine is named outright.
+    let llama = ok(seesay(&["bench", "--print-llama-server"]));
+    env.push(("SEESAY_LLAMA_SERVER".into(), llama.trim().to_string()));
     let m2 = m.display().to_string();
     let run = std::thread::spawn(move || {
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();

@@ -154,37 +154,46 @@ pub(crate) fn asr_loop(
             }
             _ => None,
         };
+        if u.speculative {
+            // A speculation only runs on a free recogniser: it must never make another
+            // conversation (sharing the model in `seesay serve`) wait.
+            let Ok(mut model) = asr.try_lock() else {
+                tracing::debug!("recogniser busy; no speculative transcript");
+                continue;
+            };
+            match model.transcribe(&u.audio, 0.0) {
+                Ok(segments) => {
+                    drop(model);
+                    let text = plain_text(&segments);
+                    if !text.trim().is_empty() {
+                        // Only if the LLM is free: a prefill must never delay a real question.
+                        let hint = Heard {
+                            turn: u.turn,
+                            text: text.clone(),
+                            speculative: true,
+                        };
+                        if let Err(TrySendError::Disconnected(_)) = tx.try_send(hint) {
+                            return Ok(());
+                        }
+                    }
+                    ahead = Some((u.turn, u.speech_end, text));
+                }
+                Err(e) => tracing::debug!("speculative transcription failed: {e}"),
+            }
+            continue;
+        }
         let text = match reuse.unwrap_or_else(|| {
             lock(&asr)
                 .transcribe(&u.audio, 0.0)
                 .map(|segments| plain_text(&segments))
         }) {
             Ok(text) => text,
-            Err(e) if u.speculative => {
-                tracing::debug!("speculative transcription failed: {e}");
-                continue;
-            }
             Err(e) => {
                 cx.event(u.turn, What::Failed(format!("speech recognition: {e}")));
                 cx.turns.finish(u.turn);
                 continue;
             }
         };
-        if u.speculative {
-            if !text.trim().is_empty() {
-                // Only if the LLM is free: a prefill must never delay a real question.
-                let hint = Heard {
-                    turn: u.turn,
-                    text: text.clone(),
-                    speculative: true,
-                };
-                if let Err(TrySendError::Disconnected(_)) = tx.try_send(hint) {
-                    return Ok(());
-                }
-            }
-            ahead = Some((u.turn, u.speech_end, text));
-            continue;
-        }
         if text.trim().is_empty() {
             cx.event(u.turn, What::NoWords);
             cx.turns.finish(u.turn);

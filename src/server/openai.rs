@@ -15,8 +15,8 @@ use serde::Deserialize;
 use super::state::{blocking, content_type_is, json_body, read_form, speak, ApiError, Shared};
 use crate::media::audio::{self, pcm16, streaming_wav_header, SAMPLE_RATE};
 use crate::media::image::{data_uri_bytes, decode_image};
-use crate::pipeline::lock;
-use crate::stages::asr::{self, AsrError};
+use crate::pipeline::{lock, Locked};
+use crate::stages::asr::{self, AsrError, Transcriber};
 use crate::stages::llm::conversation::context_line;
 use crate::stages::llm::{Finish, Message, Role};
 use crate::stages::Cancel;
@@ -41,28 +41,44 @@ fn decode_upload(bytes: &[u8], name: &str) -> Result<Vec<f32>, ApiError> {
     pcm.map_err(|e| ApiError::bad(format!("cannot read the audio file {name:?}: {e}")))
 }
 
-/// Transcribes 16 kHz audio window by window, in `language` if given (the model's own setting
-/// is put back afterwards).
+/// Transcribes 16 kHz audio window by window, in `language` if given. The shared recogniser is
+/// locked for one window at a time (with the language set for it, and put back after), so a long
+/// upload does not hold up the conversations.
 pub fn transcribe_pcm(
     st: &Shared,
     pcm: &[f32],
     language: Option<&str>,
 ) -> Result<Vec<Segment>, ApiError> {
+    /// The shared model, one window at a time.
+    struct Windowed<'a> {
+        model: &'a Locked<Box<dyn Transcriber>>,
+        language: Option<&'a str>,
+    }
+    impl Transcriber for Windowed<'_> {
+        fn transcribe(&mut self, pcm: &[f32], offset: f64) -> Result<Vec<Segment>, AsrError> {
+            let mut m = lock(self.model);
+            let previous = self.language.map(|l| m.set_language(l)).transpose()?;
+            let result = m.transcribe(pcm, offset);
+            if let Some(p) = previous {
+                let _ = m.set_language(&p);
+            }
+            result
+        }
+        fn set_language(&mut self, _: &str) -> Result<String, AsrError> {
+            Err(AsrError::Inference(
+                "the language is set per window here".into(),
+            ))
+        }
+    }
     let t = Instant::now();
-    let mut asr = lock(&st.models.asr);
-    let restore = match language {
-        Some(l) => Some(
-            asr.set_language(l)
-                .map_err(|e| ApiError::bad(e.to_string()))?,
-        ),
-        None => None,
+    let mut windowed = Windowed {
+        model: &st.models.asr,
+        language,
     };
     let chunks = [Ok::<_, AsrError>(pcm.to_vec())];
-    let result = asr::transcribe_stream(asr.as_mut(), st.cfg.asr.window_seconds, chunks, |_| {});
-    if let Some(previous) = restore {
-        let _ = asr.set_language(&previous);
-    }
-    let (_, segments) = result.map_err(|e| ApiError::bad(e.to_string()))?;
+    let (_, segments) =
+        asr::transcribe_stream(&mut windowed, st.cfg.asr.window_seconds, chunks, |_| {})
+            .map_err(|e| ApiError::bad(e.to_string()))?;
     st.metrics.observe("asr", t.elapsed().as_secs_f64());
     Ok(segments)
 }

@@ -70,7 +70,19 @@ pub struct AppState {
 impl AppState {
     /// Loads every model (conversations load their own VAD; `Models::load` checks it now, so a
     /// broken file fails at start, not at the first conversation).
-    pub fn load(cfg: Config) -> Result<AppState, PipelineError> {
+    pub fn load(mut cfg: Config) -> Result<AppState, PipelineError> {
+        // Conversations and requests run at once: the stages share the cores (unless the
+        // config says otherwise).
+        let share = crate::host::Budget::serving(crate::host::cores());
+        for (threads, n) in [
+            (&mut cfg.asr.threads, share.asr),
+            (&mut cfg.llm.threads, share.llm),
+            (&mut cfg.tts.threads, share.tts),
+        ] {
+            if *threads == 0 {
+                *threads = n;
+            }
+        }
         // A slot for each conversation, and two for API requests.
         let models = Models::load(&cfg, true, cfg.server.max_sessions + 2)?;
         let api_key = Some(cfg.server.api_key.clone())

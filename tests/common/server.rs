@@ -44,7 +44,10 @@ impl Server {
                 "--wyoming",
                 &format!("127.0.0.1:{wyoming}"),
             ])
-            .env("RUST_LOG", "seesay=info")
+            .env(
+                "RUST_LOG",
+                std::env::var("SEESAY_TEST_SERVER_LOG").unwrap_or_else(|_| "seesay=info".into()),
+            )
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -91,6 +94,10 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // For a person chasing a failure: SEESAY_TEST_SERVER_LOG_FILE keeps the server's log.
+        if let Some(keep) = std::env::var_os("SEESAY_TEST_SERVER_LOG_FILE") {
+            let _ = std::fs::copy(&self.log, keep);
+        }
     }
 }
 

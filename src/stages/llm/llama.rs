@@ -104,6 +104,10 @@ impl LlamaServer {
             threads.to_string(),
             "--no-webui".into(),
             "--jinja".into(),
+            // Its threads sleep while they wait instead of spinning: on a small machine the
+            // recogniser and the voice need those cores between the model's steps.
+            "--poll".into(),
+            "0".into(),
         ];
         if cfg!(feature = "cuda") {
             args.extend(["--n-gpu-layers".into(), "999".into()]);
@@ -142,9 +146,7 @@ impl LlamaServer {
             next_slot: AtomicUsize::new(0),
             slots,
         });
-        server
-            .wait_ready(START_LIMIT)
-            .map_err(|e| err(e.to_string()))?;
+        server.wait_ready(START_LIMIT).map_err(err)?;
         Ok(server)
     }
 
@@ -154,17 +156,17 @@ impl LlamaServer {
     }
 
     /// Waits for a healthy server (at start, or while it restarts after dying).
-    pub fn wait_ready(&self, limit: Duration) -> Result<(), LlmError> {
+    pub fn wait_ready(&self, limit: Duration) -> Result<(), String> {
         let t = Instant::now();
         while !self.healthy.load(Ordering::Acquire) {
             if let Some(why) = lock(&self.failure).clone() {
-                return Err(LlmError::Inference(why));
+                return Err(why);
             }
             if t.elapsed() > limit {
-                return Err(LlmError::Inference(format!(
+                return Err(format!(
                     "llama-server did not answer within {} s",
                     limit.as_secs()
-                )));
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -294,14 +296,21 @@ fn supervise(exe: &Path, args: &[String], w: &Watch) {
             let said: Vec<String> = lock(&tail)
                 .iter()
                 .filter(|l| l.contains(" E ") || l.contains("error"))
-                .cloned()
+                .map(|l| {
+                    l.split_once(" E ")
+                        .map_or(l.as_str(), |(_, m)| m)
+                        .trim()
+                        .to_string()
+                })
                 .collect();
-            *lock(failure) = Some(format!(
-                "llama-server could not start ({status}): {}",
-                said.last()
-                    .map(|l| l.trim().to_string())
-                    .unwrap_or_else(|| "it said nothing".into())
-            ));
+            // The model loader's own reason is the most useful line.
+            let why = said
+                .iter()
+                .find(|l| l.contains("error loading model:"))
+                .or(said.last())
+                .cloned()
+                .unwrap_or_else(|| "it said nothing".into());
+            *lock(failure) = Some(format!("llama-server could not start ({status}): {why}"));
             return;
         }
         tracing::warn!("llama-server exited ({status}); restarting it");
@@ -365,7 +374,9 @@ pub struct LlamaModel {
 impl LlamaModel {
     /// The OpenAI-compatible client for the server as it is now (its port may have changed).
     fn client(&self) -> Result<RemoteModel, LlmError> {
-        self.server.wait_ready(START_LIMIT)?;
+        self.server
+            .wait_ready(START_LIMIT)
+            .map_err(LlmError::Inference)?;
         let base = self.server.base_url();
         let endpoint = Endpoint::fixed(&format!("{base}/v1"), self.cfg.timeout_s)
             .map_err(|(url, detail)| LlmError::Remote { url, detail })?;
@@ -384,7 +395,9 @@ impl LlamaModel {
     }
 
     fn post(&self, path: &str, body: serde_json::Value) -> Result<serde_json::Value, LlmError> {
-        self.server.wait_ready(START_LIMIT)?;
+        self.server
+            .wait_ready(START_LIMIT)
+            .map_err(LlmError::Inference)?;
         let url = format!("{}{path}", self.server.base_url());
         let fail = |detail: String| LlmError::Remote {
             url: url.clone(),
