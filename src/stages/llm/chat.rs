@@ -165,6 +165,12 @@ pub trait ChatModel: Send {
     /// Number of tokens the rendered `messages` take, for the conversation budget.
     fn count_tokens(&mut self, messages: &[Message]) -> Result<usize, LlmError>;
 
+    /// Whether the rendered `messages` fit in `limit` tokens. By default they are counted; an
+    /// engine whose count is costly may first try a cheap bound.
+    fn fits(&mut self, messages: &[Message], limit: usize) -> Result<bool, LlmError> {
+        Ok(self.count_tokens(messages)? <= limit)
+    }
+
     /// A short description (model file or server) for logs.
     fn describe(&self) -> String;
 

@@ -53,8 +53,7 @@ impl Conversation {
             let mut msgs: Vec<Message> = system.iter().cloned().collect();
             msgs.extend(self.turns.iter().cloned());
             msgs.push(Message::new(Role::User, question.as_str()));
-            let needed = model.count_tokens(&msgs)?;
-            if needed <= limit {
+            if model.fits(&msgs, limit)? {
                 return Ok(msgs);
             }
             if !checked_alone {
@@ -70,11 +69,7 @@ impl Conversation {
             // Drop the oldest exchange (user + assistant).
             let n = self.turns.len().min(2);
             self.turns.drain(..n);
-            tracing::debug!(
-                needed,
-                limit,
-                "conversation over budget; dropped the oldest turn"
-            );
+            tracing::debug!(limit, "conversation over budget; dropped the oldest turn");
         }
     }
 

@@ -104,11 +104,13 @@ impl LlamaServer {
             threads.to_string(),
             "--no-webui".into(),
             "--jinja".into(),
-            // Its threads sleep while they wait instead of spinning: on a small machine the
-            // recogniser and the voice need those cores between the model's steps.
-            "--poll".into(),
-            "0".into(),
         ];
+        if slots > 1 {
+            // Serving several conversations, its threads sleep while they wait instead of
+            // spinning: the recogniser and the voice of the others need those cores between the
+            // model's steps. One conversation keeps the faster spinning wait.
+            args.extend(["--poll".into(), "0".into()]);
+        }
         if cfg!(feature = "cuda") {
             args.extend(["--n-gpu-layers".into(), "999".into()]);
         }
@@ -458,6 +460,16 @@ impl ChatModel for LlamaModel {
             json!({"content": prompt["prompt"], "add_special": false}),
         )?;
         Ok(tokens["tokens"].as_array().map_or(0, Vec::len))
+    }
+
+    /// A token is at least one byte (and each message's template adds a few): text well inside
+    /// the budget by that bound is not sent for counting, which saves two round trips a turn.
+    fn fits(&mut self, messages: &[Message], limit: usize) -> Result<bool, LlmError> {
+        let bound: usize = messages.iter().map(|m| m.content.len() + 16).sum();
+        if bound <= limit {
+            return Ok(true);
+        }
+        Ok(self.count_tokens(messages)? <= limit)
     }
 
     fn describe(&self) -> String {
