@@ -43,31 +43,25 @@ impl Endpoint {
             .or_else(|| std::env::var(format!("{prefix}_API_KEY")).ok())
             .or_else(|| std::env::var("OPENAI_API_KEY").ok())
             .filter(|k| !k.is_empty());
-        let timeout = Duration::from_secs(timeout_s.max(1));
-        let agent = ureq::AgentBuilder::new()
-            .timeout_connect(timeout)
-            .timeout_read(timeout)
-            .build();
         Ok(Endpoint {
-            agent,
-            url,
             api_key,
+            ..Endpoint::fixed(&base, timeout_s)
         })
     }
 
     /// An endpoint at `base_url` exactly (no overrides, no key): a server seesay runs itself.
-    pub fn fixed(base_url: &str, timeout_s: u64) -> Result<Endpoint, (String, String)> {
+    pub fn fixed(base_url: &str, timeout_s: u64) -> Endpoint {
         let url = format!("{}/chat/completions", base_url.trim_end_matches('/'));
         let timeout = Duration::from_secs(timeout_s.max(1));
         let agent = ureq::AgentBuilder::new()
             .timeout_connect(timeout)
             .timeout_read(timeout)
             .build();
-        Ok(Endpoint {
+        Endpoint {
             agent,
             url,
             api_key: None,
-        })
+        }
     }
 
     /// Posts a JSON body; an HTTP error status becomes "HTTP 500: <the server's message>".

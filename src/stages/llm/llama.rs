@@ -380,8 +380,7 @@ impl LlamaModel {
             .wait_ready(START_LIMIT)
             .map_err(LlmError::Inference)?;
         let base = self.server.base_url();
-        let endpoint = Endpoint::fixed(&format!("{base}/v1"), self.cfg.timeout_s)
-            .map_err(|(url, detail)| LlmError::Remote { url, detail })?;
+        let endpoint = Endpoint::fixed(&format!("{base}/v1"), self.cfg.timeout_s);
         let extra = json!({
             "id_slot": self.slot,
             "cache_prompt": true,
