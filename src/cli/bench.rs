@@ -92,15 +92,15 @@ fn time_median(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
 
 pub fn run(cfg: &Config, a: BenchArgs) -> Result<()> {
     if a.print_paragraph {
-        println!("{TTS_PARAGRAPH}");
+        outln!("{TTS_PARAGRAPH}");
         return Ok(());
     }
     if a.print_llm_model {
-        println!("{}", cfg.llm.model);
+        outln!("{}", cfg.llm.model);
         return Ok(());
     }
     if a.print_llama_server {
-        println!(
+        outln!(
             "{}",
             seesay::stages::llm::llama::server_binary(&cfg.llm.llama_server).display()
         );
@@ -274,7 +274,7 @@ pub fn run(cfg: &Config, a: BenchArgs) -> Result<()> {
         );
     }
     if a.json {
-        println!("{}", serde_json::Value::Object(report));
+        outln!("{}", serde_json::Value::Object(report));
     }
     Ok(())
 }

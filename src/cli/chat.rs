@@ -178,9 +178,9 @@ pub fn describe(mut cfg: Config, a: DescribeArgs) -> Result<()> {
         match result {
             Ok(text) => {
                 if files.len() > 1 {
-                    println!("{}: {text}", f.display());
+                    outln!("{}: {text}", f.display());
                 } else {
-                    println!("{text}");
+                    outln!("{text}");
                 }
                 if let Some(s) = &speech {
                     s.say(text);

@@ -1,6 +1,29 @@
 //! The command line: arguments in, commands run, results on stdout and one-line errors out. One
 //! file per command, each owning its arguments; the library does the work.
 
+/// `println!` for the commands' results: a reader that went away (`seesay models list | head -1`)
+/// ends the program quietly (status 141, as a shell reports a broken pipe), instead of the panic
+/// `println!` gives.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout(), $($arg)*).is_err() {
+            std::process::exit(141);
+        }
+    }};
+}
+
+/// `print!` with `outln!`'s handling of a closed pipe.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout();
+        if write!(stdout, $($arg)*).and_then(|_| stdout.flush()).is_err() {
+            std::process::exit(141);
+        }
+    }};
+}
+
 mod bench;
 mod chat;
 mod models;
@@ -76,7 +99,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Serve(a) => serve::serve(cfg, a),
         Command::Models(m) => models::models(&cfg, m),
         Command::Config(ConfigCommand::Show) => {
-            print!("{}", cfg.to_toml());
+            out!("{}", cfg.to_toml());
             Ok(())
         }
         Command::Bench(a) => bench::run(&cfg, a),

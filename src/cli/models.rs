@@ -46,11 +46,11 @@ pub fn models(cfg: &Config, cmd: ModelsCommand) -> Result<()> {
     let store = Store::from_config(&cfg.models)?;
     match cmd {
         ModelsCommand::List => {
-            println!("models folder: {}", store.dir.display());
-            println!("download cache: {}", store.downloads.display());
+            outln!("models folder: {}", store.dir.display());
+            outln!("download cache: {}", store.downloads.display());
             for m in &store.manifest.model {
                 let present = m.outputs.iter().all(|o| store.dir.join(&o.file).is_file());
-                println!(
+                outln!(
                     "{:<18} {:<8} {:<8} {:<8} {}",
                     m.name,
                     m.kind,
@@ -103,7 +103,7 @@ pub fn models(cfg: &Config, cmd: ModelsCommand) -> Result<()> {
                     if state != FileState::Ok {
                         bad += 1;
                     }
-                    println!("{:<18} {word:<8} {}", e.name, path.display());
+                    outln!("{:<18} {word:<8} {}", e.name, path.display());
                 }
             }
             if bad > 0 {
@@ -129,7 +129,7 @@ pub fn models(cfg: &Config, cmd: ModelsCommand) -> Result<()> {
             Ok(())
         }
         ModelsCommand::Path { name } => {
-            println!("{}", store.resolve(&name)?.display());
+            outln!("{}", store.resolve(&name)?.display());
             Ok(())
         }
     }

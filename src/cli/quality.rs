@@ -101,12 +101,12 @@ pub fn run(cfg: &Config, n: usize) -> Result<(usize, usize)> {
         } else {
             ""
         };
-        println!(
+        outln!(
             "{} {q} -> {answer}{cut}",
             if ok { "right" } else { "WRONG" }
         );
     }
-    println!(
+    outln!(
         "quality: {right} of {asked} right ({}), {:.1} words per answer on average",
         model.describe(),
         words_said as f64 / asked as f64

@@ -98,16 +98,16 @@ pub fn run(mut cfg: Config, a: RunArgs) -> Result<()> {
         abort,
     )?;
     for t in &summary.turns {
-        println!("heard:  {}", t.transcript);
+        outln!("heard:  {}", t.transcript);
         let cut = if t.interrupted { " [interrupted]" } else { "" };
-        println!("answer: {}{cut}", t.answer);
-        println!(
+        outln!("answer: {}{cut}", t.answer);
+        outln!(
             "timing: from the end of speech: endpoint {:.0} ms, transcript {:.0} ms, first token {:.0} ms, first audio {:.0} ms (voice to voice)",
             t.endpoint_ms, t.transcript_ms, t.first_token_ms, t.voice_to_voice_ms
         );
     }
     if summary.turns.is_empty() {
-        println!("heard:  (no speech)");
+        outln!("heard:  (no speech)");
     }
     if summary.mic_dropped > 0 {
         eprintln!(
@@ -116,7 +116,7 @@ pub fn run(mut cfg: Config, a: RunArgs) -> Result<()> {
         );
     }
     if let Some(p) = out_path {
-        println!("wrote:  {} ({:.1} s)", p.display(), summary.output_s);
+        outln!("wrote:  {} ({:.1} s)", p.display(), summary.output_s);
     }
     Ok(())
 }

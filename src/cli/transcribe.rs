@@ -50,9 +50,9 @@ pub fn transcribe(mut cfg: Config, a: TranscribeArgs) -> Result<()> {
                 let name = path.display().to_string();
                 let out = transcript::render(a.format, &name, duration, &segments);
                 if many && a.format == Format::Text {
-                    print!("{name}: {out}");
+                    out!("{name}: {out}");
                 } else {
-                    print!("{out}");
+                    out!("{out}");
                 }
             }
             Err(e) => {

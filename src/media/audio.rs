@@ -66,15 +66,27 @@ struct Resampling {
 impl AudioReader {
     /// Opens `path`, probing its container, and prepares resampling to `rate` Hz.
     pub fn open(path: &Path, rate: u32) -> Result<AudioReader, AudioError> {
-        let file = File::open(path).map_err(|source| AudioError::Open {
+        let open_err = |source| AudioError::Open {
             path: path.into(),
             source,
-        })?;
-        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        if len == 0 {
-            return Err(AudioError::Empty(path.into()));
-        }
-        let mss = MediaSourceStream::new(Box::new(file), Default::default());
+        };
+        let source: Box<dyn symphonia::core::io::MediaSource> = if path.as_os_str() == "-" {
+            // Standard input: read whole (a pipe cannot seek), then decoded like a file.
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut bytes)
+                .map_err(open_err)?;
+            if bytes.is_empty() {
+                return Err(AudioError::Empty(path.into()));
+            }
+            Box::new(std::io::Cursor::new(bytes))
+        } else {
+            let file = File::open(path).map_err(open_err)?;
+            if file.metadata().map(|m| m.len()).unwrap_or(0) == 0 {
+                return Err(AudioError::Empty(path.into()));
+            }
+            Box::new(file)
+        };
+        let mss = MediaSourceStream::new(source, Default::default());
         let mut hint = Hint::new();
         if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
             hint.with_extension(ext);
@@ -361,26 +373,46 @@ pub fn read_file(path: &Path, rate: u32) -> Result<Vec<f32>, AudioError> {
     AudioReader::open(path, rate)?.read_all()
 }
 
-/// Writes mono f32 samples as a 16-bit PCM WAV file (atomically: a partial file never appears).
+/// Writes mono f32 samples as a 16-bit PCM WAV file. `-` is standard output. A path that is not
+/// a regular file (a symlink, a FIFO, a device) is written through, never replaced; a regular file
+/// is replaced only once the new one is complete (written beside it, then renamed), so a partial
+/// file never appears, also when the disk is full.
 pub fn write_wav(path: &Path, samples: &[f32], rate: u32) -> Result<(), AudioError> {
+    use std::io::Write;
     let err = |e: &dyn std::fmt::Display| AudioError::Write {
         path: path.into(),
         detail: e.to_string(),
     };
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: rate,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let tmp = path.with_extension("wav.tmp");
-    let mut w = hound::WavWriter::create(&tmp, spec).map_err(|e| err(&e))?;
-    for s in samples {
-        w.write_sample((s.clamp(-1.0, 1.0) * i16::MAX as f32) as i16)
-            .map_err(|e| err(&e))?;
+    let data = pcm16(samples);
+    let len = u32::try_from(data.len()).map_err(|_| err(&"longer than a WAV file can hold"))?;
+    let mut bytes = wav_header(rate, Some(len));
+    bytes.extend(data);
+    if path.as_os_str() == "-" {
+        let mut out = std::io::stdout().lock();
+        return out
+            .write_all(&bytes)
+            .and_then(|_| out.flush())
+            .map_err(|e| err(&e));
     }
-    w.finalize().map_err(|e| err(&e))?;
-    std::fs::rename(&tmp, path).map_err(|e| err(&e))
+    let through = std::fs::symlink_metadata(path).is_ok_and(|m| !m.file_type().is_file());
+    if through {
+        return std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(&bytes))
+            .map_err(|e| err(&e));
+    }
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.{}.part", std::process::id()));
+    let written = File::create(&tmp)
+        .and_then(|mut f| f.write_all(&bytes).and_then(|_| f.sync_all()))
+        .and_then(|_| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err(&e));
+    }
+    Ok(())
 }
 
 /// Mono f32 samples as 16-bit little-endian PCM bytes (what WAV data, Wyoming and the
@@ -402,11 +434,14 @@ pub fn from_pcm16(bytes: &[u8]) -> Option<Vec<f32>> {
     })
 }
 
-/// A WAV header for 16-bit mono audio of unknown length (a stream).
-pub fn streaming_wav_header(rate: u32) -> Vec<u8> {
+/// A WAV header for 16-bit mono audio with `data_len` bytes of samples, or of unknown length (a
+/// stream: the lengths say "as long as it goes").
+pub fn wav_header(rate: u32, data_len: Option<u32>) -> Vec<u8> {
+    let data = data_len.unwrap_or(u32::MAX);
+    let riff = data_len.map_or(u32::MAX, |n| n.saturating_add(36));
     let mut h = Vec::with_capacity(44);
     h.extend(b"RIFF");
-    h.extend(u32::MAX.to_le_bytes());
+    h.extend(riff.to_le_bytes());
     h.extend(b"WAVEfmt ");
     h.extend(16u32.to_le_bytes());
     h.extend(1u16.to_le_bytes());
@@ -416,7 +451,7 @@ pub fn streaming_wav_header(rate: u32) -> Vec<u8> {
     h.extend(2u16.to_le_bytes());
     h.extend(16u16.to_le_bytes());
     h.extend(b"data");
-    h.extend(u32::MAX.to_le_bytes());
+    h.extend(data.to_le_bytes());
     h
 }
 

@@ -13,7 +13,7 @@ use axum::Json;
 use serde::Deserialize;
 
 use super::state::{blocking, content_type_is, json_body, read_form, speak, ApiError, Shared};
-use crate::media::audio::{self, pcm16, streaming_wav_header, SAMPLE_RATE};
+use crate::media::audio::{self, pcm16, wav_header, SAMPLE_RATE};
 use crate::media::image::{data_uri_bytes, decode_image};
 use crate::pipeline::{lock, Locked};
 use crate::stages::asr::{self, AsrError, Transcriber};
@@ -199,7 +199,7 @@ pub async fn speech(
     let rate = st.models.voice_rate;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
     if format == "wav" {
-        let _ = tx.send(Ok(Bytes::from(streaming_wav_header(rate)))).await;
+        let _ = tx.send(Ok(Bytes::from(wav_header(rate, None)))).await;
     }
     let st2 = st.clone();
     let speed = req.speed;
