@@ -181,14 +181,22 @@ pub(crate) fn speaker_loop(
     rx: Receiver<Play>,
     cx: Arc<Context>,
 ) -> Result<Vec<f32>, PipelineError> {
-    let spk = LiveSpeaker::open(&device, cx.turns.clock.clone())?;
+    let mut spk = LiveSpeaker::open(&device, cx.turns.clock.clone())?;
+    // A speaker whose stream broke is opened again, a few times a run, before the run fails.
+    let mut reopens = 3;
     let mut audio = TurnAudio::new();
     let mut open = true;
     while open || !audio.queue.is_empty() || !audio.ended.is_empty() {
         if let Ok(e) = spk.errors.try_recv() {
-            return Err(PipelineError::Speaker(SpeakerError::Device(
-                Direction::Output.failed(e),
-            )));
+            if reopens == 0 {
+                return Err(PipelineError::Speaker(SpeakerError::Device(
+                    Direction::Output.failed(e),
+                )));
+            }
+            reopens -= 1;
+            tracing::warn!("the speaker failed ({e}); opening it again");
+            drop(spk);
+            spk = LiveSpeaker::open(&device, cx.turns.clock.clone())?;
         }
         if open {
             match rx.recv_timeout(Duration::from_millis(5)) {

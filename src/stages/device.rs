@@ -111,17 +111,32 @@ pub fn is_fatal(e: &cpal::Error) -> bool {
     )
 }
 
+/// Glitches in one second that mean the stream is not recovering by itself.
+const GLITCHES_PER_SECOND: u32 = 20;
+
 /// The stream's error callback: a fatal error goes to `fatal` (which must not block; the thread
-/// that owns the stream then ends with it); a glitch is logged and the stream goes on.
+/// that owns the stream then ends with it, or opens the device again); a glitch is logged and the
+/// stream goes on, unless glitches come so fast that the stream plainly has stopped working (the
+/// ALSA pulse plugin can fail every poll with EIO), which is fatal too.
 pub fn on_error(
     dir: Direction,
     fatal: impl Fn(String) + Send + 'static,
 ) -> impl FnMut(cpal::Error) + Send + 'static {
+    let mut since = std::time::Instant::now();
+    let mut glitches = 0u32;
     move |e: cpal::Error| {
         if is_fatal(&e) {
-            fatal(e.to_string());
-        } else {
-            tracing::warn!("{} glitch (going on): {e}", dir.what());
+            return fatal(e.to_string());
+        }
+        if since.elapsed() > std::time::Duration::from_secs(1) {
+            since = std::time::Instant::now();
+            glitches = 0;
+        }
+        glitches += 1;
+        match glitches {
+            1..=3 => tracing::warn!("{} glitch (going on): {e}", dir.what()),
+            GLITCHES_PER_SECOND => fatal(format!("{e}, over and over")),
+            _ => {}
         }
     }
 }
