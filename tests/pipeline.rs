@@ -80,7 +80,7 @@ fn two_questions_get_two_answers_in_order() {
         dir.path(),
         &[
             ("What is the capital of France?", 1.0),
-            ("What do bees make?", 10.0),
+            ("What do bees make from flowers?", 10.0),
         ],
         6.0,
     );
@@ -120,7 +120,9 @@ fn two_questions_get_two_answers_in_order() {
         spans[1].1
     );
 
-    // What seesay said is about the questions.
+    // What seesay said is about the questions. (The second question asks for a little more than
+    // "What do bees make?": the 1.5B model's three-word "Bees make honey.", in Piper's varying
+    // voice, was sometimes heard back as "is maconey".)
     let heard = words(&ok(seesay(&["transcribe", out.to_str().unwrap()])));
     assert!(heard.contains(&"paris".into()), "{heard:?}");
     assert!(
