@@ -70,6 +70,8 @@ fn cancelling_stops_within_one_token() {
 #[test]
 fn bad_prompts_and_models_get_clear_errors() {
     assert_clear_error(&["chat", "   "], &[], "empty prompt");
+    assert_clear_error(&["chat", "--max-tokens", "0", "hi"], &[], "llm.max_tokens");
+    assert_clear_error(&["chat", "--temperature=-3", "hi"], &[], "llm.temperature");
     let dir = tempfile::tempdir().unwrap();
     // A well-formed GGUF file of an architecture seesay does not run.
     let path = dir.path().join("mamba.gguf");

@@ -311,11 +311,19 @@ pub async fn chat(
         .unwrap_or(st.cfg.llm.max_tokens)
         .min(st.cfg.llm.max_tokens.max(1) * 4);
     let temperature = req.temperature;
+    if temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
+        return Err(ApiError::bad("temperature must be between 0 and 2"));
+    }
     let stream = req.stream;
     let st2 = st.clone();
+    // Unique per response: the time, and a counter for responses within the same nanosecond.
+    static N: AtomicU64 = AtomicU64::new(0);
     let id = format!(
-        "chatcmpl-{:x}",
-        Instant::now().elapsed().as_nanos() ^ std::process::id() as u128
+        "chatcmpl-{:x}{:04x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+        N.fetch_add(1, Ordering::Relaxed) & 0xffff
     );
     let created = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -28,6 +28,8 @@ pub enum LlmError {
     Backend(String),
     #[error("unknown llm.engine '{0}': use llama.cpp or candle")]
     Engine(String),
+    #[error("{0}")]
+    Setting(String),
     #[error(transparent)]
     Model(#[from] ModelError),
 }
@@ -102,6 +104,35 @@ impl Default for LlmConfig {
             api_key: String::new(),
             timeout_s: 30,
         }
+    }
+}
+
+impl LlmConfig {
+    /// Refuses settings no model can work with, saying which and what is allowed.
+    pub fn check(&self) -> Result<(), LlmError> {
+        let bad = |m: String| Err(LlmError::Setting(m));
+        if self.max_tokens == 0 {
+            return bad("llm.max_tokens must be at least 1".into());
+        }
+        if !(0.0..=2.0).contains(&self.temperature) {
+            return bad(format!(
+                "llm.temperature is {}: use a value from 0 (always the likeliest token) to 2",
+                self.temperature
+            ));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad(format!(
+                "llm.top_p is {}: use a value above 0, at most 1",
+                self.top_p
+            ));
+        }
+        if self.context_tokens <= self.max_tokens {
+            return bad(format!(
+                "llm.context_tokens ({}) must be larger than llm.max_tokens ({})",
+                self.context_tokens, self.max_tokens
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -217,6 +248,44 @@ impl WordChunker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_no_model_can_use_are_refused() {
+        assert!(LlmConfig::default().check().is_ok());
+        for (cfg, says) in [
+            (
+                LlmConfig {
+                    max_tokens: 0,
+                    ..LlmConfig::default()
+                },
+                "max_tokens",
+            ),
+            (
+                LlmConfig {
+                    temperature: -3.0,
+                    ..LlmConfig::default()
+                },
+                "temperature",
+            ),
+            (
+                LlmConfig {
+                    top_p: 0.0,
+                    ..LlmConfig::default()
+                },
+                "top_p",
+            ),
+            (
+                LlmConfig {
+                    context_tokens: 100,
+                    ..LlmConfig::default()
+                },
+                "context_tokens",
+            ),
+        ] {
+            let e = cfg.check().unwrap_err().to_string();
+            assert!(e.contains(says), "{e}");
+        }
+    }
 
     #[test]
     fn chunks_end_at_word_boundaries() {

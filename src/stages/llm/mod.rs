@@ -33,6 +33,7 @@ impl Engine {
     /// Loads the configured backend and engine; `slots` is how many conversations may be
     /// answered at once (llama.cpp).
     pub fn load(cfg: &LlmConfig, store: &Store, slots: usize) -> Result<Engine, LlmError> {
+        cfg.check()?;
         match (cfg.backend.as_str(), cfg.engine.as_str()) {
             ("local", "llama.cpp") => Ok(Engine::Llama(llama::LlamaServer::start(
                 cfg,
