@@ -20,7 +20,13 @@ fn run_recording(
     flags: &[&str],
 ) -> (String, PathBuf, Vec<serde_json::Value>) {
     let cfg = dir.join("config.toml");
-    std::fs::write(&cfg, "[llm]\nmax_tokens = 40\n").unwrap();
+    // A steadier voice (less of Piper's random variation), so that what it said can be checked
+    // by transcribing it.
+    std::fs::write(
+        &cfg,
+        "[llm]\nmax_tokens = 40\n[tts]\nnoise_scale = 0.3\nnoise_w = 0.3\n",
+    )
+    .unwrap();
     let out = dir.join("reply.wav");
     let m = dir.join("m.jsonl");
     let mut args = vec!["--config", cfg.to_str().unwrap(), "run"];

@@ -57,6 +57,11 @@ pub struct TtsConfig {
     pub threads: usize,
     /// Speaker id for multi-speaker voices.
     pub speaker: i64,
+    /// How much the voice varies from one reading to the next (Piper's noise scale; 0: the
+    /// voice's own setting). Lower is steadier and flatter.
+    pub noise_scale: f32,
+    /// How much the length of each sound varies (Piper's noise width; 0: the voice's own).
+    pub noise_w: f32,
 }
 
 impl Default for TtsConfig {
@@ -69,6 +74,8 @@ impl Default for TtsConfig {
             onnxruntime: String::new(),
             threads: 0,
             speaker: 0,
+            noise_scale: 0.0,
+            noise_w: 0.0,
         }
     }
 }
@@ -141,6 +148,8 @@ pub struct PiperVoice {
     length_scale: f32,
     rate: f32,
     speaker: i64,
+    /// Piper's noise settings, when not the voice's own.
+    noise: (Option<f32>, Option<f32>),
     sample_rate: u32,
 }
 
@@ -182,6 +191,10 @@ impl PiperVoice {
             length_scale,
             rate: cfg.rate,
             speaker: cfg.speaker,
+            noise: (
+                (cfg.noise_scale > 0.0).then_some(cfg.noise_scale),
+                (cfg.noise_w > 0.0).then_some(cfg.noise_w),
+            ),
             sample_rate: meta.audio.sample_rate,
         })
     }
@@ -233,8 +246,8 @@ impl PiperVoice {
                 true,
                 Some(self.speaker),
                 Some(self.length_scale),
-                None,
-                None,
+                self.noise.0,
+                self.noise.1,
             )
             .map_err(|e| TtsError::Inference(e.to_string()))?;
         Ok(normalize(audio))
