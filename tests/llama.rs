@@ -5,9 +5,10 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::server::{free_port, Killed};
 use common::*;
 use seesay::stages::llm::remote::RemoteModel;
 use seesay::stages::llm::{ChatModel, Finish, LlmConfig, Message, Role};
@@ -17,24 +18,6 @@ fn llama_server() -> String {
     ok(seesay(&["bench", "--print-llama-server"]))
         .trim()
         .to_string()
-}
-
-/// Kills the process when the test ends, however it ends.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

@@ -4,7 +4,7 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::server::*;
@@ -63,16 +63,6 @@ fn artifacts() -> PathBuf {
     dir
 }
 
-/// Kills the browser when the test ends, however it ends.
-struct Browser(Child);
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_web_page_talks_in_headless_chromium() {
     let chromium = std::env::var("SEESAY_TEST_CHROMIUM").unwrap_or_else(|_| "chromium".into());
@@ -104,7 +94,7 @@ async fn the_web_page_talks_in_headless_chromium() {
         .unwrap_or_else(|e| {
             panic!("cannot start {chromium} ({e}): scripts/test installs Debian's chromium")
         });
-    let _browser = Browser(child);
+    let _browser = Killed(child);
     // Chromium writes the DevTools port it picked into the profile.
     let t = Instant::now();
     let port = loop {
