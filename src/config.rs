@@ -12,6 +12,7 @@ use crate::stages::asr::AsrConfig;
 use crate::stages::caption::VisionConfig;
 use crate::stages::llm::LlmConfig;
 use crate::stages::tts::TtsConfig;
+use crate::stages::turn::TurnConfig;
 use crate::stages::vad::VadConfig;
 use crate::store::ModelsConfig;
 
@@ -46,6 +47,8 @@ pub struct Config {
     pub vision: VisionConfig,
     /// Voice activity detection: when the user starts and stops speaking.
     pub vad: VadConfig,
+    /// End of turn: whether a pause ends the user's turn (Smart Turn + the language model).
+    pub turn: TurnConfig,
     /// The live pipeline (`seesay run`): barge-in, devices, streaming.
     pub pipeline: PipelineConfig,
     /// `seesay serve`: addresses, authentication, limits.

@@ -35,8 +35,9 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
     /// Which stages: asr, tts, llm, vision, all (these four), quality (spoken-assistant
-    /// questions to the language model, each answer checked), or pipeline (the live pipeline in
-    /// real time; takes about 11 s a turn).
+    /// questions to the language model, each answer checked), turn (the end-of-turn decision on
+    /// whole questions and fragments), or pipeline (the live pipeline in real time; takes about
+    /// 11 s a turn).
     #[arg(long, default_value = "all")]
     pub stage: String,
     /// Print the results as one JSON object.
@@ -261,6 +262,12 @@ pub fn run(cfg: &Config, a: BenchArgs) -> Result<()> {
             serde_json::json!({"right": right, "asked": asked, "model": cfg.llm.model}),
         );
     }
+    if a.stage == "turn" {
+        report.insert(
+            "turn".into(),
+            super::bench_turn::run(cfg, a.questions, &a.voice)?,
+        );
+    }
     if a.stage == "pipeline" {
         report.insert(
             "pipeline".into(),
@@ -269,7 +276,7 @@ pub fn run(cfg: &Config, a: BenchArgs) -> Result<()> {
     }
     if report.len() == 1 {
         anyhow::bail!(
-            "unknown stage '{}': use asr, tts, llm, vision, pipeline or all",
+            "unknown stage '{}': use asr, tts, llm, vision, all, quality, turn or pipeline",
             a.stage
         );
     }
@@ -289,18 +296,50 @@ fn p95(xs: &mut [f64]) -> f64 {
     xs[rank - 1]
 }
 
-/// One question spoken by espeak-ng (Debian's `espeak-ng` command, a voice unlike Piper's), as
-/// 16 kHz audio.
-fn espeak(text: &str, dir: &std::path::Path) -> Result<Vec<f32>> {
-    let wav = dir.join("espeak.wav");
-    let status = std::process::Command::new("espeak-ng")
-        .args(["-v", "en-us", "-s", "165", "-w"])
-        .arg(&wav)
-        .arg(text)
-        .status()
-        .context("cannot run espeak-ng (Debian package espeak-ng; scripts/setup --test installs it), or use --voice piper")?;
-    anyhow::ensure!(status.success(), "espeak-ng failed on {text:?}");
-    Ok(audio::read_file(&wav, SAMPLE_RATE)?)
+/// The voice that asks benchmark questions: espeak-ng (Debian's `espeak-ng` command, a voice
+/// unlike Piper's) or Piper; 16 kHz audio out.
+pub(super) struct QuestionVoice {
+    piper: Option<Box<dyn Voice>>,
+    wav: std::path::PathBuf,
+}
+
+impl Drop for QuestionVoice {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.wav);
+    }
+}
+
+impl QuestionVoice {
+    pub fn new(cfg: &Config, name: &str) -> Result<QuestionVoice> {
+        let piper = match name {
+            "piper" => Some(tts::open(&cfg.tts, &Store::from_config(&cfg.models)?)?),
+            "espeak" => None,
+            other => anyhow::bail!("unknown --voice {other:?}: use espeak or piper"),
+        };
+        Ok(QuestionVoice {
+            piper: piper.map(|v| Box::new(v) as Box<dyn Voice>),
+            wav: std::env::temp_dir().join(format!("seesay-question-{}.wav", std::process::id())),
+        })
+    }
+
+    pub fn say(&mut self, text: &str) -> Result<Vec<f32>> {
+        if let Some(v) = &mut self.piper {
+            return Ok(audio::resample(
+                &v.synthesize(text)?,
+                v.sample_rate(),
+                SAMPLE_RATE,
+            )?);
+        }
+        let wav = &self.wav;
+        let status = std::process::Command::new("espeak-ng")
+            .args(["-v", "en-us", "-s", "165", "-w"])
+            .arg(wav)
+            .arg(text)
+            .status()
+            .context("cannot run espeak-ng (Debian package espeak-ng; scripts/setup --test installs it), or use --voice piper")?;
+        anyhow::ensure!(status.success(), "espeak-ng failed on {text:?}");
+        Ok(audio::read_file(wav, SAMPLE_RATE)?)
+    }
 }
 
 /// Runs `turns` spoken questions (the quality benchmark's, spoken by `voice`: espeak or piper)
@@ -316,21 +355,13 @@ fn bench_pipeline(cfg: &Config, turns: usize, voice_name: &str) -> Result<serde_
     let rate = SAMPLE_RATE;
     let gap = |s: f64| vec![0.0f32; (s * rate as f64) as usize];
     let mut input = gap(1.0);
-    let mut piper = match voice_name {
-        "piper" => Some(tts::open(&cfg.tts, &Store::from_config(&cfg.models)?)?),
-        "espeak" => None,
-        other => anyhow::bail!("unknown --voice {other:?}: use espeak or piper"),
-    };
+    let mut speak = QuestionVoice::new(cfg, voice_name)?;
     for (q, _) in &questions {
-        let pcm = match &mut piper {
-            Some(v) => audio::resample(&v.synthesize(q)?, v.sample_rate(), rate)?,
-            None => espeak(q, &dir)?,
-        };
-        input.extend(pcm);
+        input.extend(speak.say(q)?);
         // Room for a short answer before the next question (half duplex).
         input.extend(gap(9.0));
     }
-    drop(piper);
+    drop(speak);
     let wav = dir.join("questions.wav");
     audio::write_wav(&wav, &input, rate)?;
     let mut cfg = cfg.clone();
@@ -362,6 +393,7 @@ fn bench_pipeline(cfg: &Config, turns: usize, voice_name: &str) -> Result<serde_
     let mut figures = serde_json::Map::new();
     for (name, mut xs) in [
         ("endpoint_ms", col(|t| t.endpoint_ms)),
+        ("decision_ms", col(|t| t.decision_ms)),
         ("transcript_ms", col(|t| t.transcript_ms)),
         ("first_token_ms", col(|t| t.first_token_ms)),
         ("first_audio_ready_ms", col(|t| t.first_audio_ready_ms)),
@@ -373,10 +405,16 @@ fn bench_pipeline(cfg: &Config, turns: usize, voice_name: &str) -> Result<serde_
     }
     for t in &summary.turns {
         eprintln!(
-            "  turn {}: {:?} -> {:?} ({:.0} ms)",
-            t.turn, t.transcript, t.answer, t.voice_to_voice_ms
+            "  turn {}: {:?} -> {:?} ({:.0} ms; ended by {}, endpoint {:.0} ms)",
+            t.turn, t.transcript, t.answer, t.voice_to_voice_ms, t.ended_by, t.endpoint_ms
         );
     }
+    let by_model = summary
+        .turns
+        .iter()
+        .filter(|t| t.ended_by == "model")
+        .count();
+    figures.insert("ended_by_model".into(), by_model.into());
     let right = summary
         .turns
         .iter()

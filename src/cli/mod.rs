@@ -25,6 +25,7 @@ macro_rules! out {
 }
 
 mod bench;
+mod bench_turn;
 mod chat;
 mod models;
 mod quality;

@@ -28,6 +28,8 @@ pub enum PipelineError {
     #[error(transparent)]
     Vad(#[from] VadError),
     #[error(transparent)]
+    Turn(#[from] crate::stages::turn::TurnError),
+    #[error(transparent)]
     Caption(#[from] CaptionError),
     #[error(transparent)]
     Image(#[from] ImageError),

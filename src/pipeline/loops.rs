@@ -1,139 +1,31 @@
-//! The stage loops: each runs on its own thread, takes messages from the stage before, does one
+//! The stage loops after the VAD's (`listen.rs`): each runs on its own thread, takes messages from the stage before, does one
 //! step of its model and passes the result on. They only move messages; the models' maths is
 //! behind the stage traits. A failed send means the next stage is gone: the loop returns.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use super::error::PipelineError;
-use super::messages::{Heard, Play, Say, Update, Utterance, What};
+use super::messages::{Heard, Hint, Play, Say, Update, Utterance, What};
 use super::models::{lock, Locked};
 use super::turns::Context;
-use crate::media::audio::SAMPLE_RATE;
 use crate::stages::asr::Transcriber;
 use crate::stages::camera::FrameReceiver;
 use crate::stages::caption::Captioner;
-use crate::stages::llm::{ChatModel, Conversation, Finish};
-use crate::stages::mic::AudioFrame;
+use crate::stages::llm::{open_ended, ChatModel, Conversation, Finish};
 use crate::stages::tts::{self, TtsError, Voice};
-use crate::stages::vad::{Endpointer, SpeechDetector, VadEvent};
 use crate::stages::Cancel;
 use crate::text::splitter::SentenceSplitter;
 use crate::text::transcript::plain_text;
-
-/// The VAD stage: frames in, utterances out; starts turns (it alone) and so interrupts answers.
-pub(crate) fn vad_loop(
-    mut vad: Box<dyn SpeechDetector>,
-    mut ep: Endpointer,
-    barge_in: bool,
-    rx: Receiver<AudioFrame>,
-    tx: Sender<Utterance>,
-    cx: Arc<Context>,
-) -> Result<(), PipelineError> {
-    let _stage = tracing::info_span!("vad").entered();
-    let mut ignoring = false;
-    let mut last_at = cx.t0;
-    while let Some(frame) = next(&rx, &cx) {
-        let end = frame.start + frame.samples.len() as u64;
-        cx.input_pos.store(end, Ordering::Release);
-        last_at = frame.at;
-        if !barge_in && cx.turns.busy() {
-            // Half duplex: seesay is answering; the microphone is not listened to.
-            ignoring = true;
-            ep.reset_at(end);
-            continue;
-        }
-        if ignoring {
-            ignoring = false;
-            vad.reset();
-        }
-        let p = vad.step(&frame.samples)?;
-        match ep.push(&frame.samples, p) {
-            Some(VadEvent::Start { start }) => {
-                let was_busy = cx.turns.busy();
-                let turn = cx.begin_turn();
-                tracing::debug!(
-                    turn,
-                    at_s = start as f64 / SAMPLE_RATE as f64,
-                    "speech started"
-                );
-                if was_busy {
-                    tracing::info!(turn, "barge-in: the user speaks; the answer stops");
-                }
-            }
-            Some(VadEvent::End { audio, speech_end }) => {
-                let sent = utterance_ended(&cx, &tx, audio, speech_end, end, frame.at);
-                if !sent {
-                    return Ok(());
-                }
-            }
-            Some(VadEvent::Pause { audio, speech_end }) => {
-                let u = Utterance {
-                    turn: cx.turns.current(),
-                    audio,
-                    speech_end,
-                    speculative: true,
-                };
-                // Only if ASR is free: a speculation must never delay a real utterance.
-                if let Err(TrySendError::Disconnected(_)) = tx.try_send(u) {
-                    return Ok(());
-                }
-            }
-            None => {}
-        }
-    }
-    if cx.turns.clock.stopped() {
-        return Ok(());
-    }
-    // End of input: an utterance still under way is answered.
-    if let Some(VadEvent::End { audio, speech_end }) = ep.flush() {
-        let end = cx.input_pos.load(Ordering::Acquire);
-        utterance_ended(&cx, &tx, audio, speech_end, end, last_at);
-    }
-    Ok(())
-}
-
-/// Reports the end of the user's speech and hands the utterance to ASR. `frame_end` is the sample
-/// index just after the frame that decided it, heard at `frame_at`. Returns false when ASR is gone.
-fn utterance_ended(
-    cx: &Context,
-    tx: &Sender<Utterance>,
-    audio: Vec<f32>,
-    speech_end: u64,
-    frame_end: u64,
-    frame_at: std::time::Instant,
-) -> bool {
-    let turn = cx.turns.current();
-    let behind = frame_end.saturating_sub(speech_end) as f64 / SAMPLE_RATE as f64;
-    let end_at = frame_at
-        .checked_sub(Duration::from_secs_f64(behind))
-        .unwrap_or(frame_at);
-    cx.event(
-        turn,
-        What::Speech {
-            start_s: (speech_end as f64 - audio.len() as f64).max(0.0) / SAMPLE_RATE as f64,
-            end_s: speech_end as f64 / SAMPLE_RATE as f64,
-            end_at,
-        },
-    );
-    cx.turns.handle(turn);
-    tx.send(Utterance {
-        turn,
-        audio,
-        speech_end,
-        speculative: false,
-    })
-    .is_ok()
-}
 
 /// The ASR stage: utterances in, transcripts out. Silence and noise end here.
 pub(crate) fn asr_loop(
     asr: Locked<Box<dyn Transcriber>>,
     rx: Receiver<Utterance>,
     tx: Sender<Heard>,
+    hints: Sender<Hint>,
     cx: Arc<Context>,
 ) -> Result<(), PipelineError> {
     let _stage = tracing::info_span!("asr").entered();
@@ -141,9 +33,19 @@ pub(crate) fn asr_loop(
     let mut ahead: Option<(u64, u64, String)> = None;
     for u in rx {
         let _turn = tracing::debug_span!("turn", turn = u.turn).entered();
+        // Whatever happens to a speculation, the VAD stage hears back (without the language
+        // model's view when there is no transcript to give it).
+        let no_text = || {
+            let _ = hints.try_send(Hint {
+                turn: u.turn,
+                speech_end: u.speech_end,
+                text_p: None,
+            });
+        };
         if cx.turns.is_stale(u.turn) {
-            if !u.speculative {
-                cx.turns.finish(u.turn);
+            match u.speculative {
+                true => no_text(),
+                false => cx.turns.finish(u.turn),
             }
             continue;
         }
@@ -155,30 +57,36 @@ pub(crate) fn asr_loop(
             _ => None,
         };
         if u.speculative {
-            // A speculation only runs on a free recogniser: it must never make another
-            // conversation (sharing the model in `seesay serve`) wait.
-            let Ok(mut model) = asr.try_lock() else {
-                tracing::debug!("recogniser busy; no speculative transcript");
-                continue;
-            };
+            // The decision at the pause waits for this transcript, so it waits for the
+            // recogniser too (in `seesay serve` another conversation may hold it); it is the
+            // work the end of the turn would need anyway.
+            let mut model = lock(&asr);
             match model.transcribe(&u.audio, 0.0) {
                 Ok(segments) => {
                     drop(model);
                     let text = plain_text(&segments);
-                    if !text.trim().is_empty() {
+                    if text.trim().is_empty() {
+                        no_text();
+                    } else {
                         // Only if the LLM is free: a prefill must never delay a real question.
                         let hint = Heard {
                             turn: u.turn,
                             text: text.clone(),
                             speculative: true,
+                            speech_end: u.speech_end,
                         };
-                        if let Err(TrySendError::Disconnected(_)) = tx.try_send(hint) {
-                            return Ok(());
+                        match tx.try_send(hint) {
+                            Ok(()) => {}
+                            Err(TrySendError::Full(_)) => no_text(),
+                            Err(TrySendError::Disconnected(_)) => return Ok(()),
                         }
                     }
                     ahead = Some((u.turn, u.speech_end, text));
                 }
-                Err(e) => tracing::debug!("speculative transcription failed: {e}"),
+                Err(e) => {
+                    tracing::debug!("speculative transcription failed: {e}");
+                    no_text();
+                }
             }
             continue;
         }
@@ -204,6 +112,7 @@ pub(crate) fn asr_loop(
             turn: u.turn,
             text,
             speculative: false,
+            speech_end: u.speech_end,
         };
         if tx.send(heard).is_err() {
             return Ok(());
@@ -213,12 +122,15 @@ pub(crate) fn asr_loop(
 }
 
 /// The LLM stage: transcripts in, sentences out while the answer is being written.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn llm_loop(
     mut llm: Box<dyn ChatModel>,
     mut conv: Conversation,
     first_clause_words: usize,
+    judge_turns: bool,
     rx: Receiver<Heard>,
     tx: Sender<Say>,
+    hints: Sender<Hint>,
     cx: Arc<Context>,
 ) -> Result<(), PipelineError> {
     let _stage = tracing::info_span!("llm").entered();
@@ -246,28 +158,55 @@ pub(crate) fn llm_loop(
         };
         let _turn = tracing::debug_span!("turn", turn = h.turn).entered();
         if cx.turns.is_stale(h.turn) {
-            if !h.speculative {
-                cx.turns.finish(h.turn);
+            match h.speculative {
+                true => {
+                    let _ = hints.try_send(Hint {
+                        turn: h.turn,
+                        speech_end: h.speech_end,
+                        text_p: None,
+                    });
+                }
+                false => cx.turns.finish(h.turn),
             }
             continue;
         }
         scene = lock(&cx.scene).clone();
         conv.set_scene(scene.clone());
         if h.speculative {
-            // The user paused: prefill the question as heard so far. If they go on, the next
-            // prompt shares less of it and the work is simply not reused.
-            let t = std::time::Instant::now();
-            match conv.prompt_for(llm.as_mut(), &h.text) {
-                Ok(msgs) => match llm.warm_up(&msgs) {
-                    Ok(()) => tracing::debug!(
-                        ms = t.elapsed().as_millis() as u64,
-                        text = %h.text,
-                        "prefilled the question heard so far"
-                    ),
+            // The user paused: prefill the question as heard so far (if they go on, the next
+            // prompt shares less of it and the work is simply not reused) and, when the turn
+            // is being judged, read how likely it is to end there.
+            let t = Instant::now();
+            let text_p = if judge_turns {
+                conv.prompt_for(llm.as_mut(), open_ended(&h.text))
+                    .and_then(|msgs| llm.end_of_turn(&msgs))
+                    .unwrap_or_else(|e| {
+                        tracing::debug!("no end-of-turn reading: {e}");
+                        None
+                    })
+            } else {
+                None
+            };
+            if text_p.is_none() {
+                match conv
+                    .prompt_for(llm.as_mut(), &h.text)
+                    .and_then(|msgs| llm.warm_up(&msgs))
+                {
+                    Ok(()) => {}
                     Err(e) => tracing::debug!("speculative prefill failed: {e}"),
-                },
-                Err(e) => tracing::debug!("speculative prefill skipped: {e}"),
+                }
             }
+            tracing::debug!(
+                ms = t.elapsed().as_millis() as u64,
+                text = %h.text,
+                ?text_p,
+                "prefilled the question heard so far"
+            );
+            let _ = hints.try_send(Hint {
+                turn: h.turn,
+                speech_end: h.speech_end,
+                text_p,
+            });
             continue;
         }
         let msgs = match conv.prompt_for(llm.as_mut(), &h.text) {

@@ -41,6 +41,28 @@ pub(crate) struct Heard {
     pub turn: u64,
     pub text: String,
     pub speculative: bool,
+    /// Where the utterance's speech ended (sample index), to match a speculation to its pause.
+    pub speech_end: u64,
+}
+
+/// What the language model made of a speculative transcript: the probability that the user's
+/// message ends there (`None`: no transcript, or the model cannot tell). Goes back to the VAD
+/// stage, which decides whether the pause ends the turn.
+pub(crate) struct Hint {
+    pub turn: u64,
+    pub speech_end: u64,
+    pub text_p: Option<f32>,
+}
+
+/// How a turn's speech was judged over.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Ending {
+    /// "model" (judged complete at a pause), "silence", "length" or "input end".
+    pub by: &'static str,
+    pub audio_p: Option<f32>,
+    pub text_p: Option<f32>,
+    /// From the pause being noticed to the decision.
+    pub decision_ms: f64,
 }
 
 /// Text for the voice.
@@ -61,6 +83,7 @@ pub(crate) enum What {
         start_s: f64,
         end_s: f64,
         end_at: Instant,
+        ending: Ending,
     },
     Transcript(String),
     NoWords,
@@ -108,4 +131,13 @@ pub struct TurnMetrics {
     pub answer_audio_s: f64,
     /// The user spoke again before the answer was over.
     pub interrupted: bool,
+    /// What ended the user's turn: "model" (a pause judged final by the end-of-turn
+    /// signals), "silence" (`turn.max_silence_ms`, or `vad.min_silence_ms` without them),
+    /// "length" or "input end"; the two signals at the last pause (probabilities that the turn
+    /// was over: Smart Turn's, the language model's), and the time from noticing that pause to
+    /// the decision.
+    pub ended_by: String,
+    pub turn_audio_p: Option<f32>,
+    pub turn_text_p: Option<f32>,
+    pub decision_ms: f64,
 }

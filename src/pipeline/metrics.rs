@@ -52,7 +52,12 @@ pub(crate) fn collect(
                 start_s,
                 end_s,
                 end_at,
+                ending,
             } => {
+                p.m.ended_by = ending.by.to_string();
+                p.m.turn_audio_p = ending.audio_p;
+                p.m.turn_text_p = ending.text_p;
+                p.m.decision_ms = ending.decision_ms;
                 p.m.speech_start_s = start_s;
                 p.m.speech_end_s = end_s;
                 p.end_at = Some(end_at);

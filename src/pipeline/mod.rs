@@ -8,8 +8,9 @@
 //! frames ─► captioner ─────┘ (the newest caption, as context)
 //! ```
 //!
-//! `messages` are what flows between the stages, `turns` the bookkeeping they share, `loops` the
-//! stage threads, `sinks` the three outputs, `metrics` the per-turn figures and `models` what the
+//! `messages` are what flows between the stages, `turns` the bookkeeping they share, `listen`
+//! the VAD stage (which starts and ends turns), `loops` the other stage threads, `sinks` the
+//! three outputs, `metrics` the per-turn figures and `models` what the
 //! stages run on. This file wires them.
 //!
 //! Interruption is by turn number: the VAD starts a new turn when the user starts speaking; every
@@ -18,6 +19,9 @@
 //! A stage that fails (or panics) ends the run: everything stops and its error is reported.
 
 mod error;
+#[cfg(test)]
+mod fakes;
+mod listen;
 mod loops;
 mod messages;
 mod metrics;
@@ -36,7 +40,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 pub use self::error::PipelineError;
-use self::messages::{Event, Heard, Play, Say, Utterance};
+use self::listen::{Judging, Listening};
+use self::messages::{Event, Heard, Hint, Play, Say, Utterance};
 pub use self::messages::{TurnMetrics, Update};
 pub use self::models::{lock, ChatMaker, Locked, Models, VadMaker};
 use self::turns::{spawn, Context, Turns};
@@ -225,21 +230,34 @@ pub fn run_with(
         }
     };
 
-    let ep = Endpointer::new(&cfg.vad);
-    let barge_in = cfg.pipeline.barge_in;
+    let semantic = cfg.turn.semantic;
+    let ep = match semantic {
+        true => Endpointer::with_pause(&cfg.vad, cfg.turn.pause_ms, cfg.turn.max_silence_ms),
+        false => Endpointer::new(&cfg.vad),
+    };
+    let listening = Listening {
+        vad,
+        ep,
+        barge_in: cfg.pipeline.barge_in,
+        turn: semantic.then(|| Judging {
+            cfg: cfg.turn.clone(),
+            model: models.turn.clone(),
+        }),
+    };
+    let (tx_hint, rx_hint) = crossbeam_channel::bounded::<Hint>(4);
     let cx2 = cx.clone();
     stages.push(spawn("vad", &cx, move || {
-        loops::vad_loop(vad, ep, barge_in, rx_frames, tx_utt, cx2)
+        listen::vad_loop(listening, rx_frames, rx_hint, tx_utt, cx2)
     })?);
-    let (asr, cx2) = (models.asr.clone(), cx.clone());
+    let (asr, cx2, hints) = (models.asr.clone(), cx.clone(), tx_hint.clone());
     stages.push(spawn("asr", &cx, move || {
-        loops::asr_loop(asr, rx_utt, tx_heard, cx2)
+        loops::asr_loop(asr, rx_utt, tx_heard, hints, cx2)
     })?);
     let conv = Conversation::new(&cfg.llm);
     let words = cfg.pipeline.first_clause_words;
     let (llm, cx2) = ((models.llm)()?, cx.clone());
     stages.push(spawn("llm", &cx, move || {
-        loops::llm_loop(llm, conv, words, rx_heard, tx_say, cx2)
+        loops::llm_loop(llm, conv, words, semantic, rx_heard, tx_say, tx_hint, cx2)
     })?);
     let rate = models.voice_rate;
     let gap = cfg.tts.sentence_silence_ms;

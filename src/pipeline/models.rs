@@ -10,6 +10,7 @@ use crate::stages::caption::{self, Captioner};
 use crate::stages::llm::{self, ChatModel, LlmError};
 pub use crate::stages::lock;
 use crate::stages::tts::{self, Voice};
+use crate::stages::turn::{SmartTurn, TurnDetector};
 use crate::stages::vad::{SileroVad, SpeechDetector, VadError};
 use crate::store::Store;
 
@@ -33,6 +34,8 @@ pub struct Models {
     pub llm: ChatMaker,
     pub captioner: Option<Locked<Box<dyn Captioner>>>,
     pub vad: VadMaker,
+    /// Judges at pauses whether the turn is over (`turn.semantic`); shared, one call at a time.
+    pub turn: Option<Locked<Box<dyn TurnDetector>>>,
     pub voice_rate: u32,
 }
 
@@ -57,19 +60,27 @@ impl Models {
             true => Some(caption::open(&cfg.vision, &store)?),
             false => None,
         };
+        let turn = match cfg.turn.semantic {
+            true => Some(SmartTurn::open(&cfg.turn, &cfg.tts.onnxruntime, &store)?),
+            false => None,
+        };
         // The checked VAD serves the first pipeline; later ones load their own.
         let spare = Mutex::new(Some(vad));
         let maker: VadMaker = Arc::new(move || match lock(&spare).take() {
             Some(v) => Ok(Box::new(v) as Box<dyn SpeechDetector>),
             None => Ok(Box::new(SileroVad::load(&vad_path)?)),
         });
-        Ok(Models::new(
-            Box::new(asr),
-            Box::new(voice),
-            chat,
-            captioner,
-            maker,
-        ))
+        let models = Models::new(Box::new(asr), Box::new(voice), chat, captioner, maker);
+        Ok(match turn {
+            Some(t) => models.with_turn(Box::new(t)),
+            None => models,
+        })
+    }
+
+    /// Adds the end-of-turn model.
+    pub fn with_turn(mut self, turn: Box<dyn TurnDetector>) -> Models {
+        self.turn = Some(Arc::new(Mutex::new(turn)));
+        self
     }
 
     /// Models from parts (the real ones, or fakes in tests).
@@ -87,6 +98,7 @@ impl Models {
             llm,
             captioner: captioner.map(|c| Arc::new(Mutex::new(c))),
             vad,
+            turn: None,
         }
     }
 }

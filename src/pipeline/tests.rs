@@ -14,140 +14,11 @@ use super::messages::Update;
 use super::models::{lock, Models};
 use super::{run_with, Input, Output, RunOptions, RunSummary};
 use crate::config::Config;
-use crate::stages::asr::{AsrError, Transcriber};
-use crate::stages::llm::{ChatModel, Finish, LlmConfig, LlmError, Message};
+use crate::stages::llm::ChatModel;
 use crate::stages::mic::Framer;
-use crate::stages::tts::{TtsError, Voice};
-use crate::stages::vad::{SpeechDetector, VadError, FRAME};
-use crate::stages::Cancel;
-use crate::text::transcript::Segment;
+use crate::stages::vad::{SpeechDetector, FRAME};
 
-/// Speech is any frame louder than 0.25.
-struct FakeVad {
-    frames: usize,
-    fail_at: Option<usize>,
-}
-
-impl SpeechDetector for FakeVad {
-    fn step(&mut self, frame: &[f32]) -> Result<f32, VadError> {
-        self.frames += 1;
-        if Some(self.frames) == self.fail_at {
-            return Err(VadError::Inference("the fake VAD broke".into()));
-        }
-        Ok(if frame.iter().any(|v| v.abs() > 0.25) {
-            1.0
-        } else {
-            0.0
-        })
-    }
-    fn reset(&mut self) {}
-}
-
-/// Hears "question N" in speech of amplitude 0.3 + N/10; panics on `panic_on`.
-struct FakeAsr {
-    panic_on: Option<u32>,
-}
-
-impl Transcriber for FakeAsr {
-    fn transcribe(&mut self, samples: &[f32], offset: f64) -> Result<Vec<Segment>, AsrError> {
-        let loudest = samples.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let id = ((loudest - 0.3) * 10.0).round() as u32;
-        if Some(id) == self.panic_on {
-            panic!("the fake recogniser broke on question {id}");
-        }
-        Ok(vec![Segment {
-            start: offset,
-            end: offset + 1.0,
-            text: format!("question {id}"),
-        }])
-    }
-    fn set_language(&mut self, l: &str) -> Result<String, AsrError> {
-        Ok(l.to_string())
-    }
-}
-
-/// Answers the questions in `long` with `words` short sentences and the others with three, one
-/// token every `token_ms`, stopping at the first token after a cancel; counts its tokens.
-struct FakeLlm {
-    words: usize,
-    long: &'static [u32],
-    token_ms: u64,
-    tokens: Arc<AtomicUsize>,
-}
-
-impl ChatModel for FakeLlm {
-    fn generate(
-        &mut self,
-        messages: &[Message],
-        cancel: &Cancel,
-        on_text: &mut dyn FnMut(&str),
-    ) -> Result<(String, Finish), LlmError> {
-        let q = messages
-            .last()
-            .map(|m| m.content.clone())
-            .unwrap_or_default();
-        let long = self.long.iter().any(|id| q == format!("question {id}"));
-        let mut answer = String::new();
-        for i in 0..if long { self.words } else { 3 } {
-            if cancel.is_cancelled() {
-                return Ok((answer, Finish::Cancelled));
-            }
-            let word = format!("Answer{i} to {q}. ");
-            self.tokens.fetch_add(1, Ordering::SeqCst);
-            on_text(&word);
-            answer.push_str(&word);
-            std::thread::sleep(Duration::from_millis(self.token_ms));
-        }
-        Ok((answer.trim().to_string(), Finish::Stop))
-    }
-    fn count_tokens(&mut self, m: &[Message]) -> Result<usize, LlmError> {
-        Ok(m.iter().map(|m| m.content.len() / 4).sum())
-    }
-    fn describe(&self) -> String {
-        "fake".into()
-    }
-    fn set_config(&mut self, _: &LlmConfig) {}
-}
-
-/// 50 ms of sound per sentence, after `ms` of "synthesis".
-struct FakeVoice {
-    ms: u64,
-}
-
-impl Voice for FakeVoice {
-    fn sample_rate(&self) -> u32 {
-        16_000
-    }
-    fn synthesize(&mut self, _: &str) -> Result<Vec<f32>, TtsError> {
-        std::thread::sleep(Duration::from_millis(self.ms));
-        Ok(vec![0.1; 800])
-    }
-    fn set_rate(&mut self, r: f32) -> f32 {
-        r
-    }
-}
-
-struct Fakes {
-    words: usize,
-    long: &'static [u32],
-    token_ms: u64,
-    voice_ms: u64,
-    vad_fails_at: Option<usize>,
-    asr_panics_on: Option<u32>,
-}
-
-impl Default for Fakes {
-    fn default() -> Self {
-        Fakes {
-            words: 3,
-            long: &[],
-            token_ms: 2,
-            voice_ms: 1,
-            vad_fails_at: None,
-            asr_panics_on: None,
-        }
-    }
-}
+use super::fakes::*;
 
 /// A pipeline on fake stages, fed frame by frame, with the client's updates collected.
 struct Harness {
@@ -165,6 +36,7 @@ fn start(barge_in: bool, f: Fakes) -> Harness {
     let models = Models::new(
         Box::new(FakeAsr {
             panic_on: f.asr_panics_on,
+            split: f.split,
         }),
         Box::new(FakeVoice { ms: f.voice_ms }),
         {
@@ -181,8 +53,15 @@ fn start(barge_in: bool, f: Fakes) -> Harness {
         None,
         Arc::new(move || Ok(Box::new(FakeVad { frames: 0, fail_at }) as Box<dyn SpeechDetector>)),
     );
+    let models = match f.semantic {
+        true => models.with_turn(Box::new(FakeTurn)),
+        false => models,
+    };
     let mut cfg = Config::default();
     cfg.pipeline.barge_in = barge_in;
+    cfg.turn.semantic = f.semantic;
+    // Longer than any test waits: only a decision at a pause can end a turn.
+    cfg.turn.max_silence_ms = 60_000;
     cfg.tts.sentence_silence_ms = 0;
     cfg.vad.min_speech_ms = 64;
     cfg.vad.min_silence_ms = 96;
@@ -533,4 +412,66 @@ fn a_poisoned_lock_still_serves() {
     })
     .join();
     assert_eq!(*lock(&m), 1);
+}
+
+#[test]
+fn a_pause_judged_final_ends_the_turn_without_waiting_out_the_silence() {
+    let mut h = start(
+        false,
+        Fakes {
+            semantic: true,
+            ..Fakes::default()
+        },
+    );
+    // 10 frames of speech and 5 of silence (160 ms); the silence limit is a minute.
+    h.ask(1);
+    h.wait_for(
+        "the answer",
+        |u| matches!(u, Update::TurnDone(m) if m.turn == 1),
+    );
+    let (result, seen, ..) = h.finish();
+    result.unwrap();
+    let done = seen.iter().find_map(|u| match u {
+        Update::TurnDone(m) => Some(m.clone()),
+        _ => None,
+    });
+    let m = done.unwrap();
+    assert_eq!(m.transcript, "question 1");
+    assert_eq!(m.ended_by, "model");
+    assert_eq!(m.turn_audio_p, Some(0.98));
+    assert_eq!(m.turn_text_p, Some(0.99));
+}
+
+#[test]
+fn a_fragment_at_a_pause_waits_for_the_rest_of_the_question() {
+    let mut h = start(
+        false,
+        Fakes {
+            semantic: true,
+            split: &[2],
+            ..Fakes::default()
+        },
+    );
+    // "question 2 of" ... pause ... the rest.
+    h.push(&vec![0.5; FRAME * 10]);
+    h.push(&vec![0.0; FRAME * 5]);
+    std::thread::sleep(Duration::from_millis(300));
+    h.push(&vec![0.5; FRAME * 6]);
+    h.push(&vec![0.0; FRAME * 5]);
+    h.wait_for("the answer", |u| matches!(u, Update::TurnDone(_)));
+    let (result, seen, ..) = h.finish();
+    result.unwrap();
+    let transcripts: Vec<&str> = seen
+        .iter()
+        .filter_map(|u| match u {
+            Update::Transcript { text, .. } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(transcripts, ["question 2"], "{}", brief(&seen));
+    let started = seen
+        .iter()
+        .filter(|u| matches!(u, Update::SpeechStarted { .. }))
+        .count();
+    assert_eq!(started, 1, "{}", brief(&seen));
 }

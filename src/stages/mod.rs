@@ -18,6 +18,7 @@ pub mod mic;
 pub mod openai;
 pub mod speaker;
 pub mod tts;
+pub mod turn;
 pub mod vad;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -153,8 +153,9 @@ impl SpeechDetector for SileroVad {
 pub enum VadEvent {
     /// Speech began `min_speech_ms` ago; `start` is the sample index where it began.
     Start { start: u64 },
-    /// The speaker paused (`min_silence_ms / 2` of silence so far): the audio so far, for a
-    /// speculative transcription that is ready if the pause turns out to be the end.
+    /// The speaker paused (see `Endpointer::with_pause`): the audio so far, for a speculative
+    /// transcription that is ready if the pause turns out to be the end, and for deciding
+    /// whether it is.
     Pause { audio: Vec<f32>, speech_end: u64 },
     /// The utterance ended: its audio (with pre-roll), and the sample index just after its last
     /// voiced frame.
@@ -175,6 +176,9 @@ pub struct Endpointer {
     start: u64,
     last_voiced_end: u64,
     pos: u64,
+    /// Silent frames after which a pause is reported, and after which the utterance ends.
+    pause_frames: usize,
+    end_frames: usize,
 }
 
 fn frames_in(ms: u32) -> usize {
@@ -182,8 +186,22 @@ fn frames_in(ms: u32) -> usize {
 }
 
 impl Endpointer {
+    /// Reports a pause after half of `min_silence_ms` and ends the utterance after all of it.
     pub fn new(cfg: &VadConfig) -> Endpointer {
+        let end = frames_in(cfg.min_silence_ms);
+        Endpointer::with_silences(cfg, frames_in(cfg.min_silence_ms / 2).max(1), end)
+    }
+
+    /// Reports a pause after `pause_ms` of silence (where the pipeline decides whether the turn
+    /// is over, and may end it with `end_now`) and ends the utterance after `end_ms` regardless.
+    pub fn with_pause(cfg: &VadConfig, pause_ms: u32, end_ms: u32) -> Endpointer {
+        Endpointer::with_silences(cfg, frames_in(pause_ms).max(1), frames_in(end_ms))
+    }
+
+    fn with_silences(cfg: &VadConfig, pause_frames: usize, end_frames: usize) -> Endpointer {
         Endpointer {
+            pause_frames,
+            end_frames,
             cfg: cfg.clone(),
             history: Default::default(),
             audio: Vec::new(),
@@ -200,8 +218,30 @@ impl Endpointer {
     /// Forgets any utterance under way (the microphone was ignored meanwhile); the next frame
     /// starts at sample index `pos`.
     pub fn reset_at(&mut self, pos: u64) {
-        *self = Endpointer::new(&self.cfg.clone());
+        *self = Endpointer::with_silences(&self.cfg.clone(), self.pause_frames, self.end_frames);
         self.pos = pos;
+    }
+
+    /// Is a confirmed utterance paused (silent since its last voiced frame, which ended at
+    /// sample `speech_end`)?
+    pub fn paused_at(&self, speech_end: u64) -> bool {
+        self.confirmed && self.silent_frames > 0 && self.last_voiced_end == speech_end
+    }
+
+    /// Ends the paused utterance now (the turn was judged complete); `None` if the user went on
+    /// speaking since the pause that ended at `speech_end`.
+    pub fn end_now(&mut self, speech_end: u64) -> Option<VadEvent> {
+        self.paused_at(speech_end).then(|| self.end())
+    }
+
+    /// The audio of the utterance under way (with its pre-roll).
+    pub fn audio(&self) -> &[f32] {
+        &self.audio
+    }
+
+    /// Would an utterance of `samples` samples be cut for length?
+    pub fn too_long(&self, samples: usize) -> bool {
+        samples as f32 / 16_000.0 >= self.cfg.max_utterance_s
     }
 
     /// Feeds one frame and its speech probability.
@@ -253,12 +293,10 @@ impl Endpointer {
             }
             return None;
         }
-        let too_long = self.audio.len() as f32 / 16_000.0 >= self.cfg.max_utterance_s;
-        if self.silent_frames >= frames_in(self.cfg.min_silence_ms) || too_long {
+        if self.silent_frames >= self.end_frames || self.too_long(self.audio.len()) {
             return Some(self.end());
         }
-        let pause = frames_in(self.cfg.min_silence_ms / 2).max(1);
-        if self.silent_frames == pause && pause < frames_in(self.cfg.min_silence_ms) {
+        if self.silent_frames == self.pause_frames && self.pause_frames < self.end_frames {
             return Some(VadEvent::Pause {
                 audio: self.audio.clone(),
                 speech_end: self.last_voiced_end,
@@ -338,6 +376,39 @@ mod tests {
         assert_eq!(*speech_end, 7 * FRAME as u64);
         // One frame of pre-roll plus frames 2..=9.
         assert_eq!(audio.len(), 9 * FRAME);
+    }
+
+    #[test]
+    fn a_pause_judged_final_ends_the_utterance_at_once() {
+        let mut e = Endpointer::with_pause(
+            &VadConfig {
+                min_speech_ms: 64,
+                pre_roll_ms: 0,
+                ..VadConfig::default()
+            },
+            64,
+            320,
+        );
+        let frame = vec![0.1; FRAME];
+        let mut events = Vec::new();
+        for p in [0.9, 0.9, 0.9, 0.1, 0.1] {
+            events.extend(e.push(&frame, p));
+        }
+        let Some(VadEvent::Pause { speech_end, .. }) = events.pop() else {
+            panic!("no pause: {events:?}")
+        };
+        assert_eq!(speech_end, 3 * FRAME as u64);
+        // Speech again: the decision about that pause comes too late to end anything.
+        e.push(&frame, 0.9);
+        assert!(e.end_now(speech_end).is_none());
+        // A new pause, judged final: the utterance ends there.
+        e.push(&frame, 0.1);
+        let end = e.end_now(6 * FRAME as u64);
+        assert!(
+            matches!(&end, Some(VadEvent::End { audio, speech_end }) if audio.len() == 7 * FRAME && *speech_end == 6 * FRAME as u64),
+            "{end:?}"
+        );
+        assert!(e.flush().is_none());
     }
 
     #[test]

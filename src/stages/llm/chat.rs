@@ -219,6 +219,47 @@ pub trait ChatModel: Send {
     fn stats(&self) -> Option<GenStats> {
         None
     }
+
+    /// The probability that the user's message, the last of `messages`, ends where it does:
+    /// what the model itself expects after its last word (its end-of-turn token, or a full stop
+    /// or question mark), read while it prefills the prompt up to there, so the answer to it
+    /// starts sooner. `None`: this engine cannot tell. Pass the text without its final
+    /// punctuation (`open_ended`): a recogniser puts a full stop after fragments too.
+    fn end_of_turn(&mut self, _messages: &[Message]) -> Result<Option<f32>, LlmError> {
+        Ok(None)
+    }
+}
+
+/// `text` without the punctuation a recogniser puts at its end, for `ChatModel::end_of_turn`.
+pub fn open_ended(text: &str) -> &str {
+    text.trim()
+        .trim_end_matches(|c: char| ".?!,;:\u{2026}-".contains(c) || c.is_whitespace())
+}
+
+/// Where the prompt `rendered` for `messages` must be cut to end just after the last (user)
+/// message's text: what the model sees while the user is still speaking.
+pub fn cut_after_user(rendered: &str, messages: &[Message]) -> Option<usize> {
+    let last = messages.last().filter(|m| m.role == Role::User)?;
+    if last.content.is_empty() {
+        return None;
+    }
+    rendered
+        .rfind(&last.content)
+        .map(|i| i + last.content.len())
+}
+
+/// The part of a next-token distribution that ends the user's message: `eot` (the chat
+/// template's end-of-turn token) and tokens that are only sentence-final punctuation (the
+/// model would put its end-of-turn token after them). `top`: (token id, its text, probability).
+pub fn end_mass<'a>(eot: u32, top: impl IntoIterator<Item = (u32, &'a str, f32)>) -> f32 {
+    top.into_iter()
+        .filter(|&(id, text, _)| {
+            let t = text.trim();
+            id == eot || (!t.is_empty() && t.chars().all(|c| ".?!".contains(c)))
+        })
+        .map(|(_, _, p)| p)
+        .fold(0.0f32, |a, p| a + p)
+        .min(1.0)
 }
 
 /// Cuts a growing text into chunks that end at a word boundary; `finish` flushes the rest.
@@ -285,6 +326,33 @@ mod tests {
             let e = cfg.check().unwrap_err().to_string();
             assert!(e.contains(says), "{e}");
         }
+    }
+
+    #[test]
+    fn the_end_of_a_message_is_read_from_the_next_token() {
+        assert_eq!(
+            open_ended(" What is the capital of? "),
+            "What is the capital of"
+        );
+        assert_eq!(open_ended("Wait, stop."), "Wait, stop");
+        assert_eq!(open_ended("Hmm..."), "Hmm");
+        let msgs = [
+            Message::new(Role::System, "Be brief."),
+            Message::new(Role::User, "Who wrote"),
+        ];
+        let rendered = "<s>system Be brief.</s><s>user Who wrote</s><s>assistant ";
+        let cut = cut_after_user(rendered, &msgs).unwrap();
+        assert_eq!(&rendered[..cut], "<s>system Be brief.</s><s>user Who wrote");
+        assert_eq!(cut_after_user(rendered, &msgs[..1]), None);
+        // The end-of-turn token and bare punctuation count; words and commas do not.
+        let top = [
+            (7, "", 0.2),
+            (1, "?", 0.3),
+            (2, "?\n", 0.1),
+            (3, ",", 0.2),
+            (4, " Hamlet", 0.2),
+        ];
+        assert!((end_mass(7, top) - 0.6).abs() < 1e-6);
     }
 
     #[test]

@@ -197,6 +197,7 @@ impl LlamaServer {
             cfg: cfg.clone(),
             slot,
             last: None,
+            eot: None,
         }
     }
 
@@ -371,6 +372,8 @@ pub struct LlamaModel {
     cfg: LlmConfig,
     slot: usize,
     last: Option<GenStats>,
+    /// The chat template's end-of-turn token (the first token after a user message).
+    eot: Option<u32>,
 }
 
 impl LlamaModel {
@@ -498,5 +501,67 @@ impl ChatModel for LlamaModel {
 
     fn stats(&self) -> Option<GenStats> {
         self.last
+    }
+
+    /// Renders the prompt with the server's template, cuts it after the user's text and asks
+    /// this conversation's slot for the next token's distribution (the prefix stays cached for
+    /// the answer).
+    fn end_of_turn(&mut self, messages: &[Message]) -> Result<Option<f32>, LlmError> {
+        let t = Instant::now();
+        let rendered = self.post(
+            "/apply-template",
+            json!({"messages": messages_json(messages)}),
+        )?;
+        let rendered = rendered["prompt"].as_str().unwrap_or_default();
+        let Some(cut) = super::chat::cut_after_user(rendered, messages) else {
+            return Ok(None);
+        };
+        let eot = match self.eot {
+            Some(id) => id,
+            None => {
+                let after = self.post(
+                    "/tokenize",
+                    json!({"content": &rendered[cut..], "add_special": false}),
+                )?;
+                let Some(id) = after["tokens"][0].as_u64() else {
+                    return Ok(None);
+                };
+                *self.eot.insert(id as u32)
+            }
+        };
+        let r = self.post(
+            "/completion",
+            json!({
+                "prompt": &rendered[..cut],
+                "n_predict": 1,
+                "n_probs": 20,
+                "id_slot": self.slot,
+                "cache_prompt": true,
+            }),
+        )?;
+        let top = r["completion_probabilities"][0]["top_logprobs"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if top.is_empty() {
+            return Ok(None);
+        }
+        let p = super::chat::end_mass(
+            eot,
+            top.iter().map(|t| {
+                (
+                    t["id"].as_u64().unwrap_or(u64::MAX) as u32,
+                    t["token"].as_str().unwrap_or(""),
+                    t["logprob"].as_f64().map_or(0.0, f64::exp) as f32,
+                )
+            }),
+        );
+        tracing::debug!(
+            slot = self.slot,
+            ms = t.elapsed().as_millis() as u64,
+            p,
+            "end of turn read from the language model"
+        );
+        Ok(Some(p))
     }
 }

@@ -335,6 +335,57 @@ impl ChatModel for LocalModel {
         Ok(self.encode(&self.render(messages)?)?.len())
     }
 
+    /// The prompt cut after the user's text, prefilled (reusing the cache where it extends
+    /// it), and the next token's distribution read.
+    fn end_of_turn(&mut self, messages: &[Message]) -> Result<Option<f32>, LlmError> {
+        let inf = |e: candle_core::Error| LlmError::Inference(e.to_string());
+        let rendered = self.render(messages)?;
+        let Some(cut) = super::chat::cut_after_user(&rendered, messages) else {
+            return Ok(None);
+        };
+        let Some(&eot) = self.encode(&rendered[cut..])?.first() else {
+            return Ok(None);
+        };
+        let prompt = self.encode(&rendered[..cut])?;
+        if prompt.len() + 1 > self.cfg.context_tokens {
+            return Ok(None);
+        }
+        let shared = self
+            .cached
+            .iter()
+            .zip(&prompt)
+            .take_while(|(a, b)| a == b)
+            .count();
+        let start = if shared > 0 && shared == self.cached.len() && shared < prompt.len() {
+            shared
+        } else {
+            0
+        };
+        let logits = self.forward(&prompt[start..], start)?;
+        let probs = candle_nn::ops::softmax_last_dim(&logits)
+            .and_then(|p| p.to_dtype(candle_core::DType::F32))
+            .and_then(|p| p.to_vec1::<f32>())
+            .map_err(inf)?;
+        let mut top: Vec<(u32, f32)> = probs
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| (i as u32, p))
+            .collect();
+        top.sort_unstable_by(|a, b| b.1.total_cmp(&a.1));
+        top.truncate(20);
+        let pieces: Vec<(u32, String, f32)> = top
+            .into_iter()
+            .map(|(id, p)| {
+                let text = self.tokenizer.decode(&[id], true).unwrap_or_default();
+                (id, text, p)
+            })
+            .collect();
+        Ok(Some(super::chat::end_mass(
+            eot,
+            pieces.iter().map(|(id, t, p)| (*id, t.as_str(), *p)),
+        )))
+    }
+
     fn set_config(&mut self, cfg: &LlmConfig) {
         self.cfg = cfg.clone();
     }

@@ -13,7 +13,7 @@ pub mod remote;
 use std::sync::{Arc, Mutex};
 
 pub use self::chat::{
-    ChatModel, Finish, GenStats, LlmConfig, LlmError, Message, Role, WordChunker,
+    open_ended, ChatModel, Finish, GenStats, LlmConfig, LlmError, Message, Role, WordChunker,
 };
 pub use self::conversation::Conversation;
 use super::{lock, Cancel};
@@ -102,5 +102,8 @@ impl ChatModel for SharedModel {
     }
     fn stats(&self) -> Option<GenStats> {
         lock(&self.model).stats()
+    }
+    fn end_of_turn(&mut self, messages: &[Message]) -> Result<Option<f32>, LlmError> {
+        lock(&self.model).end_of_turn(messages)
     }
 }

@@ -1,0 +1,102 @@
+//! End of turn with the real models, in real time: a question with a pause in the middle is one
+//! turn (spoken by Piper and by espeak-ng, whose prosody Smart Turn judges differently), and the
+//! bundled jfk.wav is not cut after "And so my fellow Americans" (where Kennedy pauses).
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+const RATE: usize = 16_000;
+
+/// `text` spoken by espeak-ng or Piper, as 16 kHz samples.
+fn speak(dir: &Path, voice: &str, text: &str) -> Vec<f32> {
+    let wav = dir.join("part.wav");
+    match voice {
+        "espeak" => {
+            let status = Command::new("espeak-ng")
+                .args(["-v", "en-us", "-s", "165", "-w"])
+                .arg(&wav)
+                .arg(text)
+                .status()
+                .expect("espeak-ng (scripts/setup --test installs it)");
+            assert!(status.success());
+        }
+        _ => {
+            ok(seesay(&["say", text, "-o", wav.to_str().unwrap()]));
+        }
+    }
+    seesay::media::audio::read_file(&wav, RATE as u32).unwrap()
+}
+
+/// Runs `input` through `seesay run` in real time; returns the per-turn metrics.
+fn run(dir: &Path, input: &Path) -> Vec<serde_json::Value> {
+    let m = dir.join("m.jsonl");
+    let out = dir.join("reply.wav");
+    let cfg = dir.join("config.toml");
+    std::fs::write(&cfg, "[llm]\nmax_tokens = 24\n").unwrap();
+    ok(seesay(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "run",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--metrics",
+        m.to_str().unwrap(),
+    ]));
+    std::fs::read_to_string(&m)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn paused_question_is_one_turn(voice: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let silence = |s: f64| vec![0.0f32; (s * RATE as f64) as usize];
+    let mut pcm = silence(0.5);
+    pcm.extend(speak(dir.path(), voice, "What is the capital of"));
+    pcm.extend(silence(0.7));
+    pcm.extend(speak(dir.path(), voice, "Germany?"));
+    pcm.extend(silence(5.0));
+    let input = dir.path().join("question.wav");
+    seesay::media::audio::write_wav(&input, &pcm, RATE as u32).unwrap();
+    let turns = run(dir.path(), &input);
+    assert_eq!(turns.len(), 1, "{voice}: {turns:?}");
+    let t = &turns[0];
+    let heard = words(t["transcript"].as_str().unwrap());
+    assert!(
+        heard.contains(&"capital".into()) && heard.contains(&"germany".into()),
+        "{voice}: {t}"
+    );
+    assert!(
+        words(t["answer"].as_str().unwrap()).contains(&"berlin".into()),
+        "{voice}: {t}"
+    );
+}
+
+#[test]
+fn a_question_with_a_pause_inside_is_one_turn_piper() {
+    paused_question_is_one_turn("piper");
+}
+
+#[test]
+fn a_question_with_a_pause_inside_is_one_turn_espeak() {
+    paused_question_is_one_turn("espeak");
+}
+
+#[test]
+fn kennedy_is_not_cut_off_after_fellow_americans() {
+    let dir = tempfile::tempdir().unwrap();
+    let turns = run(dir.path(), &model_path("sample-jfk"));
+    assert_eq!(turns.len(), 1, "{turns:?}");
+    let heard = words(turns[0]["transcript"].as_str().unwrap());
+    assert!(
+        heard.starts_with(&["and".into(), "so".into()]) && heard.ends_with(&["country".into()]),
+        "{heard:?}"
+    );
+}
