@@ -31,28 +31,33 @@ fn speak(dir: &Path, voice: &str, text: &str) -> Vec<f32> {
     seesay::media::audio::read_file(&wav, RATE as u32).unwrap()
 }
 
-/// Runs `input` through `seesay run` in real time; returns the per-turn metrics.
-fn run(dir: &Path, input: &Path) -> Vec<serde_json::Value> {
+/// Runs `input` through `seesay run FLAGS` in real time, answers at most `max_tokens` long;
+/// returns the per-turn metrics.
+fn run_with(dir: &Path, input: &Path, max_tokens: u32, flags: &[&str]) -> Vec<serde_json::Value> {
     let m = dir.join("m.jsonl");
     let out = dir.join("reply.wav");
     let cfg = dir.join("config.toml");
-    std::fs::write(&cfg, "[llm]\nmax_tokens = 24\n").unwrap();
-    ok(seesay(&[
-        "--config",
-        cfg.to_str().unwrap(),
-        "run",
+    std::fs::write(&cfg, format!("[llm]\nmax_tokens = {max_tokens}\n")).unwrap();
+    let mut args = vec!["--config", cfg.to_str().unwrap(), "run"];
+    args.extend_from_slice(flags);
+    args.extend([
         "--input",
         input.to_str().unwrap(),
         "--output",
         out.to_str().unwrap(),
         "--metrics",
         m.to_str().unwrap(),
-    ]));
+    ]);
+    ok(seesay(&args));
     std::fs::read_to_string(&m)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
+}
+
+fn run(dir: &Path, input: &Path) -> Vec<serde_json::Value> {
+    run_with(dir, input, 24, &[])
 }
 
 fn paused_question_is_one_turn(voice: &str) {
@@ -99,4 +104,37 @@ fn kennedy_is_not_cut_off_after_fellow_americans() {
         heard.starts_with(&["and".into(), "so".into()]) && heard.ends_with(&["country".into()]),
         "{heard:?}"
     );
+}
+
+/// A long answer, and `reply` spoken over it by `voice` 2.5 s after the question, with barge-in.
+fn spoken_over(voice: &str, reply: &str) -> Vec<serde_json::Value> {
+    let dir = tempfile::tempdir().unwrap();
+    let silence = |s: f64| vec![0.0f32; (s * RATE as f64) as usize];
+    let mut pcm = silence(0.5);
+    pcm.extend(speak(
+        dir.path(),
+        "piper",
+        "Tell me about the history of France.",
+    ));
+    pcm.extend(silence(2.5));
+    pcm.extend(speak(dir.path(), voice, reply));
+    pcm.extend(silence(8.0));
+    let input = dir.path().join("input.wav");
+    seesay::media::audio::write_wav(&input, &pcm, RATE as u32).unwrap();
+    run_with(dir.path(), &input, 60, &["--barge-in"])
+}
+
+/// (Piper's "Mm-hmm." does not sound like a hum: Whisper tiny.en hears "in a month", which
+/// are words. espeak-ng hums it, and Piper's "Uh-huh." is heard as "Uh.")
+#[test]
+fn a_backchannel_does_not_interrupt_but_words_do() {
+    for (voice, backchannel) in [("espeak", "Mm-hmm."), ("piper", "Uh-huh.")] {
+        let turns = spoken_over(voice, backchannel);
+        assert_eq!(turns.len(), 1, "{voice} {backchannel}: {turns:?}");
+        assert_eq!(turns[0]["interrupted"], false, "{}", turns[0]);
+    }
+    let turns = spoken_over("piper", "Wait, stop.");
+    assert_eq!(turns.len(), 2, "{turns:?}");
+    assert_eq!(turns[0]["interrupted"], true, "{}", turns[0]);
+    assert!(words(turns[1]["transcript"].as_str().unwrap()).contains(&"stop".into()));
 }

@@ -34,7 +34,8 @@ impl SpeechDetector for FakeVad {
     fn reset(&mut self) {}
 }
 
-/// Hears "question N" in speech of amplitude 0.3 + N/10; panics on `panic_on`. Questions in
+/// Hears "question N" in speech of amplitude 0.3 + N/10 ("Mm-hmm." for N = 7, at 1.0); panics on
+/// `panic_on`. Questions in
 /// `split` are asked in two stretches of speech: the first alone is heard as "question N of".
 pub(super) struct FakeAsr {
     pub(super) panic_on: Option<u32>,
@@ -53,9 +54,10 @@ impl Transcriber for FakeAsr {
             .map(|f| f.iter().any(|v| v.abs() > 0.25))
             .collect();
         let stretches = loud.windows(2).filter(|w| w[1] && !w[0]).count() + usize::from(loud[0]);
-        let text = match self.split.contains(&id) && stretches < 2 {
-            true => format!("question {id} of"),
-            false => format!("question {id}"),
+        let text = match id {
+            7 => "Mm-hmm.".to_string(),
+            _ if self.split.contains(&id) && stretches < 2 => format!("question {id} of"),
+            _ => format!("question {id}"),
         };
         Ok(vec![Segment {
             start: offset,

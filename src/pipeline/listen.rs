@@ -1,7 +1,12 @@
 //! The VAD stage: frames in, utterances out. It alone starts turns (and so interrupts answers)
 //! and ends them: after a silence, or at a pause judged final from the sound (Smart Turn) and
 //! from the language model's reading of the speculative transcript, which comes back from the
-//! ASR and LLM stages as a `Hint`.
+//! ASR and LLM stages as `Feedback`.
+//!
+//! Speech heard while seesay answers is not taken at its word: it is transcribed as it goes
+//! ("probes") and interrupts only once it holds words that are neither a backchannel ("mm-hmm")
+//! nor seesay's own voice coming back (`text::interrupt`). A false start lets the answer go on.
+//! In half duplex, such a question is kept and answered once the answer is over.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -10,13 +15,19 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use super::error::PipelineError;
-use super::messages::{Ending, Hint, Utterance, What};
+use super::messages::{Ending, Feedback, Purpose, Utterance, What};
 use super::models::{lock, Locked};
 use super::turns::Context;
 use crate::media::audio::SAMPLE_RATE;
 use crate::stages::mic::AudioFrame;
 use crate::stages::turn::{self, TurnConfig, TurnDetector};
 use crate::stages::vad::{Endpointer, SpeechDetector, VadEvent};
+use crate::text::interrupt;
+
+/// Probes of speech heard during an answer: after this much of it, and again every as much
+/// more, at most `MAX_PROBES` times while it lasts (then once more when it ends).
+const PROBE_EVERY: usize = SAMPLE_RATE as usize * 2 / 5;
+const MAX_PROBES: usize = 3;
 
 /// What the VAD stage needs besides its channels.
 pub(crate) struct Listening {
@@ -41,251 +52,404 @@ struct Pending {
     noticed: Instant,
 }
 
+/// Speech heard while seesay answers, not yet known to mean anything.
+struct Candidate {
+    /// Sample index where it began; names its probes.
+    start: u64,
+    probes: usize,
+    in_flight: bool,
+    /// Its words, once a probe found some that mean it (half duplex: kept for later).
+    meant: Option<String>,
+    /// It ended before it was judged: its audio and speech end.
+    ended: Option<(Vec<f32>, u64)>,
+}
+
+/// The VAD stage's state between frames.
+struct Listener {
+    l: Listening,
+    tx: Sender<Utterance>,
+    cx: Arc<Context>,
+    last_at: Instant,
+    pending: Option<Pending>,
+    /// The pause (turn, speech end) whose speculative transcript is being made.
+    asked: Option<(u64, u64)>,
+    ending: Ending,
+    candidate: Option<Candidate>,
+    /// Half duplex: a question asked during the answer, answered once it is over.
+    held: Option<(Vec<f32>, u64)>,
+}
+
+/// `Err(None)`: the next stage is gone, the loop ends quietly; `Err(Some(e))`: it failed.
+type Step = Result<(), Option<PipelineError>>;
+
 /// The VAD stage: frames in, utterances out; starts turns (it alone) and so interrupts answers.
 /// At a pause it asks for a speculative transcript; with `turn.semantic` it judges the pause
-/// (Smart Turn here, the language model's view arriving on `hints`) and ends the turn at once
+/// (Smart Turn here, the language model's view arriving as feedback) and ends the turn at once
 /// when both say it is over.
 pub(crate) fn vad_loop(
-    mut l: Listening,
+    l: Listening,
     rx: Receiver<AudioFrame>,
-    hints: Receiver<Hint>,
+    feedback: Receiver<Feedback>,
     tx: Sender<Utterance>,
     cx: Arc<Context>,
 ) -> Result<(), PipelineError> {
     let _stage = tracing::info_span!("vad").entered();
-    let mut ignoring = false;
-    let mut last_at = cx.t0;
-    let mut pending: Option<Pending> = None;
-    // The pause (turn, speech end) whose speculative transcript is being made.
-    let mut asked: Option<(u64, u64)> = None;
-    let mut ending = Ending::default();
+    let mut s = Listener {
+        l,
+        tx,
+        last_at: cx.t0,
+        cx,
+        pending: None,
+        asked: None,
+        ending: Ending::default(),
+        candidate: None,
+        held: None,
+    };
     let never = crossbeam_channel::never();
-    let mut hints = Some(hints);
+    let mut feedback = Some(feedback);
     loop {
-        let frame = crossbeam_channel::select! {
+        let step = crossbeam_channel::select! {
             recv(rx) -> m => match m {
-                Ok(frame) if !cx.turns.clock.stopped() => frame,
+                Ok(frame) if !s.cx.turns.clock.stopped() => s.frame(frame),
                 _ => break,
             },
-            recv(hints.as_ref().unwrap_or(&never)) -> h => {
-                let Ok(h) = h else {
-                    hints = None;
-                    continue;
-                };
-                if asked == Some((h.turn, h.speech_end)) {
-                    asked = None;
+            recv(feedback.as_ref().unwrap_or(&never)) -> f => match f {
+                Ok(f) => s.feedback(f),
+                Err(_) => {
+                    feedback = None;
+                    Ok(())
                 }
-                match pending.take() {
-                    Some(p) if p.turn == h.turn && p.speech_end == h.speech_end => {
-                        let now = cx.input_pos.load(Ordering::Acquire);
-                        if !judge(&mut l, &cx, &tx, p, h.text_p, (now, last_at), &mut ending) {
-                            return Ok(());
-                        }
-                    }
-                    // The answer is about an earlier pause; the newest one was not asked about
-                    // (the recogniser was busy): ask now, if the user is still silent.
-                    Some(p) if asked.is_none() && l.ep.paused_at(p.speech_end) => {
-                        match ask(&tx, p.turn, l.ep.audio().to_vec(), p.speech_end) {
-                            Some(true) => asked = Some((p.turn, p.speech_end)),
-                            Some(false) => {}
-                            None => return Ok(()),
-                        }
-                        pending = Some(p);
-                    }
-                    other => pending = other,
-                }
-                continue;
             },
             default(Duration::from_millis(50)) => {
-                if cx.turns.clock.stopped() {
+                if s.cx.turns.clock.stopped() {
                     break;
                 }
-                continue;
+                s.answer_held()
             },
         };
-        let end = frame.start + frame.samples.len() as u64;
-        cx.input_pos.store(end, Ordering::Release);
-        last_at = frame.at;
-        if !l.barge_in && cx.turns.busy() {
-            // Half duplex: seesay is answering; the microphone is not listened to.
-            ignoring = true;
-            l.ep.reset_at(end);
-            continue;
-        }
-        if ignoring {
-            ignoring = false;
-            l.vad.reset();
-        }
-        let p = l.vad.step(&frame.samples)?;
-        match l.ep.push(&frame.samples, p) {
-            Some(VadEvent::Start { start }) => {
-                let was_busy = cx.turns.busy();
-                let turn = cx.begin_turn();
-                ending = Ending::default();
-                // Speculations about the last turn's pauses no longer matter.
-                (pending, asked) = (None, None);
-                tracing::debug!(
-                    turn,
-                    at_s = start as f64 / SAMPLE_RATE as f64,
-                    "speech started"
-                );
-                if was_busy {
-                    tracing::info!(turn, "barge-in: the user speaks; the answer stops");
-                }
-            }
-            Some(VadEvent::End { audio, speech_end }) => {
-                pending = None;
-                ending.by = if l.ep.too_long(audio.len()) {
-                    "length"
-                } else {
-                    "silence"
-                };
-                if !utterance_ended(&cx, &tx, audio, speech_end, end, frame.at, ending) {
-                    return Ok(());
-                }
-            }
-            Some(VadEvent::Pause {
-                mut audio,
-                speech_end,
-            }) => {
-                let noticed = Instant::now();
-                let turn = cx.turns.current();
-                // A speculative transcript (for the language model's view, and ready if this
-                // is the end), unless one is still being made.
-                let judging = l.turn.is_some();
-                if asked.is_none() {
-                    let audio = match judging {
-                        true => audio.clone(),
-                        false => std::mem::take(&mut audio),
-                    };
-                    match ask(&tx, turn, audio, speech_end) {
-                        Some(true) => asked = Some((turn, speech_end)),
-                        Some(false) => {}
-                        None => return Ok(()),
-                    }
-                }
-                if !judging {
-                    continue;
-                }
-                let audio_p = match l.turn.as_ref().and_then(|j| j.model.as_ref()) {
-                    Some(model) => match lock(model).complete(&audio) {
-                        Ok(p) => Some(p),
-                        Err(e) => {
-                            tracing::warn!("end-of-turn model failed: {e}");
-                            None
-                        }
-                    },
-                    _ => None,
-                };
-                pending = Some(Pending {
-                    turn,
-                    speech_end,
-                    audio_p,
-                    noticed,
-                });
-            }
-            None => {}
+        match step {
+            Ok(()) => {}
+            Err(None) => return Ok(()),
+            Err(Some(e)) => return Err(e),
         }
     }
-    if cx.turns.clock.stopped() {
+    if s.cx.turns.clock.stopped() {
         return Ok(());
     }
     // End of input: an utterance still under way is answered.
-    if let Some(VadEvent::End { audio, speech_end }) = l.ep.flush() {
-        let end = cx.input_pos.load(Ordering::Acquire);
-        ending.by = "input end";
-        utterance_ended(&cx, &tx, audio, speech_end, end, last_at, ending);
+    if let Some(VadEvent::End { audio, speech_end }) = s.l.ep.flush() {
+        s.ending.by = "input end";
+        let _ = s.end_turn(audio, speech_end);
     }
     Ok(())
 }
 
-/// Hands the audio up to a pause to ASR for a speculative transcript, if ASR has room (a
-/// speculation must never delay a real utterance). `None`: ASR is gone.
-fn ask(tx: &Sender<Utterance>, turn: u64, audio: Vec<f32>, speech_end: u64) -> Option<bool> {
-    let u = Utterance {
-        turn,
-        audio,
-        speech_end,
-        speculative: true,
-    };
-    match tx.try_send(u) {
-        Ok(()) => Some(true),
-        Err(TrySendError::Full(_)) => Some(false),
-        Err(TrySendError::Disconnected(_)) => None,
-    }
-}
-
-/// Judges a pause from the two signals, and ends the turn there if it is over (and the user has
-/// not gone on speaking). `now`: the newest frame's end and when it was heard. Returns false
-/// when ASR is gone.
-fn judge(
-    l: &mut Listening,
-    cx: &Context,
-    tx: &Sender<Utterance>,
-    p: Pending,
-    text_p: Option<f32>,
-    now: (u64, Instant),
-    ending: &mut Ending,
-) -> bool {
-    let Some(judging) = &l.turn else {
-        return true;
-    };
-    let verdict = turn::decide(&judging.cfg, p.audio_p, text_p);
-    *ending = Ending {
-        by: "model",
-        audio_p: verdict.audio,
-        text_p: verdict.text,
-        decision_ms: p.noticed.elapsed().as_secs_f64() * 1000.0,
-    };
-    tracing::debug!(
-        turn = p.turn,
-        ?verdict,
-        ms = ending.decision_ms,
-        "end of turn?"
-    );
-    match verdict
-        .complete
-        .then(|| l.ep.end_now(p.speech_end))
-        .flatten()
-    {
-        Some(VadEvent::End { audio, speech_end }) => {
-            utterance_ended(cx, tx, audio, speech_end, now.0, now.1, *ending)
+impl Listener {
+    fn frame(&mut self, frame: AudioFrame) -> Step {
+        let end = frame.start + frame.samples.len() as u64;
+        self.cx.input_pos.store(end, Ordering::Release);
+        self.last_at = frame.at;
+        self.answer_held()?;
+        let p = self
+            .l
+            .vad
+            .step(&frame.samples)
+            .map_err(|e| Some(e.into()))?;
+        let event = self.l.ep.push(&frame.samples, p);
+        if self.candidate.is_some() && !self.cx.turns.busy() {
+            // The answer ended while the user was speaking (or before their speech was
+            // judged): it is simply their turn.
+            let ended = self.candidate.take().and_then(|c| c.ended);
+            self.begin("speech started");
+            if let Some((audio, speech_end)) = ended {
+                self.ending.by = "silence";
+                self.end_turn(audio, speech_end)?;
+            }
         }
-        _ => true,
+        match event {
+            Some(VadEvent::Start { start }) if self.cx.turns.busy() => {
+                // Seesay is answering: an interruption, a backchannel, a cough or its own
+                // voice? Probes will tell.
+                tracing::debug!(
+                    at_s = start as f64 / SAMPLE_RATE as f64,
+                    "speech during the answer"
+                );
+                self.candidate = Some(Candidate {
+                    start,
+                    probes: 0,
+                    in_flight: false,
+                    meant: None,
+                    ended: None,
+                });
+                self.probe()?;
+            }
+            Some(VadEvent::Start { .. }) => self.begin("speech started"),
+            Some(VadEvent::End { audio, speech_end }) => {
+                self.pending = None;
+                if let Some(c) = &mut self.candidate {
+                    match c.meant.is_some() {
+                        // Half duplex: kept, answered after the answer.
+                        true => {
+                            self.held = Some((audio, speech_end));
+                            self.candidate = None;
+                        }
+                        false => {
+                            c.ended = Some((audio, speech_end));
+                            self.probe()?;
+                        }
+                    }
+                    return Ok(());
+                }
+                self.ending.by = match self.l.ep.too_long(audio.len()) {
+                    true => "length",
+                    false => "silence",
+                };
+                self.end_turn(audio, speech_end)?;
+            }
+            Some(VadEvent::Pause { audio, speech_end }) if self.candidate.is_none() => {
+                self.pause(audio, speech_end)?;
+            }
+            _ if self.candidate.is_some() => self.probe()?,
+            _ => {}
+        }
+        Ok(())
     }
-}
 
-/// Reports the end of the user's speech and hands the utterance to ASR. `frame_end` is the sample
-/// index just after the frame that decided it, heard at `frame_at`. Returns false when ASR is gone.
-fn utterance_ended(
-    cx: &Context,
-    tx: &Sender<Utterance>,
-    audio: Vec<f32>,
-    speech_end: u64,
-    frame_end: u64,
-    frame_at: Instant,
-    ending: Ending,
-) -> bool {
-    let turn = cx.turns.current();
-    let behind = frame_end.saturating_sub(speech_end) as f64 / SAMPLE_RATE as f64;
-    let end_at = frame_at
-        .checked_sub(Duration::from_secs_f64(behind))
-        .unwrap_or(frame_at);
-    cx.event(
-        turn,
-        What::Speech {
-            start_s: (speech_end as f64 - audio.len() as f64).max(0.0) / SAMPLE_RATE as f64,
-            end_s: speech_end as f64 / SAMPLE_RATE as f64,
-            end_at,
-            ending,
-        },
-    );
-    cx.turns.handle(turn);
-    tx.send(Utterance {
-        turn,
-        audio,
-        speech_end,
-        speculative: false,
-    })
-    .is_ok()
+    /// A new turn: the user speaks (or a question kept during the answer is taken up).
+    fn begin(&mut self, why: &str) {
+        let was_busy = self.cx.turns.busy();
+        let turn = self.cx.begin_turn();
+        self.ending = Ending::default();
+        // Speculations about the last turn's pauses no longer matter.
+        (self.pending, self.asked) = (None, None);
+        tracing::debug!(turn, "{why}");
+        if was_busy {
+            tracing::info!(turn, "barge-in: the user speaks; the answer stops");
+        }
+    }
+
+    /// Half duplex: once the answer is over, the question asked during it gets its turn.
+    fn answer_held(&mut self) -> Step {
+        if self.held.is_none() || self.cx.turns.busy() {
+            return Ok(());
+        }
+        let (audio, speech_end) = self.held.take().expect("checked");
+        self.begin("a question asked during the answer is taken up");
+        self.ending.by = "silence";
+        self.end_turn(audio, speech_end)
+    }
+
+    /// Transcribes the speech heard during an answer so far (or all of it, once it ended), if it
+    /// is time to and no probe is under way.
+    fn probe(&mut self) -> Step {
+        let Some(c) = &mut self.candidate else {
+            return Ok(());
+        };
+        if c.in_flight || c.meant.is_some() {
+            return Ok(());
+        }
+        let audio = match &c.ended {
+            Some((audio, _)) => audio.clone(),
+            None if c.probes < MAX_PROBES && self.l.ep.audio().len() >= c.probes * PROBE_EVERY => {
+                self.l.ep.audio().to_vec()
+            }
+            None => return Ok(()),
+        };
+        let u = Utterance {
+            turn: self.cx.turns.current(),
+            audio,
+            speech_end: c.start,
+            purpose: Purpose::Probe,
+        };
+        match self.tx.try_send(u) {
+            Ok(()) => {
+                c.in_flight = true;
+                c.probes += 1;
+                Ok(())
+            }
+            Err(TrySendError::Full(_)) => Ok(()),
+            Err(TrySendError::Disconnected(_)) => Err(None),
+        }
+    }
+
+    fn feedback(&mut self, f: Feedback) -> Step {
+        match f {
+            Feedback::EndOfTurn {
+                turn,
+                speech_end,
+                text_p,
+            } => self.end_of_turn(turn, speech_end, text_p),
+            Feedback::Heard { start, text } => self.heard(start, &text),
+        }
+    }
+
+    /// A probe's transcript: does the speech mean to interrupt?
+    fn heard(&mut self, start: u64, text: &str) -> Step {
+        let Some(c) = self.candidate.as_mut().filter(|c| c.start == start) else {
+            return Ok(());
+        };
+        c.in_flight = false;
+        let speaking = lock(&self.cx.speaking).clone();
+        let meant = interrupt::meant(text, &speaking);
+        tracing::debug!(heard = %text, ?meant, "speech during the answer");
+        match meant {
+            Some(words) if self.l.barge_in => {
+                tracing::info!(%words, "the user interrupts");
+                let ended = self.candidate.take().and_then(|c| c.ended);
+                self.begin("speech that means it");
+                if let Some((audio, speech_end)) = ended {
+                    self.ending.by = "silence";
+                    self.end_turn(audio, speech_end)?;
+                }
+            }
+            Some(words) => {
+                tracing::info!(%words, "a question during the answer; it is answered next");
+                if let Some((audio, speech_end)) = c.ended.take() {
+                    self.held = Some((audio, speech_end));
+                    self.candidate = None;
+                } else {
+                    c.meant = Some(words);
+                }
+            }
+            None if c.ended.is_some() => {
+                tracing::info!(heard = %text, "not an interruption (no words, a backchannel or an echo); the answer goes on");
+                self.candidate = None;
+            }
+            None => self.probe()?,
+        }
+        Ok(())
+    }
+
+    /// The language model's reading at a pause: judge it, or ask about the newest pause.
+    fn end_of_turn(&mut self, turn: u64, speech_end: u64, text_p: Option<f32>) -> Step {
+        if self.asked == Some((turn, speech_end)) {
+            self.asked = None;
+        }
+        match self.pending.take() {
+            Some(p) if p.turn == turn && p.speech_end == speech_end => self.judge(p, text_p),
+            // The answer is about an earlier pause; the newest one was not asked about (the
+            // recogniser was busy): ask now, if the user is still silent.
+            Some(p) if self.asked.is_none() && self.l.ep.paused_at(p.speech_end) => {
+                self.ask(p.turn, self.l.ep.audio().to_vec(), p.speech_end)?;
+                self.pending = Some(p);
+                Ok(())
+            }
+            other => {
+                self.pending = other;
+                Ok(())
+            }
+        }
+    }
+
+    /// The user paused: a speculative transcript (for the language model's view, and ready if
+    /// this is the end), and with `turn.semantic` the sound judged while it is made.
+    fn pause(&mut self, mut audio: Vec<f32>, speech_end: u64) -> Step {
+        let noticed = Instant::now();
+        let turn = self.cx.turns.current();
+        let judging = self.l.turn.is_some();
+        if self.asked.is_none() {
+            let audio = match judging {
+                true => audio.clone(),
+                false => std::mem::take(&mut audio),
+            };
+            self.ask(turn, audio, speech_end)?;
+        }
+        if !judging {
+            return Ok(());
+        }
+        let audio_p = match self.l.turn.as_ref().and_then(|j| j.model.as_ref()) {
+            Some(model) => match lock(model).complete(&audio) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::warn!("end-of-turn model failed: {e}");
+                    None
+                }
+            },
+            _ => None,
+        };
+        self.pending = Some(Pending {
+            turn,
+            speech_end,
+            audio_p,
+            noticed,
+        });
+        Ok(())
+    }
+
+    /// Hands the audio up to a pause to ASR for a speculative transcript, if ASR has room (a
+    /// speculation must never delay a real utterance).
+    fn ask(&mut self, turn: u64, audio: Vec<f32>, speech_end: u64) -> Step {
+        let u = Utterance {
+            turn,
+            audio,
+            speech_end,
+            purpose: Purpose::Pause,
+        };
+        match self.tx.try_send(u) {
+            Ok(()) => {
+                self.asked = Some((turn, speech_end));
+                Ok(())
+            }
+            Err(TrySendError::Full(_)) => Ok(()),
+            Err(TrySendError::Disconnected(_)) => Err(None),
+        }
+    }
+
+    /// Judges a pause from the two signals, and ends the turn there if it is over (and the user
+    /// has not gone on speaking).
+    fn judge(&mut self, p: Pending, text_p: Option<f32>) -> Step {
+        let Some(judging) = &self.l.turn else {
+            return Ok(());
+        };
+        let verdict = turn::decide(&judging.cfg, p.audio_p, text_p);
+        self.ending = Ending {
+            by: "model",
+            audio_p: verdict.audio,
+            text_p: verdict.text,
+            decision_ms: p.noticed.elapsed().as_secs_f64() * 1000.0,
+        };
+        tracing::debug!(
+            turn = p.turn,
+            ?verdict,
+            ms = self.ending.decision_ms,
+            "end of turn?"
+        );
+        match verdict
+            .complete
+            .then(|| self.l.ep.end_now(p.speech_end))
+            .flatten()
+        {
+            Some(VadEvent::End { audio, speech_end }) => self.end_turn(audio, speech_end),
+            _ => Ok(()),
+        }
+    }
+
+    /// Reports the end of the user's speech and hands the utterance to ASR.
+    fn end_turn(&mut self, audio: Vec<f32>, speech_end: u64) -> Step {
+        let cx = &self.cx;
+        let turn = cx.turns.current();
+        let now = cx.input_pos.load(Ordering::Acquire);
+        let behind = now.saturating_sub(speech_end) as f64 / SAMPLE_RATE as f64;
+        let end_at = self
+            .last_at
+            .checked_sub(Duration::from_secs_f64(behind))
+            .unwrap_or(self.last_at);
+        cx.event(
+            turn,
+            What::Speech {
+                start_s: (speech_end as f64 - audio.len() as f64).max(0.0) / SAMPLE_RATE as f64,
+                end_s: speech_end as f64 / SAMPLE_RATE as f64,
+                end_at,
+                ending: self.ending,
+            },
+        );
+        cx.turns.handle(turn);
+        let u = Utterance {
+            turn,
+            audio,
+            speech_end,
+            purpose: Purpose::Final,
+        };
+        self.tx.send(u).map_err(|_| None)
+    }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use super::error::PipelineError;
-use super::messages::{Heard, Hint, Play, Say, Update, Utterance, What};
+use super::messages::{Feedback, Heard, Play, Purpose, Say, Update, Utterance, What};
 use super::models::{lock, Locked};
 use super::turns::Context;
 use crate::stages::asr::Transcriber;
@@ -25,7 +25,7 @@ pub(crate) fn asr_loop(
     asr: Locked<Box<dyn Transcriber>>,
     rx: Receiver<Utterance>,
     tx: Sender<Heard>,
-    hints: Sender<Hint>,
+    hints: Sender<Feedback>,
     cx: Arc<Context>,
 ) -> Result<(), PipelineError> {
     let _stage = tracing::info_span!("asr").entered();
@@ -36,27 +36,43 @@ pub(crate) fn asr_loop(
         // Whatever happens to a speculation, the VAD stage hears back (without the language
         // model's view when there is no transcript to give it).
         let no_text = || {
-            let _ = hints.try_send(Hint {
+            let _ = hints.try_send(Feedback::EndOfTurn {
                 turn: u.turn,
                 speech_end: u.speech_end,
                 text_p: None,
             });
         };
+        if u.purpose == Purpose::Probe {
+            // Speech during an answer: its words decide whether it interrupts.
+            let text = match lock(&asr).transcribe(&u.audio, 0.0) {
+                Ok(segments) => plain_text(&segments),
+                Err(e) => {
+                    tracing::debug!("transcribing speech heard during the answer failed: {e}");
+                    String::new()
+                }
+            };
+            let _ = hints.try_send(Feedback::Heard {
+                start: u.speech_end,
+                text,
+            });
+            continue;
+        }
+        let speculative = u.purpose == Purpose::Pause;
         if cx.turns.is_stale(u.turn) {
-            match u.speculative {
+            match speculative {
                 true => no_text(),
                 false => cx.turns.finish(u.turn),
             }
             continue;
         }
         let reuse = match ahead.take() {
-            Some((turn, end, text)) if !u.speculative && turn == u.turn && end == u.speech_end => {
+            Some((turn, end, text)) if !speculative && turn == u.turn && end == u.speech_end => {
                 tracing::debug!("using the transcript made during the pause");
                 Some(Ok(text))
             }
             _ => None,
         };
-        if u.speculative {
+        if speculative {
             // The decision at the pause waits for this transcript, so it waits for the
             // recogniser too (in `seesay serve` another conversation may hold it); it is the
             // work the end of the turn would need anyway.
@@ -130,7 +146,7 @@ pub(crate) fn llm_loop(
     judge_turns: bool,
     rx: Receiver<Heard>,
     tx: Sender<Say>,
-    hints: Sender<Hint>,
+    hints: Sender<Feedback>,
     cx: Arc<Context>,
 ) -> Result<(), PipelineError> {
     let _stage = tracing::info_span!("llm").entered();
@@ -160,7 +176,7 @@ pub(crate) fn llm_loop(
         if cx.turns.is_stale(h.turn) {
             match h.speculative {
                 true => {
-                    let _ = hints.try_send(Hint {
+                    let _ = hints.try_send(Feedback::EndOfTurn {
                         turn: h.turn,
                         speech_end: h.speech_end,
                         text_p: None,
@@ -202,7 +218,7 @@ pub(crate) fn llm_loop(
                 ?text_p,
                 "prefilled the question heard so far"
             );
-            let _ = hints.try_send(Hint {
+            let _ = hints.try_send(Feedback::EndOfTurn {
                 turn: h.turn,
                 speech_end: h.speech_end,
                 text_p,
@@ -223,11 +239,13 @@ pub(crate) fn llm_loop(
         let mut gone = false;
         // What went to the voice: whole sentences (and the first clause).
         let mut spoken: Vec<String> = Vec::new();
+        lock(&cx.speaking).clear();
         let result = llm.generate(&msgs, &cancel, &mut |chunk| {
             if first {
                 first = false;
                 cx.event(h.turn, What::FirstToken);
             }
+            lock(&cx.speaking).push_str(chunk);
             if cx.updates.is_some() {
                 cx.event(h.turn, What::Delta(chunk.to_string()));
             }

@@ -26,13 +26,25 @@ pub enum Update {
     TurnFailed { turn: u64, error: String },
 }
 
-/// One utterance, cut by the VAD. A speculative one is the audio up to a pause that may turn out
-/// to be the end: it is transcribed ahead, and the transcript used if nothing was said after it.
+/// Why an utterance goes to ASR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    /// The user's turn is over: transcribe it and answer.
+    Final,
+    /// The audio up to a pause that may turn out to be the end: transcribed ahead (the
+    /// transcript is used if nothing was said after it) and read by the language model.
+    Pause,
+    /// Speech heard while seesay answers (`speech_end` holds where it started): do its words
+    /// mean to interrupt?
+    Probe,
+}
+
+/// One utterance, cut by the VAD.
 pub(crate) struct Utterance {
     pub turn: u64,
     pub audio: Vec<f32>,
     pub speech_end: u64,
-    pub speculative: bool,
+    pub purpose: Purpose,
 }
 
 /// The transcript of an utterance. A speculative one (of the audio up to a pause) is only
@@ -45,13 +57,17 @@ pub(crate) struct Heard {
     pub speech_end: u64,
 }
 
-/// What the language model made of a speculative transcript: the probability that the user's
-/// message ends there (`None`: no transcript, or the model cannot tell). Goes back to the VAD
-/// stage, which decides whether the pause ends the turn.
-pub(crate) struct Hint {
-    pub turn: u64,
-    pub speech_end: u64,
-    pub text_p: Option<f32>,
+/// What the later stages tell the VAD stage about its speculations.
+pub(crate) enum Feedback {
+    /// The language model's reading of the transcript up to a pause: the probability that the
+    /// user's message ends there (`None`: no transcript, or the model cannot tell).
+    EndOfTurn {
+        turn: u64,
+        speech_end: u64,
+        text_p: Option<f32>,
+    },
+    /// A probe's transcript: the speech heard during an answer that began at sample `start`.
+    Heard { start: u64, text: String },
 }
 
 /// How a turn's speech was judged over.

@@ -41,7 +41,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 pub use self::error::PipelineError;
 use self::listen::{Judging, Listening};
-use self::messages::{Event, Heard, Hint, Play, Say, Utterance};
+use self::messages::{Event, Feedback, Heard, Play, Say, Utterance};
 pub use self::messages::{TurnMetrics, Update};
 pub use self::models::{lock, ChatMaker, Locked, Models, VadMaker};
 use self::turns::{spawn, Context, Turns};
@@ -158,6 +158,7 @@ pub fn run_with(
         stop: stop.clone(),
         abort,
         scene: Mutex::new(None),
+        speaking: Mutex::new(String::new()),
         t0: Instant::now(),
         events: tx_ev,
         updates: opts.updates.clone(),
@@ -244,7 +245,7 @@ pub fn run_with(
             model: models.turn.clone(),
         }),
     };
-    let (tx_hint, rx_hint) = crossbeam_channel::bounded::<Hint>(4);
+    let (tx_hint, rx_hint) = crossbeam_channel::bounded::<Feedback>(4);
     let cx2 = cx.clone();
     stages.push(spawn("vad", &cx, move || {
         listen::vad_loop(listening, rx_frames, rx_hint, tx_utt, cx2)

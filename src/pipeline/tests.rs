@@ -259,7 +259,7 @@ fn barge_in_cancels_the_answer_within_one_token_and_drops_its_audio() {
 }
 
 #[test]
-fn half_duplex_ignores_speech_during_an_answer() {
+fn half_duplex_answers_a_question_asked_during_an_answer_after_it() {
     let t = Instant::now();
     let mut h = start(
         false,
@@ -273,9 +273,8 @@ fn half_duplex_ignores_speech_during_an_answer() {
     h.wait_for("audio of turn 1", |u| {
         matches!(u, Update::Audio { turn: 1, .. })
     });
-    h.ask(2); // spoken while seesay answers: not heard
+    h.ask(2); // spoken while seesay answers: kept, not an interruption
     h.wait_for("turn 1 done", |u| done(u, 1));
-    h.ask(3);
     h.wait_for("turn 2 done", |u| done(u, 2));
     let (result, seen, models, tokens) = h.finish();
     let summary = result.unwrap();
@@ -284,9 +283,42 @@ fn half_duplex_ignores_speech_during_an_answer() {
         .iter()
         .map(|m| m.transcript.as_str())
         .collect();
-    assert_eq!(heard, ["question 1", "question 3"]);
+    assert_eq!(heard, ["question 1", "question 2"]);
     assert!(!summary.turns[0].interrupted);
     assert_eq!(seen.iter().filter_map(started).collect::<Vec<_>>(), [1, 2]);
+    // Turn 2 began after turn 1 was over.
+    let done1 = seen.iter().position(|u| done(u, 1)).unwrap();
+    let began2 = seen.iter().position(|u| started(u) == Some(2)).unwrap();
+    assert!(began2 > done1, "{}", brief(&seen));
+    no_stage_left(&models, &tokens);
+    under_a_second(t);
+}
+
+#[test]
+fn a_backchannel_or_a_false_start_lets_the_answer_go_on() {
+    let t = Instant::now();
+    let mut h = start(
+        true,
+        Fakes {
+            words: 12,
+            long: &[1],
+            token_ms: 10,
+            ..Fakes::default()
+        },
+    );
+    h.ask(1);
+    h.wait_for("audio of turn 1", |u| {
+        matches!(u, Update::Audio { turn: 1, .. })
+    });
+    // "Mm-hmm" (the fake recogniser hears it in speech of amplitude 0.95), then a false start.
+    h.push(&vec![0.95; FRAME * 8]);
+    h.push(&vec![0.0; FRAME * 5]);
+    h.wait_for("turn 1 done", |u| done(u, 1));
+    let (result, seen, models, tokens) = h.finish();
+    let summary = result.unwrap();
+    assert_eq!(summary.turns.len(), 1, "{}", brief(&seen));
+    assert!(!summary.turns[0].interrupted, "{}", brief(&seen));
+    assert_eq!(seen.iter().filter_map(started).collect::<Vec<_>>(), [1]);
     no_stage_left(&models, &tokens);
     under_a_second(t);
 }

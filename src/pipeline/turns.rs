@@ -64,6 +64,9 @@ pub(crate) struct Context {
     /// Drop queued audio instead of playing it out (Ctrl-C).
     pub abort: Arc<AtomicBool>,
     pub scene: Mutex<Option<String>>,
+    /// The answer being written and spoken now, to tell seesay's own voice coming back through
+    /// the microphone from the user's.
+    pub speaking: Mutex<String>,
     pub t0: Instant,
     pub events: Sender<Event>,
     pub updates: Option<Sender<Update>>,

@@ -1,0 +1,104 @@
+//! Does speech heard while seesay talks mean to interrupt it? Words do; a backchannel ("mm-hmm",
+//! "yeah", "okay"), a filler or a cough (no words) does not, and neither does seesay's own voice
+//! coming back through the microphone (words it is saying itself).
+
+/// Sounds listeners make to say "go on", and fillers; they never interrupt.
+const BACKCHANNEL: [&str; 24] = [
+    "mm", "mmm", "mhm", "hm", "hmm", "mm-hmm", "mmhmm", "uh-huh", "uhhuh", "uh", "um", "ah", "oh",
+    "yeah", "yes", "yep", "ok", "okay", "right", "sure", "i", "see", "cool", "nice",
+];
+
+/// Lowercase words, without the recogniser's notes on sounds ("(coughs)", "[MUSIC]", "*sighs*").
+fn words(text: &str) -> Vec<String> {
+    let mut plain = String::new();
+    let mut note: Option<char> = None;
+    for c in text.chars() {
+        match (note, c) {
+            (None, '(') => note = Some(')'),
+            (None, '[') => note = Some(']'),
+            (None, '*') => note = Some('*'),
+            (Some(end), c) if c == end => note = None,
+            (Some(_), _) => {}
+            (None, c) => plain.push(c),
+        }
+    }
+    plain
+        .split(|c: char| c.is_whitespace() || ",.!?;:\"()[]".contains(c))
+        .map(|w| {
+            w.trim_matches(|c: char| !c.is_alphanumeric() && c != '-')
+                .to_lowercase()
+        })
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// A backchannel or a filler, however the recogniser spells it ("Mmmm", "NMMM", "uhh", "Hmm"):
+/// listed, a hum with a vowel in front, or no vowel at all (no English word is spoken so; the
+/// recogniser writes hums and murmurs that way).
+fn is_filler(word: &str) -> bool {
+    let w: String = word.chars().filter(|&c| c != '-').collect();
+    let hums = |s: &str| !s.is_empty() && s.chars().all(|c| c == 'm' || c == 'h');
+    let vowelless = w
+        .chars()
+        .all(|c| c.is_alphabetic() && !"aeiouy".contains(c));
+    BACKCHANNEL.contains(&word)
+        || vowelless
+        || (w.len() >= 2 && w.starts_with(['u', 'a', 'e', 'o']) && hums(&w[1..]))
+}
+
+/// What the interruption says, if it means it: `heard` minus backchannel words, unless what is
+/// left is what seesay itself is saying (`speaking`: the answer so far), heard back as an echo.
+pub fn meant(heard: &str, speaking: &str) -> Option<String> {
+    let said: Vec<String> = words(heard).into_iter().filter(|w| !is_filler(w)).collect();
+    if said.is_empty() {
+        return None;
+    }
+    let answer = words(speaking);
+    let echoed = said.iter().filter(|w| answer.contains(w)).count();
+    // Mostly seesay's own words: its voice, back through the microphone.
+    if echoed * 10 >= said.len() * 7 {
+        return None;
+    }
+    Some(said.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::meant;
+
+    #[test]
+    fn backchannels_and_noise_do_not_interrupt_but_words_do() {
+        let answer = "The capital of Italy is Rome, a city of nearly three million people.";
+        for heard in [
+            "",
+            "Mm-hmm.",
+            "Yeah.",
+            "Uh-huh, okay.",
+            "Hmm...",
+            "(coughs)",
+            "Oh, I see.",
+            "MMMM",
+            "Mhmm.",
+            "Uhh",
+            "Ahh.",
+            "Hm-hm.",
+            "NMMM.",
+            "Shh.",
+        ] {
+            assert_eq!(meant(heard, answer), None, "{heard:?}");
+        }
+        assert_eq!(meant("Wait, stop.", answer).as_deref(), Some("wait stop"));
+        assert_eq!(
+            meant("Yeah, but what about France?", answer).as_deref(),
+            Some("but what about france")
+        );
+    }
+
+    #[test]
+    fn seesays_own_words_coming_back_are_an_echo() {
+        let answer = "The capital of Italy is Rome, a city of nearly three million people.";
+        assert_eq!(meant("a city of nearly three million", answer), None);
+        assert_eq!(meant("capital of Italy is Rome", answer), None);
+        assert!(meant("what is the capital of Spain", answer).is_some());
+    }
+}
