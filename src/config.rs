@@ -73,6 +73,13 @@ pub struct PipelineConfig {
     pub output_device: String,
     /// Seconds between camera / image-folder frames.
     pub frame_interval_s: f32,
+    /// Wake word (empty: off): alexa, hey_jarvis, hey_mycroft, hey_rhasspy, okay_nabu or an
+    /// openWakeWord .tflite path. seesay then answers only what follows it, and follow-ups.
+    pub wake_word: String,
+    /// Wake-word probability that counts as a detection.
+    pub wake_threshold: f32,
+    /// Seconds after the wake word (and after each answer) in which a question is heard.
+    pub follow_up_s: f32,
 }
 
 impl Default for PipelineConfig {
@@ -83,6 +90,9 @@ impl Default for PipelineConfig {
             input_device: String::new(),
             output_device: String::new(),
             frame_interval_s: 2.0,
+            wake_word: String::new(),
+            wake_threshold: 0.5,
+            follow_up_s: 6.0,
         }
     }
 }

@@ -36,7 +36,8 @@ pub struct BenchArgs {
     pub runs: usize,
     /// Which stages: asr, tts, llm, vision, all (these four), quality (spoken-assistant
     /// questions to the language model, each answer checked), turn (the end-of-turn decision on
-    /// whole questions and fragments), or pipeline (the live pipeline in real time; takes about
+    /// whole questions and fragments), wake (the wake word: detections, false alarms, cost), or
+    /// pipeline (the live pipeline in real time; takes about
     /// 11 s a turn).
     #[arg(long, default_value = "all")]
     pub stage: String,
@@ -60,6 +61,12 @@ pub struct BenchArgs {
     /// Print where the llama-server binary is and exit (for scripts/bench-llm).
     #[arg(long)]
     pub print_llama_server: bool,
+    /// The wake word for `--stage wake` (default hey_jarvis).
+    #[arg(long, value_name = "NAME")]
+    pub wake_word: Option<String>,
+    /// Minutes of other speech and noise for `--stage wake`.
+    #[arg(long, default_value_t = 10.0)]
+    pub minutes: f64,
     /// The language model to measure (default: llm.model).
     #[arg(long, value_name = "NAME")]
     pub llm_model: Option<String>,
@@ -262,6 +269,10 @@ pub fn run(cfg: &Config, a: BenchArgs) -> Result<()> {
             serde_json::json!({"right": right, "asked": asked, "model": cfg.llm.model}),
         );
     }
+    if a.stage == "wake" {
+        let word = a.wake_word.as_deref().unwrap_or("hey_jarvis");
+        report.insert("wake".into(), super::bench_wake::run(cfg, word, a.minutes)?);
+    }
     if a.stage == "turn" {
         report.insert(
             "turn".into(),
@@ -276,7 +287,7 @@ pub fn run(cfg: &Config, a: BenchArgs) -> Result<()> {
     }
     if report.len() == 1 {
         anyhow::bail!(
-            "unknown stage '{}': use asr, tts, llm, vision, all, quality, turn or pipeline",
+            "unknown stage '{}': use asr, tts, llm, vision, all, quality, turn, wake or pipeline",
             a.stage
         );
     }
@@ -323,16 +334,21 @@ impl QuestionVoice {
     }
 
     pub fn say(&mut self, text: &str) -> Result<Vec<f32>> {
+        self.say_at(text, 1.0)
+    }
+
+    /// `text` spoken `speed` times as fast as the voice's normal pace.
+    pub fn say_at(&mut self, text: &str, speed: f32) -> Result<Vec<f32>> {
         if let Some(v) = &mut self.piper {
-            return Ok(audio::resample(
-                &v.synthesize(text)?,
-                v.sample_rate(),
-                SAMPLE_RATE,
-            )?);
+            let before = v.set_rate(speed);
+            let pcm = v.synthesize(text);
+            v.set_rate(before);
+            return Ok(audio::resample(&pcm?, v.sample_rate(), SAMPLE_RATE)?);
         }
         let wav = &self.wav;
+        let wpm = (165.0 * speed).round().to_string();
         let status = std::process::Command::new("espeak-ng")
-            .args(["-v", "en-us", "-s", "165", "-w"])
+            .args(["-v", "en-us", "-s", &wpm, "-w"])
             .arg(wav)
             .arg(text)
             .status()

@@ -26,6 +26,7 @@ macro_rules! out {
 
 mod bench;
 mod bench_turn;
+mod bench_wake;
 mod chat;
 mod models;
 mod quality;

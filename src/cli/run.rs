@@ -40,6 +40,10 @@ pub struct RunArgs {
     /// Let the user interrupt an answer by speaking (default: pipeline.barge_in).
     #[arg(long)]
     pub barge_in: bool,
+    /// Answer only what follows this wake word (alexa, hey_jarvis, hey_mycroft, hey_rhasspy,
+    /// okay_nabu or a .tflite path), and follow-ups (default: pipeline.wake_word).
+    #[arg(long, value_name = "NAME")]
+    pub wake_word: Option<String>,
     /// Stop after this many answered turns.
     #[arg(long, value_name = "N")]
     pub max_turns: Option<usize>,
@@ -48,6 +52,9 @@ pub struct RunArgs {
 pub fn run(mut cfg: Config, a: RunArgs) -> Result<()> {
     if a.barge_in {
         cfg.pipeline.barge_in = true;
+    }
+    if let Some(w) = &a.wake_word {
+        cfg.pipeline.wake_word = w.clone();
     }
     let store = Store::from_config(&cfg.models)?;
     let pace = if a.fast { Pace::Fast } else { Pace::Realtime };

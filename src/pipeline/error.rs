@@ -30,6 +30,8 @@ pub enum PipelineError {
     #[error(transparent)]
     Turn(#[from] crate::stages::turn::TurnError),
     #[error(transparent)]
+    Wake(#[from] crate::stages::wake::WakeError),
+    #[error(transparent)]
     Caption(#[from] CaptionError),
     #[error(transparent)]
     Image(#[from] ImageError),

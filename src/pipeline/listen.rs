@@ -15,13 +15,14 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use super::error::PipelineError;
-use super::messages::{Ending, Feedback, Purpose, Utterance, What};
+use super::messages::{Ending, Feedback, Purpose, Update, Utterance, What};
 use super::models::{lock, Locked};
 use super::turns::Context;
 use crate::media::audio::SAMPLE_RATE;
 use crate::stages::mic::AudioFrame;
 use crate::stages::turn::{self, TurnConfig, TurnDetector};
 use crate::stages::vad::{Endpointer, SpeechDetector, VadEvent};
+use crate::stages::wake::WakeDetector;
 use crate::text::interrupt;
 
 /// Probes of speech heard during an answer: after this much of it, and again every as much
@@ -36,6 +37,19 @@ pub(crate) struct Listening {
     pub barge_in: bool,
     /// Decide at pauses whether the turn is over (`turn.semantic`).
     pub turn: Option<Judging>,
+    /// Answer only after a wake word (`pipeline.wake_word`).
+    pub wake: Option<Wake>,
+}
+
+/// Wake-word mode: seesay listens after the wake word, and for follow-ups after each answer.
+pub(crate) struct Wake {
+    pub detector: Box<dyn WakeDetector>,
+    pub word: String,
+    pub threshold: f32,
+    /// Samples after the wake word (and after an answer) in which speech is heard.
+    pub follow_up: u64,
+    /// Sample index until which seesay listens.
+    pub awake_until: u64,
 }
 
 /// How pauses are judged: the settings, and the model of the sound (none: the text alone).
@@ -155,6 +169,11 @@ impl Listener {
             .vad
             .step(&frame.samples)
             .map_err(|e| Some(e.into()))?;
+        if !self.awake(&frame.samples, end)? {
+            // Waiting for the wake word: speech is not listened to.
+            self.l.ep.reset_at(end);
+            return Ok(());
+        }
         let event = self.l.ep.push(&frame.samples, p);
         if self.candidate.is_some() && !self.cx.turns.busy() {
             // The answer ended while the user was speaking (or before their speech was
@@ -213,6 +232,30 @@ impl Listener {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Is seesay listening? Always, without a wake word; with one, from the moment it is heard
+    /// until `follow_up` after it, or after the last answer (and while someone speaks to it).
+    fn awake(&mut self, samples: &[f32], end: u64) -> Result<bool, Option<PipelineError>> {
+        let Some(w) = &mut self.l.wake else {
+            return Ok(true);
+        };
+        let p = w.detector.push(samples).map_err(|e| Some(e.into()))?;
+        if self.cx.turns.busy() || self.candidate.is_some() {
+            w.awake_until = w.awake_until.max(end + w.follow_up);
+        }
+        if p >= w.threshold {
+            w.detector.reset();
+            w.awake_until = end + w.follow_up;
+            tracing::info!(word = %w.word, p, "wake word heard");
+            self.cx.publish(Update::WakeWord {
+                word: w.word.clone(),
+            });
+            // The wake phrase itself is not part of the question.
+            self.l.ep.reset_at(end);
+            return Ok(false);
+        }
+        Ok(end <= w.awake_until || self.l.ep.speaking())
     }
 
     /// A new turn: the user speaks (or a question kept during the answer is taken up).

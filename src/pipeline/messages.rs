@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 pub enum Update {
     /// The user started speaking: turn `turn` begins; older answers stop.
     SpeechStarted { turn: u64 },
+    /// The wake word was heard (`pipeline.wake_word`): seesay listens.
+    WakeWord { word: String },
     /// What the user said.
     Transcript { turn: u64, text: String },
     /// The next piece of the answer, as the LLM writes it.

@@ -40,12 +40,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 pub use self::error::PipelineError;
-use self::listen::{Judging, Listening};
+use self::listen::{Judging, Listening, Wake};
 use self::messages::{Event, Feedback, Heard, Play, Say, Utterance};
 pub use self::messages::{TurnMetrics, Update};
-pub use self::models::{lock, ChatMaker, Locked, Models, VadMaker};
+pub use self::models::{lock, ChatMaker, Locked, Models, VadMaker, WakeMaker};
 use self::turns::{spawn, Context, Turns};
 use crate::config::Config;
+use crate::media::audio::SAMPLE_RATE;
 use crate::media::image::{image_files, load_image};
 use crate::stages::camera::{self, FrameReceiver};
 use crate::stages::llm::Conversation;
@@ -236,7 +237,18 @@ pub fn run_with(
         true => Endpointer::with_pause(&cfg.vad, cfg.turn.pause_ms, cfg.turn.max_silence_ms),
         false => Endpointer::new(&cfg.vad),
     };
+    let wake = match cfg.pipeline.wake_word.as_str() {
+        "" => None,
+        word => Some(Wake {
+            detector: (models.wake)(word)?,
+            word: word.to_string(),
+            threshold: cfg.pipeline.wake_threshold,
+            follow_up: (cfg.pipeline.follow_up_s.max(0.0) * SAMPLE_RATE as f32) as u64,
+            awake_until: 0,
+        }),
+    };
     let listening = Listening {
+        wake,
         vad,
         ep,
         barge_in: cfg.pipeline.barge_in,

@@ -12,6 +12,7 @@ pub use crate::stages::lock;
 use crate::stages::tts::{self, Voice};
 use crate::stages::turn::{SmartTurn, TurnDetector};
 use crate::stages::vad::{SileroVad, SpeechDetector, VadError};
+use crate::stages::wake::{OpenWakeWord, WakeDetector, WakeError};
 use crate::store::Store;
 
 /// A model one step at a time: each stage locks it for one step (an utterance, an answer, a
@@ -20,6 +21,9 @@ pub type Locked<T> = Arc<Mutex<T>>;
 
 /// Makes a VAD for a new pipeline (each has its own: it keeps state, and is small).
 pub type VadMaker = Arc<dyn Fn() -> Result<Box<dyn SpeechDetector>, VadError> + Send + Sync>;
+
+/// Makes a wake-word detector for a new pipeline (each has its own: it keeps state), by name.
+pub type WakeMaker = Arc<dyn Fn(&str) -> Result<Box<dyn WakeDetector>, WakeError> + Send + Sync>;
 
 /// Makes a chat model for a new conversation or request (see `llm::Engine::chat`): with
 /// llama.cpp each has a server slot of its own and nobody waits for another's answer.
@@ -36,6 +40,8 @@ pub struct Models {
     pub vad: VadMaker,
     /// Judges at pauses whether the turn is over (`turn.semantic`); shared, one call at a time.
     pub turn: Option<Locked<Box<dyn TurnDetector>>>,
+    /// Wake-word detectors, for pipelines with `pipeline.wake_word`.
+    pub wake: WakeMaker,
     pub voice_rate: u32,
 }
 
@@ -70,7 +76,14 @@ impl Models {
             Some(v) => Ok(Box::new(v) as Box<dyn SpeechDetector>),
             None => Ok(Box::new(SileroVad::load(&vad_path)?)),
         });
-        let models = Models::new(Box::new(asr), Box::new(voice), chat, captioner, maker);
+        // A configured wake word is loaded once here, so a bad one fails at once.
+        if !cfg.pipeline.wake_word.is_empty() {
+            OpenWakeWord::open(&cfg.pipeline.wake_word, &store)?;
+        }
+        let mut models = Models::new(Box::new(asr), Box::new(voice), chat, captioner, maker);
+        models.wake = Arc::new(move |word: &str| {
+            Ok(Box::new(OpenWakeWord::open(word, &store)?) as Box<dyn WakeDetector>)
+        });
         Ok(match turn {
             Some(t) => models.with_turn(Box::new(t)),
             None => models,
@@ -99,6 +112,7 @@ impl Models {
             captioner: captioner.map(|c| Arc::new(Mutex::new(c))),
             vad,
             turn: None,
+            wake: Arc::new(|word: &str| Err(WakeError::Unknown(word.to_string()))),
         }
     }
 }

@@ -36,6 +36,8 @@ pub struct ConversationQuery {
     /// Let the user interrupt answers (default: `pipeline.barge_in`). Browsers cancel their own
     /// echo, so the web page turns it on.
     barge_in: Option<bool>,
+    /// Answer only what follows this wake word (default: `pipeline.wake_word`; empty: off).
+    wake_word: Option<String>,
 }
 
 /// Gives a conversation slot back when the session ends (or never starts).
@@ -72,13 +74,27 @@ pub async fn conversation(
     permit.forget();
     let slot = Slot(st.clone());
     let barge_in = q.barge_in.unwrap_or(st.cfg.pipeline.barge_in);
+    let wake_word = q
+        .wake_word
+        .unwrap_or_else(|| st.cfg.pipeline.wake_word.clone());
+    if !wake_word.is_empty() && !crate::stages::wake::BUILT_IN.contains(&wake_word.as_str()) {
+        // A client may not name files on the server.
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "unknown wake word {wake_word:?}: use one of {:?}",
+                crate::stages::wake::BUILT_IN
+            ),
+        )
+        .into_response();
+    }
     let limit = st.cfg.server.max_message_mb.max(1) << 20;
     ws.max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| async move {
             let st = slot.0.clone();
             st.metrics.conversations.fetch_add(1, Ordering::Relaxed);
-            session(socket, st.clone(), barge_in).await;
+            session(socket, st.clone(), barge_in, wake_word).await;
             st.metrics.conversations.fetch_sub(1, Ordering::Relaxed);
             drop(slot);
         })
@@ -105,7 +121,7 @@ const PROTOCOL: u16 = 1002;
 /// 1008: the client broke a rule (it went quiet for too long).
 const POLICY: u16 = 1008;
 
-async fn session(mut socket: WebSocket, st: Shared, barge_in: bool) {
+async fn session(mut socket: WebSocket, st: Shared, barge_in: bool, wake_word: String) {
     let t0 = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let abort = Arc::new(AtomicBool::new(false));
@@ -143,6 +159,8 @@ async fn session(mut socket: WebSocket, st: Shared, barge_in: bool) {
     }
     let mut cfg = st.cfg.clone();
     cfg.pipeline.barge_in = barge_in;
+    cfg.pipeline.wake_word = wake_word;
+    let cfg_wake = cfg.pipeline.wake_word.clone();
     let models = st.models.clone();
     let (stop2, abort2) = (stop.clone(), abort.clone());
     let runner = tokio::task::spawn_blocking(move || {
@@ -164,6 +182,7 @@ async fn session(mut socket: WebSocket, st: Shared, barge_in: bool) {
         "input_sample_rate": SAMPLE_RATE,
         "output_sample_rate": st.models.voice_rate,
         "barge_in": barge_in,
+        "wake_word": cfg_wake,
     });
     let mut closing: Option<Bad> = None;
     // A client that goes quiet (a browser streams audio all the time) gives its slot back.
@@ -337,6 +356,7 @@ fn outgoing(up: Update) -> Message {
             return Message::Binary(b.into());
         }
         Update::SpeechStarted { turn } => json!({"type": "speech_started", "turn": turn}),
+        Update::WakeWord { word } => json!({"type": "wake_word", "word": word}),
         Update::Transcript { turn, text } => {
             json!({"type": "transcript", "turn": turn, "text": text})
         }

@@ -20,6 +20,7 @@ pub mod speaker;
 pub mod tts;
 pub mod turn;
 pub mod vad;
+pub mod wake;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};

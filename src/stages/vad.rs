@@ -234,6 +234,11 @@ impl Endpointer {
         self.paused_at(speech_end).then(|| self.end())
     }
 
+    /// Is an utterance under way (confirmed speech, perhaps paused)?
+    pub fn speaking(&self) -> bool {
+        self.confirmed
+    }
+
     /// The audio of the utterance under way (with its pre-roll).
     pub fn audio(&self) -> &[f32] {
         &self.audio
