@@ -59,11 +59,14 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PipelineConfig {
-    /// Let the user interrupt: speech while seesay talks stops it and starts a new turn. Off
-    /// (half duplex), the microphone is ignored from the end of a question until the answer has
-    /// been spoken, so seesay never answers its own voice. Turn on with headphones or echo
-    /// cancellation.
-    pub barge_in: bool,
+    /// Let the user interrupt: speech (with words) while seesay talks stops it and starts a new
+    /// turn. "auto": on where seesay cancels its own echo (a microphone and a speaker with
+    /// `echo_cancel`), off elsewhere; true; or false (half duplex: a question asked during an
+    /// answer is answered after it, so seesay never answers its own voice).
+    pub barge_in: BargeIn,
+    /// Take seesay's own voice out of the microphone (WebRTC AEC3), with a live microphone and
+    /// speaker.
+    pub echo_cancel: bool,
     /// Speak the first clause of an answer on its own once it has this many words (0: whole
     /// sentences only). Speech starts sooner.
     pub first_clause_words: usize,
@@ -85,7 +88,8 @@ pub struct PipelineConfig {
 impl Default for PipelineConfig {
     fn default() -> Self {
         PipelineConfig {
-            barge_in: false,
+            barge_in: BargeIn::Auto,
+            echo_cancel: true,
             first_clause_words: 4,
             input_device: String::new(),
             output_device: String::new(),
@@ -93,6 +97,65 @@ impl Default for PipelineConfig {
             wake_word: String::new(),
             wake_threshold: 0.5,
             follow_up_s: 6.0,
+        }
+    }
+}
+
+/// Whether the user may interrupt answers (`pipeline.barge_in`): true, false or "auto".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BargeIn {
+    /// On where echo is cancelled, off elsewhere.
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+impl BargeIn {
+    /// Whether interrupting is allowed, given whether seesay's echo is cancelled.
+    pub fn allowed(self, echo_cancelled: bool) -> bool {
+        match self {
+            BargeIn::Auto => echo_cancelled,
+            BargeIn::On => true,
+            BargeIn::Off => false,
+        }
+    }
+}
+
+impl From<bool> for BargeIn {
+    fn from(on: bool) -> BargeIn {
+        if on {
+            BargeIn::On
+        } else {
+            BargeIn::Off
+        }
+    }
+}
+
+impl Serialize for BargeIn {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            BargeIn::Auto => s.serialize_str("auto"),
+            BargeIn::On => s.serialize_bool(true),
+            BargeIn::Off => s.serialize_bool(false),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for BargeIn {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<BargeIn, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bool(bool),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bool(b) => Ok(b.into()),
+            Raw::Text(t) if t == "auto" => Ok(BargeIn::Auto),
+            Raw::Text(t) => Err(serde::de::Error::custom(format!(
+                "barge_in = {t:?}: use true, false or \"auto\""
+            ))),
         }
     }
 }

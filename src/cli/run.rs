@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use clap::Args;
 
-use seesay::config::Config;
+use seesay::config::{BargeIn, Config};
 use seesay::pipeline::{self, Input, Output, RunOptions};
 use seesay::stages::device::has_microphone;
 use seesay::stages::mic::Pace;
@@ -37,9 +37,13 @@ pub struct RunArgs {
     /// timing then no longer matches the input's).
     #[arg(long)]
     pub fast: bool,
-    /// Let the user interrupt an answer by speaking (default: pipeline.barge_in).
-    #[arg(long)]
+    /// Let the user interrupt an answer by speaking (default: pipeline.barge_in, "auto": on
+    /// with a microphone and a speaker whose echo is cancelled).
+    #[arg(long, conflicts_with = "half_duplex")]
     pub barge_in: bool,
+    /// Never interrupt: a question asked during an answer is answered after it.
+    #[arg(long)]
+    pub half_duplex: bool,
     /// Answer only what follows this wake word (alexa, hey_jarvis, hey_mycroft, hey_rhasspy,
     /// okay_nabu or a .tflite path), and follow-ups (default: pipeline.wake_word).
     #[arg(long, value_name = "NAME")]
@@ -51,7 +55,10 @@ pub struct RunArgs {
 
 pub fn run(mut cfg: Config, a: RunArgs) -> Result<()> {
     if a.barge_in {
-        cfg.pipeline.barge_in = true;
+        cfg.pipeline.barge_in = BargeIn::On;
+    }
+    if a.half_duplex {
+        cfg.pipeline.barge_in = BargeIn::Off;
     }
     if let Some(w) = &a.wake_word {
         cfg.pipeline.wake_word = w.clone();

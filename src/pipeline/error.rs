@@ -38,6 +38,8 @@ pub enum PipelineError {
     #[error(transparent)]
     Mic(#[from] MicError),
     #[error(transparent)]
+    Echo(#[from] crate::stages::echo::EchoError),
+    #[error(transparent)]
     Speaker(#[from] SpeakerError),
     #[error(transparent)]
     Audio(#[from] AudioError),

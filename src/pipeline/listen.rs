@@ -357,6 +357,7 @@ impl Listener {
             None if c.ended.is_some() => {
                 tracing::info!(heard = %text, "not an interruption (no words, a backchannel or an echo); the answer goes on");
                 self.candidate = None;
+                self.cx.event(self.cx.turns.current(), What::Overheard);
             }
             None => self.probe()?,
         }

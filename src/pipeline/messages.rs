@@ -120,6 +120,9 @@ pub(crate) enum What {
     },
     Failed(String),
     Unspoken,
+    /// Speech heard during the answer that did not interrupt it (no words, a backchannel or
+    /// seesay's own voice).
+    Overheard,
 }
 
 /// Something that happened in a turn, and when.
@@ -158,4 +161,7 @@ pub struct TurnMetrics {
     pub turn_audio_p: Option<f32>,
     pub turn_text_p: Option<f32>,
     pub decision_ms: f64,
+    /// Times speech was heard during the answer that did not interrupt it (no words, a
+    /// backchannel, or seesay's own voice coming back).
+    pub overheard: u32,
 }

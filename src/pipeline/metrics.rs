@@ -39,6 +39,13 @@ pub(crate) fn collect(
             });
             continue;
         }
+        if let What::Overheard = ev.what {
+            // Only while the turn is open (an answer that is over has been reported).
+            if let Some(p) = open.get_mut(&ev.turn) {
+                p.m.overheard += 1;
+            }
+            continue;
+        }
         let p = open.entry(ev.turn).or_insert_with(|| Partial {
             m: TurnMetrics {
                 turn: ev.turn,
@@ -99,7 +106,7 @@ pub(crate) fn collect(
                 open.remove(&ev.turn);
                 publish(Update::TurnDropped { turn: ev.turn });
             }
-            What::Delta(_) => {}
+            What::Delta(_) | What::Overheard => {}
             What::Done {
                 interrupted,
                 audio_s,

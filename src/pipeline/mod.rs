@@ -49,6 +49,7 @@ use crate::config::Config;
 use crate::media::audio::SAMPLE_RATE;
 use crate::media::image::{image_files, load_image};
 use crate::stages::camera::{self, FrameReceiver};
+use crate::stages::echo::{EchoCanceller, EchoReference};
 use crate::stages::llm::Conversation;
 use crate::stages::mic::{self, AudioFrame, Pace};
 use crate::stages::vad::Endpointer;
@@ -212,6 +213,14 @@ pub fn run_with(
     let (tx_play, rx_play) = crossbeam_channel::bounded::<Play>(16);
 
     let mic_dropped = Arc::new(AtomicU64::new(0));
+    // A live microphone and speaker: what the speaker plays is taken out of the microphone.
+    let echo = (matches!(opts.input, Input::Mic)
+        && matches!(opts.output, Output::Speaker)
+        && cfg.pipeline.echo_cancel)
+        .then(|| Arc::new(EchoReference::default()));
+    if echo.is_some() {
+        tracing::info!("echo cancellation on (WebRTC AEC3)");
+    }
     let source = match opts.input {
         Input::File { path, pace } => Some(mic::file_source(
             &path,
@@ -224,6 +233,7 @@ pub fn run_with(
             &cfg.pipeline.input_device,
             stop.clone(),
             mic_dropped.clone(),
+            echo.clone().map(EchoCanceller::new).transpose()?,
             tx_frames,
         )?),
         Input::Frames(rx) => {
@@ -251,7 +261,7 @@ pub fn run_with(
         wake,
         vad,
         ep,
-        barge_in: cfg.pipeline.barge_in,
+        barge_in: cfg.pipeline.barge_in.allowed(echo.is_some()),
         turn: semantic.then(|| Judging {
             cfg: cfg.turn.clone(),
             model: models.turn.clone(),
@@ -290,7 +300,7 @@ pub fn run_with(
         Output::Speaker => {
             let dev = cfg.pipeline.output_device.clone();
             spawn("speaker", &cx, move || {
-                sinks::speaker_loop(rate, dev, max, rx_play, cx2)
+                sinks::speaker_loop(rate, dev, echo, max, rx_play, cx2)
             })?
         }
     };

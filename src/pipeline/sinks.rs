@@ -14,6 +14,7 @@ use super::messages::{Play, What};
 use super::turns::Context;
 use crate::media::audio::{resample, SAMPLE_RATE};
 use crate::stages::device::Direction;
+use crate::stages::echo::EchoReference;
 use crate::stages::speaker::{Chunk, LiveSpeaker, SpeakerError};
 
 /// A turn's audio waiting to be played.
@@ -177,11 +178,12 @@ pub(crate) fn timeline_loop(
 pub(crate) fn speaker_loop(
     voice_rate: u32,
     device: String,
+    echo: Option<Arc<EchoReference>>,
     max_turns: Option<usize>,
     rx: Receiver<Play>,
     cx: Arc<Context>,
 ) -> Result<Vec<f32>, PipelineError> {
-    let mut spk = LiveSpeaker::open(&device, cx.turns.clock.clone())?;
+    let mut spk = LiveSpeaker::open(&device, cx.turns.clock.clone(), echo.clone())?;
     // A speaker whose stream broke is opened again, a few times a run, before the run fails.
     let mut reopens = 3;
     let mut audio = TurnAudio::new();
@@ -196,7 +198,7 @@ pub(crate) fn speaker_loop(
             reopens -= 1;
             tracing::warn!("the speaker failed ({e}); opening it again");
             drop(spk);
-            spk = LiveSpeaker::open(&device, cx.turns.clock.clone())?;
+            spk = LiveSpeaker::open(&device, cx.turns.clock.clone(), echo.clone())?;
         }
         if open {
             match rx.recv_timeout(Duration::from_millis(5)) {

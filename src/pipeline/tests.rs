@@ -58,7 +58,7 @@ fn start(barge_in: bool, f: Fakes) -> Harness {
         false => models,
     };
     let mut cfg = Config::default();
-    cfg.pipeline.barge_in = barge_in;
+    cfg.pipeline.barge_in = barge_in.into();
     cfg.turn.semantic = f.semantic;
     // Longer than any test waits: only a decision at a pause can end a turn.
     cfg.turn.max_silence_ms = 60_000;

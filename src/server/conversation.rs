@@ -73,7 +73,11 @@ pub async fn conversation(
     };
     permit.forget();
     let slot = Slot(st.clone());
-    let barge_in = q.barge_in.unwrap_or(st.cfg.pipeline.barge_in);
+    // A client's own echo is its business (the web page relies on the browser's echo
+    // cancellation and asks for barge-in); unasked, "auto" means off.
+    let barge_in = q
+        .barge_in
+        .unwrap_or(st.cfg.pipeline.barge_in.allowed(false));
     let wake_word = q
         .wake_word
         .unwrap_or_else(|| st.cfg.pipeline.wake_word.clone());
@@ -158,7 +162,7 @@ async fn session(mut socket: WebSocket, st: Shared, barge_in: bool, wake_word: S
         return;
     }
     let mut cfg = st.cfg.clone();
-    cfg.pipeline.barge_in = barge_in;
+    cfg.pipeline.barge_in = barge_in.into();
     cfg.pipeline.wake_word = wake_word;
     let cfg_wake = cfg.pipeline.wake_word.clone();
     let models = st.models.clone();

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 use super::device::{self, DeviceError, Direction};
+use super::echo::{EchoCanceller, EchoError};
 use super::vad::FRAME;
 use crate::media::audio::{AudioError, AudioReader, StreamResampler, SAMPLE_RATE};
 
@@ -21,6 +22,8 @@ pub enum MicError {
     Audio(#[from] AudioError),
     #[error(transparent)]
     Device(#[from] DeviceError),
+    #[error(transparent)]
+    Echo(#[from] EchoError),
     #[error("cannot start the audio source thread: {0}")]
     Spawn(std::io::Error),
 }
@@ -136,13 +139,15 @@ pub fn file_source(
     Ok(handle)
 }
 
-/// Captures from a microphone (empty `name`: the default one). The cpal callback never blocks:
+/// Captures from a microphone (empty `name`: the default one), with the speaker's echo taken out
+/// by `echo` if given. The cpal callback never blocks:
 /// it hands buffers over with `try_send` and counts what it had to drop (`dropped`). The stream
 /// lives on the source thread and stops when `stop` is set or the pipeline is gone.
 pub fn mic_source(
     name: &str,
     stop: Arc<AtomicBool>,
     dropped: Arc<AtomicU64>,
+    mut echo: Option<EchoCanceller>,
     tx: Sender<AudioFrame>,
 ) -> Result<JoinHandle<Result<(), MicError>>, MicError> {
     let dev = device::pick(Direction::Input, name)?;
@@ -172,7 +177,10 @@ pub fn mic_source(
                     Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
                     Err(_) => return Err(Direction::Input.failed("the input stream ended").into()),
                 };
-                let pcm = resampler.push(&raw)?;
+                let mut pcm = resampler.push(&raw)?;
+                if let Some(aec) = &mut echo {
+                    pcm = aec.process(&pcm)?;
+                }
                 if !framer.push(&pcm, |_| Instant::now()) {
                     break;
                 }

@@ -13,6 +13,7 @@ pub mod asr;
 pub mod camera;
 pub mod caption;
 pub mod device;
+pub mod echo;
 pub mod llm;
 pub mod mic;
 pub mod openai;

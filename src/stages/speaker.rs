@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::device::{self, DeviceError, Direction};
+use super::echo::EchoReference;
 use super::TurnClock;
 use crate::media::audio::{resample, AudioError};
 
@@ -84,8 +85,16 @@ pub struct LiveSpeaker {
 }
 
 impl LiveSpeaker {
-    pub fn open(device: &str, clock: Arc<TurnClock>) -> Result<LiveSpeaker, SpeakerError> {
+    /// Opens the device; with `echo`, everything it plays (silence included) is also handed
+    /// to the echo canceller as its reference.
+    pub fn open(
+        device: &str,
+        clock: Arc<TurnClock>,
+        echo: Option<Arc<EchoReference>>,
+    ) -> Result<LiveSpeaker, SpeakerError> {
         let dev = device::pick(Direction::Output, device)?;
+        let rate = device::output_rate(&dev)?;
+        let mut tap: Vec<f32> = Vec::with_capacity(256);
         let (tx, rx) = crossbeam_channel::bounded::<Chunk>(64);
         let (tx_err, errors) = crossbeam_channel::bounded::<String>(4);
         let (tx_started, started) = crossbeam_channel::bounded::<(u64, Instant)>(64);
@@ -94,7 +103,7 @@ impl LiveSpeaker {
         let mut cur: Option<Chunk> = None;
         let mut pos = 0usize;
         let mut last_started = 0u64;
-        let next = move || -> f32 {
+        let mut sample = move || -> f32 {
             loop {
                 if let Some(c) = &cur {
                     if !clock.is_stale(c.turn) && pos < c.samples.len() {
@@ -120,6 +129,17 @@ impl LiveSpeaker {
                     }
                 }
             }
+        };
+        let next = move || -> f32 {
+            let v = sample();
+            if let Some(r) = &echo {
+                tap.push(v);
+                if tap.len() == tap.capacity() {
+                    r.played(rate, &tap);
+                    tap.clear();
+                }
+            }
+            v
         };
         let on_err = device::on_error(Direction::Output, move |e| {
             let _ = tx_err.try_send(e);

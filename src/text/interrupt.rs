@@ -32,6 +32,21 @@ fn words(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// Words too common to tell an echo from a question.
+const SMALL: [&str; 40] = [
+    "the", "a", "an", "and", "or", "but", "of", "to", "in", "on", "at", "for", "with", "by",
+    "from", "as", "is", "are", "was", "were", "be", "it", "its", "that", "this", "what", "who",
+    "how", "do", "does", "did", "you", "me", "my", "we", "they", "he", "she", "so", "not",
+];
+
+/// Could `word` be seesay saying one of `answer`'s words?
+fn echo_of(word: &str, answer: &[String]) -> bool {
+    let stem = |w: &str| w.chars().take(3).collect::<String>();
+    answer.iter().any(|a| {
+        a == word || (word.chars().count() >= 3 && a.chars().count() >= 3 && stem(a) == stem(word))
+    })
+}
+
 /// A backchannel or a filler, however the recogniser spells it ("Mmmm", "NMMM", "uhh", "Hmm"):
 /// listed, a hum with a vowel in front, or no vowel at all (no English word is spoken so; the
 /// recogniser writes hums and murmurs that way).
@@ -54,9 +69,20 @@ pub fn meant(heard: &str, speaking: &str) -> Option<String> {
         return None;
     }
     let answer = words(speaking);
-    let echoed = said.iter().filter(|w| answer.contains(w)).count();
+    // Judged on the words that carry meaning (the small ones are in every answer), each
+    // counted as an echo if the answer has it or a word it could be a piece of (what an echo
+    // that was only partly cancelled sounds like: "come" for "complex").
+    let content: Vec<&String> = said
+        .iter()
+        .filter(|w| !SMALL.contains(&w.as_str()))
+        .collect();
+    let judged: Vec<&String> = match content.is_empty() {
+        true => said.iter().collect(),
+        false => content,
+    };
+    let echoed = judged.iter().filter(|w| echo_of(w, &answer)).count();
     // Mostly seesay's own words: its voice, back through the microphone.
-    if echoed * 10 >= said.len() * 7 {
+    if echoed * 10 >= judged.len() * 7 {
         return None;
     }
     Some(said.join(" "))
@@ -100,5 +126,15 @@ mod tests {
         assert_eq!(meant("a city of nearly three million", answer), None);
         assert_eq!(meant("capital of Italy is Rome", answer), None);
         assert!(meant("what is the capital of Spain", answer).is_some());
+        // Half-cancelled echo comes out as pieces of the answer's words.
+        assert_eq!(
+            meant("and come", "France has a long and complex history"),
+            None
+        );
+        assert!(meant(
+            "stop, what is the capital of Italy",
+            "France has a long history"
+        )
+        .is_some());
     }
 }

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: run the real binary with a time limit, find models.
 #![allow(dead_code)]
 
+pub mod pulse;
 pub mod server;
 
 use std::io::{BufRead, Read};

@@ -1,0 +1,78 @@
+//! A PulseAudio server of the test's own, for tests through real audio devices (cpal).
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A PulseAudio server of our own with two null sinks: `mic` (its monitor is the default
+/// source) and `spk` (the default sink). Audio there is paced like a sound card's.
+pub struct Pulse {
+    pub env: Vec<(String, String)>,
+    daemon: Child,
+}
+
+impl Pulse {
+    pub fn start(dir: &Path) -> Pulse {
+        let run = dir.join("run");
+        std::fs::create_dir_all(&run).unwrap();
+        std::fs::set_permissions(&run, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
+        let env = vec![
+            ("HOME".to_string(), dir.display().to_string()),
+            ("XDG_RUNTIME_DIR".to_string(), run.display().to_string()),
+        ];
+        let daemon = Command::new("pulseaudio")
+            .args([
+                "--daemonize=no",
+                "-n",
+                "--exit-idle-time=-1",
+                "--load=module-native-protocol-unix",
+                "--load=module-null-sink sink_name=mic",
+                "--load=module-null-sink sink_name=spk",
+            ])
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("pulseaudio (scripts/setup installs it)");
+        let p = Pulse { env, daemon };
+        for _ in 0..100 {
+            if p.cmd("pactl")
+                .arg("info")
+                .output()
+                .unwrap()
+                .status
+                .success()
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(p
+            .cmd("pactl")
+            .args(["set-default-source", "mic.monitor"])
+            .status()
+            .unwrap()
+            .success());
+        assert!(p
+            .cmd("pactl")
+            .args(["set-default-sink", "spk"])
+            .status()
+            .unwrap()
+            .success());
+        p
+    }
+
+    pub fn cmd(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
+        c
+    }
+}
+
+impl Drop for Pulse {
+    fn drop(&mut self) {
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+    }
+}
