@@ -426,7 +426,7 @@ pub fn pcm16(samples: &[f32]) -> Vec<u8> {
 
 /// 16-bit little-endian PCM bytes as f32 samples; `None` for an odd byte count.
 pub fn from_pcm16(bytes: &[u8]) -> Option<Vec<f32>> {
-    (bytes.len() % 2 == 0).then(|| {
+    bytes.len().is_multiple_of(2).then(|| {
         bytes
             .chunks_exact(2)
             .map(|b| i16::from_le_bytes([b[0], b[1]]) as f32 / 32768.0)
