@@ -180,9 +180,13 @@ impl Listener {
             // judged): it is simply their turn.
             let ended = self.candidate.take().and_then(|c| c.ended);
             self.begin("speech started");
-            if let Some((audio, speech_end)) = ended {
-                self.ending.by = "silence";
-                self.end_turn(audio, speech_end)?;
+            match ended {
+                Some((audio, speech_end)) => {
+                    self.ending.by = "silence";
+                    self.end_turn(audio, speech_end)?;
+                }
+                None if event.is_none() => self.resume_pause()?,
+                None => {}
             }
         }
         match event {
@@ -256,6 +260,16 @@ impl Listener {
             return Ok(false);
         }
         Ok(end <= w.awake_until || self.l.ep.speaking())
+    }
+
+    /// Speech heard during the answer became a turn of its own: if the user has already
+    /// paused, that pause is judged now (it was passed over while the speech was only a
+    /// candidate).
+    fn resume_pause(&mut self) -> Step {
+        match self.l.ep.pause() {
+            Some(speech_end) => self.pause(self.l.ep.audio().to_vec(), speech_end),
+            None => Ok(()),
+        }
     }
 
     /// A new turn: the user speaks (or a question kept during the answer is taken up).
@@ -340,9 +354,12 @@ impl Listener {
                 tracing::info!(%words, "the user interrupts");
                 let ended = self.candidate.take().and_then(|c| c.ended);
                 self.begin("speech that means it");
-                if let Some((audio, speech_end)) = ended {
-                    self.ending.by = "silence";
-                    self.end_turn(audio, speech_end)?;
+                match ended {
+                    Some((audio, speech_end)) => {
+                        self.ending.by = "silence";
+                        self.end_turn(audio, speech_end)?;
+                    }
+                    None => self.resume_pause()?,
                 }
             }
             Some(words) => {

@@ -228,6 +228,12 @@ impl Endpointer {
         self.confirmed && self.silent_frames > 0 && self.last_voiced_end == speech_end
     }
 
+    /// The speech end of the pause the utterance is in, once it has lasted long enough to be
+    /// reported (`None`: speaking, or no utterance).
+    pub fn pause(&self) -> Option<u64> {
+        (self.confirmed && self.silent_frames >= self.pause_frames).then_some(self.last_voiced_end)
+    }
+
     /// Ends the paused utterance now (the turn was judged complete); `None` if the user went on
     /// speaking since the pause that ended at `speech_end`.
     pub fn end_now(&mut self, speech_end: u64) -> Option<VadEvent> {
