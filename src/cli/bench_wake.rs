@@ -12,7 +12,9 @@ use seesay::media::audio::SAMPLE_RATE;
 use seesay::stages::wake::{OpenWakeWord, WakeDetector};
 use seesay::store::Store;
 
-use super::bench::QuestionVoice;
+use seesay::text::splitter::split_sentences;
+
+use super::bench::{QuestionVoice, TTS_PARAGRAPH};
 use super::quality::QUESTIONS;
 
 /// Whether `audio` holds the wake word (fed in 80 ms chunks, as a microphone would).
@@ -58,18 +60,27 @@ pub fn run(cfg: &Config, word: &str, minutes: f64) -> Result<serde_json::Value> 
             }
         }
     }
-    // Other speech: the questions read one after another by both voices, and jfk.wav, then
-    // white noise, until `minutes` of audio.
+    // Other speech (jfk.wav, then read sentences), then white noise, until `minutes` of audio.
     let mut other: Vec<f32> =
         seesay::media::audio::read_file(&store.resolve("sample-jfk")?, SAMPLE_RATE)?;
     let want = (minutes * 60.0 * SAMPLE_RATE as f64) as usize;
-    'fill: for voice in ["piper", "espeak"] {
-        let mut v = QuestionVoice::new(cfg, voice)?;
-        for (q, _) in QUESTIONS {
-            other.extend(v.say(q)?);
-            other.extend(silence(0.3));
-            if other.len() >= want / 2 {
-                break 'fill;
+    // Up to three quarters of it speech: the questions and the TTS benchmark's paragraph, in
+    // both voices, at three speeds.
+    let paragraph = split_sentences(TTS_PARAGRAPH);
+    let texts: Vec<&str> = QUESTIONS
+        .iter()
+        .map(|(q, _)| *q)
+        .chain(paragraph.iter().map(String::as_str))
+        .collect();
+    'fill: for speed in [1.0f32, 0.85, 1.2] {
+        for voice in ["piper", "espeak"] {
+            let mut v = QuestionVoice::new(cfg, voice)?;
+            for text in &texts {
+                other.extend(v.say_at(text, speed)?);
+                other.extend(silence(0.3));
+                if other.len() >= want * 3 / 4 {
+                    break 'fill;
+                }
             }
         }
     }

@@ -275,6 +275,10 @@ pub(crate) fn llm_loop(
                 }
                 if !answer.is_empty() {
                     conv.record(&h.text, &answer);
+                    // The history as the template writes it is prefilled again once nobody
+                    // speaks (the cache holds the answer as generated, whose tokens may differ),
+                    // so the next question pays only for its own words.
+                    warmed = false;
                 }
                 cx.event(
                     h.turn,
