@@ -74,6 +74,8 @@ struct Candidate {
     in_flight: bool,
     /// Its words, once a probe found some that mean it (half duplex: kept for later).
     meant: Option<String>,
+    /// A probe found nothing that means it (no words, a backchannel, seesay's own voice).
+    dismissed: bool,
     /// It ended before it was judged: its audio and speech end.
     ended: Option<(Vec<f32>, u64)>,
 }
@@ -175,9 +177,10 @@ impl Listener {
             return Ok(());
         }
         let event = self.l.ep.push(&frame.samples, p);
-        if self.candidate.is_some() && !self.cx.turns.busy() {
+        if self.candidate.as_ref().is_some_and(|c| !c.dismissed) && !self.cx.turns.busy() {
             // The answer ended while the user was speaking (or before their speech was
-            // judged): it is simply their turn.
+            // judged): it is simply their turn. (Speech already judged not to mean anything,
+            // seesay's own voice most likely, stays a candidate and is judged when it ends.)
             let ended = self.candidate.take().and_then(|c| c.ended);
             self.begin("speech started");
             match ended {
@@ -202,8 +205,11 @@ impl Listener {
                     probes: 0,
                     in_flight: false,
                     meant: None,
+                    dismissed: false,
                     ended: None,
                 });
+                self.cx
+                    .event(self.cx.turns.current(), What::SpeechDuringAnswer);
                 self.probe()?;
             }
             Some(VadEvent::Start { .. }) => self.begin("speech started"),
@@ -374,9 +380,11 @@ impl Listener {
             None if c.ended.is_some() => {
                 tracing::info!(heard = %text, "not an interruption (no words, a backchannel or an echo); the answer goes on");
                 self.candidate = None;
-                self.cx.event(self.cx.turns.current(), What::Overheard);
             }
-            None => self.probe()?,
+            None => {
+                c.dismissed = true;
+                self.probe()?;
+            }
         }
         Ok(())
     }

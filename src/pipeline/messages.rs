@@ -120,9 +120,9 @@ pub(crate) enum What {
     },
     Failed(String),
     Unspoken,
-    /// Speech heard during the answer that did not interrupt it (no words, a backchannel or
-    /// seesay's own voice).
-    Overheard,
+    /// Speech began while the answer was being given (an interruption, a backchannel, a
+    /// cough, or seesay's own voice).
+    SpeechDuringAnswer,
 }
 
 /// Something that happened in a turn, and when.
@@ -161,7 +161,7 @@ pub struct TurnMetrics {
     pub turn_audio_p: Option<f32>,
     pub turn_text_p: Option<f32>,
     pub decision_ms: f64,
-    /// Times speech was heard during the answer that did not interrupt it (no words, a
-    /// backchannel, or seesay's own voice coming back).
-    pub overheard: u32,
+    /// Times speech began during the answer, whether or not it interrupted it (a backchannel,
+    /// a cough, seesay's own voice coming back, or the user).
+    pub speech_during_answer: u32,
 }

@@ -39,10 +39,10 @@ pub(crate) fn collect(
             });
             continue;
         }
-        if let What::Overheard = ev.what {
+        if let What::SpeechDuringAnswer = ev.what {
             // Only while the turn is open (an answer that is over has been reported).
             if let Some(p) = open.get_mut(&ev.turn) {
-                p.m.overheard += 1;
+                p.m.speech_during_answer += 1;
             }
             continue;
         }
@@ -106,7 +106,7 @@ pub(crate) fn collect(
                 open.remove(&ev.turn);
                 publish(Update::TurnDropped { turn: ev.turn });
             }
-            What::Delta(_) | What::Overheard => {}
+            What::Delta(_) | What::SpeechDuringAnswer => {}
             What::Done {
                 interrupted,
                 audio_s,
