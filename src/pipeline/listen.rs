@@ -356,6 +356,11 @@ impl Listener {
         let meant = interrupt::meant(text, &speaking);
         tracing::debug!(heard = %text, ?meant, "speech during the answer");
         match meant {
+            // Not sure yet (one stray word from a fraction of a second): listen on.
+            Some(words) if c.ended.is_none() && !interrupt::sure(&words) => {
+                tracing::debug!(%words, "not sure yet; listening on");
+                self.probe()?;
+            }
             Some(words) if self.l.barge_in => {
                 tracing::info!(%words, "the user interrupts");
                 let ended = self.candidate.take().and_then(|c| c.ended);

@@ -47,6 +47,21 @@ fn echo_of(word: &str, answer: &[String]) -> bool {
     })
 }
 
+/// Words that mean "stop" or start a request: one of them is enough to interrupt at once.
+const PROMPT_WORDS: [&str; 20] = [
+    "stop", "wait", "hold", "pause", "quiet", "enough", "cancel", "no", "sorry", "excuse", "what",
+    "how", "why", "where", "when", "who", "which", "can", "could", "tell",
+];
+
+/// Is `meant` (what `meant` returned) sure enough to stop an answer before the speech has
+/// ended? Two words that carry meaning, or one that asks or says stop; a single other word from
+/// a fraction of a second of audio is often the recogniser guessing at a hum.
+pub fn sure(meant: &str) -> bool {
+    let words: Vec<&str> = meant.split_whitespace().collect();
+    let content = words.iter().filter(|w| !SMALL.contains(w)).count();
+    content >= 2 || words.iter().any(|w| PROMPT_WORDS.contains(w))
+}
+
 /// A backchannel or a filler, however the recogniser spells it ("Mmmm", "NMMM", "uhh", "Hmm"):
 /// listed, a hum with a vowel in front, or no vowel at all (no English word is spoken so; the
 /// recogniser writes hums and murmurs that way).
@@ -118,6 +133,16 @@ mod tests {
             meant("Yeah, but what about France?", answer).as_deref(),
             Some("but what about france")
         );
+    }
+
+    #[test]
+    fn one_stray_word_is_not_sure_but_a_request_is() {
+        assert!(!super::sure("month"));
+        assert!(!super::sure("in month"));
+        assert!(super::sure("stop"));
+        assert!(super::sure("what"));
+        assert!(super::sure("tell about animal"));
+        assert!(super::sure("bees honey"));
     }
 
     #[test]
