@@ -71,7 +71,8 @@ struct Candidate {
     /// Sample index where it began; names its probes.
     start: u64,
     probes: usize,
-    in_flight: bool,
+    /// When the probe under way was sent (its answer may be lost if ASR fails).
+    in_flight: Option<Instant>,
     /// Its words, once a probe found some that mean it (half duplex: kept for later).
     meant: Option<String>,
     /// A probe found nothing that means it (no words, a backchannel, seesay's own voice).
@@ -140,7 +141,7 @@ pub(crate) fn vad_loop(
                 if s.cx.turns.clock.stopped() {
                     break;
                 }
-                s.answer_held()
+                s.answer_held().and_then(|()| s.probe())
             },
         };
         match step {
@@ -203,7 +204,7 @@ impl Listener {
                 self.candidate = Some(Candidate {
                     start,
                     probes: 0,
-                    in_flight: false,
+                    in_flight: None,
                     meant: None,
                     dismissed: false,
                     ended: None,
@@ -308,7 +309,11 @@ impl Listener {
         let Some(c) = &mut self.candidate else {
             return Ok(());
         };
-        if c.in_flight || c.meant.is_some() {
+        // A probe unanswered for 3 s is taken as lost.
+        if c.in_flight
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(3))
+            || c.meant.is_some()
+        {
             return Ok(());
         }
         let audio = match &c.ended {
@@ -326,7 +331,7 @@ impl Listener {
         };
         match self.tx.try_send(u) {
             Ok(()) => {
-                c.in_flight = true;
+                c.in_flight = Some(Instant::now());
                 c.probes += 1;
                 Ok(())
             }
@@ -351,7 +356,7 @@ impl Listener {
         let Some(c) = self.candidate.as_mut().filter(|c| c.start == start) else {
             return Ok(());
         };
-        c.in_flight = false;
+        c.in_flight = None;
         let speaking = lock(&self.cx.speaking).clone();
         let meant = interrupt::meant(text, &speaking);
         tracing::debug!(heard = %text, ?meant, "speech during the answer");

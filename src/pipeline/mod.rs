@@ -267,7 +267,7 @@ pub fn run_with(
             model: models.turn.clone(),
         }),
     };
-    let (tx_hint, rx_hint) = crossbeam_channel::bounded::<Feedback>(4);
+    let (tx_hint, rx_hint) = crossbeam_channel::bounded::<Feedback>(64);
     let cx2 = cx.clone();
     stages.push(spawn("vad", &cx, move || {
         listen::vad_loop(listening, rx_frames, rx_hint, tx_utt, cx2)
