@@ -59,14 +59,6 @@ fn conversation(
     interjection: Option<(&str, f64)>,
 ) -> (Vec<serde_json::Value>, String) {
     let dir = tempfile::tempdir().unwrap();
-    let jfk = model_path("sample-jfk");
-    let models_dir = jfk
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .display()
-        .to_string();
     let ask = |name: &str, text: &str| {
         let wav = dir.path().join(name);
         ok(seesay(&["say", text, "-o", wav.to_str().unwrap()]));
@@ -79,10 +71,7 @@ fn conversation(
     let m = dir.path().join("m.jsonl");
     let cfg = dir.path().join("config.toml");
     std::fs::write(&cfg, config).unwrap();
-    let mut env: Vec<(String, String)> = pulse.env.clone();
-    env.push(("SEESAY_MODELS_DIR".into(), models_dir));
-    let llama = ok(seesay(&["bench", "--print-llama-server"]));
-    env.push(("SEESAY_LLAMA_SERVER".into(), llama.trim().to_string()));
+    let mut env = pulse.seesay_env();
     // Info, not debug: the child's stderr is read only when it ends, and a full pipe would stall it.
     env.push(("RUST_LOG".into(), "seesay=info".into()));
     let turns = if second.is_some() { "2" } else { "1" };
@@ -120,12 +109,7 @@ fn conversation(
     let _ = noise.wait();
     let log = String::from_utf8_lossy(&output.stderr).to_string();
     assert!(output.status.success(), "{log}");
-    let turns = std::fs::read_to_string(&m)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    (turns, log)
+    (metrics(&m), log)
 }
 
 const LONG: &str = "[llm]\nmax_tokens = 50\n[tts]\nnoise_scale = 0.3\nnoise_w = 0.3\n";

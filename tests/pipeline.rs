@@ -20,37 +20,10 @@ fn run_recording(
     input: &Path,
     flags: &[&str],
 ) -> (String, PathBuf, Vec<serde_json::Value>) {
-    let cfg = dir.join("config.toml");
     // A steadier voice (less of Piper's random variation), so that what it said can be checked
     // by transcribing it.
-    std::fs::write(
-        &cfg,
-        "[llm]\nmax_tokens = 40\n[tts]\nnoise_scale = 0.3\nnoise_w = 0.3\n",
-    )
-    .unwrap();
-    let out = dir.join("reply.wav");
-    let m = dir.join("m.jsonl");
-    let mut args = vec!["--config", cfg.to_str().unwrap(), "run"];
-    args.extend_from_slice(flags);
-    args.extend([
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-        "--metrics",
-        m.to_str().unwrap(),
-    ]);
-    let printed = ok(seesay(&args));
-    let turns = metrics(&m);
-    (printed, out, turns)
-}
-
-fn metrics(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    let config = "[llm]\nmax_tokens = 40\n[tts]\nnoise_scale = 0.3\nnoise_w = 0.3\n";
+    run_file(dir, input, config, flags)
 }
 
 /// (rate, samples) of a WAV file.
@@ -252,13 +225,6 @@ fn ctrl_c_stops_the_pipeline_promptly() {
 fn live_conversation_through_real_audio_devices() {
     let dir = tempfile::tempdir().unwrap();
     let models = model_path("sample-jfk");
-    let models_dir = models
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .display()
-        .to_string();
     let pulse = Pulse::start(dir.path());
     let played = dir.path().join("played.wav");
     let mut recorder = pulse
@@ -271,11 +237,7 @@ fn live_conversation_through_real_audio_devices() {
         .spawn()
         .unwrap();
     let m = dir.path().join("m.jsonl");
-    let mut env: Vec<(String, String)> = pulse.env.clone();
-    env.push(("SEESAY_MODELS_DIR".into(), models_dir));
-    // The PulseAudio environment has a home of its own: the engine is named outright.
-    let llama = ok(seesay(&["bench", "--print-llama-server"]));
-    env.push(("SEESAY_LLAMA_SERVER".into(), llama.trim().to_string()));
+    let env = pulse.seesay_env();
     let m2 = m.display().to_string();
     let run = std::thread::spawn(move || {
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();

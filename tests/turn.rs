@@ -34,26 +34,8 @@ fn speak(dir: &Path, voice: &str, text: &str) -> Vec<f32> {
 /// Runs `input` through `seesay run FLAGS` in real time, answers at most `max_tokens` long;
 /// returns the per-turn metrics.
 fn run_with(dir: &Path, input: &Path, max_tokens: u32, flags: &[&str]) -> Vec<serde_json::Value> {
-    let m = dir.join("m.jsonl");
-    let out = dir.join("reply.wav");
-    let cfg = dir.join("config.toml");
-    std::fs::write(&cfg, format!("[llm]\nmax_tokens = {max_tokens}\n")).unwrap();
-    let mut args = vec!["--config", cfg.to_str().unwrap(), "run"];
-    args.extend_from_slice(flags);
-    args.extend([
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-        "--metrics",
-        m.to_str().unwrap(),
-    ]);
-    ok(seesay(&args));
-    std::fs::read_to_string(&m)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    let config = format!("[llm]\nmax_tokens = {max_tokens}\n");
+    run_file(dir, input, &config, flags).2
 }
 
 fn run(dir: &Path, input: &Path) -> Vec<serde_json::Value> {

@@ -59,27 +59,12 @@ fn only_what_follows_the_wake_word_is_answered() {
     pcm.extend(silence(4.0));
     let input = dir.path().join("input.wav");
     seesay::media::audio::write_wav(&input, &pcm, RATE as u32).unwrap();
-    let m = dir.path().join("m.jsonl");
-    let cfg = dir.path().join("config.toml");
-    std::fs::write(&cfg, "[llm]\nmax_tokens = 24\n").unwrap();
-    let printed = ok(seesay(&[
-        "--config",
-        cfg.to_str().unwrap(),
-        "run",
-        "--wake-word",
-        "hey_jarvis",
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        dir.path().join("reply.wav").to_str().unwrap(),
-        "--metrics",
-        m.to_str().unwrap(),
-    ]));
-    let turns: Vec<serde_json::Value> = std::fs::read_to_string(&m)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let (printed, _, turns) = run_file(
+        dir.path(),
+        &input,
+        "[llm]\nmax_tokens = 24\n",
+        &["--wake-word", "hey_jarvis"],
+    );
     let heard: Vec<Vec<String>> = turns
         .iter()
         .map(|t| words(t["transcript"].as_str().unwrap()))

@@ -182,16 +182,8 @@ impl Listener {
             // The answer ended while the user was speaking (or before their speech was
             // judged): it is simply their turn. (Speech already judged not to mean anything,
             // seesay's own voice most likely, stays a candidate and is judged when it ends.)
-            let ended = self.candidate.take().and_then(|c| c.ended);
-            self.begin("speech started");
-            match ended {
-                Some((audio, speech_end)) => {
-                    self.ending.by = "silence";
-                    self.end_turn(audio, speech_end)?;
-                }
-                None if event.is_none() => self.resume_pause()?,
-                None => {}
-            }
+            // (A pause reported by this very frame is judged below.)
+            self.take_over("speech started", event.is_none())?;
         }
         match event {
             Some(VadEvent::Start { start }) if self.cx.turns.busy() => {
@@ -269,13 +261,21 @@ impl Listener {
         Ok(end <= w.awake_until || self.l.ep.speaking())
     }
 
-    /// Speech heard during the answer became a turn of its own: if the user has already
-    /// paused, that pause is judged now (it was passed over while the speech was only a
-    /// candidate).
-    fn resume_pause(&mut self) -> Step {
-        match self.l.ep.pause() {
-            Some(speech_end) => self.pause(self.l.ep.audio().to_vec(), speech_end),
-            None => Ok(()),
+    /// The speech heard during the answer becomes the user's turn: handed on if it has ended;
+    /// otherwise, with `judge_pause`, a pause the user is already in (passed over while the
+    /// speech was only a candidate) is judged now.
+    fn take_over(&mut self, why: &str, judge_pause: bool) -> Step {
+        let ended = self.candidate.take().and_then(|c| c.ended);
+        self.begin(why);
+        match (ended, self.l.ep.pause()) {
+            (Some((audio, speech_end)), _) => {
+                self.ending.by = "silence";
+                self.end_turn(audio, speech_end)
+            }
+            (None, Some(speech_end)) if judge_pause => {
+                self.pause(self.l.ep.audio().to_vec(), speech_end)
+            }
+            (None, _) => Ok(()),
         }
     }
 
@@ -368,15 +368,7 @@ impl Listener {
             }
             Some(words) if self.l.barge_in => {
                 tracing::info!(%words, "the user interrupts");
-                let ended = self.candidate.take().and_then(|c| c.ended);
-                self.begin("speech that means it");
-                match ended {
-                    Some((audio, speech_end)) => {
-                        self.ending.by = "silence";
-                        self.end_turn(audio, speech_end)?;
-                    }
-                    None => self.resume_pause()?,
-                }
+                self.take_over("speech that means it", true)?;
             }
             Some(words) => {
                 tracing::info!(%words, "a question during the answer; it is answered next");

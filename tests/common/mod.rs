@@ -186,3 +186,38 @@ pub fn questions(dir: &Path, parts: &[(&str, f64)], tail: f64) -> (PathBuf, Vec<
     seesay::media::audio::write_wav(&path, &pcm, 16_000).unwrap();
     (path, spans)
 }
+
+/// The per-turn metrics `seesay run --metrics FILE` wrote, one JSON object a turn.
+pub fn metrics(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// `seesay --config CONFIG run FLAGS --input INPUT` (CONFIG: the file's text) into `dir`/reply.wav
+/// and `dir`/m.jsonl. Returns (stdout, the reply's path, the per-turn metrics).
+pub fn run_file(
+    dir: &Path,
+    input: &Path,
+    config: &str,
+    flags: &[&str],
+) -> (String, PathBuf, Vec<serde_json::Value>) {
+    let cfg = dir.join("config.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let out = dir.join("reply.wav");
+    let m = dir.join("m.jsonl");
+    let mut args = vec!["--config", cfg.to_str().unwrap(), "run"];
+    args.extend_from_slice(flags);
+    args.extend([
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--metrics",
+        m.to_str().unwrap(),
+    ]);
+    let printed = ok(seesay(&args));
+    (printed, out, metrics(&m))
+}

@@ -63,6 +63,18 @@ impl Pulse {
         p
     }
 
+    /// The environment for `seesay` to run in this server: the server's own home, so the
+    /// models and the language-model engine are named outright.
+    pub fn seesay_env(&self) -> Vec<(String, String)> {
+        let jfk = super::model_path("sample-jfk");
+        let models = jfk.parent().and_then(Path::parent).unwrap();
+        let llama = super::ok(super::seesay(&["bench", "--print-llama-server"]));
+        let mut env = self.env.clone();
+        env.push(("SEESAY_MODELS_DIR".into(), models.display().to_string()));
+        env.push(("SEESAY_LLAMA_SERVER".into(), llama.trim().to_string()));
+        env
+    }
+
     pub fn cmd(&self, program: &str) -> Command {
         let mut c = Command::new(program);
         c.envs(self.env.iter().map(|(k, v)| (k, v)));

@@ -200,6 +200,23 @@ impl LocalModel {
             .to_vec())
     }
 
+    /// Runs `prompt` through the model, reusing the cache when the prompt extends what it
+    /// holds; returns the last position's logits and where computing began.
+    fn prefill(&mut self, prompt: &[u32]) -> Result<(Tensor, usize), LlmError> {
+        let shared = self
+            .cached
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count();
+        let start = if shared > 0 && shared == self.cached.len() && shared < prompt.len() {
+            shared
+        } else {
+            0
+        };
+        Ok((self.forward(&prompt[start..], start)?, start))
+    }
+
     /// Runs `tokens` through the model at position `pos`; returns the last position's logits.
     fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Tensor, LlmError> {
         let inf = |e: candle_core::Error| LlmError::Inference(e.to_string());
@@ -247,19 +264,7 @@ impl ChatModel for LocalModel {
             });
         }
         let t0 = Instant::now();
-        // Reuse the cache when the prompt extends what it holds.
-        let shared = self
-            .cached
-            .iter()
-            .zip(&prompt)
-            .take_while(|(a, b)| a == b)
-            .count();
-        let start = if shared > 0 && shared == self.cached.len() && shared < prompt.len() {
-            shared
-        } else {
-            0
-        };
-        let mut logits = self.forward(&prompt[start..], start)?;
+        let (mut logits, start) = self.prefill(&prompt)?;
         let prefill = t0.elapsed();
         let mut sampler = LogitsProcessor::new(
             self.cfg.seed,
@@ -350,18 +355,7 @@ impl ChatModel for LocalModel {
         if prompt.len() + 1 > self.cfg.context_tokens {
             return Ok(None);
         }
-        let shared = self
-            .cached
-            .iter()
-            .zip(&prompt)
-            .take_while(|(a, b)| a == b)
-            .count();
-        let start = if shared > 0 && shared == self.cached.len() && shared < prompt.len() {
-            shared
-        } else {
-            0
-        };
-        let logits = self.forward(&prompt[start..], start)?;
+        let (logits, _) = self.prefill(&prompt)?;
         let probs = candle_nn::ops::softmax_last_dim(&logits)
             .and_then(|p| p.to_dtype(candle_core::DType::F32))
             .and_then(|p| p.to_vec1::<f32>())
