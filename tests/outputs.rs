@@ -93,3 +93,38 @@ fn a_closed_pipe_ends_seesay_without_a_panic() {
         "{status:?} {err}"
     );
 }
+
+/// A disk that fills up while the WAV is written: a clear error, and no partial file (the old
+/// file, if there was one, is kept). The full disk is a file-size limit (`ulimit -f`), which
+/// fails writes past it the way a full disk does; and /dev/full, a device written through.
+#[test]
+fn a_full_disk_leaves_no_partial_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("answer.wav");
+    std::fs::write(&out, b"the previous answer").unwrap();
+    let text = "This answer is far too long for the little room left on the disk. ".repeat(8);
+    let run = Command::new("sh")
+        .arg("-c")
+        // An ignored SIGXFSZ stays ignored across exec: writes then fail with EFBIG.
+        .arg("ulimit -f 64; trap '' XFSZ; exec \"$0\" say \"$1\" -o \"$2\"")
+        .args([env!("CARGO_BIN_EXE_seesay"), &text, out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    let err = stderr(&run);
+    assert!(
+        err.contains("cannot write") && err.contains("answer.wav"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(std::fs::read(&out).unwrap(), b"the previous answer");
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(names, ["answer.wav"], "a partial file was left");
+    let full = seesay(&["say", "Hello there.", "-o", "/dev/full"]);
+    assert!(!full.status.success());
+    let err = stderr(&full);
+    assert!(err.contains("/dev/full") && err.contains("space"), "{err}");
+}

@@ -92,6 +92,8 @@ pub enum ConfigCommand {
 
 pub fn run(cli: Cli) -> Result<()> {
     let cfg = Config::load(cli.config.as_deref())?;
+    // The one thread there is yet: the time to set what libraries read from the environment.
+    seesay::stages::tts::export_espeak_data(&cfg.tts.espeak_data);
     match cli.command {
         Command::Run(a) => run::run(cfg, a),
         Command::Transcribe(a) => transcribe::transcribe(cfg, a),

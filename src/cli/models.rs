@@ -22,10 +22,13 @@ pub enum ModelsCommand {
         #[arg(long)]
         all: bool,
     },
-    /// Check present models against their sha256.
+    /// Check present models against their sha256 (every file is read and hashed).
     Verify {
         /// Model names; none means every model that is present.
         names: Vec<String>,
+        /// Trust the hash remembered for a file whose size and modification time are unchanged.
+        #[arg(long)]
+        fast: bool,
     },
     /// Convert your own CTranslate2 / faster-whisper Whisper folder to a whisper.cpp ggml file.
     Import {
@@ -82,7 +85,7 @@ pub fn models(cfg: &Config, cmd: ModelsCommand) -> Result<()> {
             store.fetch(&names, &mut |line| eprintln!("{line}"))?;
             Ok(())
         }
-        ModelsCommand::Verify { names } => {
+        ModelsCommand::Verify { names, fast } => {
             let entries: Vec<_> = if names.is_empty() {
                 store.manifest.model.iter().collect()
             } else {
@@ -93,7 +96,7 @@ pub fn models(cfg: &Config, cmd: ModelsCommand) -> Result<()> {
             };
             let mut bad = 0;
             for e in entries {
-                for (path, state) in store.verify(e)? {
+                for (path, state) in store.verify(e, fast)? {
                     let word = match &state {
                         FileState::Ok => "ok".to_string(),
                         FileState::Missing if names.is_empty() => continue,

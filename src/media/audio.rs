@@ -54,7 +54,13 @@ pub struct AudioReader {
     frames_in: u64,
     frames_out: u64,
     done: bool,
+    /// Undecodable packets skipped, in all and since the last good one.
+    skipped: u32,
+    skipped_in_row: u32,
 }
+
+/// A stream with this many undecodable packets in a row is not audio worth reading on.
+const MAX_BAD_PACKETS_IN_ROW: u32 = 20;
 
 struct Resampling {
     inner: FftFixedIn<f32>,
@@ -86,6 +92,23 @@ impl AudioReader {
             }
             Box::new(file)
         };
+        AudioReader::from_source(source, path, rate)
+    }
+
+    /// Decodes audio already in memory (an upload); `name` (the client's file name) names it in
+    /// errors and hints at its format. Nothing touches the disk.
+    pub fn from_bytes(bytes: Vec<u8>, name: &str, rate: u32) -> Result<AudioReader, AudioError> {
+        if bytes.is_empty() {
+            return Err(AudioError::Empty(name.into()));
+        }
+        AudioReader::from_source(Box::new(std::io::Cursor::new(bytes)), Path::new(name), rate)
+    }
+
+    fn from_source(
+        source: Box<dyn symphonia::core::io::MediaSource>,
+        path: &Path,
+        rate: u32,
+    ) -> Result<AudioReader, AudioError> {
         let mss = MediaSourceStream::new(source, Default::default());
         let mut hint = Hint::new();
         if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
@@ -122,6 +145,13 @@ impl AudioReader {
             path: path.into(),
             detail: "the stream does not say its sample rate".into(),
         })?;
+        // A damaged header can claim any rate; the resampler would size itself by it.
+        if !(1_000..=768_000).contains(&source_rate) {
+            return Err(AudioError::Decode {
+                path: path.into(),
+                detail: format!("a sample rate of {source_rate} Hz is not audio seesay reads"),
+            });
+        }
         let source_channels = params.channels.map(|c| c.count()).unwrap_or(1).max(1);
         let resampler = if source_rate == rate {
             None
@@ -150,6 +180,8 @@ impl AudioReader {
             frames_in: 0,
             frames_out: 0,
             done: false,
+            skipped: 0,
+            skipped_in_row: 0,
         })
     }
 
@@ -234,8 +266,22 @@ impl AudioReader {
             let decoded = match self.decoder.decode(&packet) {
                 Ok(d) => d,
                 // A damaged packet is skipped, as players do; a broken stream fails below.
+                // Said once per file, not once per packet: a non-audio upload would otherwise
+                // flood the log; a stream that is all damage fails.
                 Err(SymError::DecodeError(e)) => {
-                    tracing::warn!(path = %self.path.display(), "skipping undecodable packet: {e}");
+                    self.skipped += 1;
+                    self.skipped_in_row += 1;
+                    if self.skipped == 1 {
+                        tracing::warn!(path = %self.path.display(), "skipping undecodable packets: {e}");
+                    }
+                    if self.skipped_in_row >= MAX_BAD_PACKETS_IN_ROW {
+                        return Err(AudioError::Decode {
+                            path: self.path.clone(),
+                            detail: format!(
+                                "{MAX_BAD_PACKETS_IN_ROW} packets in a row cannot be decoded ({e})"
+                            ),
+                        });
+                    }
                     continue;
                 }
                 Err(e) => {
@@ -245,6 +291,7 @@ impl AudioReader {
                     })
                 }
             };
+            self.skipped_in_row = 0;
             if decoded.frames() == 0 {
                 continue;
             }
@@ -256,6 +303,15 @@ impl AudioReader {
                 .samples()
                 .chunks_exact(channels)
                 .map(|frame| frame.iter().sum::<f32>() / channels as f32)
+                // A float file may hold anything: NaN and infinities become silence (they
+                // would poison the resampler), and the rest is kept within full scale.
+                .map(|v: f32| {
+                    if v.is_finite() {
+                        v.clamp(-1.0, 1.0)
+                    } else {
+                        0.0
+                    }
+                })
                 .collect();
             return Ok(Some(mono));
         }
@@ -373,46 +429,150 @@ pub fn read_file(path: &Path, rate: u32) -> Result<Vec<f32>, AudioError> {
     AudioReader::open(path, rate)?.read_all()
 }
 
-/// Writes mono f32 samples as a 16-bit PCM WAV file. `-` is standard output. A path that is not
-/// a regular file (a symlink, a FIFO, a device) is written through, never replaced; a regular file
-/// is replaced only once the new one is complete (written beside it, then renamed), so a partial
-/// file never appears, also when the disk is full.
+/// Decodes audio held in memory (`name`: what errors call it, and a hint at its format) to mono
+/// f32 at `rate` Hz.
+pub fn decode_bytes(bytes: Vec<u8>, name: &str, rate: u32) -> Result<Vec<f32>, AudioError> {
+    AudioReader::from_bytes(bytes, name, rate)?.read_all()
+}
+
+/// Writes mono f32 samples as a 16-bit PCM WAV file, by the rules of `WavWriter`.
 pub fn write_wav(path: &Path, samples: &[f32], rate: u32) -> Result<(), AudioError> {
-    use std::io::Write;
-    let err = |e: &dyn std::fmt::Display| AudioError::Write {
+    let len = u32::try_from(samples.len() * 2).map_err(|_| AudioError::Write {
         path: path.into(),
-        detail: e.to_string(),
-    };
-    let data = pcm16(samples);
-    let len = u32::try_from(data.len()).map_err(|_| err(&"longer than a WAV file can hold"))?;
-    let mut bytes = wav_header(rate, Some(len));
-    bytes.extend(data);
-    if path.as_os_str() == "-" {
-        let mut out = std::io::stdout().lock();
-        return out
-            .write_all(&bytes)
-            .and_then(|_| out.flush())
-            .map_err(|e| err(&e));
+        detail: "longer than a WAV file can hold".into(),
+    })?;
+    let mut w = WavWriter::create(path, rate, Some(len))?;
+    w.write(samples)?;
+    w.finish()
+}
+
+/// A 16-bit mono WAV file written as its audio comes, so a long one never sits in memory.
+/// `-` is standard output. A path that is not a regular file (a symlink, a FIFO, a device) is
+/// written through, never replaced; a regular file is written beside its place and renamed over
+/// it only by `finish`, so a partial file never appears (also when the disk fills up): dropped
+/// unfinished, the writer removes its work and leaves the old file as it was.
+pub struct WavWriter {
+    path: PathBuf,
+    out: std::io::BufWriter<Box<dyn SeekWrite>>,
+    /// Where the finished file goes (a regular file being replaced): (temporary, final).
+    replace: Option<(PathBuf, PathBuf)>,
+    /// The file's lengths can be put right at the end (a regular file, written whole).
+    seekable: bool,
+    declared: Option<u32>,
+    bytes: u64,
+}
+
+/// Standard output cannot seek; files can.
+trait SeekWrite: std::io::Write + Send {
+    fn rewind_to(&mut self, at: u64) -> std::io::Result<()>;
+}
+
+impl SeekWrite for File {
+    fn rewind_to(&mut self, at: u64) -> std::io::Result<()> {
+        std::io::Seek::seek(self, std::io::SeekFrom::Start(at)).map(|_| ())
     }
-    let through = std::fs::symlink_metadata(path).is_ok_and(|m| !m.file_type().is_file());
-    if through {
-        return std::fs::OpenOptions::new()
-            .write(true)
-            .truncate(true)
-            .open(path)
-            .and_then(|mut f| f.write_all(&bytes))
-            .map_err(|e| err(&e));
+}
+
+impl SeekWrite for std::io::Stdout {
+    fn rewind_to(&mut self, _: u64) -> std::io::Result<()> {
+        Err(std::io::ErrorKind::Unsupported.into())
     }
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = path.with_file_name(format!(".{name}.{}.part", std::process::id()));
-    let written = File::create(&tmp)
-        .and_then(|mut f| f.write_all(&bytes).and_then(|_| f.sync_all()))
-        .and_then(|_| std::fs::rename(&tmp, path));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(err(&e));
+}
+
+impl WavWriter {
+    /// Opens `path` for audio at `rate`; `length` (bytes of samples), if known, goes in the
+    /// header (otherwise it says "as long as it goes" until `finish` can put it right).
+    pub fn create(path: &Path, rate: u32, length: Option<u32>) -> Result<WavWriter, AudioError> {
+        let err = |e: std::io::Error| AudioError::Write {
+            path: path.into(),
+            detail: e.to_string(),
+        };
+        let (out, replace, seekable): (Box<dyn SeekWrite>, _, _) = if path.as_os_str() == "-" {
+            (Box::new(std::io::stdout()), None, false)
+        } else if std::fs::symlink_metadata(path).is_ok_and(|m| !m.file_type().is_file()) {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(path)
+                .map_err(err)?;
+            (Box::new(f), None, false)
+        } else {
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            let tmp = path.with_file_name(format!(".{name}.{}.part", std::process::id()));
+            let f = File::create(&tmp).map_err(err)?;
+            (Box::new(f), Some((tmp, path.to_path_buf())), true)
+        };
+        let mut w = WavWriter {
+            path: path.into(),
+            out: std::io::BufWriter::with_capacity(1 << 16, out),
+            replace,
+            seekable,
+            declared: length,
+            bytes: 0,
+        };
+        let header = wav_header(rate, length);
+        w.put(&header)?;
+        Ok(w)
     }
-    Ok(())
+
+    fn put(&mut self, bytes: &[u8]) -> Result<(), AudioError> {
+        std::io::Write::write_all(&mut self.out, bytes).map_err(|e| self.failed(e))
+    }
+
+    fn failed(&self, e: std::io::Error) -> AudioError {
+        AudioError::Write {
+            path: self.path.clone(),
+            detail: e.to_string(),
+        }
+    }
+
+    /// Appends samples.
+    pub fn write(&mut self, samples: &[f32]) -> Result<(), AudioError> {
+        let data = pcm16(samples);
+        self.bytes += data.len() as u64;
+        if self.bytes > u32::MAX as u64 - 36 {
+            return Err(self.failed(std::io::Error::other("longer than a WAV file can hold")));
+        }
+        self.put(&data)
+    }
+
+    /// Completes the file: lengths put right, everything on disk, and a replaced file renamed
+    /// into place.
+    pub fn finish(mut self) -> Result<(), AudioError> {
+        use std::io::Write;
+        let data = self.bytes as u32;
+        if self.seekable && self.declared != Some(data) {
+            let riff = data.saturating_add(36);
+            let fixed = self.out.flush().and_then(|()| {
+                let f = self.out.get_mut();
+                f.rewind_to(4)?;
+                f.write_all(&riff.to_le_bytes())?;
+                f.rewind_to(40)?;
+                f.write_all(&data.to_le_bytes())
+            });
+            fixed.map_err(|e| self.failed(e))?;
+        }
+        self.out.flush().map_err(|e| self.failed(e))?;
+        if let Some((tmp, path)) = self.replace.take() {
+            let placed = File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .and_then(|()| std::fs::rename(&tmp, &path));
+            if let Err(e) = placed {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(self.failed(e));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for WavWriter {
+    fn drop(&mut self) {
+        // Not finished: the partial file goes; the old one stays.
+        if let Some((tmp, _)) = &self.replace {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
 }
 
 /// Mono f32 samples as 16-bit little-endian PCM bytes (what WAV data, Wyoming and the
@@ -466,6 +626,38 @@ pub fn rms(samples: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by fuzzing: a WAV header claiming 4294959296 Hz made the resampler allocate
+    /// gigabytes; a float WAV holding NaN made it panic.
+    #[test]
+    fn impossible_rates_and_nan_samples_are_handled() {
+        let wav = |rate: u32, format: u16, bits: u16, data: &[u8]| {
+            let mut b = b"RIFF".to_vec();
+            b.extend((36 + data.len() as u32).to_le_bytes());
+            b.extend(b"WAVEfmt ");
+            b.extend(16u32.to_le_bytes());
+            b.extend(format.to_le_bytes());
+            b.extend(1u16.to_le_bytes());
+            b.extend(rate.to_le_bytes());
+            b.extend((rate.wrapping_mul(bits as u32 / 8)).to_le_bytes());
+            b.extend((bits / 8).to_le_bytes());
+            b.extend(bits.to_le_bytes());
+            b.extend(b"data");
+            b.extend((data.len() as u32).to_le_bytes());
+            b.extend(data);
+            b
+        };
+        let err = decode_bytes(wav(4_294_959_296, 1, 16, &[0; 64]), "x.wav", 16_000).unwrap_err();
+        assert!(err.to_string().contains("sample rate"), "{err}");
+        let nan: Vec<u8> = [f32::NAN, f32::INFINITY, 0.5, -7.0]
+            .iter()
+            .cycle()
+            .take(4000)
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let pcm = decode_bytes(wav(22_050, 3, 32, &nan), "x.wav", 16_000).unwrap();
+        assert!(pcm.iter().all(|v| v.is_finite() && v.abs() <= 1.5));
+    }
 
     fn tone(rate: u32, secs: f32) -> Vec<f32> {
         (0..(rate as f32 * secs) as usize)

@@ -86,7 +86,7 @@ pub fn locate_espeak_data(configured: &str) -> Result<PathBuf, TtsError> {
     if !configured.is_empty() {
         candidates.push(host::expand_home(configured));
     } else {
-        if let Some(d) = std::env::var_os("PIPER_ESPEAKNG_DATA_DIRECTORY") {
+        if let Some(d) = std::env::var_os(ESPEAK_VAR) {
             candidates.push(d.into());
         }
         for d in [
@@ -111,9 +111,21 @@ pub fn locate_espeak_data(configured: &str) -> Result<PathBuf, TtsError> {
                 .collect::<Vec<_>>()
                 .join(", "),
         })?;
-    // espeak-rs reads this variable once, on its first call.
-    std::env::set_var("PIPER_ESPEAKNG_DATA_DIRECTORY", &found);
+    // espeak-rs reads this variable once, on its first call. The binary sets it at start, while
+    // it has one thread (`export_espeak_data`); only a library caller that did not gets it set here.
+    if std::env::var_os(ESPEAK_VAR).as_deref() != Some(found.as_os_str()) {
+        std::env::set_var(ESPEAK_VAR, &found);
+    }
     Ok(found)
+}
+
+const ESPEAK_VAR: &str = "PIPER_ESPEAKNG_DATA_DIRECTORY";
+
+/// Tells espeak-rs where its data is. Setting a variable is only safe while no other thread may
+/// read the environment: call this first thing in `main`, before any thread starts. Data not
+/// found is not an error here; loading a voice says so.
+pub fn export_espeak_data(configured: &str) {
+    let _ = locate_espeak_data(configured);
 }
 
 /// The parts of a Piper `.onnx.json` that seesay needs besides what piper-rs reads.

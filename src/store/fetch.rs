@@ -36,7 +36,7 @@ impl Store {
         for req in &entry.requires {
             self.fetch_one(req, done, report)?;
         }
-        let states = self.verify(&entry)?;
+        let states = self.verify(&entry, true)?;
         if states.iter().all(|(_, s)| *s == FileState::Ok) {
             report(&format!("{name}: ok"));
             return Ok(());

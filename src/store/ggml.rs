@@ -187,13 +187,10 @@ pub fn requantize_gguf_q8_0(src: &Path, dst: &Path) -> Result<(), ImportError> {
     use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
     let bad = |e: candle_core::Error| ImportError::Format(format!("{}: {e}", src.display()));
     let mut file = BufReader::new(File::open(src).map_err(io(src))?);
-    let ct = gguf_file::Content::read(&mut file).map_err(bad)?;
-    let mut names: Vec<&String> = ct.tensor_infos.keys().collect();
-    names.sort();
+    let (ct, stored) = read_gguf(&mut file, src)?;
     let cpu = candle_core::Device::Cpu;
-    let mut tensors: Vec<(String, QTensor)> = Vec::with_capacity(names.len());
-    for name in names {
-        let qt = ct.tensor(&mut file, name, &cpu).map_err(bad)?;
+    let mut tensors: Vec<(String, QTensor)> = Vec::with_capacity(stored.len());
+    for (name, qt) in stored {
         let dims = qt.shape().dims().to_vec();
         let requant = !matches!(
             qt.dtype(),
@@ -204,7 +201,7 @@ pub fn requantize_gguf_q8_0(src: &Path, dst: &Path) -> Result<(), ImportError> {
         } else {
             qt
         };
-        tensors.push((name.clone(), qt));
+        tensors.push((name, qt));
     }
     let mut metadata: Vec<(&str, gguf_file::Value)> = ct
         .metadata
@@ -220,6 +217,45 @@ pub fn requantize_gguf_q8_0(src: &Path, dst: &Path) -> Result<(), ImportError> {
     let md: Vec<(&str, &gguf_file::Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
     let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
     write_atomically(dst, |out| gguf_file::write(out, &md, &ts).map_err(bad))
+}
+
+/// A GGUF file's metadata and every tensor as stored, sorted by name (`src` names it in errors).
+/// Shapes are checked before anything is read, so a damaged header is an error, not a panic or a
+/// huge allocation.
+#[allow(clippy::type_complexity)]
+pub fn read_gguf<R: std::io::Read + std::io::Seek>(
+    r: &mut R,
+    src: &Path,
+) -> Result<
+    (
+        candle_core::quantized::gguf_file::Content,
+        Vec<(String, candle_core::quantized::QTensor)>,
+    ),
+    ImportError,
+> {
+    use candle_core::quantized::gguf_file;
+    let bad = |e: String| ImportError::Format(format!("{}: {e}", src.display()));
+    let ct = gguf_file::Content::read(r).map_err(|e| bad(e.to_string()))?;
+    let mut names: Vec<String> = ct.tensor_infos.keys().cloned().collect();
+    names.sort();
+    let cpu = candle_core::Device::Cpu;
+    let mut tensors = Vec::with_capacity(names.len());
+    for name in names {
+        let info = &ct.tensor_infos[&name];
+        let dims = info.shape.dims();
+        if dims
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .is_none_or(|n| n > 1 << 32)
+        {
+            return Err(bad(format!("{name}: implausible shape {dims:?}")));
+        }
+        let qt = ct
+            .tensor(r, &name, &cpu)
+            .map_err(|e| bad(format!("{name}: {e}")))?;
+        tensors.push((name, qt));
+    }
+    Ok((ct, tensors))
 }
 
 /// Writes `dst` through `write` into a `.part` file beside it, renamed into place only when

@@ -17,9 +17,14 @@ use super::ggml::{io, write_atomically, write_ggml, Hparams, ImportError, Quanti
 pub fn read_ct2(mut r: impl Read) -> Result<HashMap<String, Tensor>, ImportError> {
     let bad = |m: &str| ImportError::Format(m.to_string());
     let rd = |r: &mut dyn Read, n: usize| -> Result<Vec<u8>, ImportError> {
-        let mut b = vec![0u8; n];
-        r.read_exact(&mut b)
-            .map_err(|e| bad(&format!("truncated file ({e})")))?;
+        // Grows as bytes arrive: a damaged length cannot make it allocate gigabytes up front.
+        let mut b = Vec::new();
+        r.take(n as u64)
+            .read_to_end(&mut b)
+            .map_err(|e| bad(&format!("cannot read ({e})")))?;
+        if b.len() < n {
+            return Err(bad("truncated file"));
+        }
         Ok(b)
     };
     let u32_ = |r: &mut dyn Read| -> Result<u32, ImportError> {
@@ -52,12 +57,24 @@ pub fn read_ct2(mut r: impl Read) -> Result<HashMap<String, Tensor>, ImportError
             .collect::<Result<Vec<_>, _>>()?;
         let dtype = rd(&mut r, 1)?[0];
         let nbytes = u32_(&mut r)? as usize;
-        let elems: usize = shape.iter().product();
-        if nbytes > 1 << 31 {
-            return Err(bad(&format!("{name}: implausible size {nbytes}")));
+        let elems = shape
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .filter(|&n| n <= 1 << 31)
+            .ok_or_else(|| bad(&format!("{name}: implausible shape {shape:?}")))?;
+        let width = match dtype {
+            0 | 3 => 4,
+            2 | 4 | 5 => 2,
+            1 => 1,
+            _ => return Err(bad(&format!("{name}: unsupported dtype {dtype}"))),
+        };
+        if nbytes != elems * width {
+            return Err(bad(&format!(
+                "{name}: {nbytes} bytes for shape {shape:?} of {width}-byte values"
+            )));
         }
         let bytes = rd(&mut r, nbytes)?;
-        let data: Vec<f32> = match (dtype, nbytes / elems.max(1)) {
+        let data: Vec<f32> = match (dtype, width) {
             (0, 4) => bytes
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
@@ -99,7 +116,17 @@ pub fn read_ct2(mut r: impl Read) -> Result<HashMap<String, Tensor>, ImportError
         let w = raw
             .get_mut(&wname)
             .ok_or_else(|| bad(&format!("{scale_name} without {wname}")))?;
-        let cols = w.data.len() / scale.data.len().max(1);
+        if scale.data.is_empty()
+            || w.data.len() % scale.data.len() != 0
+            || (scale.data.len() != 1 && w.shape.first() != Some(&scale.data.len()))
+        {
+            return Err(bad(&format!(
+                "{scale_name} has {} values for {wname} of shape {:?} (one per row expected)",
+                scale.data.len(),
+                w.shape
+            )));
+        }
+        let cols = w.data.len() / scale.data.len();
         for (row, s) in w.data.chunks_mut(cols).zip(&scale.data) {
             row.iter_mut().for_each(|v| *v /= s);
         }
@@ -464,9 +491,11 @@ mod tests {
         }
     }
 
-    /// A tiny CTranslate2 file written here: the reader gets names, shapes, dtypes and int8 scales right.
-    #[test]
-    fn reads_a_handmade_ct2_file() {
+    /// A variable: name, shape, dtype, data bytes, and the size it states.
+    type Var<'a> = (&'a str, &'a [u32], u8, Vec<u8>, u32);
+
+    /// A CTranslate2 file of these variables.
+    fn ct2_file(vars: &[Var]) -> Vec<u8> {
         let mut b = Vec::new();
         let s = |b: &mut Vec<u8>, t: &str| {
             b.extend((t.len() as u16 + 1).to_le_bytes());
@@ -476,25 +505,56 @@ mod tests {
         b.extend(6u32.to_le_bytes());
         s(&mut b, "WhisperSpec");
         b.extend(3u32.to_le_bytes());
-        b.extend(2u32.to_le_bytes());
-        s(&mut b, "a/weight");
-        b.push(2);
-        b.extend(2u32.to_le_bytes());
-        b.extend(2u32.to_le_bytes());
-        b.push(1); // int8
-        b.extend(4u32.to_le_bytes());
-        b.extend([2u8, 4, 6, 8]);
-        s(&mut b, "a/weight_scale");
-        b.push(1);
-        b.extend(2u32.to_le_bytes());
-        b.push(0); // f32
-        b.extend(8u32.to_le_bytes());
-        b.extend(2f32.to_le_bytes());
-        b.extend(4f32.to_le_bytes());
+        b.extend((vars.len() as u32).to_le_bytes());
+        for (name, shape, dtype, data, stated) in vars {
+            s(&mut b, name);
+            b.push(shape.len() as u8);
+            shape.iter().for_each(|d| b.extend(d.to_le_bytes()));
+            b.push(*dtype);
+            b.extend(stated.to_le_bytes());
+            b.extend(data);
+        }
+        b
+    }
+
+    fn f32s(v: &[f32]) -> Vec<u8> {
+        v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
+    /// A tiny CTranslate2 file written here: the reader gets names, shapes, dtypes and int8 scales right.
+    #[test]
+    fn reads_a_handmade_ct2_file() {
+        let b = ct2_file(&[
+            ("a/weight", &[2, 2], 1, vec![2, 4, 6, 8], 4),
+            ("a/weight_scale", &[2], 0, f32s(&[2.0, 4.0]), 8),
+        ]);
         let t = read_ct2(&b[..]).unwrap();
         assert_eq!(t["a/weight"].shape, vec![2, 2]);
         assert_eq!(t["a/weight"].data, vec![1.0, 2.0, 1.5, 2.0]);
         assert!(!t.contains_key("a/weight_scale"));
         assert!(matches!(read_ct2(&b[..20]), Err(ImportError::Format(_))));
+    }
+
+    /// Damaged files give an error, never a panic or a huge allocation.
+    #[test]
+    fn damaged_ct2_files_are_errors() {
+        let err = |b: Vec<u8>| match read_ct2(&b[..]) {
+            Err(ImportError::Format(m)) => m,
+            other => panic!("{:?}", other.map(|t| t.len())),
+        };
+        // A scale longer than its weight (it used to panic).
+        let m = err(ct2_file(&[
+            ("a/weight", &[2, 2], 1, vec![2, 4, 6, 8], 4),
+            ("a/weight_scale", &[8], 0, f32s(&[2.0; 8]), 32),
+        ]));
+        assert!(m.contains("one per row"), "{m}");
+        // A stated size that does not match the shape.
+        let m = err(ct2_file(&[("a/bias", &[2], 0, f32s(&[1.0, 2.0]), 9)]));
+        assert!(m.contains("9 bytes"), "{m}");
+        // A shape too large to be real, and a size the file does not hold.
+        let m = err(ct2_file(&[("a", &[u32::MAX, u32::MAX, 4], 0, vec![], 0)]));
+        assert!(m.contains("implausible"), "{m}");
+        let m = err(ct2_file(&[("a", &[1 << 28], 0, vec![], 1 << 30)]));
+        assert!(m.contains("truncated"), "{m}");
     }
 }

@@ -94,7 +94,14 @@ pub fn read_legacy_pth(path: &Path) -> Result<Vec<(String, Tensor)>, ImportError
         path: path.to_path_buf(),
         source,
     })?;
-    let mut r = BufReader::new(file);
+    read_legacy_pth_from(BufReader::new(file), path)
+}
+
+/// `read_legacy_pth` from any reader (`path` names it in errors).
+pub fn read_legacy_pth_from(
+    mut r: impl BufRead,
+    path: &Path,
+) -> Result<Vec<(String, Tensor)>, ImportError> {
     let mut magic = [0u8; 15];
     r.read_exact(&mut magic)
         .map_err(|_| bad(path, "too short to be a PyTorch checkpoint"))?;
@@ -149,9 +156,15 @@ pub fn read_legacy_pth(path: &Path) -> Result<Vec<(String, Tensor)>, ImportError
             .checked_mul(dtype.size_in_bytes())
             .filter(|&l| l <= 1 << 31)
             .ok_or_else(|| bad(path, format!("storage {key} claims {count} elements")))?;
-        let mut bytes = vec![0u8; len];
-        r.read_exact(&mut bytes)
-            .map_err(|_| bad(path, format!("truncated inside storage {key}")))?;
+        // Grows as bytes arrive: a damaged count cannot allocate gigabytes up front.
+        let mut bytes = Vec::new();
+        (&mut r)
+            .take(len as u64)
+            .read_to_end(&mut bytes)
+            .map_err(|e| bad(path, format!("storage {key}: {e}")))?;
+        if bytes.len() < len {
+            return Err(bad(path, format!("truncated inside storage {key}")));
+        }
         storages.insert(key.clone(), bytes);
     }
 
@@ -166,7 +179,31 @@ pub fn read_legacy_pth(path: &Path) -> Result<Vec<(String, Tensor)>, ImportError
         let esize = t.dtype.size_in_bytes();
         let all = Tensor::from_raw_buffer(bytes, t.dtype, &[bytes.len() / esize], &Device::Cpu)
             .map_err(|e| bad(path, e))?;
-        let numel: usize = t.shape.iter().product();
+        let numel = t
+            .shape
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .filter(|&n| n <= MAX_ELEMENTS)
+            .ok_or_else(|| bad(path, format!("{name}: implausible shape {:?}", t.shape)))?;
+        // Every element read must lie inside the storage.
+        let last = t
+            .shape
+            .iter()
+            .zip(&t.stride)
+            .try_fold(t.offset, |at, (&d, &s)| {
+                at.checked_add(d.saturating_sub(1).checked_mul(s)?)
+            });
+        if t.shape.len() != t.stride.len()
+            || (numel > 0 && last.is_none_or(|l| l >= bytes.len() / esize))
+        {
+            return Err(bad(
+                path,
+                format!(
+                    "{name}: shape {:?}, strides {:?} and offset {} reach outside its storage",
+                    t.shape, t.stride, t.offset
+                ),
+            ));
+        }
         // Gather through the strides (all contiguous in practice, but do not assume it).
         let tensor = if is_contiguous(&t.shape, &t.stride) {
             all.narrow(0, t.offset, numel)
@@ -182,6 +219,9 @@ pub fn read_legacy_pth(path: &Path) -> Result<Vec<(String, Tensor)>, ImportError
     }
     Ok(out)
 }
+
+/// The most elements one tensor may have (a billion f32s: 4 GB).
+const MAX_ELEMENTS: usize = 1 << 30;
 
 fn is_contiguous(shape: &[usize], stride: &[usize]) -> bool {
     let mut expect = 1;

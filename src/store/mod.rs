@@ -213,15 +213,20 @@ impl Store {
         Err(ModelError::Unknown(name_or_path.to_string()))
     }
 
-    /// Hashes each output of `entry`.
-    pub fn verify(&self, entry: &ModelEntry) -> Result<Vec<(PathBuf, FileState)>, ModelError> {
+    /// Hashes each output of `entry`: afresh, or with `trust_stamp` from the stamp of an
+    /// unchanged file (same size and modification time) where there is one.
+    pub fn verify(
+        &self,
+        entry: &ModelEntry,
+        trust_stamp: bool,
+    ) -> Result<Vec<(PathBuf, FileState)>, ModelError> {
         let mut states = Vec::new();
         for out in &entry.outputs {
             let path = self.dir.join(&out.file);
             let state = if !path.is_file() {
                 FileState::Missing
             } else {
-                let actual = sha256_stamped(&path)?;
+                let actual = sha256_stamped(&path, trust_stamp)?;
                 if actual == out.sha256 {
                     FileState::Ok
                 } else {
@@ -236,7 +241,7 @@ impl Store {
     /// Verifies `name` and turns the first problem into an error that says how to fix it.
     pub fn check(&self, name: &str) -> Result<(), ModelError> {
         let entry = self.manifest.get(name)?;
-        for ((path, state), out) in self.verify(entry)?.into_iter().zip(&entry.outputs) {
+        for ((path, state), out) in self.verify(entry, true)?.into_iter().zip(&entry.outputs) {
             match state {
                 FileState::Ok => {}
                 FileState::Missing => {
@@ -260,8 +265,10 @@ impl Store {
 }
 
 /// sha256 of a file, remembered in a `.sha256` stamp beside it together with the file's size and
-/// modification time, so an unchanged file is hashed once rather than on every start.
-pub fn sha256_stamped(path: &Path) -> Result<String, ModelError> {
+/// modification time, so an unchanged file is hashed once rather than on every start. Without
+/// `trust_stamp` the file is hashed anyway (a byte changed in place with the old time restored
+/// passes the stamp) and the stamp renewed.
+pub fn sha256_stamped(path: &Path, trust_stamp: bool) -> Result<String, ModelError> {
     let meta = std::fs::metadata(path).map_err(io_err(path))?;
     let mtime = meta
         .modified()
@@ -270,7 +277,10 @@ pub fn sha256_stamped(path: &Path) -> Result<String, ModelError> {
         .map_or(0, |d| d.as_nanos());
     let key = format!("{} {mtime}", meta.len());
     let stamp = PathBuf::from(format!("{}.sha256", path.display()));
-    if let Ok(text) = std::fs::read_to_string(&stamp) {
+    if let Some(text) = trust_stamp
+        .then(|| std::fs::read_to_string(&stamp).ok())
+        .flatten()
+    {
         if let Some((k, hash)) = text.trim().rsplit_once(' ') {
             if k == key {
                 return Ok(hash.to_string());
@@ -342,6 +352,30 @@ mod tests {
         std::fs::write(&path, b"not the recording").unwrap();
         let err = store.check("sample-jfk").unwrap_err();
         assert!(matches!(err, ModelError::Corrupt { .. }), "{err}");
+    }
+
+    /// A byte changed in place, with the old modification time put back, fools the stamp but
+    /// not a verification that re-hashes.
+    #[test]
+    fn verify_rehashes_what_the_stamp_would_trust() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.bin");
+        std::fs::write(&path, b"the original bytes").unwrap();
+        let first = sha256_stamped(&path, true).unwrap();
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        std::fs::write(&path, b"the 0riginal bytes").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        assert_eq!(sha256_stamped(&path, true).unwrap(), first);
+        let fresh = sha256_stamped(&path, false).unwrap();
+        assert_ne!(fresh, first);
+        assert_eq!(fresh, sha256_file(&path).unwrap());
+        // The renewed stamp now holds the true hash.
+        assert_eq!(sha256_stamped(&path, true).unwrap(), fresh);
     }
 
     #[test]

@@ -85,8 +85,11 @@ impl LocalModel {
             detail,
         };
         if cfg.threads > 0 && std::env::var_os("RAYON_NUM_THREADS").is_none() {
-            // candle sizes its pool from this; set before the pool starts.
-            std::env::set_var("RAYON_NUM_THREADS", cfg.threads.to_string());
+            // candle runs on rayon's global pool: sized here, unless something started it
+            // already (then it keeps its size).
+            let _ = rayon::ThreadPoolBuilder::new()
+                .num_threads(cfg.threads)
+                .build_global();
         }
         let mut file = File::open(path).map_err(|e| err(e.to_string()))?;
         let ct = gguf_file::Content::read(&mut file)
