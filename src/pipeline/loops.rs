@@ -61,7 +61,10 @@ pub(crate) fn asr_loop(
         if cx.turns.is_stale(u.turn) {
             match speculative {
                 true => no_text(),
-                false => cx.turns.finish(u.turn),
+                false => {
+                    cx.event(u.turn, What::Dropped("interrupted"));
+                    cx.turns.finish(u.turn);
+                }
             }
             continue;
         }
@@ -119,7 +122,7 @@ pub(crate) fn asr_loop(
             }
         };
         if text.trim().is_empty() {
-            cx.event(u.turn, What::NoWords);
+            cx.event(u.turn, What::Dropped("no words"));
             cx.turns.finish(u.turn);
             continue;
         }
@@ -182,7 +185,10 @@ pub(crate) fn llm_loop(
                         text_p: None,
                     });
                 }
-                false => cx.turns.finish(h.turn),
+                false => {
+                    cx.event(h.turn, What::Dropped("interrupted"));
+                    cx.turns.finish(h.turn);
+                }
             }
             continue;
         }

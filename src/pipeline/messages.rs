@@ -22,8 +22,9 @@ pub enum Update {
     Caption { text: String },
     /// A turn was answered (or interrupted): its latency figures.
     TurnDone(TurnMetrics),
-    /// A turn heard no words, or was interrupted before anything was said.
-    TurnDropped { turn: u64 },
+    /// A turn ended without an answer being spoken: `reason` says why ("no words", "interrupted",
+    /// "nothing to say", "superseded", "the conversation ended").
+    TurnDropped { turn: u64, reason: &'static str },
     /// A stage failed on this turn; the conversation goes on.
     TurnFailed { turn: u64, error: String },
 }
@@ -104,7 +105,6 @@ pub(crate) enum What {
         ending: Ending,
     },
     Transcript(String),
-    NoWords,
     FirstToken,
     /// A piece of the answer as it is written.
     Delta(String),
@@ -119,7 +119,10 @@ pub(crate) enum What {
         audio_s: f64,
     },
     Failed(String),
-    Unspoken,
+    /// The turn ended without a word spoken, for this reason.
+    Dropped(&'static str),
+    /// The VAD stage began the turn (the user started speaking).
+    Began,
     /// Speech began while the answer was being given (an interruption, a backchannel, a
     /// cough, or seesay's own voice).
     SpeechDuringAnswer,

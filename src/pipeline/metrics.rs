@@ -2,10 +2,10 @@
 //! (logged, written as a JSON line to the metrics file, and reported to the client), plus the
 //! client's live updates in the order things happened.
 
-use std::collections::HashMap;
-use std::time::Instant;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::messages::{Event, TurnMetrics, Update, What};
 
@@ -13,7 +13,13 @@ pub(crate) fn ms_between(from: Instant, to: Instant) -> f64 {
     to.saturating_duration_since(from).as_secs_f64() * 1000.0
 }
 
+/// How long a turn that a newer one superseded may take to report its end before it is
+/// reported dropped for it (its stages drop stale work, so it is normally a few milliseconds).
+const SUPERSEDED_GRACE: Duration = Duration::from_secs(10);
+
 /// Collects events into per-turn figures; logs each finished turn and writes it as a JSON line.
+/// Every turn that began ends exactly once for the client: `TurnDone`, `TurnDropped` (with a
+/// reason) or `TurnFailed`, also when a stage drops it without a word, or the run ends.
 pub(crate) fn collect(
     rx: Receiver<Event>,
     mut sink: Option<std::io::BufWriter<std::fs::File>>,
@@ -28,10 +34,45 @@ pub(crate) fn collect(
     struct Partial {
         m: TurnMetrics,
         end_at: Option<Instant>,
+        /// When a newer turn began.
+        superseded: Option<Instant>,
     }
     let mut open: HashMap<u64, Partial> = HashMap::new();
+    // Turns already reported ended (late events about them are ignored), the newest few.
+    let mut closed: HashSet<u64> = HashSet::new();
+    fn close(
+        open: &mut HashMap<u64, Partial>,
+        closed: &mut HashSet<u64>,
+        turn: u64,
+    ) -> Option<Partial> {
+        closed.insert(turn);
+        closed.retain(|&t| t + 1000 > turn);
+        open.remove(&turn)
+    }
     let mut done = Vec::new();
-    for ev in rx {
+    loop {
+        let ev = match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(ev) => Some(ev),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let overdue: Vec<u64> = open
+            .iter()
+            .filter(|(_, p)| p.superseded.is_some_and(|s| s.elapsed() > SUPERSEDED_GRACE))
+            .map(|(t, _)| *t)
+            .collect();
+        for turn in overdue {
+            tracing::warn!(turn, "a superseded turn reported no end; dropping it");
+            close(&mut open, &mut closed, turn);
+            publish(Update::TurnDropped {
+                turn,
+                reason: "superseded",
+            });
+        }
+        let Some(ev) = ev else { continue };
+        if closed.contains(&ev.turn) {
+            continue;
+        }
         if let What::Delta(text) = ev.what {
             publish(Update::AnswerText {
                 turn: ev.turn,
@@ -46,15 +87,22 @@ pub(crate) fn collect(
             }
             continue;
         }
+        if let What::Began = ev.what {
+            for p in open.values_mut().filter(|p| p.m.turn < ev.turn) {
+                p.superseded.get_or_insert(ev.at);
+            }
+        }
         let p = open.entry(ev.turn).or_insert_with(|| Partial {
             m: TurnMetrics {
                 turn: ev.turn,
                 ..Default::default()
             },
             end_at: None,
+            superseded: None,
         });
         let since_end = |p: &Partial, at: Instant| p.end_at.map_or(0.0, |e| ms_between(e, at));
         match ev.what {
+            What::Began => {}
             What::Speech {
                 start_s,
                 end_s,
@@ -78,11 +126,6 @@ pub(crate) fn collect(
                 });
                 p.m.transcript = t;
             }
-            What::NoWords => {
-                tracing::info!(turn = ev.turn, "heard no words; not answering");
-                open.remove(&ev.turn);
-                publish(Update::TurnDropped { turn: ev.turn });
-            }
             What::FirstToken => p.m.first_token_ms = since_end(p, ev.at),
             What::Answer { text, cancelled } => {
                 p.m.answer = text;
@@ -92,26 +135,30 @@ pub(crate) fn collect(
             What::FirstAudio(at) => p.m.voice_to_voice_ms = since_end(p, at),
             What::Failed(error) => {
                 tracing::error!(turn = ev.turn, "turn failed: {error}");
-                open.remove(&ev.turn);
+                close(&mut open, &mut closed, ev.turn);
                 publish(Update::TurnFailed {
                     turn: ev.turn,
                     error,
                 });
             }
-            What::Unspoken => {
+            What::Dropped(reason) => {
                 tracing::info!(
                     turn = ev.turn,
-                    "no answer was spoken (interrupted or empty)"
+                    reason,
+                    "the turn ends without an answer spoken"
                 );
-                open.remove(&ev.turn);
-                publish(Update::TurnDropped { turn: ev.turn });
+                close(&mut open, &mut closed, ev.turn);
+                publish(Update::TurnDropped {
+                    turn: ev.turn,
+                    reason,
+                });
             }
             What::Delta(_) | What::SpeechDuringAnswer => {}
             What::Done {
                 interrupted,
                 audio_s,
             } => {
-                let Some(mut p) = open.remove(&ev.turn) else {
+                let Some(mut p) = close(&mut open, &mut closed, ev.turn) else {
                     continue;
                 };
                 p.m.interrupted |= interrupted;
@@ -135,6 +182,15 @@ pub(crate) fn collect(
                 done.push(m);
             }
         }
+    }
+    // The run is over: turns still open end here, in order.
+    let mut left: Vec<u64> = open.keys().copied().collect();
+    left.sort_unstable();
+    for turn in left {
+        publish(Update::TurnDropped {
+            turn,
+            reason: "the conversation ended",
+        });
     }
     done
 }

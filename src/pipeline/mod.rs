@@ -46,7 +46,7 @@ pub use self::messages::{TurnMetrics, Update};
 pub use self::models::{lock, ChatMaker, Locked, Models, VadMaker, WakeMaker};
 use self::turns::{spawn, Context, Turns};
 use crate::config::Config;
-use crate::media::audio::SAMPLE_RATE;
+use crate::media::audio::{WavWriter, SAMPLE_RATE};
 use crate::media::image::{image_files, load_image};
 use crate::stages::camera::{self, FrameReceiver};
 use crate::stages::echo::{EchoCanceller, EchoReference};
@@ -151,6 +151,12 @@ pub fn run_with(
             },
         )?)),
         None => None,
+    };
+
+    // Opened first: a path that cannot be written fails before any work is done.
+    let mut wav_out = match &opts.output {
+        Output::File(path) => Some(WavWriter::create(path, models.voice_rate, None)?),
+        _ => None,
     };
 
     let (tx_ev, rx_ev) = crossbeam_channel::unbounded::<Event>();
@@ -291,21 +297,24 @@ pub fn run_with(
     let max = opts.max_turns;
     let cx2 = cx.clone();
     let sink = match &opts.output {
-        Output::File(_) => spawn("sink", &cx, move || {
-            sinks::timeline_loop(rate, max, rx_play, cx2)
-        })?,
+        Output::File(_) => {
+            let file = wav_out.take().expect("opened for file output");
+            spawn("sink", &cx, move || {
+                sinks::timeline_loop(rate, max, file, rx_play, cx2).map(|(n, f)| (n, Some(f)))
+            })?
+        }
         Output::Client => spawn("client", &cx, move || {
-            sinks::client_loop(rate, max, rx_play, cx2)
+            sinks::client_loop(rate, max, rx_play, cx2).map(|n| (n, None))
         })?,
         Output::Speaker => {
             let dev = cfg.pipeline.output_device.clone();
             spawn("speaker", &cx, move || {
-                sinks::speaker_loop(rate, dev, echo, max, rx_play, cx2)
+                sinks::speaker_loop(rate, dev, echo, max, rx_play, cx2).map(|n| (n, None))
             })?
         }
     };
 
-    let out = sink.join().ok().flatten().unwrap_or_default();
+    let (written, file) = sink.join().ok().flatten().unwrap_or_default();
     match source.map(JoinHandle::join) {
         None | Some(Ok(Ok(()))) => {}
         Some(Ok(Err(e))) => cx.fail(e.into()),
@@ -321,14 +330,14 @@ pub fn run_with(
         .join()
         .map_err(|_| PipelineError::Panicked("metrics"))?;
     if let Some(e) = failure {
-        return Err(e);
+        return Err(e); // an unfinished file is removed; the old one stays
     }
-    if let Output::File(path) = &opts.output {
-        crate::media::audio::write_wav(path, &out, rate)?;
+    if let Some(file) = file {
+        file.finish()?;
     }
     Ok(RunSummary {
         turns,
-        output_s: out.len() as f64 / rate as f64,
+        output_s: written as f64 / rate as f64,
         mic_dropped: mic_dropped.load(Ordering::Relaxed),
     })
 }

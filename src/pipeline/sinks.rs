@@ -12,7 +12,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use super::error::PipelineError;
 use super::messages::{Play, What};
 use super::turns::Context;
-use crate::media::audio::{resample, SAMPLE_RATE};
+use crate::media::audio::{resample, WavWriter, SAMPLE_RATE};
 use crate::stages::device::Direction;
 use crate::stages::echo::EchoReference;
 use crate::stages::speaker::{Chunk, LiveSpeaker, SpeakerError};
@@ -99,7 +99,11 @@ impl TurnAudio {
             );
         } else {
             // Nothing was said (interrupted before the first word, or no answer).
-            cx.event(turn, What::Unspoken);
+            let why = match interrupted {
+                true => "interrupted",
+                false => "nothing to say",
+            };
+            cx.event(turn, What::Dropped(why));
         }
     }
 
@@ -121,14 +125,18 @@ impl TurnAudio {
 }
 
 /// The sink for files: a timeline at the voice's rate that advances with the input, so the
-/// output shows when each answer would have been heard.
+/// output shows when each answer would have been heard. Written as it goes (a long recording's
+/// answer never sits in memory whole); returns its length in samples and the file, to be
+/// finished if the run succeeds.
 pub(crate) fn timeline_loop(
     rate: u32,
     max_turns: Option<usize>,
+    mut file: WavWriter,
     rx: Receiver<Play>,
     cx: Arc<Context>,
-) -> Result<Vec<f32>, PipelineError> {
-    let mut out: Vec<f32> = Vec::new();
+) -> Result<(usize, WavWriter), PipelineError> {
+    let mut written = 0usize;
+    let mut chunk: Vec<f32> = Vec::new();
     let mut audio = TurnAudio::new();
     let time_of = |pos: usize| cx.t0 + Duration::from_secs_f64(pos as f64 / rate as f64);
     let mut open = true;
@@ -149,18 +157,21 @@ pub(crate) fn timeline_loop(
             (cx.input_pos.load(Ordering::Acquire) as f64 * rate as f64 / SAMPLE_RATE as f64)
                 as usize
         } else if cx.aborted() {
-            out.len()
+            written
         } else {
             usize::MAX // end of input: play out what is left
         };
-        while out.len() < target {
-            let pos = out.len();
+        while written < target {
+            let pos = written;
             match audio.next_sample(&cx, || time_of(pos)) {
-                Some(v) => out.push(v),
-                None if open => out.push(0.0),
+                Some(v) => chunk.push(v),
+                None if open => chunk.push(0.0),
                 None => break,
             }
+            written += 1;
         }
+        file.write(&chunk)?;
+        chunk.clear();
         audio.finish_played(&cx, rate);
         if max_turns.is_some_and(|n| audio.answered >= n) {
             cx.stop.store(true, Ordering::Release);
@@ -170,7 +181,7 @@ pub(crate) fn timeline_loop(
     for t in audio.ended.clone() {
         audio.close(t, true, &cx, rate);
     }
-    Ok(out)
+    Ok((written, file))
 }
 
 /// The sink for a speaker: audio goes to the device as it comes; the device callback drops
@@ -182,7 +193,7 @@ pub(crate) fn speaker_loop(
     max_turns: Option<usize>,
     rx: Receiver<Play>,
     cx: Arc<Context>,
-) -> Result<Vec<f32>, PipelineError> {
+) -> Result<usize, PipelineError> {
     let mut spk = LiveSpeaker::open(&device, cx.turns.clock.clone(), echo.clone())?;
     // A speaker whose stream broke is opened again, a few times a run, before the run fails.
     let mut reopens = 3;
@@ -241,7 +252,7 @@ pub(crate) fn speaker_loop(
             cx.stop.store(true, Ordering::Release);
         }
     }
-    Ok(Vec::new())
+    Ok(0)
 }
 
 /// The sink for a client (a WebSocket): audio goes out as soon as it is synthesised and the client
@@ -254,7 +265,7 @@ pub(crate) fn client_loop(
     max_turns: Option<usize>,
     rx: Receiver<Play>,
     cx: Arc<Context>,
-) -> Result<Vec<f32>, PipelineError> {
+) -> Result<usize, PipelineError> {
     let mut audio = TurnAudio::new();
     // When each turn's audio sent so far will have been played.
     let mut play_end: HashMap<u64, Instant> = HashMap::new();
@@ -267,7 +278,13 @@ pub(crate) fn client_loop(
         sent.saturating_sub((left * rate as f64) as usize)
     };
     let mut gone = false;
-    while !gone {
+    // The input ended and every answer was sent: what is left is the client's playback, waited
+    // out so the last answer counts as heard whole.
+    let mut sent_all = false;
+    while !(gone || sent_all && audio.ended.is_empty()) {
+        if sent_all {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         match rx.recv_timeout(Duration::from_millis(5)) {
             Ok(Play::Audio { turn, pcm }) if !cx.turns.is_stale(turn) => {
                 let now = Instant::now();
@@ -289,7 +306,7 @@ pub(crate) fn client_loop(
             Ok(Play::Audio { .. }) => {}
             Ok(Play::End { turn }) => audio.ended.push(turn),
             Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => gone = true,
+            Err(RecvTimeoutError::Disconnected) => sent_all = true,
         }
         if cx.aborted() {
             cx.shut_down();
@@ -309,5 +326,5 @@ pub(crate) fn client_loop(
             cx.stop.store(true, Ordering::Release);
         }
     }
-    Ok(Vec::new())
+    Ok(0)
 }

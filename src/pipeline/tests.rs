@@ -169,6 +169,23 @@ fn no_stage_left(models: &Models, tokens: &Arc<AtomicUsize>) {
     assert_eq!(Arc::strong_count(tokens), 2, "an LLM thread is left");
 }
 
+/// Turns 1..=`last` each end exactly once for the client: done, dropped or failed.
+fn each_ends_once(seen: &[Update], last: u64) {
+    for turn in 1..=last {
+        let ends = seen
+            .iter()
+            .filter(|u| match u {
+                Update::TurnDone(m) => m.turn == turn,
+                Update::TurnDropped { turn: t, .. } | Update::TurnFailed { turn: t, .. } => {
+                    *t == turn
+                }
+                _ => false,
+            })
+            .count();
+        assert_eq!(ends, 1, "turn {turn} ended {ends} times: {}", brief(seen));
+    }
+}
+
 fn under_a_second(t: Instant) {
     assert!(
         t.elapsed() < Duration::from_secs(1),
@@ -407,23 +424,13 @@ fn turn_numbers_never_skip_or_repeat() {
     let order: Vec<u64> = seen.iter().filter_map(started).collect();
     assert_eq!(order, [1, 2, 3, 4, 5]);
     // Each turn ends exactly once, and no update names a turn that never started.
-    for turn in 1..=5u64 {
-        let ends = seen
-            .iter()
-            .filter(|u| match u {
-                Update::TurnDone(m) => m.turn == turn,
-                Update::TurnDropped { turn: t } | Update::TurnFailed { turn: t, .. } => *t == turn,
-                _ => false,
-            })
-            .count();
-        assert_eq!(ends, 1, "turn {turn} ended {ends} times: {}", brief(&seen));
-    }
+    each_ends_once(&seen, 5);
     let named = |u: &Update| match u {
         Update::SpeechStarted { turn }
         | Update::Transcript { turn, .. }
         | Update::AnswerText { turn, .. }
         | Update::Audio { turn, .. }
-        | Update::TurnDropped { turn }
+        | Update::TurnDropped { turn, .. }
         | Update::TurnFailed { turn, .. } => Some(*turn),
         Update::TurnDone(m) => Some(m.turn),
         Update::Caption { .. } | Update::WakeWord { .. } => None,
@@ -431,6 +438,65 @@ fn turn_numbers_never_skip_or_repeat() {
     assert!(seen.iter().filter_map(named).all(|t| (1..=5).contains(&t)));
     no_stage_left(&models, &tokens);
     under_a_second(t);
+}
+
+/// A barge-in storm: 200 questions, each cutting into the answer before it at a random moment
+/// (while it is transcribed, thought about, spoken, or just over). Every turn still ends exactly
+/// once, the one after the storm is answered, and no stage is left behind.
+#[test]
+fn a_barge_in_storm_leaves_nothing_stuck() {
+    let mut h = start(
+        true,
+        Fakes {
+            words: 20,
+            long: &[1, 2, 3, 4, 5, 6],
+            token_ms: 1,
+            voice_ms: 2,
+            ..Fakes::default()
+        },
+    );
+    let mut x: u32 = 2024;
+    let mut random = |n: u32| {
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        (x >> 16) % n
+    };
+    // Questions 1 to 5; the one after the storm is question 6.
+    const STORM: u64 = 200;
+    for i in 0..STORM {
+        h.ask(1 + (i % 5) as u32);
+        std::thread::sleep(Duration::from_millis(random(25) as u64));
+        h.seen.extend(h.updates.try_iter());
+    }
+    // Speech heard as seesay's own voice (the fake answers say "question" too) is no
+    // interruption, so not every question becomes a turn; most do.
+    std::thread::sleep(Duration::from_millis(300));
+    h.seen.extend(h.updates.try_iter());
+    let last = h.seen.iter().filter_map(started).max().unwrap();
+    assert!(last > STORM / 2, "only {last} turns");
+    h.ask(6);
+    h.wait_for(
+        "the question after the storm answered",
+        |u| matches!(u, Update::TurnDone(m) if m.transcript == "question 6" && !m.interrupted),
+    );
+    let (result, seen, models, tokens) = h.finish();
+    result.unwrap();
+    let order: Vec<u64> = seen.iter().filter_map(started).collect();
+    assert_eq!(order, (1..=last + 1).collect::<Vec<_>>());
+    each_ends_once(&seen, last + 1);
+    let interrupted = seen
+        .iter()
+        .filter(|u| matches!(u, Update::TurnDone(m) if m.interrupted))
+        .count();
+    let dropped = seen
+        .iter()
+        .filter(|u| matches!(u, Update::TurnDropped { .. }))
+        .count();
+    // The storm did interrupt answers at every stage (some mid-speech, some before a word).
+    assert!(
+        interrupted > 10 && dropped > 10,
+        "{interrupted} interrupted, {dropped} dropped"
+    );
+    no_stage_left(&models, &tokens);
 }
 
 /// Keeps the helper types honest: a poisoned model lock still serves.

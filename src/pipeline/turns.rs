@@ -89,6 +89,7 @@ impl Context {
         let _order = lock(&self.order);
         let turn = self.turns.begin();
         self.publish(Update::SpeechStarted { turn });
+        self.event(turn, What::Began);
         turn
     }
 
