@@ -187,6 +187,9 @@ pub struct ServerConfig {
     pub max_sessions: usize,
     /// Largest message a WebSocket client may send (audio or a camera snapshot), in MB.
     pub max_message_mb: usize,
+    /// Seconds that work in progress (answers being spoken, requests) may take to finish after
+    /// SIGINT or SIGTERM before the server exits anyway.
+    pub shutdown_timeout_s: u64,
 }
 
 impl Default for ServerConfig {
@@ -202,6 +205,7 @@ impl Default for ServerConfig {
             request_timeout_s: 120,
             max_sessions: 4,
             max_message_mb: 4,
+            shutdown_timeout_s: 10,
         }
     }
 }

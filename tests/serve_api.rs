@@ -114,7 +114,8 @@ fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
     );
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("multipart"), "{body}");
-    // Not audio.
+    // Not audio: a short file, and 200 kB of noise that looks like an MPEG stream (it used to
+    // flood the log with a warning per packet, and the error named the server's temporary file).
     let form = "--XYZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\nhello\r\n--XYZ--\r\n";
     let (code, body) = status_of(
         ureq::post(&transcriptions)
@@ -122,6 +123,33 @@ fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
             .send_string(form),
     );
     assert_eq!(code, 400, "{body}");
+    assert!(body.contains("a.wav") && !body.contains("/tmp"), "{body}");
+    let mut junk =
+        b"--XYZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"talk.mp3\"\r\n\r\n"
+            .to_vec();
+    let mut x: u32 = 12345;
+    for i in 0..200_000 {
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        // An MPEG frame sync every 400 bytes, noise between.
+        junk.push(match i % 400 {
+            0 => 0xff,
+            1 => 0xfb,
+            _ => (x >> 16) as u8,
+        });
+    }
+    junk.extend(b"\r\n--XYZ--\r\n");
+    let (code, body) = status_of(
+        ureq::post(&transcriptions)
+            .set("Content-Type", "multipart/form-data; boundary=XYZ")
+            .send_bytes(&junk),
+    );
+    assert!(code == 400 || code == 200, "{code} {body}");
+    assert!(
+        !body.contains("/tmp") && !body.contains("seesay-upload"),
+        "{body}"
+    );
+    let warnings = s.log().matches("undecodable").count();
+    assert!(warnings <= 1, "{warnings} warnings:\n{}", s.log());
     // Chat with an image URL seesay would have to fetch, and bad JSON.
     let chat = s.url("/v1/chat/completions");
     let remote_image = serde_json::json!({
@@ -153,14 +181,42 @@ fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
     let mut rest = Vec::new();
     let _ = sock.read_to_end(&mut rest);
     assert!(rest.is_empty(), "{rest:?}");
-    // Garbage instead of JSON, too.
-    let mut sock = TcpStream::connect(("127.0.0.1", s.wyoming)).unwrap();
-    sock.write_all(b"this is not json\n").unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut rest = Vec::new();
-    let _ = sock.read_to_end(&mut rest);
-    assert!(rest.is_empty());
+    // Garbage instead of JSON, an audio format that cannot be, streamed text without end: the
+    // client is told why (an `error` event), and that connection closes.
+    let rejected = |events: &[u8], why: &str| {
+        let mut sock = TcpStream::connect(("127.0.0.1", s.wyoming)).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let _ = sock.write_all(events);
+        let mut rest = Vec::new();
+        let _ = sock.read_to_end(&mut rest);
+        let rest = String::from_utf8_lossy(&rest);
+        assert!(
+            rest.contains("\"error\"") && rest.contains(why),
+            "{why}: {rest}"
+        );
+    };
+    rejected(b"this is not json\n", "JSON");
+    for format in [
+        r#"{"rate": 0, "width": 2, "channels": 1}"#,
+        r#"{"rate": 4294983296, "width": 2, "channels": 1}"#,
+        r#"{"rate": 16000, "width": 2, "channels": 0}"#,
+        r#"{"rate": 16000, "width": 2, "channels": 70000}"#,
+        r#"{"rate": 16000, "width": 3, "channels": 1}"#,
+        r#"{"rate": -5, "width": 2, "channels": 1}"#,
+    ] {
+        let ev = format!("{{\"type\": \"audio-start\", \"data\": {format}}}\n");
+        rejected(ev.as_bytes(), "audio-start");
+    }
+    let mut chunks = b"{\"type\": \"synthesize-start\"}\n".to_vec();
+    let text = "word ".repeat(2000);
+    for _ in 0..10 {
+        chunks.extend(
+            format!("{{\"type\": \"synthesize-chunk\", \"data\": {{\"text\": \"{text}\"}}}}\n")
+                .as_bytes(),
+        );
+    }
+    rejected(&chunks, "longer than");
     let mut sock = TcpStream::connect(("127.0.0.1", s.wyoming)).unwrap();
     sock.write_all(b"{\"type\": \"describe\"}\n").unwrap();
     let mut reader = std::io::BufReader::new(sock);
@@ -171,8 +227,18 @@ fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
     // Still serving.
     let models = s.get("/v1/models");
     assert!(models.contains("whisper-1"), "{models}");
+    // A scanner's junk paths are counted as one "other" route, not one series each.
+    for i in 0..20 {
+        let (code, _) = status_of(ureq::get(&s.url(&format!("/wp-admin/{i}.php"))).call());
+        assert_eq!(code, 404);
+    }
     let metrics = s.get("/metrics");
     assert!(metrics.contains("status=\"415\""), "{metrics}");
+    assert!(!metrics.contains("wp-admin"), "{metrics}");
+    assert!(
+        metrics.contains("route=\"other\",status=\"404\"} 20"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

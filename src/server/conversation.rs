@@ -97,6 +97,7 @@ pub async fn conversation(
         .max_frame_size(limit)
         .on_upgrade(move |socket| async move {
             let st = slot.0.clone();
+            let _busy = super::Busy::new(&st);
             st.metrics.conversations.fetch_add(1, Ordering::Relaxed);
             session(socket, st.clone(), barge_in, wake_word).await;
             st.metrics.conversations.fetch_sub(1, Ordering::Relaxed);
@@ -104,10 +105,11 @@ pub async fn conversation(
         })
 }
 
-/// Why a connection is closed.
-struct Bad {
-    code: u16,
-    reason: String,
+/// Why a connection is closed: the close code and the reason.
+#[derive(Debug)]
+pub struct Bad {
+    pub code: u16,
+    pub reason: String,
 }
 
 fn bad(code: u16, reason: impl Into<String>) -> Bad {
@@ -124,6 +126,8 @@ const INVALID: u16 = 1007;
 const PROTOCOL: u16 = 1002;
 /// 1008: the client broke a rule (it went quiet for too long).
 const POLICY: u16 = 1008;
+/// 1001: the server is going away (shutting down).
+const GOING_AWAY: u16 = 1001;
 
 async fn session(mut socket: WebSocket, st: Shared, barge_in: bool, wake_word: String) {
     let t0 = Instant::now();
@@ -189,6 +193,11 @@ async fn session(mut socket: WebSocket, st: Shared, barge_in: bool, wake_word: S
         "wake_word": cfg_wake,
     });
     let mut closing: Option<Bad> = None;
+    let mut stopping = st.stopping.subscribe();
+    // Shutting down: no more input; the turn in progress is answered, then the socket closes.
+    let mut draining = false;
+    // What the client sends into the pipeline (dropped: the input has ended).
+    let mut inputs = Some((tx_audio, tx_pictures));
     // A client that goes quiet (a browser streams audio all the time) gives its slot back.
     let idle = std::time::Duration::from_secs(st.cfg.server.request_timeout_s.max(1));
     let mut deadline = tokio::time::Instant::now() + idle;
@@ -211,13 +220,25 @@ async fn session(mut socket: WebSocket, st: Shared, barge_in: bool, wake_word: S
                         }
                         Some(Ok(m)) => m,
                     };
-                    if let Err(b) = incoming(&st, msg, &tx_audio, &tx_pictures).await {
+                    let Some((tx_audio, tx_pictures)) = &inputs else { continue };
+                    if let Err(b) = incoming(&st, msg, tx_audio, tx_pictures).await {
                         tracing::warn!(code = b.code, "closing a conversation: {}", b.reason);
                         closing = Some(b);
                         break;
                     }
                 }
-                _ = tokio::time::sleep_until(deadline) => {
+                _ = super::state::stopped(&mut stopping), if !draining => {
+                    draining = true;
+                    // The end of the input: an utterance under way is answered, then the
+                    // pipeline ends, and with it this loop.
+                    inputs.take();
+                    let note = json!({"type": "shutting_down", "message": "the server is shutting down: the answer in progress finishes, then the conversation closes"});
+                    if socket.send(Message::Text(note.to_string().into())).await.is_err() {
+                        break;
+                    }
+                    closing = Some(bad(GOING_AWAY, "the server is shutting down"));
+                }
+                _ = tokio::time::sleep_until(deadline), if !draining => {
                     closing = Some(bad(POLICY, format!(
                         "nothing from the client for {} s (server.request_timeout_s)",
                         idle.as_secs()
@@ -237,8 +258,7 @@ async fn session(mut socket: WebSocket, st: Shared, barge_in: bool, wake_word: S
     // Stop everything: no more input, cancel the answer in flight, nobody reads updates.
     abort.store(true, Ordering::Release);
     stop.store(true, Ordering::Release);
-    drop(tx_audio);
-    drop(tx_pictures);
+    drop(inputs);
     drop(rx_out);
     let result = runner.await;
     let failed = match result {
@@ -277,6 +297,27 @@ struct ClientMessage {
     data: String,
 }
 
+/// A client's text message: JSON with a `type`; the one type there is, `image`, carries a data
+/// URI, decoded here (to at most `max_side` pixels a side). Errors name the close code.
+pub fn client_image(text: &str, max_side: u32) -> Result<image::RgbImage, Bad> {
+    let m: ClientMessage = serde_json::from_str(text).map_err(|e| {
+        bad(
+            INVALID,
+            format!("a text message must be JSON with a \"type\": {e}"),
+        )
+    })?;
+    match m.kind.as_str() {
+        "image" => {
+            let bytes = data_uri_bytes(&m.data).map_err(|e| bad(INVALID, format!("image: {e}")))?;
+            decode_image(&bytes, "the snapshot", max_side).map_err(|e| bad(INVALID, e.to_string()))
+        }
+        other => Err(bad(
+            UNSUPPORTED,
+            format!("unknown message type {other:?} (expected \"image\", or binary audio)"),
+        )),
+    }
+}
+
 /// Handles one message from the client.
 async fn incoming(
     st: &Shared,
@@ -302,36 +343,18 @@ async fn incoming(
                 .map_err(|_| bad(1011, "the pipeline has stopped"))
         }
         Message::Text(text) => {
-            let m: ClientMessage = serde_json::from_str(&text).map_err(|e| {
-                bad(
-                    INVALID,
-                    format!("a text message must be JSON with a \"type\": {e}"),
-                )
-            })?;
-            match m.kind.as_str() {
-                "image" => {
-                    let bytes =
-                        data_uri_bytes(&m.data).map_err(|e| bad(INVALID, format!("image: {e}")))?;
-                    let max_side = st.cfg.vision.max_side;
-                    let decoded = tokio::task::spawn_blocking(move || {
-                        decode_image(&bytes, "the snapshot", max_side)
-                    })
-                    .await
-                    .map_err(|e| bad(1011, e.to_string()))?;
-                    let image = decoded.map_err(|e| bad(INVALID, e.to_string()))?;
-                    pictures.put(Frame {
-                        seq: 0,
-                        image: Arc::new(image),
-                        source: "the client's camera".into(),
-                        at: Instant::now(),
-                    });
-                    Ok(())
-                }
-                other => Err(bad(
-                    UNSUPPORTED,
-                    format!("unknown message type {other:?} (expected \"image\", or binary audio)"),
-                )),
-            }
+            let max_side = st.cfg.vision.max_side;
+            let text = text.to_string();
+            let image = tokio::task::spawn_blocking(move || client_image(&text, max_side))
+                .await
+                .map_err(|e| bad(1011, e.to_string()))??;
+            pictures.put(Frame {
+                seq: 0,
+                image: Arc::new(image),
+                source: "the client's camera".into(),
+                at: Instant::now(),
+            });
+            Ok(())
         }
         // Pings are answered by the WebSocket layer.
         _ => Ok(()),
@@ -371,7 +394,9 @@ fn outgoing(up: Update) -> Message {
             v["type"] = "turn_done".into();
             v
         }
-        Update::TurnDropped { turn } => json!({"type": "turn_dropped", "turn": turn}),
+        Update::TurnDropped { turn, reason } => {
+            json!({"type": "turn_dropped", "turn": turn, "reason": reason})
+        }
         Update::TurnFailed { turn, error } => {
             json!({"type": "error", "turn": turn, "message": error})
         }

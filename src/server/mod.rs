@@ -5,23 +5,26 @@
 //! on its own port (`wyoming.rs`). Requests in, JSON / audio / server-sent events out. Inference
 //! runs on blocking threads, one request per model at a time; tokio does the network.
 
-mod conversation;
+pub mod conversation;
 pub mod metrics;
-mod openai;
+pub mod openai;
 pub mod state;
 pub mod wyoming;
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::body::{Body, HttpBody};
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use tokio_stream::StreamExt;
 
 use self::state::{ApiError, AppState, Shared};
 use crate::config::Config;
@@ -42,8 +45,28 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
 }
 
+/// The paths the server answers; metrics count any other as "other" (a scanner's junk paths
+/// must not grow the metrics without bound).
+const ROUTES: [&str; 9] = [
+    "/healthz",
+    "/",
+    "/capture.js",
+    "/metrics",
+    "/v1/models",
+    "/v1/audio/transcriptions",
+    "/v1/audio/speech",
+    "/v1/chat/completions",
+    "/v1/conversation",
+];
+
 async fn guard(State(st): State<Shared>, req: Request, next: Next) -> Response {
-    let route = req.uri().path().to_string();
+    let path = req.uri().path();
+    let route = ROUTES
+        .iter()
+        .find(|r| **r == path)
+        .copied()
+        .unwrap_or("other")
+        .to_string();
     // The page and its script hold no secrets; the conversation they open asks for the token.
     if !matches!(route.as_str(), "/healthz" | "/" | "/capture.js") {
         if let Some(key) = &st.api_key {
@@ -72,8 +95,11 @@ async fn guard(State(st): State<Shared>, req: Request, next: Next) -> Response {
             }
         }
     }
-    let _permit = match st.slots.try_acquire() {
-        Ok(p) => p,
+    // Health and metrics answer even when every slot is taken: that is when they matter.
+    let watching = matches!(route.as_str(), "/healthz" | "/metrics");
+    let permit = match st.slots.clone().try_acquire_owned() {
+        Ok(p) => Some(p),
+        Err(_) if watching => None,
         Err(_) => {
             st.metrics.request(&route, 429);
             return ApiError::new(
@@ -83,11 +109,41 @@ async fn guard(State(st): State<Shared>, req: Request, next: Next) -> Response {
             .into_response();
         }
     };
-    st.metrics.active.fetch_add(1, Ordering::Relaxed);
+    let busy = Busy::new(&st);
     let resp = next.run(req).await;
-    st.metrics.active.fetch_sub(1, Ordering::Relaxed);
     st.metrics.request(&route, resp.status().as_u16());
+    // A streamed answer (speech, chat chunks) keeps its permit until its last byte is sent or
+    // its client hangs up, so `server.max_concurrent` counts streams too, and shutdown waits.
+    if resp.body().size_hint().exact().is_none() && route != "/v1/conversation" {
+        let keep = (permit, busy);
+        return resp.map(|body| {
+            Body::from_stream(body.into_data_stream().map(move |chunk| {
+                let _ = &keep;
+                chunk
+            }))
+        });
+    }
+    drop((permit, busy));
     resp
+}
+
+/// A request, stream or connection in progress: counted in the metrics (`active`) and waited
+/// for at shutdown, until dropped.
+pub struct Busy(Shared);
+
+impl Busy {
+    pub fn new(st: &Shared) -> Busy {
+        st.metrics.active.fetch_add(1, Ordering::Relaxed);
+        st.busy.send_modify(|n| *n += 1);
+        Busy(st.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.metrics.active.fetch_sub(1, Ordering::Relaxed);
+        self.0.busy.send_modify(|n| *n -= 1);
+    }
 }
 
 pub fn router(st: Shared) -> Router {
@@ -158,8 +214,10 @@ pub struct Listening {
     pub wyoming: Option<SocketAddr>,
 }
 
-/// Serves HTTP (and Wyoming, if configured) until Ctrl-C; `ready` hears the addresses once the
-/// models are loaded and the ports are open.
+/// Serves HTTP (and Wyoming, if configured) until SIGINT or SIGTERM; `ready` hears the addresses
+/// once the models are loaded and the ports are open. At the signal it stops accepting, tells
+/// every conversation and Wyoming connection, lets work in progress finish for up to
+/// `server.shutdown_timeout_s`, and returns; a second signal exits the process at once.
 pub fn serve(cfg: Config, ready: impl FnOnce(&Listening)) -> Result<(), ServerError> {
     let t = Instant::now();
     let st: Shared = Arc::new(AppState::load(cfg)?);
@@ -168,7 +226,7 @@ pub fn serve(cfg: Config, ready: impl FnOnce(&Listening)) -> Result<(), ServerEr
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(async move {
+    let result = rt.block_on(async move {
         let bind = |addr: String, what: &'static str| async move {
             tokio::net::TcpListener::bind(&addr)
                 .await
@@ -179,6 +237,7 @@ pub fn serve(cfg: Config, ready: impl FnOnce(&Listening)) -> Result<(), ServerEr
             "" => None,
             addr => Some(bind(addr.to_string(), " (Wyoming)").await?),
         };
+        let mut signals = Signals::new()?;
         ready(&Listening {
             http: listener.local_addr()?,
             wyoming: wyoming.as_ref().map(|w| w.local_addr()).transpose()?,
@@ -186,11 +245,65 @@ pub fn serve(cfg: Config, ready: impl FnOnce(&Listening)) -> Result<(), ServerEr
         if let Some(w) = wyoming {
             tokio::spawn(wyoming::serve(w, st.clone()));
         }
-        axum::serve(listener, router(st))
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await?;
+        let mut stopping = st.stopping.subscribe();
+        let http = tokio::spawn(
+            axum::serve(listener, router(st.clone()))
+                .with_graceful_shutdown(async move {
+                    state::stopped(&mut stopping).await;
+                })
+                .into_future(),
+        );
+        signals.next().await;
+        let grace = std::time::Duration::from_secs(st.cfg.server.shutdown_timeout_s);
+        tracing::warn!(
+            "shutting down: finishing what is in progress (up to {} s; a second signal exits now)",
+            grace.as_secs()
+        );
+        st.stopping.send_replace(true);
+        tokio::spawn(async move {
+            signals.next().await;
+            eprintln!("seesay: a second signal; exiting now");
+            std::process::exit(130);
+        });
+        let mut busy = st.busy.subscribe();
+        let finished = tokio::time::timeout(grace, async {
+            let _ = http.await;
+            let _ = busy.wait_for(|n| *n == 0).await;
+        })
+        .await;
+        match finished {
+            Ok(()) => tracing::info!("everything in progress finished; goodbye"),
+            Err(_) => tracing::warn!(
+                busy = *st.busy.borrow(),
+                "server.shutdown_timeout_s passed with work in progress; exiting anyway"
+            ),
+        }
         Ok(())
-    })
+    });
+    // Work still running on blocking threads (an answer past the deadline) is not waited for.
+    rt.shutdown_timeout(std::time::Duration::from_millis(200));
+    result
+}
+
+/// SIGINT (Ctrl-C) and SIGTERM (a service manager's stop), as one stream.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+    }
 }

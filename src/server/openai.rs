@@ -12,7 +12,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
-use super::state::{blocking, content_type_is, json_body, read_form, speak, ApiError, Shared};
+use super::state::{
+    blocking, content_type_is, json_body, read_form, speak, stream_blocking, ApiError, Feed, Shared,
+};
 use crate::media::audio::{self, pcm16, wav_header, SAMPLE_RATE};
 use crate::media::image::{data_uri_bytes, decode_image};
 use crate::pipeline::{lock, Locked};
@@ -23,22 +25,11 @@ use crate::stages::Cancel;
 use crate::text::splitter::split_sentences;
 use crate::text::transcript::{self, Format, Segment};
 
-/// Decodes uploaded audio (any format seesay reads) to 16 kHz mono.
-fn decode_upload(bytes: &[u8], name: &str) -> Result<Vec<f32>, ApiError> {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let ext = std::path::Path::new(name)
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("bin");
-    let path = std::env::temp_dir().join(format!(
-        "seesay-upload-{}-{}.{ext}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::write(&path, bytes).map_err(ApiError::internal)?;
-    let pcm = audio::read_file(&path, SAMPLE_RATE);
-    let _ = std::fs::remove_file(&path);
-    pcm.map_err(|e| ApiError::bad(format!("cannot read the audio file {name:?}: {e}")))
+/// Decodes uploaded audio (any format seesay reads) to 16 kHz mono, in memory: nothing of the
+/// upload is written to disk, and errors name the client's file, not a server path.
+fn decode_upload(bytes: Vec<u8>, name: &str) -> Result<Vec<f32>, ApiError> {
+    audio::decode_bytes(bytes, name, SAMPLE_RATE)
+        .map_err(|e| ApiError::bad(format!("cannot read the audio: {e}")))
 }
 
 /// Transcribes 16 kHz audio window by window, in `language` if given. The shared recogniser is
@@ -48,14 +39,19 @@ pub fn transcribe_pcm(
     st: &Shared,
     pcm: &[f32],
     language: Option<&str>,
+    cancel: &Cancel,
 ) -> Result<Vec<Segment>, ApiError> {
-    /// The shared model, one window at a time.
+    /// The shared model, one window at a time, until cancelled.
     struct Windowed<'a> {
         model: &'a Locked<Box<dyn Transcriber>>,
         language: Option<&'a str>,
+        cancel: &'a Cancel,
     }
     impl Transcriber for Windowed<'_> {
         fn transcribe(&mut self, pcm: &[f32], offset: f64) -> Result<Vec<Segment>, AsrError> {
+            if self.cancel.is_cancelled() {
+                return Err(AsrError::Inference("cancelled".into()));
+            }
             let mut m = lock(self.model);
             let previous = self.language.map(|l| m.set_language(l)).transpose()?;
             let result = m.transcribe(pcm, offset);
@@ -74,6 +70,7 @@ pub fn transcribe_pcm(
     let mut windowed = Windowed {
         model: &st.models.asr,
         language,
+        cancel,
     };
     let chunks = [Ok::<_, AsrError>(pcm.to_vec())];
     let (_, segments) =
@@ -115,8 +112,8 @@ pub async fn transcriptions(
     }
     let language = text_field("language").filter(|l| !l.is_empty());
     let st2 = st.clone();
-    let (duration, segments) = blocking(&st, move || {
-        let pcm = decode_upload(&bytes, &name)?;
+    let (duration, segments) = blocking(&st, move |cancel| {
+        let pcm = decode_upload(bytes, &name)?;
         let duration = pcm.len() as f64 / SAMPLE_RATE as f64;
         if duration > st2.cfg.server.max_audio_s {
             return Err(ApiError::new(
@@ -127,7 +124,10 @@ pub async fn transcriptions(
                 ),
             ));
         }
-        Ok((duration, transcribe_pcm(&st2, &pcm, language.as_deref())?))
+        Ok((
+            duration,
+            transcribe_pcm(&st2, &pcm, language.as_deref(), cancel)?,
+        ))
     })
     .await?;
     let text = transcript::plain_text(&segments);
@@ -197,28 +197,33 @@ pub async fn speech(
         }
     }
     let rate = st.models.voice_rate;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
-    if format == "wav" {
-        let _ = tx.send(Ok(Bytes::from(wav_header(rate, None)))).await;
-    }
     let st2 = st.clone();
     let speed = req.speed;
     let wav = format == "wav";
-    tokio::task::spawn_blocking(move || {
-        let spoken = speak(&st2, &req.input, speed, |pcm| {
-            let pcm = if !wav {
-                audio::resample(&pcm, rate, PCM_RATE).unwrap_or(pcm)
-            } else {
-                pcm
-            };
-            // A failed send: the client went away.
-            tx.blocking_send(Ok(Bytes::from(pcm16(&pcm)))).is_ok()
-        });
-        if let Err(e) = spoken {
-            let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
-        }
-    });
-    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let stream = stream_blocking(
+        &st,
+        8,
+        move |feed: &Feed<Result<Bytes, std::io::Error>>| {
+            if wav && !feed.send(Ok(Bytes::from(wav_header(rate, None)))) {
+                return;
+            }
+            let spoken = speak(&st2, &req.input, speed, |pcm| {
+                let pcm = if !wav {
+                    audio::resample(&pcm, rate, PCM_RATE).unwrap_or(pcm)
+                } else {
+                    pcm
+                };
+                // False: the client went away, or the time is up.
+                feed.send(Ok(Bytes::from(pcm16(&pcm))))
+            });
+            if let Err(e) = spoken {
+                feed.last(Err(std::io::Error::other(e.to_string())));
+            } else if feed.timed_out() {
+                feed.last(Err(std::io::Error::other("request_timeout_s passed")));
+            }
+        },
+        |_| Err(std::io::Error::other("speech synthesis failed")),
+    );
     let mime = if wav { "audio/wav" } else { "audio/pcm" };
     Ok(([(header::CONTENT_TYPE, mime)], Body::from_stream(stream)).into_response())
 }
@@ -275,12 +280,8 @@ pub struct ChatRequest {
     model: Option<String>,
 }
 
-pub async fn chat(
-    State(st): State<Shared>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let req: ChatRequest = json_body(&headers, &body)?;
+/// The messages of a chat request, and the bytes of the images in them (data URIs decoded).
+pub fn chat_messages(req: &ChatRequest) -> Result<(Vec<Message>, Vec<Vec<u8>>), ApiError> {
     let mut images = Vec::new();
     let mut msgs = Vec::new();
     for m in &req.messages {
@@ -301,6 +302,16 @@ pub async fn chat(
     {
         return Err(ApiError::bad("no user message with text"));
     }
+    Ok((msgs, images))
+}
+
+pub async fn chat(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: ChatRequest = json_body(&headers, &body)?;
+    let (msgs, images) = chat_messages(&req)?;
     let model_name = req
         .model
         .clone()
@@ -367,14 +378,14 @@ pub async fn chat(
         })
     };
     if !stream {
-        let (answer, finish, usage) = blocking(&st, move || {
+        let (answer, finish, usage) = blocking(&st, move |cancel| {
             let messages = prepare(&st2)?;
             generate(
                 &st2,
                 &messages,
                 max_tokens,
                 temperature,
-                &Cancel::new(),
+                cancel,
                 &mut |_| {},
             )
         })
@@ -387,45 +398,52 @@ pub async fn chat(
         }))
         .into_response());
     }
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(32);
-    let cancel = Cancel::new();
-    let cancel2 = cancel.clone();
-    let id2 = id.clone();
-    tokio::task::spawn_blocking(move || {
-        let send = |v: serde_json::Value| {
-            tx.blocking_send(Ok(Bytes::from(format!("data: {v}\n\n"))))
-                .is_ok()
-        };
-        let result = prepare(&st2).and_then(|messages| {
-            send(chunk(
-                &id2,
-                serde_json::json!({"role": "assistant", "content": ""}),
-                None,
-            ));
-            generate(
-                &st2,
-                &messages,
-                max_tokens,
-                temperature,
-                &cancel2,
-                &mut |text| {
-                    if !send(chunk(&id2, serde_json::json!({"content": text}), None)) {
-                        cancel2.cancel(); // the client went away
-                    }
-                },
-            )
-        });
-        match result {
-            Ok((_, finish, _)) => {
-                send(chunk(&id2, serde_json::json!({}), Some(finish)));
+    let stream = stream_blocking(
+        &st,
+        32,
+        move |feed: &Feed<Result<Bytes, std::io::Error>>| {
+            let event = |v: serde_json::Value| Ok(Bytes::from(format!("data: {v}\n\n")));
+            let send = |v: serde_json::Value| feed.send(event(v));
+            let result = prepare(&st2).and_then(|messages| {
+                send(chunk(
+                    &id,
+                    serde_json::json!({"role": "assistant", "content": ""}),
+                    None,
+                ));
+                generate(
+                    &st2,
+                    &messages,
+                    max_tokens,
+                    temperature,
+                    feed.cancel(),
+                    &mut |text| {
+                        // A failed send cancels the generation (the client went away, or the
+                        // time is up).
+                        send(chunk(&id, serde_json::json!({"content": text}), None));
+                    },
+                )
+            });
+            match result {
+                _ if feed.timed_out() => feed.last(event(serde_json::json!({"error": {
+                    "message": "the request took longer than server.request_timeout_s",
+                    "type": "server_error"}}))),
+                Ok((_, finish, _)) => {
+                    send(chunk(&id, serde_json::json!({}), Some(finish)));
+                }
+                Err(e) => {
+                    send(
+                        serde_json::json!({"error": {"message": e.message, "type": "server_error"}}),
+                    );
+                }
             }
-            Err(e) => {
-                send(serde_json::json!({"error": {"message": e.message, "type": "server_error"}}));
-            }
-        }
-        let _ = tx.blocking_send(Ok(Bytes::from("data: [DONE]\n\n")));
-    });
-    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+            feed.last(Ok(Bytes::from("data: [DONE]\n\n")));
+        },
+        |_| {
+            Ok(Bytes::from(
+                "data: {\"error\": {\"message\": \"the answer failed\", \"type\": \"server_error\"}}\n\n",
+            ))
+        },
+    );
     Ok((
         [
             (header::CONTENT_TYPE, "text/event-stream"),

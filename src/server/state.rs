@@ -3,7 +3,7 @@
 //! request-body readers (JSON, multipart) with clear errors.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::Multipart;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -14,7 +14,9 @@ use super::metrics::Metrics;
 use crate::config::Config;
 use crate::pipeline::{lock, Models, PipelineError};
 use crate::stages::tts::{self, TtsError};
+use crate::stages::Cancel;
 use crate::text::splitter::split_sentences;
+use tokio::sync::mpsc::error::TrySendError;
 
 /// An error in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`.
 #[derive(Debug)]
@@ -62,9 +64,15 @@ pub struct AppState {
     pub models: Models,
     pub metrics: Metrics,
     pub api_key: Option<String>,
-    pub slots: tokio::sync::Semaphore,
+    /// Requests and streams at once (`server.max_concurrent`).
+    pub slots: Arc<tokio::sync::Semaphore>,
     /// Conversations (WebSockets) open at once.
     pub sessions: tokio::sync::Semaphore,
+    /// Requests, streams, conversations and Wyoming connections in progress (`Busy`).
+    pub busy: tokio::sync::watch::Sender<usize>,
+    /// True once the server is shutting down: conversations and connections finish what they
+    /// are doing and close.
+    pub stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl AppState {
@@ -90,7 +98,11 @@ impl AppState {
             .or_else(|| std::env::var("SEESAY_API_KEY").ok())
             .filter(|k| !k.is_empty());
         Ok(AppState {
-            slots: tokio::sync::Semaphore::new(cfg.server.max_concurrent.max(1)),
+            slots: Arc::new(tokio::sync::Semaphore::new(
+                cfg.server.max_concurrent.max(1),
+            )),
+            busy: tokio::sync::watch::Sender::new(0),
+            stopping: tokio::sync::watch::Sender::new(false),
             sessions: tokio::sync::Semaphore::new(cfg.server.max_sessions.max(1)),
             models,
             cfg,
@@ -102,18 +114,24 @@ impl AppState {
 
 pub type Shared = Arc<AppState>;
 
-/// Runs blocking model work with the request time limit.
+/// Runs blocking model work with the request time limit. The work gets a cancel token: when the
+/// limit passes (504) or the client goes away, it is cancelled, so it stops at its next check
+/// instead of running on for nobody. A panic in it is logged and answered with 500.
 pub async fn blocking<T: Send + 'static>(
     st: &Shared,
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+    f: impl FnOnce(&Cancel) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let limit = Duration::from_secs(st.cfg.server.request_timeout_s.max(1));
-    match tokio::time::timeout(limit, tokio::task::spawn_blocking(f)).await {
+    let cancel = Cancel::new();
+    // Dropped (the request is over, or its client hung up): the work is cancelled.
+    let on_drop = CancelOnDrop(cancel.clone());
+    let task = tokio::task::spawn_blocking(move || f(&cancel));
+    let result = match tokio::time::timeout(limit, task).await {
         Ok(Ok(r)) => r,
-        Ok(Err(e)) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("worker failed: {e}"),
-        )),
+        Ok(Err(e)) => Err(ApiError::internal(format!(
+            "the worker failed ({})",
+            panic_text(e)
+        ))),
         Err(_) => Err(ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
             format!(
@@ -121,7 +139,111 @@ pub async fn blocking<T: Send + 'static>(
                 limit.as_secs()
             ),
         )),
+    };
+    drop(on_drop);
+    result
+}
+
+struct CancelOnDrop(Cancel);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
     }
+}
+
+/// What a failed blocking task says (a panic's message), logged as an error.
+fn panic_text(e: tokio::task::JoinError) -> String {
+    let text = match e.try_into_panic() {
+        Ok(payload) => format!("a panic: {}", payload_text(payload.as_ref())),
+        Err(e) => e.to_string(),
+    };
+    tracing::error!("a request's worker failed: {text}");
+    text
+}
+
+/// Returns once the server is shutting down (`AppState::stopping`).
+pub async fn stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// A panic's message.
+fn payload_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
+/// The sending end of a streamed response, fed from a blocking thread.
+pub struct Feed<T> {
+    tx: tokio::sync::mpsc::Sender<T>,
+    cancel: Cancel,
+    deadline: Instant,
+}
+
+impl<T> Feed<T> {
+    /// Hands `item` to the client, waiting while its reader is behind. False (and the work
+    /// cancelled) once the client has gone or the request's time (`server.request_timeout_s`)
+    /// is up: a slow reader slows its own stream and holds nothing else.
+    pub fn send(&self, mut item: T) -> bool {
+        loop {
+            if self.cancel.is_cancelled() || self.timed_out() {
+                self.cancel.cancel();
+                return false;
+            }
+            match self.tx.try_send(item) {
+                Ok(()) => return true,
+                Err(TrySendError::Full(back)) => {
+                    item = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(TrySendError::Closed(_)) => {
+                    self.cancel.cancel();
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// Sends `item` even after a timeout (the error that says so), if there is room.
+    pub fn last(&self, item: T) {
+        let _ = self.tx.try_send(item);
+    }
+
+    pub fn cancel(&self) -> &Cancel {
+        &self.cancel
+    }
+
+    pub fn timed_out(&self) -> bool {
+        Instant::now() >= self.deadline
+    }
+}
+
+/// Runs `f` on a blocking thread that feeds the returned stream (`capacity` items ahead of the
+/// client at most) within the request time limit. A panic in `f` is logged and, as `on_panic`'s
+/// item, the stream's last word.
+pub fn stream_blocking<T: Send + 'static>(
+    st: &Shared,
+    capacity: usize,
+    f: impl FnOnce(&Feed<T>) + Send + 'static,
+    on_panic: impl FnOnce(String) -> T + Send + 'static,
+) -> tokio_stream::wrappers::ReceiverStream<T> {
+    let (tx, rx) = tokio::sync::mpsc::channel(capacity.max(1));
+    let feed = Feed {
+        tx,
+        cancel: Cancel::new(),
+        deadline: Instant::now() + Duration::from_secs(st.cfg.server.request_timeout_s.max(1)),
+    };
+    tokio::task::spawn_blocking(move || {
+        if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&feed))) {
+            let m = payload_text(payload.as_ref());
+            tracing::error!("a streamed response's worker panicked: {m}");
+            feed.last(on_panic(m));
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
 /// Speaks `text` sentence by sentence on the shared voice, at `speed` if given, handing each

@@ -6,15 +6,15 @@
 //! `synthesize-start`/`-chunk`/`-stop`) into `audio-start`/`audio-chunk`/`audio-stop`.
 //! A malformed event closes that connection only.
 
-use std::sync::atomic::Ordering;
-
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpListener;
 
 use super::openai::transcribe_pcm;
 use super::state::{self, Shared};
 use crate::media::audio::{pcm16, resample, SAMPLE_RATE};
+use crate::stages::Cancel;
 use crate::text::transcript::plain_text;
 
 /// Why a Wyoming connection was closed.
@@ -29,6 +29,20 @@ pub enum WyomingError {
     Protocol(String),
     #[error("{0}")]
     Failed(String),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+impl WyomingError {
+    /// The `code` of the `error` event that tells the client.
+    fn code(&self) -> &'static str {
+        match self {
+            WyomingError::Io(_) => "io",
+            WyomingError::Json(_) | WyomingError::Protocol(_) => "bad-request",
+            WyomingError::Failed(_) => "failed",
+            WyomingError::ShuttingDown => "shutdown",
+        }
+    }
 }
 
 fn protocol(msg: impl Into<String>) -> WyomingError {
@@ -141,23 +155,56 @@ fn info(st: &Shared) -> Value {
 
 /// Accepts connections until the process ends.
 pub async fn serve(listener: TcpListener, st: Shared) {
+    let mut stopping = st.stopping.subscribe();
     loop {
-        let (sock, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!("wyoming accept failed: {e}");
-                continue;
-            }
+        let (sock, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!("wyoming accept failed: {e}");
+                    // Out of file descriptors, say: do not spin.
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = super::state::stopped(&mut stopping) => return,
         };
         let st = st.clone();
         tokio::spawn(async move {
-            st.metrics.active.fetch_add(1, Ordering::Relaxed);
-            if let Err(e) = connection(sock, &st).await {
+            let _busy = super::Busy::new(&st);
+            let (r, mut w) = sock.into_split();
+            if let Err(e) = connection(BufReader::new(r), &mut w, &st).await {
                 tracing::info!(%peer, "wyoming connection closed: {e:#}");
+                // The client hears why (Wyoming's `error` event), unless the connection is gone.
+                if !matches!(e, WyomingError::Io(_)) {
+                    let error = json!({"text": e.to_string(), "code": e.code()});
+                    let _ = write_event(&mut w, "error", error, &[]).await;
+                }
             }
-            st.metrics.active.fetch_sub(1, Ordering::Relaxed);
         });
     }
+}
+
+/// Longest text accepted for synthesis (a streamed one grows chunk by chunk).
+const MAX_TEXT: usize = 64 << 10;
+
+/// The `rate`, `width` and `channels` of an `audio-start`, checked: 16-bit PCM, 1–8 channels,
+/// 1–192 kHz (a rate of 0 or one cut to 32 bits would otherwise poison the resampler).
+pub fn audio_format(data: &Value) -> Result<(u32, usize, usize), WyomingError> {
+    let field = |name: &str, default: u64, ok: std::ops::RangeInclusive<u64>| {
+        let v = &data[name];
+        match v {
+            Value::Null => Ok(default),
+            _ => v
+                .as_u64()
+                .filter(|n| ok.contains(n))
+                .ok_or_else(|| protocol(format!("audio-start: {name} {v} is not in {ok:?}"))),
+        }
+    };
+    let rate = field("rate", 16_000, 1_000..=192_000)? as u32;
+    let width = field("width", 2, 2..=2)? as usize;
+    let channels = field("channels", 1, 1..=8)? as usize;
+    Ok((rate, width, channels))
 }
 
 /// Audio being received for transcription.
@@ -169,21 +216,34 @@ struct Incoming {
     language: Option<String>,
 }
 
-async fn connection(sock: TcpStream, st: &Shared) -> Result<(), WyomingError> {
-    let (r, mut w) = sock.into_split();
-    let mut r = BufReader::new(r);
+async fn connection(
+    mut r: BufReader<OwnedReadHalf>,
+    mut w: &mut OwnedWriteHalf,
+    st: &Shared,
+) -> Result<(), WyomingError> {
     let mut audio: Option<Incoming> = None;
     let mut language: Option<String> = None;
     let mut streaming_text: Option<String> = None;
-    while let Some(ev) = read_event(&mut r).await? {
+    let mut stopping = st.stopping.subscribe();
+    loop {
+        // Shutting down: the event being handled was finished; the client is told (an
+        // `error` event with code "shutdown") and the connection closes.
+        let ev = tokio::select! {
+            ev = read_event(&mut r) => match ev? {
+                Some(ev) => ev,
+                None => break,
+            },
+            _ = super::state::stopped(&mut stopping) => return Err(WyomingError::ShuttingDown),
+        };
         match ev.kind.as_str() {
             "describe" => write_event(&mut w, "info", info(st), &[]).await?,
             "transcribe" => language = ev.data["language"].as_str().map(str::to_string),
             "audio-start" => {
+                let (rate, width, channels) = audio_format(&ev.data)?;
                 audio = Some(Incoming {
-                    rate: ev.data["rate"].as_u64().unwrap_or(16000) as u32,
-                    width: ev.data["width"].as_u64().unwrap_or(2) as usize,
-                    channels: ev.data["channels"].as_u64().unwrap_or(1).max(1) as usize,
+                    rate,
+                    width,
+                    channels,
                     pcm: Vec::new(),
                     language: language.take(),
                 })
@@ -217,8 +277,9 @@ async fn connection(sock: TcpStream, st: &Shared) -> Result<(), WyomingError> {
                 let text = tokio::task::spawn_blocking(move || -> Result<String, WyomingError> {
                     let pcm = resample(&a.pcm, a.rate, SAMPLE_RATE)
                         .map_err(|e| WyomingError::Failed(e.to_string()))?;
-                    let segments = transcribe_pcm(&st2, &pcm, a.language.as_deref())
-                        .map_err(|e| WyomingError::Failed(e.message))?;
+                    let segments =
+                        transcribe_pcm(&st2, &pcm, a.language.as_deref(), &Cancel::new())
+                            .map_err(|e| WyomingError::Failed(e.message))?;
                     Ok(plain_text(&segments))
                 })
                 .await
@@ -232,6 +293,9 @@ async fn connection(sock: TcpStream, st: &Shared) -> Result<(), WyomingError> {
                 // A client that streams sends the whole text here too; it was spoken already.
                 if streaming_text.is_none() {
                     let text = ev.data["text"].as_str().unwrap_or_default().to_string();
+                    if text.len() > MAX_TEXT {
+                        return Err(protocol(format!("text longer than {MAX_TEXT} bytes")));
+                    }
                     synthesize(st, &mut w, text).await?;
                 }
             }
@@ -241,6 +305,11 @@ async fn connection(sock: TcpStream, st: &Shared) -> Result<(), WyomingError> {
                     .as_mut()
                     .ok_or_else(|| protocol("synthesize-chunk before synthesize-start"))?;
                 t.push_str(ev.data["text"].as_str().unwrap_or_default());
+                if t.len() > MAX_TEXT {
+                    return Err(protocol(format!(
+                        "streamed text longer than {MAX_TEXT} bytes"
+                    )));
+                }
             }
             "synthesize-stop" => {
                 let text = streaming_text.take().unwrap_or_default();
