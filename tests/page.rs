@@ -181,7 +181,10 @@ async fn the_web_page_talks_in_headless_chromium() {
     // microphone can glitch, and CI once heard "France" as "friends".
     let heard = words(turn["transcript"].as_str().unwrap());
     assert!(
-        ["what", "capital"].iter().all(|w| heard.contains(&w.to_string())) && heard.len() >= 5,
+        ["what", "capital"]
+            .iter()
+            .all(|w| heard.contains(&w.to_string()))
+            && heard.len() >= 5,
         "{turn}"
     );
     assert!(turn["audioBytes"].as_u64().unwrap() > 10_000, "{turn}");
