@@ -1,4 +1,4 @@
-//! `seesay serve`: the server on the configured (or given) addresses until Ctrl-C.
+//! `seesay serve`: the server on the configured (or given) addresses until SIGINT or SIGTERM.
 
 use anyhow::Result;
 use clap::Args;

@@ -121,17 +121,31 @@ pub async fn blocking<T: Send + 'static>(
     st: &Shared,
     f: impl FnOnce(&Cancel) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let limit = Duration::from_secs(st.cfg.server.request_timeout_s.max(1));
+    within(
+        Duration::from_secs(st.cfg.server.request_timeout_s.max(1)),
+        f,
+    )
+    .await
+}
+
+/// `blocking` with the time limit given.
+async fn within<T: Send + 'static>(
+    limit: Duration,
+    f: impl FnOnce(&Cancel) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
     let cancel = Cancel::new();
     // Dropped (the request is over, or its client hung up): the work is cancelled.
     let on_drop = CancelOnDrop(cancel.clone());
     let task = tokio::task::spawn_blocking(move || f(&cancel));
     let result = match tokio::time::timeout(limit, task).await {
         Ok(Ok(r)) => r,
-        Ok(Err(e)) => Err(ApiError::internal(format!(
-            "the worker failed ({})",
-            panic_text(e)
-        ))),
+        // The details go to the log only (a panic's message may name server paths).
+        Ok(Err(e)) => {
+            panic_text(e);
+            Err(ApiError::internal(
+                "the server failed on this request (its log says why)",
+            ))
+        }
         Err(_) => Err(ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
             format!(
@@ -332,4 +346,39 @@ pub fn json_body<T: serde::de::DeserializeOwned>(
         ));
     }
     serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("bad JSON: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_timeout_cancels_the_work_and_a_panic_is_a_500() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let slow = within(Duration::from_millis(100), move |cancel: &Cancel| {
+            let t = std::time::Instant::now();
+            while !cancel.is_cancelled() && t.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            tx.send(cancel.is_cancelled()).unwrap();
+            Ok(())
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(slow.status, StatusCode::GATEWAY_TIMEOUT);
+        // The work saw the cancellation and stopped, well before its own 10 s.
+        assert!(rx.recv_timeout(Duration::from_secs(2)).unwrap());
+        let panicked = within(
+            Duration::from_secs(5),
+            |_: &Cancel| -> Result<(), ApiError> { panic!("the model broke") },
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(panicked.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(
+            !panicked.message.contains("the model broke"),
+            "{}",
+            panicked.message
+        );
+    }
 }

@@ -1,0 +1,481 @@
+"""Soak and load test of `seesay serve`, run by scripts/soak: traffic to 127.0.0.1 only.
+
+For MINUTES: N WebSocket conversations speak real questions in real time (some with barge-in,
+interrupting answers), API clients send transcription, speech and streamed chat requests, Wyoming
+clients transcribe and synthesise, and garbage goes to every port. Then the server is stopped with
+SIGTERM. Reports turns per conversation (every turn that began must end: done, dropped with a
+reason, or failed), request outcomes and latency percentiles, RSS and thread count over time.
+Exit status 1 if a turn vanished, fewer than 99 % of valid requests succeeded or were refused
+(429/503), RSS at the end is more than 10 % above RSS after the first minute, threads grew, or the
+server did not exit cleanly.
+"""
+
+import argparse
+import asyncio
+import http.client
+import json
+import os
+import random
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import wave
+
+import websockets
+import websockets.asyncio.client as ws_client
+
+QUESTIONS = [
+    "What is the capital of Italy?",
+    "How many legs does a spider have?",
+    "What do bees make?",
+    "What is the largest ocean on Earth?",
+    "What is two plus three?",
+    "What color is the sky on a clear day?",
+    "Which planet is closest to the sun?",
+    "How many days are in a week?",
+    "What do cows drink?",
+    "What is the opposite of hot?",
+]
+RATE = 16_000
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_wav_16k(path):
+    """A mono 16-bit WAV as 16 kHz PCM bytes (linear interpolation from its own rate)."""
+    with wave.open(path) as w:
+        rate, n = w.getframerate(), w.getnframes()
+        samples = struct.unpack(f"<{n}h", w.readframes(n))
+    out_n = int(n * RATE / rate)
+    out = []
+    for i in range(out_n):
+        x = i * rate / RATE
+        j = int(x)
+        f = x - j
+        a = samples[min(j, n - 1)]
+        b = samples[min(j + 1, n - 1)]
+        out.append(int(a + (b - a) * f))
+    return struct.pack(f"<{len(out)}h", *out)
+
+
+def percentile(values, p):
+    if not values:
+        return None
+    v = sorted(values)
+    return v[min(len(v) - 1, int(round(p / 100 * (len(v) - 1))))]
+
+
+class Stats:
+    def __init__(self):
+        self.requests = {}  # kind -> list of (status, seconds)
+        self.garbage = 0
+
+    def add(self, kind, status, secs):
+        self.requests.setdefault(kind, []).append((status, secs))
+
+
+async def http_request(port, method, path, body=b"", headers=None, timeout=120):
+    """One HTTP request on a thread; returns (status, body bytes, seconds). Status 0: no answer."""
+
+    def run():
+        t = time.monotonic()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            r = conn.getresponse()
+            data = r.read()
+            return r.status, data, time.monotonic() - t
+        except Exception as e:  # a hang (timeout) or a reset counts as a failure
+            return 0, str(e).encode(), time.monotonic() - t
+        finally:
+            conn.close()
+
+    return await asyncio.to_thread(run)
+
+
+async def conversation(port, idx, barge_in, pcm_questions, deadline, out):
+    """Streams questions in real time (silence between) and records what the server says."""
+    rec = {"conversation": idx, "barge_in": barge_in, "asked": 0, "started": set(),
+           "done": 0, "interrupted": 0, "dropped": {}, "failed": 0, "ended": {}, "errors": [],
+           "closed": None}
+    out.append(rec)
+    uri = f"ws://127.0.0.1:{port}/v1/conversation?barge_in={'true' if barge_in else 'false'}"
+    rng = random.Random(idx)
+    chunk = 640  # 20 ms
+    async with ws_client.connect(uri, max_size=None) as ws:
+
+        async def reader():
+            try:
+                async for msg in ws:
+                    if isinstance(msg, bytes):
+                        continue
+                    e = json.loads(msg)
+                    t, turn = e.get("type"), e.get("turn")
+                    if t == "speech_started":
+                        rec["started"].add(turn)
+                    elif t == "turn_done":
+                        rec["done"] += 1
+                        rec["interrupted"] += bool(e.get("interrupted"))
+                        rec["ended"][turn] = rec["ended"].get(turn, 0) + 1
+                    elif t == "turn_dropped":
+                        reason = e.get("reason", "?")
+                        rec["dropped"][reason] = rec["dropped"].get(reason, 0) + 1
+                        rec["ended"][turn] = rec["ended"].get(turn, 0) + 1
+                    elif t == "error" and turn is not None:  # a turn that failed
+                        rec["failed"] += 1
+                        rec["ended"][turn] = rec["ended"].get(turn, 0) + 1
+                        rec["errors"].append(e.get("message"))
+                    elif t == "error":
+                        rec["errors"].append(e.get("message"))
+            except websockets.exceptions.ConnectionClosed as c:
+                rec["closed"] = c.rcvd.code if c.rcvd else 1006
+            else:
+                rec["closed"] = ws.close_code
+
+        listening = asyncio.create_task(reader())
+        start = time.monotonic()
+        sent = 0  # chunks sent: the real-time clock of the stream
+
+        async def stream(pcm):
+            nonlocal sent
+            for i in range(0, len(pcm), chunk):
+                sent += 1
+                delay = start + sent * 0.02 - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                await ws.send(pcm[i:i + chunk])
+
+        await stream(b"\0" * (RATE * 2))
+        while time.monotonic() < deadline:
+            q = rng.choice(pcm_questions)
+            await stream(q)
+            rec["asked"] += 1
+            # With barge-in, now and then the next question cuts into the answer.
+            gap = rng.uniform(1.5, 3.0) if barge_in and rng.random() < 0.4 else rng.uniform(7, 10)
+            await stream(b"\0" * int(gap * RATE) * 2)
+        # Let the last answers finish, then hang up.
+        await stream(b"\0" * RATE * 2 * 12)
+        await ws.close()
+        await listening
+
+
+async def api_client(port, stats, deadline, question_wav):
+    rng = random.Random(7)
+    wav_bytes = open(question_wav, "rb").read()
+    boundary = "soakboundary"
+    form = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"q.wav\"\r\n"
+            f"Content-Type: audio/wav\r\n\r\n").encode() + wav_bytes + f"\r\n--{boundary}--\r\n".encode()
+    while time.monotonic() < deadline:
+        kind = rng.choice(["transcription", "speech", "chat_stream"])
+        if kind == "transcription":
+            st, body, secs = await http_request(port, "POST", "/v1/audio/transcriptions", form,
+                                                {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+            if st == 200 and b"text" not in body:
+                st = -1
+        elif kind == "speech":
+            req = json.dumps({"input": rng.choice(QUESTIONS).replace("?", ".")}).encode()
+            st, body, secs = await http_request(port, "POST", "/v1/audio/speech", req,
+                                                {"Content-Type": "application/json"})
+            if st == 200 and len(body) < 10_000:
+                st = -1
+        else:
+            req = json.dumps({"messages": [{"role": "user", "content": rng.choice(QUESTIONS)}],
+                              "stream": True, "max_tokens": 40}).encode()
+            st, body, secs = await http_request(port, "POST", "/v1/chat/completions", req,
+                                                {"Content-Type": "application/json"})
+            if st == 200 and b"[DONE]" not in body:
+                st = -1
+        stats.add(kind, st, secs)
+        await asyncio.sleep(rng.uniform(1, 4))
+
+
+def wyoming_event(sock_file, kind, data=None, payload=b""):
+    d = json.dumps(data or {}).encode()
+    header = {"type": kind, "data_length": len(d)}
+    if payload:
+        header["payload_length"] = len(payload)
+    sock_file.write(json.dumps(header).encode() + b"\n" + d + payload)
+    sock_file.flush()
+
+
+def wyoming_read(sock_file):
+    line = sock_file.readline()
+    if not line:
+        return None
+    h = json.loads(line)
+    data = json.loads(sock_file.read(h.get("data_length", 0)) or b"{}") if h.get("data_length") else h.get("data", {})
+    payload = sock_file.read(h.get("payload_length", 0)) if h.get("payload_length") else b""
+    return h["type"], data, payload
+
+
+async def wyoming_client(port, stats, deadline, pcm):
+    rng = random.Random(11)
+
+    def session(send, judge):
+        """One connection: `send` writes the events, `judge` reads the answer into a status."""
+        t = time.monotonic()
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=120) as s:
+                f = s.makefile("rwb")
+                send(f)
+                return judge(f), time.monotonic() - t
+        except Exception:
+            return 0, time.monotonic() - t
+
+    def send_audio(f):
+        wyoming_event(f, "transcribe", {"language": "en"})
+        fmt = {"rate": RATE, "width": 2, "channels": 1}
+        wyoming_event(f, "audio-start", fmt)
+        for i in range(0, len(pcm), 3200):
+            wyoming_event(f, "audio-chunk", fmt, pcm[i:i + 3200])
+        wyoming_event(f, "audio-stop")
+
+    def transcript(f):
+        while (ev := wyoming_read(f)) is not None:
+            if ev[0] == "transcript":
+                return 200 if ev[1].get("text") else -1
+            if ev[0] == "error":
+                return 503 if ev[1].get("code") == "shutdown" else -2
+        return 0
+
+    def speech(f):
+        audio = 0
+        while (ev := wyoming_read(f)) is not None:
+            if ev[0] == "audio-chunk":
+                audio += len(ev[2])
+            if ev[0] == "audio-stop":
+                return 200 if audio > 10_000 else -1
+        return 0
+
+    transcribe = lambda: session(send_audio, transcript)
+    synthesize = lambda: session(
+        lambda f: wyoming_event(f, "synthesize", {"text": "Good morning, the weather is fine."}), speech)
+
+    while time.monotonic() < deadline:
+        kind = rng.choice(["wyoming_transcribe", "wyoming_synthesize"])
+        st, secs = await asyncio.to_thread(transcribe if kind == "wyoming_transcribe" else synthesize)
+        stats.add(kind, st, secs)
+        await asyncio.sleep(rng.uniform(3, 8))
+
+
+async def garbage(http_port, wy_port, stats, deadline):
+    rng = random.Random(13)
+
+    def junk(port, data):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                s.sendall(data)
+                s.settimeout(5)
+                try:
+                    s.recv(4096)
+                except Exception:
+                    pass
+        except Exception:
+            pass
+
+    while time.monotonic() < deadline:
+        data = bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 3000)))
+        port = rng.choice([http_port, wy_port])
+        await asyncio.to_thread(junk, port, data)
+        if rng.random() < 0.3:
+            try:
+                async with ws_client.connect(f"ws://127.0.0.1:{http_port}/v1/conversation") as ws:
+                    await ws.send(rng.choice(["not json", b"\x01\x02\x03", '{"type": "dance"}']))
+                    try:
+                        await asyncio.wait_for(ws.recv(), 5)
+                    except Exception:
+                        pass
+            except Exception:
+                pass
+        stats.garbage += 1
+        await asyncio.sleep(rng.uniform(0.5, 2))
+
+
+def proc_field(pid, key):
+    status = open(f"/proc/{pid}/status").read()
+    return int(next(l.split()[1] for l in status.splitlines() if l.startswith(key)))
+
+
+async def sample(pid, t0, deadline, series, children):
+    """Every 10 s: the server's RSS (MB) and threads, and its child processes' RSS (llama-server)."""
+    while time.monotonic() < deadline:
+        try:
+            now = time.monotonic() - t0
+            series.append((now, proc_field(pid, "VmRSS:") / 1024, proc_field(pid, "Threads:")))
+            kids = open(f"/proc/{pid}/task/{pid}/children").read().split()
+            children.append((now, sum(proc_field(k, "VmRSS:") for k in kids) / 1024))
+        except (OSError, StopIteration, ValueError):
+            pass
+        await asyncio.sleep(10)
+
+
+def slope(points):
+    """Least-squares slope of (x, y) points."""
+    if len(points) < 2:
+        return 0.0
+    mx = statistics.mean(p[0] for p in points)
+    my = statistics.mean(p[1] for p in points)
+    den = sum((p[0] - mx) ** 2 for p in points)
+    return sum((p[0] - mx) * (p[1] - my) for p in points) / den if den else 0.0
+
+
+async def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--minutes", type=float, default=10)
+    ap.add_argument("--conversations", type=int, default=4)
+    ap.add_argument("--barge-in", type=int, default=2, help="how many conversations interrupt")
+    ap.add_argument("--report", default="soak-report.json")
+    a = ap.parse_args()
+    seesay = os.environ["SEESAY"]
+    work = tempfile.mkdtemp(prefix="seesay-soak-")
+    http_port, wy_port = free_port(), free_port()
+    cfg = os.path.join(work, "config.toml")
+    with open(cfg, "w") as f:
+        f.write(f"[server]\nmax_sessions = {a.conversations + 1}\nshutdown_timeout_s = 20\n"
+                f"[llm]\nmax_tokens = 48\n")
+    print(f"soak: preparing {len(QUESTIONS)} spoken questions", file=sys.stderr)
+    pcm_questions = []
+    for i, q in enumerate(QUESTIONS):
+        path = os.path.join(work, f"q{i}.wav")
+        subprocess.run([seesay, "say", q, "-o", path], check=True, stderr=subprocess.DEVNULL)
+        pcm_questions.append(read_wav_16k(path))
+    log = open(os.path.join(work, "serve.log"), "w")
+    server = subprocess.Popen([seesay, "--config", cfg, "serve", "--listen", f"127.0.0.1:{http_port}",
+                               "--wyoming", f"127.0.0.1:{wy_port}"], stderr=log,
+                              env={**os.environ, "RUST_LOG": "seesay=info"})
+    t = time.monotonic()
+    while True:
+        st, _, _ = await http_request(http_port, "GET", "/healthz", timeout=2)
+        if st == 200:
+            break
+        if server.poll() is not None or time.monotonic() - t > 120:
+            sys.exit(f"soak: the server did not start; see {log.name}")
+        await asyncio.sleep(0.5)
+    t0 = time.monotonic()
+    deadline = t0 + a.minutes * 60
+    print(f"soak: {a.conversations} conversations ({a.barge_in} with barge-in), API, Wyoming and "
+          f"garbage for {a.minutes:g} min; server pid {server.pid}, log {log.name}", file=sys.stderr)
+    stats, convs, series, children = Stats(), [], [], []
+    tasks = [conversation(http_port, i, i < a.barge_in, pcm_questions, deadline, convs)
+             for i in range(a.conversations)]
+    tasks += [api_client(http_port, stats, deadline, os.path.join(work, "q0.wav")),
+              wyoming_client(wy_port, stats, deadline, pcm_questions[1]),
+              garbage(http_port, wy_port, stats, deadline),
+              sample(server.pid, t0, deadline + 20, series, children)]
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    crashed = [repr(r) for r in results if isinstance(r, Exception)]
+    # Churn: conversations opened, asked one question and closed, one after another; memory
+    # must come back to its level (per-conversation state is freed).
+    churn = []
+    for i in range(12):
+        try:
+            async with ws_client.connect(f"ws://127.0.0.1:{http_port}/v1/conversation", max_size=None) as ws:
+                await ws.send(pcm_questions[i % len(pcm_questions)] + b"\0" * RATE * 2)
+                try:
+                    while True:
+                        msg = await asyncio.wait_for(ws.recv(), 30)
+                        if isinstance(msg, str) and json.loads(msg)["type"] in ("turn_done", "turn_dropped", "error"):
+                            break
+                except asyncio.TimeoutError:
+                    pass
+        except Exception as e:
+            crashed.append(f"churn: {e!r}")
+        await asyncio.sleep(1)
+        if i in (1, 11):
+            churn.append(proc_field(server.pid, "VmRSS:") / 1024)
+    # Graceful stop: SIGTERM, exit 0 within the deadline.
+    ts = time.monotonic()
+    server.send_signal(signal.SIGTERM)
+    try:
+        code = server.wait(40)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        code = "hung"
+    stop_s = time.monotonic() - ts
+
+    report = {"minutes": a.minutes, "conversations": [], "requests": {}, "garbage": stats.garbage,
+              "client_errors": crashed, "shutdown": {"exit": code, "seconds": round(stop_s, 1)}}
+    vanished = 0
+    for c in convs:
+        lost = sorted(t for t in c["started"] if c["ended"].get(t, 0) != 1)
+        vanished += len(lost)
+        report["conversations"].append({
+            "conversation": c["conversation"], "barge_in": c["barge_in"], "asked": c["asked"],
+            "turns": len(c["started"]), "done": c["done"], "interrupted": c["interrupted"],
+            "dropped": c["dropped"], "failed": c["failed"], "vanished": lost,
+            "errors": c["errors"][:3], "closed": c["closed"]})
+    valid_ok = valid_all = 0
+    for kind, rs in sorted(stats.requests.items()):
+        ok = [s for st, s in rs if st == 200]
+        refused = sum(1 for st, _ in rs if st in (429, 503))
+        valid_all += len(rs)
+        valid_ok += len(ok) + refused
+        report["requests"][kind] = {
+            "n": len(rs), "ok": len(ok), "refused": refused,
+            "failed": {str(st): sum(1 for x, _ in rs if x == st) for st in {x for x, _ in rs} if st not in (200, 429, 503)},
+            "p50_s": percentile(ok, 50), "p95_s": percentile(ok, 95), "max_s": max(ok) if ok else None}
+    rate = valid_ok / valid_all if valid_all else 0.0
+    after = [p for p in series if p[0] >= 60]
+    rss_first = after[0][1] if after else None
+    rss_end = after[-1][1] if after else None
+    threads = [p[2] for p in after]
+    report["success_rate"] = round(rate, 4)
+    report["rss_mb"] = {"series": [(round(x), round(y)) for x, y, _ in series],
+                        "after_first_minute": rss_first, "end": rss_end,
+                        "slope_mb_per_min": round(slope([(x / 60, y) for x, y, _ in after]), 2)}
+    report["churn_rss_mb"] = {"after_2": round(churn[0]), "after_12": round(churn[1])} if len(churn) == 2 else None
+    report["children_rss_mb"] = [(round(x), round(y)) for x, y in children]
+    report["threads"] = {"series": [(round(x), n) for x, _, n in series],
+                         "min": min(threads) if threads else None, "max": max(threads) if threads else None}
+    json.dump(report, open(a.report, "w"), indent=1, default=list)
+
+    print("\nconversation  barge-in  asked  turns  done(interrupted)  dropped             failed  vanished")
+    for c in report["conversations"]:
+        print(f"{c['conversation']:>12}  {str(c['barge_in']):>8}  {c['asked']:>5}  {c['turns']:>5}  "
+              f"{c['done']:>4}({c['interrupted']:>2})          {json.dumps(c['dropped']):<18}  {c['failed']:>6}  {len(c['vanished']):>8}")
+    print("\nrequests            n    ok  refused  failed         p50 s   p95 s   max s")
+    fmt = lambda v: f"{v:7.2f}" if v is not None else "      -"
+    for kind, r in report["requests"].items():
+        print(f"{kind:<18} {r['n']:>3} {r['ok']:>5} {r['refused']:>8}  {json.dumps(r['failed']):<12} "
+              f"{fmt(r['p50_s'])} {fmt(r['p95_s'])} {fmt(r['max_s'])}")
+    print(f"\nvalid requests that succeeded or were refused: {100 * rate:.1f} %; garbage sent: {stats.garbage}")
+    print(f"RSS: {rss_first} MB after the first minute, {rss_end} MB at the end, "
+          f"slope {report['rss_mb']['slope_mb_per_min']} MB/min; threads {report['threads']['min']}..{report['threads']['max']}")
+    print(f"RSS over time (s, MB): {report['rss_mb']['series']}")
+    print(f"threads over time (s, n): {report['threads']['series']}")
+    print(f"child processes' RSS over time (s, MB; llama-server): {report['children_rss_mb']}")
+    if report["churn_rss_mb"]:
+        print(f"conversations opened and closed one after another: RSS {report['churn_rss_mb']['after_2']} MB "
+              f"after 2, {report['churn_rss_mb']['after_12']} MB after 12")
+    print(f"shutdown: exit {code} after {stop_s:.1f} s; report: {a.report}")
+    problems = []
+    if vanished:
+        problems.append(f"{vanished} turns never ended")
+    if rate < 0.99:
+        problems.append(f"only {100 * rate:.1f} % of requests succeeded or were refused")
+    if rss_first and rss_end and rss_end > 1.10 * rss_first:
+        problems.append(f"RSS grew from {rss_first} to {rss_end} MB")
+    if threads and threads[-1] > threads[0] + 2:
+        problems.append(f"threads grew from {threads[0]} to {threads[-1]}")
+    if len(churn) == 2 and churn[1] > 1.10 * churn[0]:
+        problems.append(f"RSS grew with conversations opened and closed: {churn[0]:.0f} to {churn[1]:.0f} MB")
+    if code != 0:
+        problems.append(f"the server's exit after SIGTERM: {code}")
+    if crashed:
+        problems.append(f"clients crashed: {crashed}")
+    for p in problems:
+        print(f"soak: FAILED: {p}", file=sys.stderr)
+    sys.exit(1 if problems else 0)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
