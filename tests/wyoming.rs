@@ -83,3 +83,77 @@ fn the_wyoming_python_client_transcribes_and_synthesizes() {
         assert!(heard.contains(&w.into()), "{heard:?}");
     }
 }
+
+const WYOMING_WAKE: &str = r#"
+import asyncio, sys, wave
+from wyoming.client import AsyncTcpClient
+from wyoming.info import Describe, Info
+from wyoming.wake import Detect, Detection, NotDetected
+from wyoming.audio import AudioStart, AudioChunk, AudioStop
+
+async def listen(port, path, names):
+    async with AsyncTcpClient("127.0.0.1", port) as c:
+        await c.write_event(Detect(names=names).event())
+        with wave.open(path, "rb") as w:
+            rate, width, channels = w.getframerate(), w.getsampwidth(), w.getnchannels()
+            await c.write_event(AudioStart(rate=rate, width=width, channels=channels).event())
+            while data := w.readframes(1024):
+                await c.write_event(AudioChunk(rate=rate, width=width, channels=channels, audio=data).event())
+        await c.write_event(AudioStop().event())
+        while True:
+            ev = await c.read_event()
+            if Detection.is_type(ev.type):
+                d = Detection.from_event(ev)
+                print("DETECTION:", d.name, d.timestamp)
+                return
+            elif NotDetected.is_type(ev.type):
+                print("NOT DETECTED")
+                return
+
+async def main(port, wake, other):
+    async with AsyncTcpClient("127.0.0.1", port) as c:
+        await c.write_event(Describe().event())
+        info = Info.from_event(await c.read_event())
+        print("WAKE:", " ".join(m.name for m in info.wake[0].models))
+    await listen(port, wake, ["hey_jarvis"])
+    await listen(port, other, None)
+
+asyncio.run(main(int(sys.argv[1]), sys.argv[2], sys.argv[3]))
+"#;
+
+/// Home Assistant's wake-word flow: `detect`, then audio; "Hey Jarvis" (in Piper's voice, at
+/// 22.05 kHz as `say` writes it) is detected, a question without it is not.
+#[test]
+fn the_wyoming_python_client_hears_the_wake_word() {
+    let s = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (wake, other) = (dir.path().join("wake.wav"), dir.path().join("other.wav"));
+    ok(seesay(&[
+        "say",
+        "Hey Jarvis.",
+        "-o",
+        wake.to_str().unwrap(),
+    ]));
+    ok(seesay(&[
+        "say",
+        "What is the weather like today?",
+        "-o",
+        other.to_str().unwrap(),
+    ]));
+    let out = python(
+        WYOMING_WAKE,
+        &[
+            &s.wyoming.to_string(),
+            wake.to_str().unwrap(),
+            other.to_str().unwrap(),
+        ],
+    );
+    assert!(out.contains("WAKE: alexa hey_jarvis"), "{out}");
+    let lines: Vec<&str> = out.lines().skip(1).collect();
+    assert!(
+        lines.len() == 2
+            && lines[0].starts_with("DETECTION: hey_jarvis")
+            && lines[1] == "NOT DETECTED",
+        "{out}"
+    );
+}

@@ -3,8 +3,9 @@
 //! `payload_length` bytes of payload. seesay answers `describe` with `info`, transcribes
 //! (`transcribe`, `audio-start`/`audio-chunk`/`audio-stop` → `transcript`, with the streaming
 //! `transcript-start`/`-chunk`/`-stop`) and synthesises (`synthesize`, or the streaming
-//! `synthesize-start`/`-chunk`/`-stop`) into `audio-start`/`audio-chunk`/`audio-stop`.
-//! A malformed event closes that connection only.
+//! `synthesize-start`/`-chunk`/`-stop`) into `audio-start`/`audio-chunk`/`audio-stop`, and listens
+//! for wake words (`detect`, then audio → `detection`, or `not-detected` at `audio-stop`).
+//! A malformed event gets an `error` event and closes that connection only.
 
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -13,7 +14,8 @@ use tokio::net::TcpListener;
 
 use super::openai::transcribe_pcm;
 use super::state::{self, Shared};
-use crate::media::audio::{pcm16, resample, SAMPLE_RATE};
+use crate::media::audio::{pcm16, resample, StreamResampler, SAMPLE_RATE};
+use crate::stages::wake::{WakeDetector, BUILT_IN};
 use crate::stages::Cancel;
 use crate::text::transcript::plain_text;
 
@@ -149,7 +151,16 @@ fn info(st: &Shared) -> Value {
             }],
             "supports_synthesize_streaming": true,
         }],
-        "handle": [], "intent": [], "wake": [], "mic": [], "snd": [],
+        "wake": [{
+            "name": "seesay-openwakeword", "description": "openWakeWord in seesay",
+            "attribution": attribution, "installed": true, "version": env!("CARGO_PKG_VERSION"),
+            "models": BUILT_IN.iter().map(|w| json!({
+                "name": w, "description": w.replace('_', " "), "phrase": w.replace('_', " "),
+                "attribution": attribution, "installed": true,
+                "version": env!("CARGO_PKG_VERSION"), "languages": ["en"],
+            })).collect::<Vec<_>>(),
+        }],
+        "handle": [], "intent": [], "mic": [], "snd": [],
     })
 }
 
@@ -207,6 +218,90 @@ pub fn audio_format(data: &Value) -> Result<(u32, usize, usize), WyomingError> {
     Ok((rate, width, channels))
 }
 
+/// 16-bit PCM frames of `channels` channels as mono f32.
+fn mono(payload: &[u8], channels: usize) -> Vec<f32> {
+    payload
+        .chunks_exact(2 * channels)
+        .map(|f| {
+            f.chunks_exact(2)
+                .map(|s| i16::from_le_bytes([s[0], s[1]]) as f32 / 32768.0)
+                .sum::<f32>()
+                / channels as f32
+        })
+        .collect()
+}
+
+/// Wake-word detection (`detect`, then audio): one openWakeWord detector per word listened for.
+/// A `detection` event each time one is heard; `not-detected` at `audio-stop` if none was.
+struct Wake {
+    detectors: Vec<(String, Box<dyn WakeDetector>)>,
+    /// The stream's format, once `audio-start` has come: channels and the way to 16 kHz.
+    format: Option<(usize, StreamResampler)>,
+    /// 16 kHz samples heard since `audio-start`.
+    heard: u64,
+    detected: bool,
+}
+
+impl Wake {
+    /// Detectors for `names` (default: every built-in word), loaded off the async threads.
+    async fn start(st: &Shared, data: &Value) -> Result<Wake, WyomingError> {
+        let names: Vec<String> = match data["names"].as_array() {
+            Some(list) if !list.is_empty() => list
+                .iter()
+                .map(|n| n.as_str().unwrap_or_default().to_string())
+                .collect(),
+            _ => BUILT_IN.iter().map(|w| w.to_string()).collect(),
+        };
+        if let Some(bad) = names.iter().find(|n| !BUILT_IN.contains(&n.as_str())) {
+            return Err(protocol(format!(
+                "detect: unknown wake word {bad:?} (known: {})",
+                BUILT_IN.join(", ")
+            )));
+        }
+        let make = st.models.wake.clone();
+        let detectors = tokio::task::spawn_blocking(move || {
+            names
+                .into_iter()
+                .map(|n| make(&n).map(|d| (n, d)))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| WyomingError::Failed(e.to_string()))?
+        .map_err(|e| WyomingError::Failed(e.to_string()))?;
+        Ok(Wake {
+            detectors,
+            format: None,
+            heard: 0,
+            detected: false,
+        })
+    }
+
+    /// Feeds a chunk; returns the words heard in it (and when, in ms from `audio-start`).
+    fn push(&mut self, payload: &[u8], threshold: f32) -> Result<Vec<(String, u64)>, WyomingError> {
+        let (channels, resampler) = self
+            .format
+            .as_mut()
+            .ok_or_else(|| protocol("audio-chunk before audio-start"))?;
+        let pcm = resampler
+            .push(&mono(payload, *channels))
+            .map_err(|e| WyomingError::Failed(e.to_string()))?;
+        self.heard += pcm.len() as u64;
+        let at = self.heard * 1000 / SAMPLE_RATE as u64;
+        let mut heard = Vec::new();
+        for (name, d) in &mut self.detectors {
+            let p = d
+                .push(&pcm)
+                .map_err(|e| WyomingError::Failed(e.to_string()))?;
+            if p >= threshold {
+                d.reset();
+                heard.push((name.clone(), at));
+            }
+        }
+        self.detected |= !heard.is_empty();
+        Ok(heard)
+    }
+}
+
 /// Audio being received for transcription.
 struct Incoming {
     rate: u32,
@@ -224,6 +319,7 @@ async fn connection(
     let mut audio: Option<Incoming> = None;
     let mut language: Option<String> = None;
     let mut streaming_text: Option<String> = None;
+    let mut wake: Option<Wake> = None;
     let mut stopping = st.stopping.subscribe();
     loop {
         // Shutting down: the event being handled was finished; the client is told (an
@@ -238,6 +334,27 @@ async fn connection(
         match ev.kind.as_str() {
             "describe" => write_event(&mut w, "info", info(st), &[]).await?,
             "transcribe" => language = ev.data["language"].as_str().map(str::to_string),
+            "detect" => wake = Some(Wake::start(st, &ev.data).await?),
+            "audio-start" if wake.is_some() => {
+                let (rate, _, channels) = audio_format(&ev.data)?;
+                let resampler = StreamResampler::new(rate, SAMPLE_RATE)
+                    .map_err(|e| WyomingError::Failed(e.to_string()))?;
+                let listening = wake.as_mut().expect("checked");
+                (listening.format, listening.heard) = (Some((channels, resampler)), 0);
+            }
+            "audio-chunk" if wake.is_some() => {
+                let listening = wake.as_mut().expect("checked");
+                for (name, at) in listening.push(&ev.payload, st.cfg.pipeline.wake_threshold)? {
+                    tracing::info!(word = %name, ms = at, "wyoming: wake word heard");
+                    let data = json!({"name": name, "timestamp": at});
+                    write_event(&mut w, "detection", data, &[]).await?;
+                }
+            }
+            "audio-stop" if wake.is_some() => {
+                if !wake.take().expect("checked").detected {
+                    write_event(&mut w, "not-detected", json!({}), &[]).await?;
+                }
+            }
             "audio-start" => {
                 let (rate, width, channels) = audio_format(&ev.data)?;
                 audio = Some(Incoming {
@@ -258,13 +375,7 @@ async fn connection(
                         a.width
                     )));
                 }
-                a.pcm
-                    .extend(ev.payload.chunks_exact(2 * a.channels).map(|f| {
-                        f.chunks_exact(2)
-                            .map(|s| i16::from_le_bytes([s[0], s[1]]) as f32 / 32768.0)
-                            .sum::<f32>()
-                            / a.channels as f32
-                    }));
+                a.pcm.extend(mono(&ev.payload, a.channels));
                 if a.pcm.len() as f64 / a.rate as f64 > st.cfg.server.max_audio_s {
                     return Err(protocol("audio longer than server.max_audio_s"));
                 }
