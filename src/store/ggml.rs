@@ -243,10 +243,11 @@ pub fn read_gguf<R: std::io::Read + std::io::Seek>(
     for name in names {
         let info = &ct.tensor_infos[&name];
         let dims = info.shape.dims();
+        // No elements is no tensor either (and candle would cast an unaligned empty buffer).
         if dims
             .iter()
             .try_fold(1usize, |n, &d| n.checked_mul(d))
-            .is_none_or(|n| n > 1 << 32)
+            .is_none_or(|n| n == 0 || n > 1 << 32)
         {
             return Err(bad(format!("{name}: implausible shape {dims:?}")));
         }

@@ -34,9 +34,14 @@ fn bad(path: &Path, detail: impl std::fmt::Display) -> ImportError {
 }
 
 fn read_pickle<R: BufRead>(r: &mut R, path: &Path) -> Result<Object, ImportError> {
-    let mut stack = Stack::empty();
-    stack.read_loop(r).map_err(|e| bad(path, e))?;
-    stack.finalize().map_err(|e| bad(path, e))
+    // candle's pickle reader can panic on damaged input (an over-long integer overflows a shift,
+    // found by fuzzing): that is a damaged file, not a crash.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut stack = Stack::empty();
+        stack.read_loop(r).map_err(|e| bad(path, e))?;
+        stack.finalize().map_err(|e| bad(path, e))
+    }))
+    .unwrap_or_else(|_| Err(bad(path, "the pickle data is damaged")))
 }
 
 fn usizes(obj: Object) -> Option<Vec<usize>> {
