@@ -59,6 +59,38 @@ pub struct AudioReader {
     skipped_in_row: u32,
 }
 
+/// Checks a WAV file's format chunk before symphonia reads it (symphonia panics on a rate or a
+/// channel count of 0, found by fuzzing); other files pass untouched. Leaves the source where it
+/// was (the start).
+fn check_wav_header(source: &mut Box<dyn symphonia::core::io::MediaSource>) -> Result<(), String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut head = Vec::new();
+    let read = source.by_ref().take(4096).read_to_end(&mut head);
+    source.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+    read.map_err(|e| e.to_string())?;
+    if head.len() < 12 || &head[..4] != b"RIFF" || &head[8..12] != b"WAVE" {
+        return Ok(());
+    }
+    let mut at = 12;
+    while at + 8 <= head.len() {
+        let size = u32::from_le_bytes(head[at + 4..at + 8].try_into().expect("4 bytes")) as usize;
+        if &head[at..at + 4] == b"fmt " && at + 24 <= head.len() {
+            let u16_at = |i: usize| u16::from_le_bytes([head[at + i], head[at + i + 1]]);
+            let channels = u16_at(10);
+            let rate = u32::from_le_bytes(head[at + 12..at + 16].try_into().expect("4 bytes"));
+            let (block_align, bits) = (u16_at(20), u16_at(22));
+            if channels == 0 || rate == 0 || block_align == 0 || bits == 0 {
+                return Err(format!(
+                    "a damaged WAV header ({channels} channels, {rate} Hz, {bits} bits, {block_align}-byte frames)"
+                ));
+            }
+            return Ok(());
+        }
+        at = at.saturating_add(8).saturating_add(size + (size & 1));
+    }
+    Ok(())
+}
+
 /// A stream with this many undecodable packets in a row is not audio worth reading on.
 const MAX_BAD_PACKETS_IN_ROW: u32 = 20;
 
@@ -105,10 +137,14 @@ impl AudioReader {
     }
 
     fn from_source(
-        source: Box<dyn symphonia::core::io::MediaSource>,
+        mut source: Box<dyn symphonia::core::io::MediaSource>,
         path: &Path,
         rate: u32,
     ) -> Result<AudioReader, AudioError> {
+        check_wav_header(&mut source).map_err(|detail| AudioError::Decode {
+            path: path.into(),
+            detail,
+        })?;
         let mss = MediaSourceStream::new(source, Default::default());
         let mut hint = Hint::new();
         if let Some(ext) = path.extension().and_then(|e| e.to_str()) {

@@ -38,10 +38,55 @@ fn read_pickle<R: BufRead>(r: &mut R, path: &Path) -> Result<Object, ImportError
     // found by fuzzing): that is a damaged file, not a crash.
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let mut stack = Stack::empty();
-        stack.read_loop(r).map_err(|e| bad(path, e))?;
+        // One opcode at a time, watching what it built: candle copies a memoized object each
+        // time it is referenced, so a few hundred bytes of nested references could ask for
+        // gigabytes (found by fuzzing).
+        while !stack.read(r).map_err(|e| bad(path, e))? {
+            let built = stack
+                .stack()
+                .last()
+                .map_or(0, |o| objects(o, MAX_OBJECTS + 1));
+            if built > MAX_OBJECTS {
+                return Err(bad(
+                    path,
+                    "the pickle data expands beyond any real checkpoint",
+                ));
+            }
+        }
         stack.finalize().map_err(|e| bad(path, e))
     }))
     .unwrap_or_else(|_| Err(bad(path, "the pickle data is damaged")))
+}
+
+/// The most objects one pickled value may hold (a state dict of 100 000 tensors holds ~1.5 M).
+const MAX_OBJECTS: usize = 4_000_000;
+
+/// How many objects `o` is made of, counting up to `cap` at most.
+fn objects(o: &Object, cap: usize) -> usize {
+    let mut n = 1;
+    let add = |child: &Object, n: &mut usize| {
+        if *n <= cap {
+            *n += objects(child, cap - *n);
+        }
+    };
+    match o {
+        Object::Tuple(v) | Object::List(v) => v.iter().for_each(|c| add(c, &mut n)),
+        Object::Dict(kv) => kv.iter().for_each(|(k, v)| {
+            add(k, &mut n);
+            add(v, &mut n);
+        }),
+        Object::Reduce { callable, args } => {
+            add(callable, &mut n);
+            add(args, &mut n);
+        }
+        Object::Build { callable, args } => {
+            add(callable, &mut n);
+            add(args, &mut n);
+        }
+        Object::PersistentLoad(p) => add(p, &mut n),
+        _ => {}
+    }
+    n
 }
 
 fn usizes(obj: Object) -> Option<Vec<usize>> {
