@@ -115,8 +115,14 @@ fn a_backchannel_does_not_interrupt_but_words_do() {
         assert_eq!(turns.len(), 1, "{voice} {backchannel}: {turns:?}");
         assert_eq!(turns[0]["interrupted"], false, "{}", turns[0]);
     }
+    // Interrupted while it speaks (turn_done, interrupted), or, on a machine slow enough that
+    // the answer has not begun 2.5 s later, before its first word (turn_dropped: no figures).
     let turns = spoken_over("piper", "Wait, stop.");
-    assert_eq!(turns.len(), 2, "{turns:?}");
-    assert_eq!(turns[0]["interrupted"], true, "{}", turns[0]);
-    assert!(words(turns[1]["transcript"].as_str().unwrap()).contains(&"stop".into()));
+    let (last, before) = turns.split_last().expect("a turn");
+    assert!(before.len() <= 1, "{turns:?}");
+    assert!(before.iter().all(|t| t["interrupted"] == true), "{turns:?}");
+    assert!(
+        words(last["transcript"].as_str().unwrap()).contains(&"stop".into()),
+        "{last}"
+    );
 }

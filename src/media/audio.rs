@@ -59,34 +59,46 @@ pub struct AudioReader {
     skipped_in_row: u32,
 }
 
-/// Checks a WAV file's format chunk before symphonia reads it (symphonia panics on a rate or a
-/// channel count of 0, found by fuzzing); other files pass untouched. Leaves the source where it
-/// was (the start).
+/// Checks every WAV format chunk symphonia's probe could find (it looks for a RIFF header
+/// anywhere in the first megabyte) before symphonia reads it: symphonia panics on a rate or a
+/// channel count of 0 (found by fuzzing). Other files pass untouched. Leaves the source at its
+/// start.
 fn check_wav_header(source: &mut Box<dyn symphonia::core::io::MediaSource>) -> Result<(), String> {
     use std::io::{Read, Seek, SeekFrom};
     let mut head = Vec::new();
-    let read = source.by_ref().take(4096).read_to_end(&mut head);
+    let read = source
+        .by_ref()
+        .take((1 << 20) + 4096)
+        .read_to_end(&mut head);
     source.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
     read.map_err(|e| e.to_string())?;
-    if head.len() < 12 || &head[..4] != b"RIFF" || &head[8..12] != b"WAVE" {
-        return Ok(());
-    }
-    let mut at = 12;
-    while at + 8 <= head.len() {
-        let size = u32::from_le_bytes(head[at + 4..at + 8].try_into().expect("4 bytes")) as usize;
-        if &head[at..at + 4] == b"fmt " && at + 24 <= head.len() {
-            let u16_at = |i: usize| u16::from_le_bytes([head[at + i], head[at + i + 1]]);
-            let channels = u16_at(10);
-            let rate = u32::from_le_bytes(head[at + 12..at + 16].try_into().expect("4 bytes"));
-            let (block_align, bits) = (u16_at(20), u16_at(22));
-            if channels == 0 || rate == 0 || block_align == 0 || bits == 0 {
-                return Err(format!(
-                    "a damaged WAV header ({channels} channels, {rate} Hz, {bits} bits, {block_align}-byte frames)"
-                ));
+    let starts = head
+        .windows(12)
+        .enumerate()
+        .filter(|(_, w)| &w[..4] == b"RIFF" && &w[8..] == b"WAVE")
+        .map(|(i, _)| i + 12);
+    for mut at in starts {
+        while at + 8 <= head.len() {
+            let size = u32::from_le_bytes(head[at + 4..at + 8].try_into().expect("4 bytes"));
+            if &head[at..at + 4] == b"fmt " {
+                if at + 24 <= head.len() {
+                    let u16_at = |i: usize| u16::from_le_bytes([head[at + i], head[at + i + 1]]);
+                    let channels = u16_at(10);
+                    let rate =
+                        u32::from_le_bytes(head[at + 12..at + 16].try_into().expect("4 bytes"));
+                    let (block_align, bits) = (u16_at(20), u16_at(22));
+                    if channels == 0 || rate == 0 || block_align == 0 || bits == 0 {
+                        return Err(format!(
+                            "a damaged WAV header ({channels} channels, {rate} Hz, {bits} bits, {block_align}-byte frames)"
+                        ));
+                    }
+                }
+                break;
             }
-            return Ok(());
+            at = at
+                .saturating_add(8)
+                .saturating_add(size as usize + (size as usize & 1));
         }
-        at = at.saturating_add(8).saturating_add(size + (size & 1));
     }
     Ok(())
 }
@@ -150,20 +162,26 @@ impl AudioReader {
         if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
             hint.with_extension(ext);
         }
-        let probed = symphonia::default::get_probe()
-            .format(
+        // symphonia panics on some damaged headers: a damaged file, not a crash.
+        let probed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            symphonia::default::get_probe().format(
                 &hint,
                 mss,
                 &FormatOptions::default(),
                 &MetadataOptions::default(),
             )
-            .map_err(|e| match e {
-                SymError::Unsupported(_) => AudioError::Unrecognised(path.into()),
-                other => AudioError::Decode {
-                    path: path.into(),
-                    detail: other.to_string(),
-                },
-            })?;
+        }))
+        .map_err(|_| AudioError::Decode {
+            path: path.into(),
+            detail: "the file's header is damaged".into(),
+        })?
+        .map_err(|e| match e {
+            SymError::Unsupported(_) => AudioError::Unrecognised(path.into()),
+            other => AudioError::Decode {
+                path: path.into(),
+                detail: other.to_string(),
+            },
+        })?;
         let format = probed.format;
         let track = format
             .tracks()
