@@ -311,7 +311,8 @@ async def sample(pid, t0, deadline, series, children):
         try:
             now = time.monotonic() - t0
             series.append((now, proc_field(pid, "VmRSS:") / 1024, proc_field(pid, "Threads:")))
-            kids = open(f"/proc/{pid}/task/{pid}/children").read().split()
+            kids = [k for task in os.listdir(f"/proc/{pid}/task")
+                    for k in open(f"/proc/{pid}/task/{task}/children").read().split()]
             children.append((now, sum(proc_field(k, "VmRSS:") for k in kids) / 1024))
         except (OSError, StopIteration, ValueError):
             pass

@@ -248,8 +248,15 @@ async fn session(mut socket: WebSocket, st: Shared, barge_in: bool, wake_word: S
                 up = rx_out.recv() => {
                     let Some(up) = up else { break }; // the pipeline ended
                     observe(&st, &up);
-                    if socket.send(outgoing(up)).await.is_err() {
-                        break;
+                    // A client that stops reading (its buffers full) holds the conversation
+                    // for `request_timeout_s` at most.
+                    match tokio::time::timeout(idle, socket.send(outgoing(up))).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => break,
+                        Err(_) => {
+                            tracing::warn!("closing a conversation: its client stopped reading");
+                            break;
+                        }
                     }
                 }
             }

@@ -109,7 +109,11 @@ pub async fn read_event<R: AsyncBufReadExt + Unpin>(
     }))
 }
 
-/// Writes one event (data in the header's `data_length` block, as the Python library does).
+/// How long one event may take to reach a client before the connection is given up.
+const WRITE_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Writes one event (data in the header's `data_length` block, as the Python library does);
+/// a client that stops reading for `WRITE_LIMIT` fails it.
 pub async fn write_event(
     w: &mut (impl AsyncWriteExt + Unpin),
     kind: &str,
@@ -125,7 +129,9 @@ pub async fn write_event(
     out.push(b'\n');
     out.extend(data_bytes);
     out.extend_from_slice(payload);
-    w.write_all(&out).await
+    tokio::time::timeout(WRITE_LIMIT, w.write_all(&out))
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
 }
 
 fn info(st: &Shared) -> Value {
