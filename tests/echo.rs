@@ -44,7 +44,7 @@ fn room(pulse: &Pulse, dir: &Path) -> std::process::Child {
             .unwrap();
     }
     let noise = dir.join("noise.wav");
-    seesay::media::audio::write_wav(&noise, &white_noise(16_000 * 120, 0.01, 3), 16_000).unwrap();
+    seesay::media::wav::write_wav(&noise, &white_noise(16_000 * 120, 0.01, 3), 16_000).unwrap();
     pulse
         .cmd("paplay")
         .args(["--device=mic", noise.to_str().unwrap()])

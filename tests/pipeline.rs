@@ -159,10 +159,10 @@ fn speaking_over_an_answer_stops_it() {
 fn silence_and_noise_get_no_answer() {
     let dir = tempfile::tempdir().unwrap();
     let silence = dir.path().join("silence.wav");
-    seesay::media::audio::write_wav(&silence, &vec![0.0; RATE as usize * 6], RATE).unwrap();
+    seesay::media::wav::write_wav(&silence, &vec![0.0; RATE as usize * 6], RATE).unwrap();
     let noise = white_noise(RATE as usize * 6, 0.1, 7);
     let noisy = dir.path().join("noise.wav");
-    seesay::media::audio::write_wav(&noisy, &noise, RATE).unwrap();
+    seesay::media::wav::write_wav(&noisy, &noise, RATE).unwrap();
     for input in [&silence, &noisy] {
         let (printed, out, turns) = run_recording(dir.path(), input, &["--fast"]);
         assert!(printed.contains("(no speech)"), "{printed}");

@@ -51,7 +51,7 @@ fn paused_question_is_one_turn(voice: &str) {
     pcm.extend(speak(dir.path(), voice, "Germany?"));
     pcm.extend(silence(5.0));
     let input = dir.path().join("question.wav");
-    seesay::media::audio::write_wav(&input, &pcm, RATE as u32).unwrap();
+    seesay::media::wav::write_wav(&input, &pcm, RATE as u32).unwrap();
     let turns = run(dir.path(), &input);
     assert_eq!(turns.len(), 1, "{voice}: {turns:?}");
     let t = &turns[0];
@@ -102,7 +102,7 @@ fn spoken_over(voice: &str, reply: &str) -> Vec<serde_json::Value> {
     pcm.extend(speak(dir.path(), voice, reply));
     pcm.extend(silence(8.0));
     let input = dir.path().join("input.wav");
-    seesay::media::audio::write_wav(&input, &pcm, RATE as u32).unwrap();
+    seesay::media::wav::write_wav(&input, &pcm, RATE as u32).unwrap();
     run_with(dir.path(), &input, 60, &["--barge-in"])
 }
 

@@ -58,7 +58,7 @@ fn only_what_follows_the_wake_word_is_answered() {
     pcm.extend(say(dir.path(), "What do bees make?"));
     pcm.extend(silence(4.0));
     let input = dir.path().join("input.wav");
-    seesay::media::audio::write_wav(&input, &pcm, RATE as u32).unwrap();
+    seesay::media::wav::write_wav(&input, &pcm, RATE as u32).unwrap();
     let (printed, _, turns) = run_file(
         dir.path(),
         &input,
@@ -79,7 +79,7 @@ fn only_what_follows_the_wake_word_is_answered() {
 fn an_unknown_wake_word_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("silence.wav");
-    seesay::media::audio::write_wav(&input, &vec![0.0; 16_000], 16_000).unwrap();
+    seesay::media::wav::write_wav(&input, &vec![0.0; 16_000], 16_000).unwrap();
     let o = seesay(&[
         "run",
         "--wake-word",

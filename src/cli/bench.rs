@@ -379,7 +379,7 @@ fn bench_pipeline(cfg: &Config, turns: usize, voice_name: &str) -> Result<serde_
     }
     drop(speak);
     let wav = dir.join("questions.wav");
-    audio::write_wav(&wav, &input, rate)?;
+    seesay::media::wav::write_wav(&wav, &input, rate)?;
     let mut cfg = cfg.clone();
     // Short answers (cut at a sentence), so each fits in the gap before the next question.
     cfg.llm.max_tokens = 24;

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use seesay::config::Config;
-use seesay::media::audio::write_wav;
+use seesay::media::wav::write_wav;
 use seesay::stages::speaker;
 use seesay::stages::tts::{self, TtsError, Voice};
 use seesay::store::Store;

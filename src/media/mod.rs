@@ -4,3 +4,5 @@
 pub mod audio;
 pub mod image;
 pub mod mel;
+mod riff;
+pub mod wav;

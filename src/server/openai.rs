@@ -15,8 +15,9 @@ use serde::Deserialize;
 use super::state::{
     blocking, content_type_is, json_body, read_form, speak, stream_blocking, ApiError, Feed, Shared,
 };
-use crate::media::audio::{self, pcm16, wav_header, SAMPLE_RATE};
+use crate::media::audio::{self, pcm16, SAMPLE_RATE};
 use crate::media::image::{data_uri_bytes, decode_image};
+use crate::media::wav::wav_header;
 use crate::pipeline::{lock, Locked};
 use crate::stages::asr::{self, AsrError, Transcriber};
 use crate::stages::llm::conversation::context_line;

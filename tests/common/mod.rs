@@ -183,7 +183,7 @@ pub fn questions(dir: &Path, parts: &[(&str, f64)], tail: f64) -> (PathBuf, Vec<
     }
     pcm.extend(vec![0.0; (tail * 16_000.0) as usize]);
     let path = dir.join("questions.wav");
-    seesay::media::audio::write_wav(&path, &pcm, 16_000).unwrap();
+    seesay::media::wav::write_wav(&path, &pcm, 16_000).unwrap();
     (path, spans)
 }
 
