@@ -205,9 +205,9 @@ pub async fn serve(listener: TcpListener, st: Shared) {
 /// Longest text accepted for synthesis (a streamed one grows chunk by chunk).
 const MAX_TEXT: usize = 64 << 10;
 
-/// The `rate`, `width` and `channels` of an `audio-start`, checked: 16-bit PCM, 1–8 channels,
+/// The `rate` and `channels` of an `audio-start`, checked: 16-bit PCM (`width` 2), 1–8 channels,
 /// 1–192 kHz (a rate of 0 or one cut to 32 bits would otherwise poison the resampler).
-pub fn audio_format(data: &Value) -> Result<(u32, usize, usize), WyomingError> {
+pub fn audio_format(data: &Value) -> Result<(u32, usize), WyomingError> {
     let field = |name: &str, default: u64, ok: std::ops::RangeInclusive<u64>| {
         let v = &data[name];
         match v {
@@ -219,9 +219,9 @@ pub fn audio_format(data: &Value) -> Result<(u32, usize, usize), WyomingError> {
         }
     };
     let rate = field("rate", 16_000, 1_000..=192_000)? as u32;
-    let width = field("width", 2, 2..=2)? as usize;
+    field("width", 2, 2..=2)?;
     let channels = field("channels", 1, 1..=8)? as usize;
-    Ok((rate, width, channels))
+    Ok((rate, channels))
 }
 
 /// 16-bit PCM frames of `channels` channels as mono f32.
@@ -311,7 +311,6 @@ impl Wake {
 /// Audio being received for transcription.
 struct Incoming {
     rate: u32,
-    width: usize,
     channels: usize,
     pcm: Vec<f32>,
     language: Option<String>,
@@ -342,7 +341,7 @@ async fn connection(
             "transcribe" => language = ev.data["language"].as_str().map(str::to_string),
             "detect" => wake = Some(Wake::start(st, &ev.data).await?),
             "audio-start" if wake.is_some() => {
-                let (rate, _, channels) = audio_format(&ev.data)?;
+                let (rate, channels) = audio_format(&ev.data)?;
                 let resampler = StreamResampler::new(rate, SAMPLE_RATE)
                     .map_err(|e| WyomingError::Failed(e.to_string()))?;
                 let listening = wake.as_mut().expect("checked");
@@ -362,10 +361,9 @@ async fn connection(
                 }
             }
             "audio-start" => {
-                let (rate, width, channels) = audio_format(&ev.data)?;
+                let (rate, channels) = audio_format(&ev.data)?;
                 audio = Some(Incoming {
                     rate,
-                    width,
                     channels,
                     pcm: Vec::new(),
                     language: language.take(),
@@ -375,12 +373,6 @@ async fn connection(
                 let a = audio
                     .as_mut()
                     .ok_or_else(|| protocol("audio-chunk before audio-start"))?;
-                if a.width != 2 {
-                    return Err(protocol(format!(
-                        "only 16-bit audio is supported (width {})",
-                        a.width
-                    )));
-                }
                 a.pcm.extend(mono(&ev.payload, a.channels));
                 if a.pcm.len() as f64 / a.rate as f64 > st.cfg.server.max_audio_s {
                     return Err(protocol("audio longer than server.max_audio_s"));

@@ -48,18 +48,12 @@ impl Pulse {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        assert!(p
-            .cmd("pactl")
-            .args(["set-default-source", "mic.monitor"])
-            .status()
-            .unwrap()
-            .success());
-        assert!(p
-            .cmd("pactl")
-            .args(["set-default-sink", "spk"])
-            .status()
-            .unwrap()
-            .success());
+        for default in [
+            ["set-default-source", "mic.monitor"],
+            ["set-default-sink", "spk"],
+        ] {
+            assert!(p.cmd("pactl").args(default).status().unwrap().success());
+        }
         p
     }
 
