@@ -37,9 +37,13 @@ impl SpeechDetector for FakeVad {
 /// Hears "question N" in speech of amplitude 0.3 + N/10 ("Mm-hmm." for N = 7, at 1.0); panics on
 /// `panic_on`. Questions in
 /// `split` are asked in two stretches of speech: the first alone is heard as "question N of".
+/// Audio shorter than `short` samples holds no words (a fraction of a second of a question); each
+/// transcription takes `ms`.
 pub(super) struct FakeAsr {
     pub(super) panic_on: Option<u32>,
     pub(super) split: &'static [u32],
+    pub(super) short: usize,
+    pub(super) ms: u64,
 }
 
 impl Transcriber for FakeAsr {
@@ -48,6 +52,10 @@ impl Transcriber for FakeAsr {
         let id = ((loudest - 0.3) * 10.0).round() as u32;
         if Some(id) == self.panic_on {
             panic!("the fake recogniser broke on question {id}");
+        }
+        std::thread::sleep(Duration::from_millis(self.ms));
+        if samples.len() < self.short {
+            return Ok(Vec::new());
         }
         let loud: Vec<bool> = samples
             .chunks(FRAME)
@@ -156,6 +164,9 @@ pub(super) struct Fakes {
     /// silence.
     pub(super) semantic: bool,
     pub(super) split: &'static [u32],
+    /// The recogniser: audio shorter than this (samples) has no words; ms per transcription.
+    pub(super) asr_short: usize,
+    pub(super) asr_ms: u64,
 }
 
 impl Default for Fakes {
@@ -169,6 +180,8 @@ impl Default for Fakes {
             asr_panics_on: None,
             semantic: false,
             split: &[],
+            asr_short: 0,
+            asr_ms: 0,
         }
     }
 }

@@ -73,6 +73,8 @@ struct Candidate {
     probes: usize,
     /// When the probe under way was sent (its answer may be lost if ASR fails).
     in_flight: Option<Instant>,
+    /// The probe under way holds all of the speech (it had ended): its verdict is final.
+    whole: bool,
     /// Its words, once a probe found some that mean it (half duplex: kept for later).
     meant: Option<String>,
     /// A probe found nothing that means it (no words, a backchannel, seesay's own voice).
@@ -197,6 +199,7 @@ impl Listener {
                     start,
                     probes: 0,
                     in_flight: None,
+                    whole: false,
                     meant: None,
                     dismissed: false,
                     ended: None,
@@ -332,6 +335,7 @@ impl Listener {
         match self.tx.try_send(u) {
             Ok(()) => {
                 c.in_flight = Some(Instant::now());
+                c.whole = c.ended.is_some();
                 c.probes += 1;
                 Ok(())
             }
@@ -379,10 +383,13 @@ impl Listener {
                     c.meant = Some(words);
                 }
             }
-            None if c.ended.is_some() => {
+            None if c.ended.is_some() && c.whole => {
                 tracing::info!(heard = %text, "not an interruption (no words, a backchannel or an echo); the answer goes on");
                 self.candidate = None;
             }
+            // The speech ended after this probe was sent (audio that comes faster than real
+            // time, or a recogniser slowed by load): its start alone says nothing of the rest.
+            None if c.ended.is_some() => self.probe()?,
             None => {
                 c.dismissed = true;
                 self.probe()?;

@@ -49,6 +49,8 @@ pub(crate) fn collect(
         closed.retain(|&t| t + 1000 > turn);
         open.remove(&turn)
     }
+    // Turns dropped as superseded, and when: their own end, should it still come, is logged.
+    let mut given_up: HashMap<u64, Instant> = HashMap::new();
     let mut done = Vec::new();
     loop {
         let ev = match rx.recv_timeout(Duration::from_secs(1)) {
@@ -64,6 +66,7 @@ pub(crate) fn collect(
         for turn in overdue {
             tracing::warn!(turn, "a superseded turn reported no end; dropping it");
             close(&mut open, &mut closed, turn);
+            given_up.insert(turn, Instant::now());
             publish(Update::TurnDropped {
                 turn,
                 reason: "superseded",
@@ -71,6 +74,20 @@ pub(crate) fn collect(
         }
         let Some(ev) = ev else { continue };
         if closed.contains(&ev.turn) {
+            if matches!(
+                ev.what,
+                What::Done { .. } | What::Dropped(_) | What::Failed(_)
+            ) {
+                if let Some(at) = given_up.remove(&ev.turn) {
+                    // Late, not lost: a stage was slow to drop it (a shared model under load).
+                    tracing::warn!(
+                        turn = ev.turn,
+                        late_s = at.elapsed().as_secs_f64(),
+                        "a turn dropped as superseded reported its end after all"
+                    );
+                }
+            }
+            given_up.retain(|&t, _| t + 1000 > ev.turn);
             continue;
         }
         if let What::Delta(text) = ev.what {

@@ -37,6 +37,8 @@ fn start(barge_in: bool, f: Fakes) -> Harness {
         Box::new(FakeAsr {
             panic_on: f.asr_panics_on,
             split: f.split,
+            short: f.asr_short,
+            ms: f.asr_ms,
         }),
         Box::new(FakeVoice { ms: f.voice_ms }),
         {
@@ -309,6 +311,40 @@ fn half_duplex_answers_a_question_asked_during_an_answer_after_it() {
     assert!(began2 > done1, "{}", brief(&seen));
     no_stage_left(&models, &tokens);
     under_a_second(t);
+}
+
+#[test]
+fn a_question_heard_faster_than_real_time_during_an_answer_is_not_lost() {
+    // The whole question arrives before the recogniser has heard its first fraction of a second
+    // (a client sending a recording at once, or a recogniser slowed by load): that first
+    // fraction, without words, must not dismiss the rest.
+    let mut h = start(
+        false,
+        Fakes {
+            words: 6,
+            long: &[1],
+            token_ms: 10,
+            asr_short: FRAME * 6,
+            asr_ms: 40,
+            ..Fakes::default()
+        },
+    );
+    h.ask(1);
+    h.wait_for("audio of turn 1", |u| {
+        matches!(u, Update::Audio { turn: 1, .. })
+    });
+    h.ask(2);
+    h.wait_for("turn 1 done", |u| done(u, 1));
+    h.wait_for("turn 2 done", |u| done(u, 2));
+    let (result, seen, models, tokens) = h.finish();
+    let heard: Vec<_> = result
+        .unwrap()
+        .turns
+        .iter()
+        .map(|m| m.transcript.clone())
+        .collect();
+    assert_eq!(heard, ["question 1", "question 2"], "{}", brief(&seen));
+    no_stage_left(&models, &tokens);
 }
 
 #[test]
