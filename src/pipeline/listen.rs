@@ -30,6 +30,13 @@ use crate::text::interrupt;
 const PROBE_EVERY: usize = SAMPLE_RATE as usize * 2 / 5;
 const MAX_PROBES: usize = 3;
 
+/// Speech under way is transcribed and read by the language model ahead of its pause: from this
+/// much of it, and again every as much more, while the recogniser and the model are free. At the
+/// pause only the last words are new to the model, so its reading takes a fraction of the time.
+const ROLL_EVERY: usize = SAMPLE_RATE as usize / 2;
+/// A speculation that never came back (its feedback lost) no longer holds the next one back.
+const SPECULATION_LOST: Duration = Duration::from_secs(3);
+
 /// What the VAD stage needs besides its channels.
 pub(crate) struct Listening {
     pub vad: Box<dyn SpeechDetector>,
@@ -92,6 +99,10 @@ struct Listener {
     pending: Option<Pending>,
     /// The pause (turn, speech end) whose speculative transcript is being made.
     asked: Option<(u64, u64)>,
+    /// The speculation made while the user speaks (turn, where it was cut, when it was sent), and
+    /// how much of the utterance it held.
+    rolling: Option<(u64, u64, Instant)>,
+    rolled: usize,
     ending: Ending,
     candidate: Option<Candidate>,
     /// Half duplex: a question asked during the answer, answered once it is over.
@@ -120,6 +131,8 @@ pub(crate) fn vad_loop(
         cx,
         pending: None,
         asked: None,
+        rolling: None,
+        rolled: 0,
         ending: Ending::default(),
         candidate: None,
         held: None,
@@ -235,9 +248,51 @@ impl Listener {
                 self.pause(audio, speech_end)?;
             }
             _ if self.candidate.is_some() => self.probe()?,
-            _ => {}
+            Some(_) => {}
+            None => self.roll(end)?,
         }
         Ok(())
+    }
+
+    /// While the user speaks (and seesay is not answering), the utterance so far goes ahead to the
+    /// recogniser and the language model every `ROLL_EVERY`, if they are free.
+    fn roll(&mut self, now: u64) -> Step {
+        let len = self.l.ep.audio().len();
+        if len < self.rolled {
+            self.rolled = 0; // a new utterance
+        }
+        if self
+            .rolling
+            .is_some_and(|(_, _, at)| at.elapsed() > SPECULATION_LOST)
+        {
+            self.rolling = None;
+        }
+        if self.l.turn.is_none()
+            || self.candidate.is_some()
+            || self.asked.is_some()
+            || self.rolling.is_some()
+            || !self.l.ep.voiced()
+            || self.cx.turns.busy()
+            || len < self.rolled + ROLL_EVERY
+        {
+            return Ok(());
+        }
+        let turn = self.cx.turns.current();
+        let u = Utterance {
+            turn,
+            audio: self.l.ep.audio().to_vec(),
+            speech_end: now,
+            purpose: Purpose::Pause,
+        };
+        match self.tx.try_send(u) {
+            Ok(()) => {
+                self.rolling = Some((turn, now, Instant::now()));
+                self.rolled = len;
+                Ok(())
+            }
+            Err(TrySendError::Full(_)) => Ok(()),
+            Err(TrySendError::Disconnected(_)) => Err(None),
+        }
     }
 
     /// Is seesay listening? Always, without a wake word; with one, from the moment it is heard
@@ -402,6 +457,12 @@ impl Listener {
     fn end_of_turn(&mut self, turn: u64, speech_end: u64, text_p: Option<f32>) -> Step {
         if self.asked == Some((turn, speech_end)) {
             self.asked = None;
+        }
+        if self
+            .rolling
+            .is_some_and(|(t, end, _)| (t, end) == (turn, speech_end))
+        {
+            self.rolling = None;
         }
         match self.pending.take() {
             Some(p) if p.turn == turn && p.speech_end == speech_end => self.judge(p, text_p),

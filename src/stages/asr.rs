@@ -49,6 +49,8 @@ pub struct AsrConfig {
     pub window_seconds: f32,
     /// Shrink Whisper's audio context to the window's length (much faster on short audio).
     pub fit_audio_context: bool,
+    /// The shortest audio context, in seconds, when it is fitted to the audio.
+    pub min_context_s: f32,
 }
 
 impl Default for AsrConfig {
@@ -61,6 +63,7 @@ impl Default for AsrConfig {
             silence_rms: 0.01,
             window_seconds: 30.0,
             fit_audio_context: true,
+            min_context_s: 6.0,
         }
     }
 }
@@ -178,7 +181,8 @@ impl WhisperModel {
             // of the audio, text repeated in a loop): then the window is decoded again in full.
             // Below about 8 s of context tiny.en looped on a 2.5 s utterance ("And so my fellow
             // Americans." x 30) where 8 s gave the right text in 258 ms, whole process.
-            let ctx = (((secs + 1.5).max(8.0) * 50.0).ceil() as i32).min(n_ctx);
+            let ctx =
+                (((secs + 1.5).max(self.cfg.min_context_s as f64) * 50.0).ceil() as i32).min(n_ctx);
             let segments = self.run(samples, offset, ctx)?;
             if !derailed(&segments, offset, secs, ctx as f64 / 50.0) {
                 // Timestamps past the audio's end are clamped to it.

@@ -240,6 +240,11 @@ impl Endpointer {
         self.paused_at(speech_end).then(|| self.end())
     }
 
+    /// Is the user speaking right now (confirmed speech, not paused)?
+    pub fn voiced(&self) -> bool {
+        self.confirmed && self.silent_frames == 0
+    }
+
     /// Is an utterance under way (confirmed speech, perhaps paused)?
     pub fn speaking(&self) -> bool {
         self.confirmed

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::chat::{ChatModel, Finish, GenStats, LlmConfig, LlmError, Message};
+use super::chat::{ChatModel, Finish, GenStats, LlmConfig, LlmError, Message, Role};
 use super::remote::RemoteModel;
 use crate::host;
 use crate::stages::openai::Endpoint;
@@ -484,8 +484,36 @@ impl ChatModel for LlamaModel {
 
     /// Prefills `messages` into this conversation's slot (one token is generated and dropped),
     /// so the next question computes only its own tokens.
+    /// Prefills `messages`. A conversation so far (not ending with the user) is prefilled up to
+    /// where the next user message's words go, the template's user header included, so the
+    /// next reading of a user's words pays for those words alone.
     fn warm_up(&mut self, messages: &[Message]) -> Result<(), LlmError> {
         let t = Instant::now();
+        if messages.last().is_some_and(|m| m.role != Role::User) {
+            const NEXT: &str = "\u{2063}seesay-next\u{2063}";
+            let mut next = messages.to_vec();
+            next.push(Message::new(Role::User, NEXT));
+            let rendered =
+                self.post("/apply-template", json!({"messages": messages_json(&next)}))?;
+            let rendered = rendered["prompt"].as_str().unwrap_or_default();
+            if let Some(cut) = rendered.rfind(NEXT) {
+                self.post(
+                    "/completion",
+                    json!({
+                        "prompt": &rendered[..cut],
+                        "n_predict": 1,
+                        "id_slot": self.slot,
+                        "cache_prompt": true,
+                    }),
+                )?;
+                tracing::debug!(
+                    slot = self.slot,
+                    ms = t.elapsed().as_millis() as u64,
+                    "prompt prefilled up to the next user message"
+                );
+                return Ok(());
+            }
+        }
         let mut client = self.client()?;
         let mut cfg = self.cfg.clone();
         cfg.max_tokens = 1;
