@@ -69,7 +69,8 @@ pub(crate) struct Judging {
 struct Pending {
     turn: u64,
     speech_end: u64,
-    audio_p: Option<f32>,
+    /// The utterance up to the pause, for Smart Turn should the text leave it open.
+    audio: Vec<f32>,
     noticed: Instant,
 }
 
@@ -481,35 +482,23 @@ impl Listener {
     }
 
     /// The user paused: a speculative transcript (for the language model's view, and ready if
-    /// this is the end), and with `turn.semantic` the sound judged while it is made.
-    fn pause(&mut self, mut audio: Vec<f32>, speech_end: u64) -> Step {
+    /// this is the end); with `turn.semantic` the pause is judged once the model's view is back.
+    fn pause(&mut self, audio: Vec<f32>, speech_end: u64) -> Step {
         let noticed = Instant::now();
         let turn = self.cx.turns.current();
-        let judging = self.l.turn.is_some();
-        if self.asked.is_none() {
-            let audio = match judging {
-                true => audio.clone(),
-                false => std::mem::take(&mut audio),
-            };
-            self.ask(turn, audio, speech_end)?;
-        }
-        if !judging {
+        if self.l.turn.is_none() {
+            if self.asked.is_none() {
+                self.ask(turn, audio, speech_end)?;
+            }
             return Ok(());
         }
-        let audio_p = match self.l.turn.as_ref().and_then(|j| j.model.as_ref()) {
-            Some(model) => match lock(model).complete(&audio) {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    tracing::warn!("end-of-turn model failed: {e}");
-                    None
-                }
-            },
-            _ => None,
-        };
+        if self.asked.is_none() {
+            self.ask(turn, audio.clone(), speech_end)?;
+        }
         self.pending = Some(Pending {
             turn,
             speech_end,
-            audio_p,
+            audio,
             noticed,
         });
         Ok(())
@@ -540,7 +529,24 @@ impl Listener {
         let Some(judging) = &self.l.turn else {
             return Ok(());
         };
-        let verdict = turn::decide(&judging.cfg, p.audio_p, text_p);
+        if !self.l.ep.paused_at(p.speech_end) {
+            return Ok(()); // the user went on speaking
+        }
+        // The sound is judged only when it could change what the text says (Smart Turn would
+        // otherwise slow the recogniser down at every pause, on two cores).
+        let audio_p = match &judging.model {
+            Some(model) if turn::sound_matters(&judging.cfg, text_p) => {
+                match lock(model).complete(&p.audio) {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        tracing::warn!("end-of-turn model failed: {e}");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let verdict = turn::decide(&judging.cfg, audio_p, text_p);
         self.ending = Ending {
             by: "model",
             audio_p: verdict.audio,

@@ -158,6 +158,9 @@ pub(crate) fn llm_loop(
     // speaks, so a question waits only for its own tokens.
     let mut scene: Option<String> = None;
     let mut warmed = false;
+    // The last reading of the user's words (turn, words, probability): a pause whose words were
+    // all heard by the last reading made while the user spoke needs no new one.
+    let mut last_read: Option<(u64, String, f32)> = None;
     loop {
         let h = match rx.recv_timeout(Duration::from_millis(50)) {
             Ok(h) => h,
@@ -199,16 +202,21 @@ pub(crate) fn llm_loop(
             // prompt shares less of it and the work is simply not reused) and, when the turn
             // is being judged, read how likely it is to end there.
             let t = Instant::now();
-            let text_p = if judge_turns {
-                conv.prompt_for(llm.as_mut(), open_ended(&h.text))
+            let words = open_ended(&h.text);
+            let text_p = match &last_read {
+                Some((turn, read, p)) if judge_turns && *turn == h.turn && read == words => {
+                    Some(*p)
+                }
+                _ if judge_turns => conv
+                    .prompt_for(llm.as_mut(), words)
                     .and_then(|msgs| llm.end_of_turn(&msgs))
                     .unwrap_or_else(|e| {
                         tracing::debug!("no end-of-turn reading: {e}");
                         None
-                    })
-            } else {
-                None
+                    }),
+                _ => None,
             };
+            last_read = text_p.map(|p| (h.turn, words.to_string(), p));
             if text_p.is_none() {
                 match conv
                     .prompt_for(llm.as_mut(), &h.text)

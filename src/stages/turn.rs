@@ -156,6 +156,14 @@ pub fn decide(cfg: &TurnConfig, audio: Option<f32>, text: Option<f32>) -> Verdic
     }
 }
 
+/// Could the sound change the verdict the text gives? Not when the text alone settles it, for
+/// whatever Smart Turn could say (its probability is clamped like the text's): then the sound
+/// need not be judged at all.
+pub fn sound_matters(cfg: &TurnConfig, text: Option<f32>) -> bool {
+    cfg.audio_weight > 0.0
+        && decide(cfg, Some(0.0), text).complete != decide(cfg, Some(1.0), text).complete
+}
+
 /// Judges from the sound of a turn whether it is complete. The pipeline listens through this
 /// trait, so its plumbing can be tested with a fake.
 pub trait TurnDetector: Send {
@@ -267,6 +275,32 @@ mod tests {
         ] {
             assert!(bad.check().is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_sound_is_asked_only_when_it_could_change_the_verdict() {
+        let cfg = TurnConfig::default();
+        for (text, matters) in [
+            (None, true),
+            (Some(0.6), true),
+            (Some(0.95), true),
+            (Some(0.9999), false),
+            (Some(0.0), false),
+        ] {
+            assert_eq!(sound_matters(&cfg, text), matters, "{text:?}");
+            if !matters {
+                let v = |a| decide(&cfg, Some(a), text).complete;
+                assert!(
+                    [0.0, 0.3, 0.7, 1.0].iter().all(|&a| v(a) == v(0.5)),
+                    "{text:?}"
+                );
+            }
+        }
+        let text_only = TurnConfig {
+            audio_weight: 0.0,
+            ..TurnConfig::default()
+        };
+        assert!(!sound_matters(&text_only, Some(0.6)));
     }
 
     #[test]
