@@ -22,6 +22,8 @@ mod error;
 #[cfg(test)]
 mod fakes;
 mod listen;
+#[cfg(test)]
+mod listening_tests;
 mod loops;
 mod messages;
 mod metrics;

@@ -1,0 +1,170 @@
+//! The pipeline's listening on fake stages: half duplex, backchannels, questions heard faster
+//! than real time during an answer, and pauses judged by the end-of-turn signals.
+
+use std::time::{Duration, Instant};
+
+use super::fakes::Fakes;
+use super::messages::Update;
+use super::tests::{brief, done, no_stage_left, start, started, under_a_second};
+use crate::stages::vad::FRAME;
+
+#[test]
+fn half_duplex_answers_a_question_asked_during_an_answer_after_it() {
+    let t = Instant::now();
+    let mut h = start(
+        false,
+        Fakes {
+            words: 4,
+            long: &[1],
+            ..Fakes::default()
+        },
+    );
+    h.ask(1);
+    h.wait_for("audio of turn 1", |u| {
+        matches!(u, Update::Audio { turn: 1, .. })
+    });
+    h.ask(2); // spoken while seesay answers: kept, not an interruption
+    h.wait_for("turn 1 done", |u| done(u, 1));
+    h.wait_for("turn 2 done", |u| done(u, 2));
+    let (result, seen, models, tokens) = h.finish();
+    let summary = result.unwrap();
+    let heard: Vec<_> = summary
+        .turns
+        .iter()
+        .map(|m| m.transcript.as_str())
+        .collect();
+    assert_eq!(heard, ["question 1", "question 2"]);
+    assert!(!summary.turns[0].interrupted);
+    assert_eq!(seen.iter().filter_map(started).collect::<Vec<_>>(), [1, 2]);
+    // Turn 2 began after turn 1 was over.
+    let done1 = seen.iter().position(|u| done(u, 1)).unwrap();
+    let began2 = seen.iter().position(|u| started(u) == Some(2)).unwrap();
+    assert!(began2 > done1, "{}", brief(&seen));
+    no_stage_left(&models, &tokens);
+    under_a_second(t);
+}
+
+#[test]
+fn a_question_heard_faster_than_real_time_during_an_answer_is_not_lost() {
+    // The whole question arrives before the recogniser has heard its first fraction of a second
+    // (a client sending a recording at once, or a recogniser slowed by load): that first
+    // fraction, without words, must not dismiss the rest.
+    let mut h = start(
+        false,
+        Fakes {
+            words: 6,
+            long: &[1],
+            token_ms: 10,
+            asr_short: FRAME * 6,
+            asr_ms: 40,
+            ..Fakes::default()
+        },
+    );
+    h.ask(1);
+    h.wait_for("audio of turn 1", |u| {
+        matches!(u, Update::Audio { turn: 1, .. })
+    });
+    h.ask(2);
+    h.wait_for("turn 1 done", |u| done(u, 1));
+    h.wait_for("turn 2 done", |u| done(u, 2));
+    let (result, seen, models, tokens) = h.finish();
+    let heard: Vec<_> = result
+        .unwrap()
+        .turns
+        .iter()
+        .map(|m| m.transcript.clone())
+        .collect();
+    assert_eq!(heard, ["question 1", "question 2"], "{}", brief(&seen));
+    no_stage_left(&models, &tokens);
+}
+
+#[test]
+fn a_backchannel_or_a_false_start_lets_the_answer_go_on() {
+    let t = Instant::now();
+    let mut h = start(
+        true,
+        Fakes {
+            words: 12,
+            long: &[1],
+            token_ms: 10,
+            ..Fakes::default()
+        },
+    );
+    h.ask(1);
+    h.wait_for("audio of turn 1", |u| {
+        matches!(u, Update::Audio { turn: 1, .. })
+    });
+    // "Mm-hmm" (the fake recogniser hears it in speech of amplitude 0.95), then a false start.
+    h.push(&vec![0.95; FRAME * 8]);
+    h.push(&vec![0.0; FRAME * 5]);
+    h.wait_for("turn 1 done", |u| done(u, 1));
+    let (result, seen, models, tokens) = h.finish();
+    let summary = result.unwrap();
+    assert_eq!(summary.turns.len(), 1, "{}", brief(&seen));
+    assert!(!summary.turns[0].interrupted, "{}", brief(&seen));
+    assert_eq!(seen.iter().filter_map(started).collect::<Vec<_>>(), [1]);
+    no_stage_left(&models, &tokens);
+    under_a_second(t);
+}
+
+#[test]
+fn a_pause_judged_final_ends_the_turn_without_waiting_out_the_silence() {
+    let mut h = start(
+        false,
+        Fakes {
+            semantic: true,
+            ..Fakes::default()
+        },
+    );
+    // 10 frames of speech and 5 of silence (160 ms); the silence limit is a minute.
+    h.ask(1);
+    h.wait_for(
+        "the answer",
+        |u| matches!(u, Update::TurnDone(m) if m.turn == 1),
+    );
+    let (result, seen, ..) = h.finish();
+    result.unwrap();
+    let done = seen.iter().find_map(|u| match u {
+        Update::TurnDone(m) => Some(m.clone()),
+        _ => None,
+    });
+    let m = done.unwrap();
+    assert_eq!(m.transcript, "question 1");
+    assert_eq!(m.ended_by, "model");
+    assert_eq!(m.turn_audio_p, Some(0.98));
+    assert_eq!(m.turn_text_p, Some(0.99));
+}
+
+#[test]
+fn a_fragment_at_a_pause_waits_for_the_rest_of_the_question() {
+    let mut h = start(
+        false,
+        Fakes {
+            semantic: true,
+            split: &[2],
+            ..Fakes::default()
+        },
+    );
+    // "question 2 of" ... pause ... the rest.
+    h.push(&vec![0.5; FRAME * 10]);
+    h.push(&vec![0.0; FRAME * 5]);
+    std::thread::sleep(Duration::from_millis(300));
+    h.push(&vec![0.5; FRAME * 6]);
+    h.push(&vec![0.0; FRAME * 5]);
+    h.wait_for("the answer", |u| matches!(u, Update::TurnDone(_)));
+    let (result, seen, ..) = h.finish();
+    result.unwrap();
+    let transcripts: Vec<&str> = seen
+        .iter()
+        .filter_map(|u| match u {
+            Update::Transcript { text, .. } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(transcripts, ["question 2"], "{}", brief(&seen));
+    let started = seen
+        .iter()
+        .filter(|u| matches!(u, Update::SpeechStarted { .. }))
+        .count();
+    assert_eq!(started, 1, "{}", brief(&seen));
+}
