@@ -72,7 +72,10 @@ fn only_what_follows_the_wake_word_is_answered() {
     assert_eq!(heard.len(), 2, "{printed}\n{heard:?}");
     assert!(heard[0].contains(&"france".into()), "{heard:?}");
     assert!(!heard[0].contains(&"jarvis".into()), "{heard:?}");
-    assert!(heard[1].contains(&"italy".into()), "{heard:?}");
+    // The follow-up (Whisper tiny.en once heard its last word, "Italy", as "the lead"): not one
+    // of the questions that must be ignored.
+    assert!(heard[1].contains(&"capital".into()), "{heard:?}");
+    assert!(!heard[1].contains(&"bees".into()), "{heard:?}");
 }
 
 #[test]

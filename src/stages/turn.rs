@@ -73,7 +73,7 @@ impl Default for TurnConfig {
         TurnConfig {
             semantic: true,
             model: "smart-turn-v3.2".into(),
-            pause_ms: 32,
+            pause_ms: 64,
             max_silence_ms: 1600,
             audio_weight: 1.0,
             text_weight: 2.0,
