@@ -185,7 +185,12 @@ impl SmartTurn {
         };
         host::onnxruntime_loaded().map_err(|e| fail(e.to_string()))?;
         let session = ort::session::Session::builder()
-            .and_then(|b| b.with_intra_threads(1).map_err(Into::into))
+            // It runs once the recogniser and the language model are done with a pause (and
+            // only when the text leaves the verdict open), so it may take the cores they use.
+            .and_then(|b| {
+                b.with_intra_threads(host::Budget::machine().asr.min(4))
+                    .map_err(Into::into)
+            })
             .and_then(|mut b| b.commit_from_file(path))
             .map_err(|e| fail(e.to_string()))?;
         Ok(SmartTurn { session })

@@ -240,6 +240,11 @@ impl Endpointer {
         self.paused_at(speech_end).then(|| self.end())
     }
 
+    /// The speech end of a pause that began with this very frame (its first silent frame).
+    pub fn just_paused(&self) -> Option<u64> {
+        (self.confirmed && self.silent_frames == 1).then_some(self.last_voiced_end)
+    }
+
     /// Is the user speaking right now (confirmed speech, not paused)?
     pub fn voiced(&self) -> bool {
         self.confirmed && self.silent_frames == 0

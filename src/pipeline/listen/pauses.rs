@@ -1,0 +1,184 @@
+//! Pauses: the speculative transcript and the language model's reading that tell whether the
+//! user's turn is over, made ahead while the user speaks, begun at the first silent frame and
+//! judged (with Smart Turn where it matters) once the pause has lasted `turn.pause_ms`.
+
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::TrySendError;
+
+use super::{Listener, Pending, Step};
+use crate::media::audio::SAMPLE_RATE;
+use crate::pipeline::messages::{Ending, Purpose, Utterance};
+use crate::pipeline::models::lock;
+use crate::stages::turn;
+use crate::stages::vad::VadEvent;
+
+/// Speech under way is transcribed and read by the language model ahead of its pause: from this
+/// much of it, and again every as much more, while the recogniser and the model are free. At the
+/// pause only the last words are new to the model, so its reading takes a fraction of the time.
+const ROLL_EVERY: usize = SAMPLE_RATE as usize / 2;
+/// A speculation that never came back (its feedback lost) no longer holds the next one back.
+const SPECULATION_LOST: Duration = Duration::from_secs(3);
+
+impl Listener {
+    /// While the user speaks (and seesay is not answering), the utterance so far goes ahead to the
+    /// recogniser and the language model every `ROLL_EVERY`, and at the first silent frame, if
+    /// they are free.
+    pub(super) fn roll(&mut self, now: u64) -> Step {
+        let len = self.l.ep.audio().len();
+        if len < self.rolled {
+            self.rolled = 0; // a new utterance
+        }
+        if self
+            .rolling
+            .is_some_and(|(_, _, at)| at.elapsed() > SPECULATION_LOST)
+        {
+            self.rolling = None;
+        }
+        let free = self.l.turn.is_some()
+            && self.candidate.is_none()
+            && self.asked.is_none()
+            && !self.cx.turns.busy();
+        if let Some(speech_end) = self.l.ep.just_paused().filter(|_| free) {
+            // The first silent frame: the transcript a pause needs is begun now; the pause is
+            // judged only once it has lasted `turn.pause_ms`.
+            let turn = self.cx.turns.current();
+            return self.ask(turn, self.l.ep.audio().to_vec(), speech_end);
+        }
+        if !free || self.rolling.is_some() || !self.l.ep.voiced() || len < self.rolled + ROLL_EVERY
+        {
+            return Ok(());
+        }
+        let turn = self.cx.turns.current();
+        let u = Utterance {
+            turn,
+            audio: self.l.ep.audio().to_vec(),
+            speech_end: now,
+            purpose: Purpose::Pause,
+        };
+        match self.tx.try_send(u) {
+            Ok(()) => {
+                self.rolling = Some((turn, now, Instant::now()));
+                self.rolled = len;
+                Ok(())
+            }
+            Err(TrySendError::Full(_)) => Ok(()),
+            Err(TrySendError::Disconnected(_)) => Err(None),
+        }
+    }
+
+    /// The language model's reading at a pause: judge it, or ask about the newest pause.
+    pub(super) fn end_of_turn(&mut self, turn: u64, speech_end: u64, text_p: Option<f32>) -> Step {
+        if self.asked == Some((turn, speech_end)) {
+            self.asked = None;
+        }
+        if self
+            .rolling
+            .is_some_and(|(t, end, _)| (t, end) == (turn, speech_end))
+        {
+            self.rolling = None;
+        }
+        match self.pending.take() {
+            Some(p) if p.turn == turn && p.speech_end == speech_end => self.judge(p, text_p),
+            // The answer is about an earlier pause; the newest one was not asked about (the
+            // recogniser was busy): ask now, if the user is still silent.
+            Some(p) if self.asked.is_none() && self.l.ep.paused_at(p.speech_end) => {
+                self.ask(p.turn, self.l.ep.audio().to_vec(), p.speech_end)?;
+                self.pending = Some(p);
+                Ok(())
+            }
+            other => {
+                self.pending = other;
+                Ok(())
+            }
+        }
+    }
+
+    /// The user paused: a speculative transcript (for the language model's view, and ready if
+    /// this is the end); with `turn.semantic` the pause is judged once the model's view is back.
+    pub(super) fn pause(&mut self, audio: Vec<f32>, speech_end: u64) -> Step {
+        let noticed = Instant::now();
+        let turn = self.cx.turns.current();
+        if self.l.turn.is_none() {
+            if self.asked.is_none() {
+                self.ask(turn, audio, speech_end)?;
+            }
+            return Ok(());
+        }
+        if self.asked.is_none() {
+            self.ask(turn, audio.clone(), speech_end)?;
+        }
+        self.pending = Some(Pending {
+            turn,
+            speech_end,
+            audio,
+            noticed,
+        });
+        Ok(())
+    }
+
+    /// Hands the audio up to a pause to ASR for a speculative transcript, if ASR has room (a
+    /// speculation must never delay a real utterance).
+    pub(super) fn ask(&mut self, turn: u64, audio: Vec<f32>, speech_end: u64) -> Step {
+        let u = Utterance {
+            turn,
+            audio,
+            speech_end,
+            purpose: Purpose::Pause,
+        };
+        match self.tx.try_send(u) {
+            Ok(()) => {
+                self.asked = Some((turn, speech_end));
+                Ok(())
+            }
+            Err(TrySendError::Full(_)) => Ok(()),
+            Err(TrySendError::Disconnected(_)) => Err(None),
+        }
+    }
+
+    /// Judges a pause from the two signals, and ends the turn there if it is over (and the user
+    /// has not gone on speaking).
+    pub(super) fn judge(&mut self, p: Pending, text_p: Option<f32>) -> Step {
+        let Some(judging) = &self.l.turn else {
+            return Ok(());
+        };
+        if !self.l.ep.paused_at(p.speech_end) {
+            return Ok(()); // the user went on speaking
+        }
+        // The sound is judged only when it could change what the text says (Smart Turn would
+        // otherwise slow the recogniser down at every pause, on two cores).
+        let audio_p = match &judging.model {
+            Some(model) if turn::sound_matters(&judging.cfg, text_p) => {
+                match lock(model).complete(&p.audio) {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        tracing::warn!("end-of-turn model failed: {e}");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let verdict = turn::decide(&judging.cfg, audio_p, text_p);
+        self.ending = Ending {
+            by: "model",
+            audio_p: verdict.audio,
+            text_p: verdict.text,
+            decision_ms: p.noticed.elapsed().as_secs_f64() * 1000.0,
+        };
+        tracing::debug!(
+            turn = p.turn,
+            ?verdict,
+            ms = self.ending.decision_ms,
+            "end of turn?"
+        );
+        match verdict
+            .complete
+            .then(|| self.l.ep.end_now(p.speech_end))
+            .flatten()
+        {
+            Some(VadEvent::End { audio, speech_end }) => self.end_turn(audio, speech_end),
+            _ => Ok(()),
+        }
+    }
+}
