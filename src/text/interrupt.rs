@@ -62,17 +62,22 @@ pub fn sure(meant: &str) -> bool {
     content >= 2 || words.iter().any(|w| PROMPT_WORDS.contains(w))
 }
 
-/// A backchannel or a filler, however the recogniser spells it ("Mmmm", "NMMM", "uhh", "Hmm"):
-/// listed, a hum with a vowel in front, or no vowel at all (no English word is spoken so; the
-/// recogniser writes hums and murmurs that way).
+/// A backchannel or a filler, however the recogniser spells it ("Mmmm", "NMMM", "uhh", "Hmm",
+/// "MAMMAM"): listed, a hum with a vowel in front, no vowel at all (no English word is spoken so;
+/// the recogniser writes hums and murmurs that way), or a murmur of m, h and open vowels with
+/// more m's than vowels.
 fn is_filler(word: &str) -> bool {
     let w: String = word.chars().filter(|&c| c != '-').collect();
     let hums = |s: &str| !s.is_empty() && s.chars().all(|c| c == 'm' || c == 'h');
     let vowelless = w
         .chars()
         .all(|c| c.is_alphabetic() && !"aeiouy".contains(c));
+    let count = |set: &str| w.chars().filter(|&c| set.contains(c)).count();
+    let murmur =
+        w.chars().all(|c| "mhau".contains(c)) && count("m") >= 3 && count("m") > count("au");
     BACKCHANNEL.contains(&word)
         || vowelless
+        || murmur
         || (w.len() >= 2 && w.starts_with(['u', 'a', 'e', 'o']) && hums(&w[1..]))
 }
 
@@ -124,11 +129,16 @@ mod tests {
             "Ahh.",
             "Hm-hm.",
             "NMMM.",
+            "MAMMAM",
+            "Mmhmmam.",
             "Shh.",
         ] {
             assert_eq!(meant(heard, answer), None, "{heard:?}");
         }
         assert_eq!(meant("Wait, stop.", answer).as_deref(), Some("wait stop"));
+        // Words of m's and vowels are still words.
+        assert_eq!(meant("Mama, ham.", answer).as_deref(), Some("mama ham"));
+        assert_eq!(meant("Hummus?", answer).as_deref(), Some("hummus"));
         assert_eq!(
             meant("Yeah, but what about France?", answer).as_deref(),
             Some("but what about france")
