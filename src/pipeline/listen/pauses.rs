@@ -8,6 +8,7 @@ use crossbeam_channel::TrySendError;
 
 use super::{Listener, Pending, Step};
 use crate::media::audio::SAMPLE_RATE;
+use crate::pipeline::error::PipelineError;
 use crate::pipeline::messages::{Ending, Purpose, Utterance};
 use crate::pipeline::models::lock;
 use crate::stages::turn;
@@ -50,21 +51,11 @@ impl Listener {
             return Ok(());
         }
         let turn = self.cx.turns.current();
-        let u = Utterance {
-            turn,
-            audio: self.l.ep.audio().to_vec(),
-            speech_end: now,
-            purpose: Purpose::Pause,
-        };
-        match self.tx.try_send(u) {
-            Ok(()) => {
-                self.rolling = Some((turn, now, Instant::now()));
-                self.rolled = len;
-                Ok(())
-            }
-            Err(TrySendError::Full(_)) => Ok(()),
-            Err(TrySendError::Disconnected(_)) => Err(None),
+        if self.speculate(turn, self.l.ep.audio().to_vec(), now)? {
+            self.rolling = Some((turn, now, Instant::now()));
+            self.rolled = len;
         }
+        Ok(())
     }
 
     /// The language model's reading at a pause: judge it, or ask about the newest pause.
@@ -120,6 +111,19 @@ impl Listener {
     /// Hands the audio up to a pause to ASR for a speculative transcript, if ASR has room (a
     /// speculation must never delay a real utterance).
     pub(super) fn ask(&mut self, turn: u64, audio: Vec<f32>, speech_end: u64) -> Step {
+        if self.speculate(turn, audio, speech_end)? {
+            self.asked = Some((turn, speech_end));
+        }
+        Ok(())
+    }
+
+    /// Sends audio up to `speech_end` for a speculative transcript if ASR has room; whether it went.
+    fn speculate(
+        &self,
+        turn: u64,
+        audio: Vec<f32>,
+        speech_end: u64,
+    ) -> Result<bool, Option<PipelineError>> {
         let u = Utterance {
             turn,
             audio,
@@ -127,11 +131,8 @@ impl Listener {
             purpose: Purpose::Pause,
         };
         match self.tx.try_send(u) {
-            Ok(()) => {
-                self.asked = Some((turn, speech_end));
-                Ok(())
-            }
-            Err(TrySendError::Full(_)) => Ok(()),
+            Ok(()) => Ok(true),
+            Err(TrySendError::Full(_)) => Ok(false),
             Err(TrySendError::Disconnected(_)) => Err(None),
         }
     }
