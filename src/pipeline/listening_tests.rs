@@ -8,17 +8,11 @@ use super::messages::Update;
 use super::tests::{brief, done, no_stage_left, start, started, under_a_second};
 use crate::stages::vad::FRAME;
 
-#[test]
-fn half_duplex_answers_a_question_asked_during_an_answer_after_it() {
+/// Half duplex: question 2, spoken while question 1 is answered, does not interrupt it; it is
+/// answered once the answer is over.
+fn answered_after_the_answer(f: Fakes) {
     let t = Instant::now();
-    let mut h = start(
-        false,
-        Fakes {
-            words: 4,
-            long: &[1],
-            ..Fakes::default()
-        },
-    );
+    let mut h = start(false, f);
     h.ask(1);
     h.wait_for("audio of turn 1", |u| {
         matches!(u, Update::Audio { turn: 1, .. })
@@ -33,7 +27,7 @@ fn half_duplex_answers_a_question_asked_during_an_answer_after_it() {
         .iter()
         .map(|m| m.transcript.as_str())
         .collect();
-    assert_eq!(heard, ["question 1", "question 2"]);
+    assert_eq!(heard, ["question 1", "question 2"], "{}", brief(&seen));
     assert!(!summary.turns[0].interrupted);
     assert_eq!(seen.iter().filter_map(started).collect::<Vec<_>>(), [1, 2]);
     // Turn 2 began after turn 1 was over.
@@ -45,37 +39,27 @@ fn half_duplex_answers_a_question_asked_during_an_answer_after_it() {
 }
 
 #[test]
+fn half_duplex_answers_a_question_asked_during_an_answer_after_it() {
+    answered_after_the_answer(Fakes {
+        words: 4,
+        long: &[1],
+        ..Fakes::default()
+    });
+}
+
+#[test]
 fn a_question_heard_faster_than_real_time_during_an_answer_is_not_lost() {
     // The whole question arrives before the recogniser has heard its first fraction of a second
     // (a client sending a recording at once, or a recogniser slowed by load): that first
     // fraction, without words, must not dismiss the rest.
-    let mut h = start(
-        false,
-        Fakes {
-            words: 6,
-            long: &[1],
-            token_ms: 10,
-            asr_short: FRAME * 6,
-            asr_ms: 40,
-            ..Fakes::default()
-        },
-    );
-    h.ask(1);
-    h.wait_for("audio of turn 1", |u| {
-        matches!(u, Update::Audio { turn: 1, .. })
+    answered_after_the_answer(Fakes {
+        words: 6,
+        long: &[1],
+        token_ms: 10,
+        asr_short: FRAME * 6,
+        asr_ms: 40,
+        ..Fakes::default()
     });
-    h.ask(2);
-    h.wait_for("turn 1 done", |u| done(u, 1));
-    h.wait_for("turn 2 done", |u| done(u, 2));
-    let (result, seen, models, tokens) = h.finish();
-    let heard: Vec<_> = result
-        .unwrap()
-        .turns
-        .iter()
-        .map(|m| m.transcript.clone())
-        .collect();
-    assert_eq!(heard, ["question 1", "question 2"], "{}", brief(&seen));
-    no_stage_left(&models, &tokens);
 }
 
 #[test]
