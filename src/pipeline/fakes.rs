@@ -37,8 +37,9 @@ impl SpeechDetector for FakeVad {
 /// Hears "question N" in speech of amplitude 0.3 + N/10 ("Mm-hmm." for N = 7, at 1.0); panics on
 /// `panic_on`. Questions in
 /// `split` are asked in two stretches of speech: the first alone is heard as "question N of".
-/// Audio shorter than `short` samples holds no words (a fraction of a second of a question); each
-/// transcription takes `ms`.
+/// Audio shorter than `short` samples holds no words (a fraction of a second of a question), or,
+/// in a hum ("Mm-hmm", amplitude 0.95), one stray word (Whisper hears the start of espeak-ng's
+/// "Mm-hmm" as "Amen."); each transcription takes `ms`.
 pub(super) struct FakeAsr {
     pub(super) panic_on: Option<u32>,
     pub(super) split: &'static [u32],
@@ -55,7 +56,15 @@ impl Transcriber for FakeAsr {
         }
         std::thread::sleep(Duration::from_millis(self.ms));
         if samples.len() < self.short {
-            return Ok(Vec::new());
+            let text = match id {
+                7 => "Amen.",
+                _ => return Ok(Vec::new()),
+            };
+            return Ok(vec![Segment {
+                start: offset,
+                end: offset + 1.0,
+                text: text.to_string(),
+            }]);
         }
         let loud: Vec<bool> = samples
             .chunks(FRAME)

@@ -93,8 +93,8 @@ struct Listener {
     cx: Arc<Context>,
     last_at: Instant,
     pending: Option<Pending>,
-    /// The pause (turn, speech end) whose speculative transcript is being made.
-    asked: Option<(u64, u64)>,
+    /// The pause (turn, speech end, when it was sent) whose speculative transcript is being made.
+    asked: Option<(u64, u64, Instant)>,
     /// The speculation made while the user speaks (turn, where it was cut, when it was sent), and
     /// how much of the utterance it held.
     rolling: Option<(u64, u64, Instant)>,
@@ -386,8 +386,9 @@ impl Listener {
         let meant = interrupt::meant(text, &speaking);
         tracing::debug!(heard = %text, ?meant, "speech during the answer");
         match meant {
-            // Not sure yet (one stray word from a fraction of a second): listen on.
-            Some(words) if c.ended.is_none() && !interrupt::sure(&words) => {
+            // Not sure (one stray word from a fraction of a second, which Whisper also hears
+            // in the start of a hum): listen on, or hear the whole speech if it has ended.
+            Some(words) if !c.whole && !interrupt::sure(&words) => {
                 tracing::debug!(%words, "not sure yet; listening on");
                 self.probe()?;
             }

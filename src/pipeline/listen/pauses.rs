@@ -18,7 +18,8 @@ use crate::stages::vad::VadEvent;
 /// much of it, and again every as much more, while the recogniser and the model are free. At the
 /// pause only the last words are new to the model, so its reading takes a fraction of the time.
 const ROLL_EVERY: usize = SAMPLE_RATE as usize / 2;
-/// A speculation that never came back (its feedback lost) no longer holds the next one back.
+/// A speculation that never came back (its feedback lost) no longer holds the next one back
+/// (a reading while the user speaks, or a pause's transcript).
 const SPECULATION_LOST: Duration = Duration::from_secs(3);
 
 impl Listener {
@@ -30,11 +31,14 @@ impl Listener {
         if len < self.rolled {
             self.rolled = 0; // a new utterance
         }
-        if self
-            .rolling
-            .is_some_and(|(_, _, at)| at.elapsed() > SPECULATION_LOST)
-        {
+        let lost = |s: &Option<(u64, u64, Instant)>| {
+            s.is_some_and(|(_, _, at)| at.elapsed() > SPECULATION_LOST)
+        };
+        if lost(&self.rolling) {
             self.rolling = None;
+        }
+        if lost(&self.asked) {
+            self.asked = None;
         }
         let free = self.l.turn.is_some()
             && self.candidate.is_none()
@@ -60,13 +64,13 @@ impl Listener {
 
     /// The language model's reading at a pause: judge it, or ask about the newest pause.
     pub(super) fn end_of_turn(&mut self, turn: u64, speech_end: u64, text_p: Option<f32>) -> Step {
-        if self.asked == Some((turn, speech_end)) {
+        let about = |s: &Option<(u64, u64, Instant)>| {
+            s.is_some_and(|(t, end, _)| (t, end) == (turn, speech_end))
+        };
+        if about(&self.asked) {
             self.asked = None;
         }
-        if self
-            .rolling
-            .is_some_and(|(t, end, _)| (t, end) == (turn, speech_end))
-        {
+        if about(&self.rolling) {
             self.rolling = None;
         }
         match self.pending.take() {
@@ -112,7 +116,7 @@ impl Listener {
     /// speculation must never delay a real utterance).
     pub(super) fn ask(&mut self, turn: u64, audio: Vec<f32>, speech_end: u64) -> Step {
         if self.speculate(turn, audio, speech_end)? {
-            self.asked = Some((turn, speech_end));
+            self.asked = Some((turn, speech_end, Instant::now()));
         }
         Ok(())
     }
