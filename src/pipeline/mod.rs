@@ -287,9 +287,11 @@ pub fn run_with(
     })?);
     let conv = Conversation::new(&cfg.llm);
     let words = cfg.pipeline.first_clause_words;
-    let (llm, cx2) = ((models.llm)()?, cx.clone());
+    let (llm, cores, cx2) = ((models.llm)()?, models.asr.clone(), cx.clone());
     stages.push(spawn("llm", &cx, move || {
-        loops::llm_loop(llm, conv, words, semantic, rx_heard, tx_say, tx_hint, cx2)
+        loops::llm_loop(
+            llm, cores, conv, words, semantic, rx_heard, tx_say, tx_hint, cx2,
+        )
     })?);
     let rate = models.voice_rate;
     let gap = cfg.tts.sentence_silence_ms;

@@ -116,6 +116,10 @@ impl Listener {
     /// speculation must never delay a real utterance).
     pub(super) fn ask(&mut self, turn: u64, audio: Vec<f32>, speech_end: u64) -> Step {
         if self.speculate(turn, audio, speech_end)? {
+            tracing::debug!(
+                late_ms = self.last_at.elapsed().as_secs_f64() * 1000.0,
+                "asked at the pause"
+            );
             self.asked = Some((turn, speech_end, Instant::now()));
         }
         Ok(())
