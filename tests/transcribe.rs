@@ -271,3 +271,44 @@ fn flac_ogg_and_mp3_decode() {
         assert_eq!(words(text), words(JFK), "{name}: {text}");
     }
 }
+
+/// A speculative transcript is stopped as soon as it no longer matters (the recogniser is then
+/// free for the one that does), and one that is not stopped is exactly the plain transcript.
+#[test]
+fn a_transcription_stops_when_cancelled_and_only_then() {
+    use seesay::stages::asr::{AsrConfig, AsrError, Transcriber, WhisperModel};
+    use seesay::stages::Cancel;
+    let cfg = AsrConfig::default();
+    let mut model = WhisperModel::load(&model_path("whisper-tiny.en"), &cfg).unwrap();
+    let jfk = jfk_at(16_000);
+    let plain = model.transcribe(&jfk, 0.0).unwrap();
+    let go_on = Cancel::new();
+    let spoken = model.transcribe_unless(&jfk, 0.0, &go_on).unwrap();
+    assert_eq!(format!("{spoken:?}"), format!("{plain:?}"));
+    // Cancelled before it begins, and while it runs (11 s of audio take far longer than 5 ms).
+    let stop = Cancel::new();
+    stop.cancel();
+    assert!(matches!(
+        model.transcribe_unless(&jfk, 0.0, &stop),
+        Err(AsrError::Stopped)
+    ));
+    let stop = Cancel::new();
+    let stopper = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            stop.cancel();
+        })
+    };
+    let t = std::time::Instant::now();
+    let stopped = model.transcribe_unless(&jfk, 0.0, &stop);
+    stopper.join().unwrap();
+    assert!(
+        matches!(stopped, Err(AsrError::Stopped)),
+        "{stopped:?} after {:?}",
+        t.elapsed()
+    );
+    // And the model is whole afterwards.
+    let again = model.transcribe(&jfk, 0.0).unwrap();
+    assert_eq!(format!("{again:?}"), format!("{plain:?}"));
+}

@@ -13,7 +13,7 @@ use super::error::PipelineError;
 use super::messages::{Feedback, Heard, Play, Purpose, Say, Update, Utterance, What};
 use super::models::{lock, Locked};
 use super::turns::Context;
-use crate::stages::asr::Transcriber;
+use crate::stages::asr::{AsrError, Transcriber};
 use crate::stages::camera::FrameReceiver;
 use crate::stages::caption::Captioner;
 use crate::stages::llm::{open_ended, ChatModel, Conversation, Finish};
@@ -60,6 +60,11 @@ pub(crate) fn asr_loop(
             continue;
         }
         let speculative = u.purpose == Purpose::Pause;
+        let stopped = || u.stop.as_ref().is_some_and(Cancel::is_cancelled);
+        if speculative && stopped() {
+            no_text();
+            continue;
+        }
         if cx.turns.is_stale(u.turn) {
             match speculative {
                 true => no_text(),
@@ -83,7 +88,11 @@ pub(crate) fn asr_loop(
             // work the end of the turn would need anyway.
             let mut model = lock(&asr);
             let began = Instant::now();
-            match model.transcribe(&u.audio, 0.0) {
+            let done = match &u.stop {
+                Some(stop) => model.transcribe_unless(&u.audio, 0.0, stop),
+                None => model.transcribe(&u.audio, 0.0),
+            };
+            match done {
                 Ok(segments) => {
                     drop(model);
                     let text = plain_text(&segments);
@@ -110,6 +119,13 @@ pub(crate) fn asr_loop(
                         }
                     }
                     ahead = Some((u.turn, u.speech_end, text));
+                }
+                Err(AsrError::Stopped) => {
+                    tracing::debug!(
+                        ms = began.elapsed().as_secs_f64() * 1000.0,
+                        "speculative transcript stopped: no longer needed"
+                    );
+                    no_text();
                 }
                 Err(e) => {
                     tracing::debug!("speculative transcription failed: {e}");

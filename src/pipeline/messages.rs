@@ -5,6 +5,8 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use crate::stages::Cancel;
+
 /// What a pipeline reports to a client as it happens.
 #[derive(Debug, Clone)]
 pub enum Update {
@@ -48,6 +50,9 @@ pub(crate) struct Utterance {
     pub audio: Vec<f32>,
     pub speech_end: u64,
     pub purpose: Purpose,
+    /// A speculation's token: cancelled once it no longer matters (the user went on speaking,
+    /// or a pause superseded a reading), it is dropped, or stopped while being transcribed.
+    pub stop: Option<Cancel>,
 }
 
 /// The transcript of an utterance. A speculative one (of the audio up to a pause) is only

@@ -3,6 +3,7 @@
 //! `WhisperModel` is the maths (one window of audio → segments); `Windower` cuts an endless stream
 //! into windows of at most 30 s at its quietest points, so files of any length stream through.
 
+use std::ffi::c_void;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -12,6 +13,7 @@ use whisper_rs::{
 
 use crate::host;
 use crate::media::audio::{rms, SAMPLE_RATE};
+use crate::stages::Cancel;
 use crate::store::{ModelError, Store};
 use crate::text::transcript::Segment;
 
@@ -26,6 +28,8 @@ pub enum AsrError {
     EnglishOnly { model: String, language: String },
     #[error("Whisper failed: {0}")]
     Inference(String),
+    #[error("transcription stopped: its result was no longer needed")]
+    Stopped,
     #[error(transparent)]
     Model(#[from] ModelError),
 }
@@ -80,6 +84,19 @@ impl AsrConfig {
 pub trait Transcriber: Send {
     /// Transcribes one window; segment times are offset by `offset` seconds.
     fn transcribe(&mut self, samples: &[f32], offset: f64) -> Result<Vec<Segment>, AsrError>;
+    /// As `transcribe`, but gives up (`AsrError::Stopped`) once `stop` is cancelled: a
+    /// speculation that no longer matters leaves the cores at once.
+    fn transcribe_unless(
+        &mut self,
+        samples: &[f32],
+        offset: f64,
+        stop: &Cancel,
+    ) -> Result<Vec<Segment>, AsrError> {
+        if stop.is_cancelled() {
+            return Err(AsrError::Stopped);
+        }
+        self.transcribe(samples, offset)
+    }
     /// Switches the spoken language; returns the previous one.
     fn set_language(&mut self, language: &str) -> Result<String, AsrError>;
 }
@@ -125,6 +142,8 @@ pub struct WhisperModel {
     state: WhisperState,
     cfg: AsrConfig,
     name: String,
+    /// While set, whisper.cpp checks it between the steps of its computation and gives up.
+    stop: Option<Cancel>,
 }
 
 impl WhisperModel {
@@ -151,6 +170,7 @@ impl WhisperModel {
             state,
             cfg: cfg.clone(),
             name,
+            stop: None,
         })
     }
 
@@ -223,14 +243,27 @@ impl WhisperModel {
         params.set_suppress_nst(true);
         params.set_no_speech_thold(self.cfg.no_speech_threshold);
         params.set_audio_ctx(audio_ctx);
+        // (whisper-rs 0.16's `set_abort_callback_safe` hands whisper.cpp a pointer of another
+        // type than its trampoline reads: it aborted at once, or not at all.)
+        let stop = self.stop.clone();
+        if let Some(stop) = &stop {
+            // SAFETY: `stopped` reads the `Cancel` behind the pointer; `stop` outlives `full`,
+            // the only call that uses it, and is only read.
+            unsafe {
+                params.set_abort_callback(Some(stopped));
+                params.set_abort_callback_user_data(stop as *const Cancel as *mut c_void);
+            }
+        }
         if audio_ctx < self.ctx.model_n_audio_ctx() {
             // No temperature fallback on the short context: a derailed decode would otherwise be
             // repeated at five temperatures (seconds of work) before the full-context retry.
             params.set_temperature_inc(0.0);
         }
-        self.state
-            .full(params, samples)
-            .map_err(|e| AsrError::Inference(e.to_string()))?;
+        let done = self.state.full(params, samples);
+        if stop.as_ref().is_some_and(Cancel::is_cancelled) {
+            return Err(AsrError::Stopped);
+        }
+        done.map_err(|e| AsrError::Inference(e.to_string()))?;
         let mut out = Vec::new();
         for seg in self.state.as_iter() {
             let text = seg
@@ -252,9 +285,27 @@ impl WhisperModel {
     }
 }
 
+/// whisper.cpp's abort callback: has the `Cancel` that `data` points to been cancelled?
+unsafe extern "C" fn stopped(data: *mut c_void) -> bool {
+    // SAFETY: `run` passes a pointer to a `Cancel` that lives until `whisper_full` returns.
+    unsafe { (*(data as *const Cancel)).is_cancelled() }
+}
+
 impl Transcriber for WhisperModel {
     fn transcribe(&mut self, samples: &[f32], offset: f64) -> Result<Vec<Segment>, AsrError> {
         self.transcribe_window(samples, offset)
+    }
+
+    fn transcribe_unless(
+        &mut self,
+        samples: &[f32],
+        offset: f64,
+        stop: &Cancel,
+    ) -> Result<Vec<Segment>, AsrError> {
+        self.stop = Some(stop.clone());
+        let result = self.transcribe_window(samples, offset);
+        self.stop = None;
+        result
     }
 
     fn set_language(&mut self, language: &str) -> Result<String, AsrError> {

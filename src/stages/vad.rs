@@ -250,6 +250,11 @@ impl Endpointer {
         self.confirmed && self.silent_frames == 0
     }
 
+    /// Where the speech ends so far, if this very frame was speech (of a confirmed utterance).
+    pub fn voiced_until(&self) -> Option<u64> {
+        self.voiced().then_some(self.last_voiced_end)
+    }
+
     /// Is an utterance under way (confirmed speech, perhaps paused)?
     pub fn speaking(&self) -> bool {
         self.confirmed

@@ -27,6 +27,8 @@ use crate::text::interrupt;
 
 mod pauses;
 
+use pauses::Speculation;
+
 /// Probes of speech heard during an answer: after this much of it, and again every as much
 /// more, at most `MAX_PROBES` times while it lasts (then once more when it ends).
 const PROBE_EVERY: usize = SAMPLE_RATE as usize * 2 / 5;
@@ -93,11 +95,11 @@ struct Listener {
     cx: Arc<Context>,
     last_at: Instant,
     pending: Option<Pending>,
-    /// The pause (turn, speech end, when it was sent) whose speculative transcript is being made.
-    asked: Option<(u64, u64, Instant)>,
-    /// The speculation made while the user speaks (turn, where it was cut, when it was sent), and
-    /// how much of the utterance it held.
-    rolling: Option<(u64, u64, Instant)>,
+    /// The pause whose speculative transcript is being made.
+    asked: Option<Speculation>,
+    /// The speculation made while the user speaks (cut where it was sent), and how much of the
+    /// utterance it held.
+    rolling: Option<Speculation>,
     rolled: usize,
     ending: Ending,
     candidate: Option<Candidate>,
@@ -256,7 +258,7 @@ impl Listener {
             }
             _ if self.candidate.is_some() => self.probe()?,
             Some(_) => {}
-            None => self.roll(end)?,
+            None => self.roll(end, p)?,
         }
         Ok(())
     }
@@ -352,6 +354,7 @@ impl Listener {
             audio,
             speech_end: c.start,
             purpose: Purpose::Probe,
+            stop: None,
         };
         match self.tx.try_send(u) {
             Ok(()) => {
@@ -445,6 +448,7 @@ impl Listener {
             audio,
             speech_end,
             purpose: Purpose::Final,
+            stop: None,
         };
         self.tx.send(u).map_err(|_| None)
     }

@@ -13,6 +13,7 @@ use crate::pipeline::messages::{Ending, Purpose, Utterance};
 use crate::pipeline::models::lock;
 use crate::stages::turn;
 use crate::stages::vad::VadEvent;
+use crate::stages::Cancel;
 
 /// Speech under way is transcribed and read by the language model ahead of its pause: from this
 /// much of it, and again every as much more, while the recogniser and the model are free. At the
@@ -21,42 +22,88 @@ const ROLL_EVERY: usize = SAMPLE_RATE as usize / 2;
 /// A speculation that never came back (its feedback lost) no longer holds the next one back
 /// (a reading while the user speaks, or a pause's transcript).
 const SPECULATION_LOST: Duration = Duration::from_secs(3);
+/// A voiced frame whose speech probability falls below this (speech fading: Silero's
+/// probability falls over a frame or two at the end of speech, 0.99 → 0.78 → 0.25) begins the
+/// pause's transcript one frame before the first silent frame, when no reading is under way; if
+/// the speech goes on, it is stopped.
+const FADING: f32 = 0.8;
+
+/// A transcript (and reading) made ahead: of the speech so far, or up to a pause.
+pub(super) struct Speculation {
+    turn: u64,
+    /// Where the audio it holds ends (a pause's speech end).
+    speech_end: u64,
+    sent: Instant,
+    /// Cancelled when it no longer matters: the recogniser drops or stops it.
+    stop: Cancel,
+}
+
+impl Speculation {
+    fn about(s: &Option<Speculation>, turn: u64, speech_end: u64) -> bool {
+        s.as_ref()
+            .is_some_and(|s| (s.turn, s.speech_end) == (turn, speech_end))
+    }
+
+    fn lost(s: &Option<Speculation>) -> bool {
+        s.as_ref()
+            .is_some_and(|s| s.sent.elapsed() > SPECULATION_LOST)
+    }
+
+    /// Forgets it, and stops it if it is still being made.
+    fn forget(s: &mut Option<Speculation>) {
+        if let Some(s) = s.take() {
+            s.stop.cancel();
+        }
+    }
+}
 
 impl Listener {
     /// While the user speaks (and seesay is not answering), the utterance so far goes ahead to the
     /// recogniser and the language model every `ROLL_EVERY`, and at the first silent frame, if
     /// they are free.
-    pub(super) fn roll(&mut self, now: u64) -> Step {
+    pub(super) fn roll(&mut self, now: u64, p: f32) -> Step {
         let len = self.l.ep.audio().len();
         if len < self.rolled {
             self.rolled = 0; // a new utterance
         }
-        let lost = |s: &Option<(u64, u64, Instant)>| {
-            s.is_some_and(|(_, _, at)| at.elapsed() > SPECULATION_LOST)
-        };
-        if lost(&self.rolling) {
+        if Speculation::lost(&self.rolling) {
             self.rolling = None;
         }
-        if lost(&self.asked) {
+        if Speculation::lost(&self.asked) {
             self.asked = None;
+        }
+        let voiced_until = self.l.ep.voiced_until();
+        if voiced_until.is_some_and(|end| self.asked.as_ref().is_some_and(|a| a.speech_end != end))
+        {
+            // The user went on after the frame or pause that was asked about.
+            Speculation::forget(&mut self.asked);
         }
         let free = self.l.turn.is_some()
             && self.candidate.is_none()
             && self.asked.is_none()
             && !self.cx.turns.busy();
-        if let Some(speech_end) = self.l.ep.just_paused().filter(|_| free) {
-            // The first silent frame: the transcript a pause needs is begun now; the pause is
-            // judged only once it has lasted `turn.pause_ms`.
+        let fading = voiced_until.filter(|_| p < FADING && self.rolling.is_none());
+        if let Some(speech_end) = self.l.ep.just_paused().or(fading).filter(|_| free) {
+            // The first silent frame (or a fading last voiced one): the transcript a pause
+            // needs is begun now; the pause is judged only once it has lasted `turn.pause_ms`.
             let turn = self.cx.turns.current();
             return self.ask(turn, self.l.ep.audio().to_vec(), speech_end);
         }
-        if !free || self.rolling.is_some() || !self.l.ep.voiced() || len < self.rolled + ROLL_EVERY
+        if !free
+            || self.rolling.is_some()
+            || voiced_until.is_none()
+            || len < self.rolled + ROLL_EVERY
         {
             return Ok(());
         }
         let turn = self.cx.turns.current();
-        if self.speculate(turn, self.l.ep.audio().to_vec(), now)? {
-            self.rolling = Some((turn, now, Instant::now()));
+        if let Some(stop) = self.speculate(turn, self.l.ep.audio().to_vec(), now)? {
+            self.rolling = Some(Speculation {
+                turn,
+                speech_end: now,
+                sent: Instant::now(),
+                stop,
+            });
             self.rolled = len;
         }
         Ok(())
@@ -64,13 +111,10 @@ impl Listener {
 
     /// The language model's reading at a pause: judge it, or ask about the newest pause.
     pub(super) fn end_of_turn(&mut self, turn: u64, speech_end: u64, text_p: Option<f32>) -> Step {
-        let about = |s: &Option<(u64, u64, Instant)>| {
-            s.is_some_and(|(t, end, _)| (t, end) == (turn, speech_end))
-        };
-        if about(&self.asked) {
+        if Speculation::about(&self.asked, turn, speech_end) {
             self.asked = None;
         }
-        if about(&self.rolling) {
+        if Speculation::about(&self.rolling, turn, speech_end) {
             self.rolling = None;
         }
         match self.pending.take() {
@@ -114,33 +158,39 @@ impl Listener {
 
     /// Hands the audio up to a pause to ASR for a speculative transcript, if ASR has room (a
     /// speculation must never delay a real utterance).
+    /// A reading of the speech so far that is still being made is stopped: this one holds more.
     pub(super) fn ask(&mut self, turn: u64, audio: Vec<f32>, speech_end: u64) -> Step {
-        if self.speculate(turn, audio, speech_end)? {
-            tracing::debug!(
-                late_ms = self.last_at.elapsed().as_secs_f64() * 1000.0,
-                "asked at the pause"
-            );
-            self.asked = Some((turn, speech_end, Instant::now()));
+        Speculation::forget(&mut self.rolling);
+        if let Some(stop) = self.speculate(turn, audio, speech_end)? {
+            self.asked = Some(Speculation {
+                turn,
+                speech_end,
+                sent: Instant::now(),
+                stop,
+            });
         }
         Ok(())
     }
 
-    /// Sends audio up to `speech_end` for a speculative transcript if ASR has room; whether it went.
+    /// Sends audio up to `speech_end` for a speculative transcript if ASR has room; its token if
+    /// it went.
     fn speculate(
         &self,
         turn: u64,
         audio: Vec<f32>,
         speech_end: u64,
-    ) -> Result<bool, Option<PipelineError>> {
+    ) -> Result<Option<Cancel>, Option<PipelineError>> {
+        let stop = Cancel::new();
         let u = Utterance {
             turn,
             audio,
             speech_end,
             purpose: Purpose::Pause,
+            stop: Some(stop.clone()),
         };
         match self.tx.try_send(u) {
-            Ok(()) => Ok(true),
-            Err(TrySendError::Full(_)) => Ok(false),
+            Ok(()) => Ok(Some(stop)),
+            Err(TrySendError::Full(_)) => Ok(None),
             Err(TrySendError::Disconnected(_)) => Err(None),
         }
     }
