@@ -46,6 +46,27 @@ pub fn expand_home(path: &str) -> PathBuf {
     }
 }
 
+/// How much lower than listening (the VAD, the recogniser) the work that can wait a little runs:
+/// writing an answer (llama-server) and speaking it (the voice's thread). (Between themselves
+/// they share as before; listening takes the cores when it needs them, at nice 10 about 90 %.)
+pub const BACKGROUND_NICE: i32 = 10;
+
+/// Lowers the calling thread's priority by `BACKGROUND_NICE` (threads it starts later inherit
+/// it). Lowering is always allowed; if the kernel refuses anyway, the thread runs as before.
+pub fn lower_this_thread() {
+    // SAFETY: plain system calls on the calling thread (on Linux a thread id names one thread).
+    let done = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, BACKGROUND_NICE)
+    };
+    if done != 0 {
+        tracing::debug!(
+            "could not lower the thread's priority: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 /// The CPU cores this process may use.
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())

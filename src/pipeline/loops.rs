@@ -46,13 +46,22 @@ pub(crate) fn asr_loop(
         };
         if u.purpose == Purpose::Probe {
             // Speech during an answer: its words decide whether it interrupts.
-            let text = match lock(&asr).transcribe(&u.audio, 0.0) {
+            let mut model = lock(&asr);
+            let began = Instant::now();
+            let text = match model.transcribe(&u.audio, 0.0) {
                 Ok(segments) => plain_text(&segments),
                 Err(e) => {
                     tracing::debug!("transcribing speech heard during the answer failed: {e}");
                     String::new()
                 }
             };
+            drop(model);
+            tracing::debug!(
+                ms = began.elapsed().as_secs_f64() * 1000.0,
+                audio_s = u.audio.len() as f64 / SAMPLE_RATE as f64,
+                %text,
+                "speech during the answer transcribed"
+            );
             let _ = hints.try_send(Feedback::Heard {
                 start: u.speech_end,
                 text,
@@ -353,6 +362,8 @@ pub(crate) fn tts_loop(
     cx: Arc<Context>,
 ) -> Result<(), PipelineError> {
     let _stage = tracing::info_span!("tts").entered();
+    // Speaking can wait a little; listening cannot (see `host::BACKGROUND_NICE`).
+    crate::host::lower_this_thread();
     let mut first_of: Option<u64> = None;
     for msg in rx {
         let out = match msg {
