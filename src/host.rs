@@ -47,9 +47,29 @@ pub fn expand_home(path: &str) -> PathBuf {
 }
 
 /// How much lower than listening (the VAD, the recogniser) the work that can wait a little runs:
-/// writing an answer (llama-server) and speaking it (the voice's thread). (Between themselves
-/// they share as before; listening takes the cores when it needs them, at nice 10 about 90 %.)
+/// writing an answer (llama-server) and speaking it (the voice's thread); between themselves they
+/// share as before. Speech heard while an answer is written and spoken must be transcribed at
+/// once (to stop the answer within 300 ms): on two cores, beside the model and the voice at the
+/// same priority, 0.4 s of it took whisper.cpp 0.7-1.9 s (its threads wait on each other at
+/// every step, and were preempted); at nice 10 below it, 100-140 ms.
 pub const BACKGROUND_NICE: i32 = 10;
+
+/// Makes `cmd`'s process (a helper server) die with the thread that starts it (with seesay,
+/// however seesay ends) and run at `BACKGROUND_NICE`.
+pub fn background_child(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl and setpriority are async-signal-safe and touch no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Lowering is always allowed; if refused anyway, it runs as before.
+            libc::setpriority(libc::PRIO_PROCESS, 0, BACKGROUND_NICE);
+            Ok(())
+        });
+    }
+}
 
 /// Lowers the calling thread's priority by `BACKGROUND_NICE` (threads it starts later inherit
 /// it). Lowering is always allowed; if the kernel refuses anyway, the thread runs as before.

@@ -336,28 +336,13 @@ fn free_port() -> std::io::Result<u16> {
 /// Starts llama-server on `port`; its log goes to seesay's log (debug level). The kernel kills it
 /// when the thread that started it ends (with seesay, however seesay ends).
 fn spawn(exe: &Path, args: &[String], port: u16, tail: Tail) -> std::io::Result<Child> {
-    use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(exe);
     cmd.args(args)
         .args(["--port", &port.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    // SAFETY: prctl and setpriority are async-signal-safe and touch no memory of the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // Below the recogniser and the VAD: speech heard while the model writes an answer
-            // must be transcribed at once (to stop the answer within 300 ms); on two cores,
-            // beside the model and the voice at the same priority, 0.4 s of it took whisper.cpp
-            // 0.7-1.9 s (100-140 ms with these below it: their threads no longer preempt the
-            // recogniser's, which wait on each other at every step).
-            libc::setpriority(libc::PRIO_PROCESS, 0, host::BACKGROUND_NICE);
-            Ok(())
-        });
-    }
+    host::background_child(&mut cmd);
     let mut child = cmd.spawn()?;
     if let Some(err) = child.stderr.take() {
         std::thread::Builder::new()
