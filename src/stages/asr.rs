@@ -149,6 +149,11 @@ pub struct WhisperModel {
 impl WhisperModel {
     pub fn load(path: &Path, cfg: &AsrConfig) -> Result<WhisperModel, AsrError> {
         whisper_rs::install_logging_hooks();
+        // whisper.cpp's own messages, through ours: a stopped transcription is no error.
+        // SAFETY: `whisper_log` is a plain function that only reads the text it is given.
+        unsafe {
+            whisper_rs::whisper_rs_sys::whisper_log_set(Some(whisper_log), std::ptr::null_mut())
+        };
         let load_err = |detail: String| AsrError::Load {
             path: path.display().to_string(),
             detail,
@@ -285,6 +290,39 @@ impl WhisperModel {
     }
 }
 
+thread_local! {
+    /// The token of the transcription under way on this thread, if it can be stopped.
+    static STOPPING: std::cell::RefCell<Option<Cancel>> = const { std::cell::RefCell::new(None) };
+}
+
+/// whisper.cpp's log, to tracing (as whisper-rs's hook does), except that the "failed to encode"
+/// of a transcription stopped on purpose is only debug.
+unsafe extern "C" fn whisper_log(
+    level: whisper_rs::whisper_rs_sys::ggml_log_level,
+    text: *const std::ffi::c_char,
+    _: *mut c_void,
+) {
+    use whisper_rs::whisper_rs_sys as sys;
+    if text.is_null() {
+        return;
+    }
+    // SAFETY: whisper.cpp passes a NUL-terminated string that lives for the call.
+    let text = unsafe { std::ffi::CStr::from_ptr(text) }.to_string_lossy();
+    let text = text.trim_end();
+    let stopped = STOPPING.with(|s| s.borrow().as_ref().is_some_and(Cancel::is_cancelled));
+    match level {
+        _ if text.is_empty() => {}
+        sys::ggml_log_level_GGML_LOG_LEVEL_ERROR if !stopped => {
+            tracing::error!(target: "whisper", "{text}")
+        }
+        sys::ggml_log_level_GGML_LOG_LEVEL_WARN if !stopped => {
+            tracing::warn!(target: "whisper", "{text}")
+        }
+        sys::ggml_log_level_GGML_LOG_LEVEL_INFO => tracing::info!(target: "whisper", "{text}"),
+        _ => tracing::debug!(target: "whisper", "{text}"),
+    }
+}
+
 /// whisper.cpp's abort callback: has the `Cancel` that `data` points to been cancelled?
 unsafe extern "C" fn stopped(data: *mut c_void) -> bool {
     // SAFETY: `run` passes a pointer to a `Cancel` that lives until `whisper_full` returns.
@@ -303,7 +341,9 @@ impl Transcriber for WhisperModel {
         stop: &Cancel,
     ) -> Result<Vec<Segment>, AsrError> {
         self.stop = Some(stop.clone());
+        STOPPING.with(|s| *s.borrow_mut() = Some(stop.clone()));
         let result = self.transcribe_window(samples, offset);
+        STOPPING.with(|s| *s.borrow_mut() = None);
         self.stop = None;
         result
     }
