@@ -59,8 +59,8 @@ impl Speculation {
 
 impl Listener {
     /// While the user speaks (and seesay is not answering), the utterance so far goes ahead to the
-    /// recogniser and the language model every `ROLL_EVERY`, and at the first silent frame, if
-    /// they are free.
+    /// recogniser and the language model every `ROLL_EVERY`, and at the first silent frame (or a
+    /// fading last voiced one), if they are free.
     pub(super) fn roll(&mut self, now: u64, p: f32) -> Step {
         let len = self.l.ep.audio().len();
         if len < self.rolled {
