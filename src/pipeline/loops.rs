@@ -5,14 +5,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::media::audio::SAMPLE_RATE;
-
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use super::error::PipelineError;
 use super::messages::{Feedback, Heard, Play, Purpose, Say, Update, Utterance, What};
 use super::models::{lock, Locked};
 use super::turns::Context;
+use crate::media::audio::SAMPLE_RATE;
 use crate::stages::asr::{AsrError, Transcriber};
 use crate::stages::camera::FrameReceiver;
 use crate::stages::caption::Captioner;
@@ -69,8 +68,8 @@ pub(crate) fn asr_loop(
             continue;
         }
         let speculative = u.purpose == Purpose::Pause;
-        let stopped = || u.stop.as_ref().is_some_and(Cancel::is_cancelled);
-        if speculative && stopped() {
+        // A speculation that no longer matters is dropped before it waits for the recogniser.
+        if speculative && u.stop.as_ref().is_some_and(Cancel::is_cancelled) {
             no_text();
             continue;
         }
