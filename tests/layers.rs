@@ -1,24 +1,26 @@
 //! The source tree's shape, checked: every `use` and path of `src/` resolved to the file it
 //! names, then (1) no module imports from a layer above its own, (2) no import circle among the
-//! files, (3) no file over 600 lines and at most 12 entries at the top of `src/`. The layers, top
+//! files, (3) no file over 600 lines and at most 14 entries at the top of `src/`. The layers, top
 //! to bottom, as the README's source layout describes them:
 //!
-//! cli (the binary) → server → pipeline → config → stages → store → media | text | host
+//! cli (the binary) → server → pipeline → config → tools → memory → stages → store → media | text | host
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// The library's top-level modules and their layer (0 is the top). Modules on one layer may not
 /// import from each other.
-const LAYERS: [(&str, u8); 8] = [
+const LAYERS: [(&str, u8); 10] = [
     ("server", 1),
     ("pipeline", 2),
     ("config", 3),
-    ("stages", 4),
-    ("store", 5),
-    ("media", 6),
-    ("text", 6),
-    ("host", 6),
+    ("tools", 4),
+    ("memory", 5),
+    ("stages", 6),
+    ("store", 7),
+    ("media", 8),
+    ("text", 8),
+    ("host", 8),
 ];
 
 fn layer(top: &str) -> Option<u8> {
@@ -350,7 +352,7 @@ fn files_stay_small_and_the_top_of_src_stays_short() {
         .collect();
     assert!(long.is_empty(), "files over 600 lines: {long:?}");
     let top = std::fs::read_dir(src()).unwrap().count();
-    assert!(top <= 12, "src/ has {top} entries at its top level");
+    assert!(top <= 14, "src/ has {top} entries at its top level");
 }
 
 #[test]
