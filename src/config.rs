@@ -190,6 +190,9 @@ pub struct ServerConfig {
     /// Seconds that work in progress (answers being spoken, requests) may take to finish after
     /// SIGINT or SIGTERM before the server exits anyway.
     pub shutdown_timeout_s: u64,
+    /// Web origins whose pages may call the API from a browser (CORS), e.g.
+    /// ["https://app.example.com"]; ["*"] allows any; empty (the default) allows none.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -206,6 +209,7 @@ impl Default for ServerConfig {
             max_sessions: 4,
             max_message_mb: 4,
             shutdown_timeout_s: 10,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -213,15 +217,23 @@ impl Default for ServerConfig {
 impl Config {
     /// Loads the config from `explicit`, `$SEESAY_CONFIG` or the user config file; defaults otherwise.
     pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        match Self::source(explicit) {
+            Some(path) => Self::from_file(&path),
+            None => Ok(Config::default()),
+        }
+    }
+
+    /// The file `load` reads: `explicit`, else `$SEESAY_CONFIG`, else
+    /// `$XDG_CONFIG_HOME/seesay/config.toml` (`~/.config/...` when unset) if it exists; `None`
+    /// means the built-in defaults.
+    pub fn source(explicit: Option<&Path>) -> Option<PathBuf> {
         let from_env = std::env::var_os("SEESAY_CONFIG")
             .filter(|p| !p.is_empty())
             .map(PathBuf::from);
-        let user = home().join(".config").join("seesay").join("config.toml");
-        match explicit.map(Path::to_path_buf).or(from_env) {
-            Some(path) => Self::from_file(&path),
-            None if user.is_file() => Self::from_file(&user),
-            None => Ok(Config::default()),
-        }
+        explicit
+            .map(Path::to_path_buf)
+            .or(from_env)
+            .or_else(|| Some(user_config_file()).filter(|p| p.is_file()))
     }
 
     /// Parses one TOML file; unknown keys are errors.
@@ -244,6 +256,36 @@ impl Config {
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("config serialises")
     }
+
+    /// The effective config as TOML with every secret (a non-empty `api_key`, `token` or
+    /// `password`, in any section) replaced by asterisks, for showing on a screen or in a log.
+    pub fn to_toml_masked(&self) -> String {
+        let mut value = toml::Value::try_from(self).expect("config serialises");
+        mask_secrets(&mut value);
+        toml::to_string_pretty(&value).expect("config serialises")
+    }
+}
+
+/// The user's config file: `$XDG_CONFIG_HOME/seesay/config.toml`, `~/.config/...` when unset
+/// (or not an absolute path, as the XDG spec asks).
+pub fn user_config_file() -> PathBuf {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .unwrap_or_else(|| home().join(".config"));
+    base.join("seesay").join("config.toml")
+}
+
+fn mask_secrets(value: &mut toml::Value) {
+    let secret = |key: &str| key == "api_key" || key.ends_with("token") || key == "password";
+    if let toml::Value::Table(t) = value {
+        for (key, v) in t.iter_mut() {
+            match v {
+                toml::Value::String(s) if secret(key) && !s.is_empty() => *s = "********".into(),
+                _ => mask_secrets(v),
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -262,6 +304,23 @@ mod tests {
     fn unknown_keys_are_rejected() {
         let err = Config::from_toml("[asr]\nmodle = \"x\"\n").unwrap_err();
         assert!(err.to_string().contains("modle"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_masked_and_only_secrets() {
+        let mut cfg = Config::default();
+        cfg.server.api_key = "sk-very-secret".into();
+        cfg.llm.api_key = "sk-other".into();
+        let shown = cfg.to_toml_masked();
+        assert!(
+            !shown.contains("sk-very-secret") && !shown.contains("sk-other"),
+            "{shown}"
+        );
+        assert_eq!(shown.matches("\"********\"").count(), 2, "{shown}");
+        // Everything else is as it is, and an empty key stays empty (nothing to hide).
+        let plain = Config::default().to_toml();
+        let back = Config::from_toml(&Config::default().to_toml_masked()).unwrap();
+        assert_eq!(back.to_toml(), plain);
     }
 
     #[test]

@@ -245,9 +245,36 @@ fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
 async fn a_token_is_required_when_auth_is_on() {
     let s = Server::start_with(
         &[("SEESAY_API_KEY", "s3cret")],
-        "[server]\nmax_sessions = 1\nrequest_timeout_s = 3\n",
+        "[server]\nmax_sessions = 1\nrequest_timeout_s = 3\ncors_origins = [\"https://app.example\"]\n",
     );
     assert_eq!(status_of(ureq::get(&s.url("/healthz")).call()).0, 200);
+    // CORS: a listed origin's preflight is answered without the token; others get no grant.
+    let pre = ureq::request("OPTIONS", &s.url("/v1/chat/completions"))
+        .set("Origin", "https://app.example")
+        .set("Access-Control-Request-Method", "POST")
+        .call()
+        .unwrap();
+    assert_eq!(pre.status(), 204);
+    assert_eq!(
+        pre.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    assert!(pre
+        .header("access-control-allow-headers")
+        .is_some_and(|h| h.contains("authorization")));
+    let granted = |origin: &str| {
+        let r = ureq::get(&s.url("/v1/models"))
+            .set("Origin", origin)
+            .set("Authorization", "Bearer s3cret")
+            .call()
+            .unwrap();
+        r.header("access-control-allow-origin").map(str::to_string)
+    };
+    assert_eq!(
+        granted("https://app.example").as_deref(),
+        Some("https://app.example")
+    );
+    assert_eq!(granted("https://evil.example"), None);
     let (code, body) = status_of(ureq::get(&s.url("/v1/models")).call());
     assert_eq!(code, 401, "{body}");
     assert!(body.contains("bearer token"), "{body}");
@@ -264,6 +291,15 @@ async fn a_token_is_required_when_auth_is_on() {
     );
     assert_eq!(code, 200);
     assert_eq!(status_of(ureq::get(&s.url("/metrics")).call()).0, 401);
+    // One access-log line a request, without the query (which may carry a token).
+    let log = s.log();
+    let access: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("seesay::access") && l.contains("path=/v1/models"))
+        .collect();
+    assert_eq!(access.len(), 5, "{log}");
+    assert!(access.iter().any(|l| l.contains("status=401")), "{log}");
+    assert!(access.iter().any(|l| l.contains("status=200")), "{log}");
     // The page loads without the token; its conversation needs it (as ?token=: browsers cannot
     // set headers on a WebSocket), and only server.max_sessions conversations run at once.
     assert_eq!(status_of(ureq::get(&s.url("/")).call()).0, 200);

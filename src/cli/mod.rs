@@ -42,9 +42,19 @@ use clap::{Parser, Subcommand};
 
 use seesay::config::Config;
 
+/// `--version`: the crate's version, the commit it was built from and the features built in.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("SEESAY_GIT_COMMIT"),
+    ", features: ",
+    env!("SEESAY_FEATURES"),
+    ")"
+);
+
 /// seesay: a local voice-and-vision assistant. It listens, looks and talks back, on this machine.
 #[derive(Debug, Parser)]
-#[command(name = "seesay", version, about)]
+#[command(name = "seesay", version = VERSION, about)]
 pub struct Cli {
     /// Config file (TOML). Default: $SEESAY_CONFIG, else ~/.config/seesay/config.toml if present.
     #[arg(long, global = true, value_name = "FILE")]
@@ -52,6 +62,9 @@ pub struct Cli {
     /// More log output (-v debug, -vv trace). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Log lines as text (coloured only on a terminal) or as JSON objects, one a line.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -82,15 +95,48 @@ pub enum Command {
     Config(ConfigCommand),
     /// Measure speed: real-time factors of speech recognition and synthesis (release builds only).
     Bench(bench::BenchArgs),
+    /// Print a shell completion script (e.g. `seesay completions bash > ~/.local/share/bash-completion/completions/seesay`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `seesay man | man -l -`.
+    Man,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Print the effective configuration as TOML.
+    /// Print the effective configuration as TOML, secrets masked, after a comment naming the
+    /// file it was read from.
     Show,
 }
 
 pub fn run(cli: Cli) -> Result<()> {
+    // Commands that need no configuration: they describe the command line itself.
+    match cli.command {
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "seesay", &mut script);
+            out!("{}", String::from_utf8_lossy(&script));
+            return Ok(());
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            let mut page = Vec::new();
+            clap_mangen::Man::new(cmd).render(&mut page)?;
+            out!("{}", String::from_utf8_lossy(&page));
+            return Ok(());
+        }
+        _ => {}
+    }
+    let source = Config::source(cli.config.as_deref());
     let cfg = Config::load(cli.config.as_deref())?;
     // The one thread there is yet: the time to set what libraries read from the environment.
     seesay::stages::tts::export_espeak_data(&cfg.tts.espeak_data);
@@ -103,9 +149,14 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Serve(a) => serve::serve(cfg, a),
         Command::Models(m) => models::models(&cfg, m),
         Command::Config(ConfigCommand::Show) => {
-            out!("{}", cfg.to_toml());
+            match source {
+                Some(path) => outln!("# read from {}", path.display()),
+                None => outln!("# no config file: the built-in defaults"),
+            }
+            out!("{}", cfg.to_toml_masked());
             Ok(())
         }
         Command::Bench(a) => bench::run(&cfg, a),
+        Command::Completions { .. } | Command::Man => unreachable!("handled above"),
     }
 }

@@ -59,7 +59,59 @@ const ROUTES: [&str; 9] = [
     "/v1/conversation",
 ];
 
-async fn guard(State(st): State<Shared>, req: Request, next: Next) -> Response {
+/// Every request: CORS, then the guard, then one access-log line (info level) with the method,
+/// the path (never its query, which may hold a token), the status and the time taken.
+async fn edge(State(st): State<Shared>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let allowed = origin.filter(|o| cors_allows(&st.cfg.server.cors_origins, o));
+    let mut resp = match (&allowed, method == axum::http::Method::OPTIONS) {
+        // A browser's preflight: answered here, before authentication (it carries no token).
+        (Some(_), true) => StatusCode::NO_CONTENT.into_response(),
+        _ => guard(st.clone(), req, next).await,
+    };
+    if let Some(o) = allowed {
+        add_cors_headers(resp.headers_mut(), o);
+    }
+    tracing::info!(
+        target: "seesay::access",
+        %method,
+        path = %path,
+        status = resp.status().as_u16(),
+        ms = start.elapsed().as_millis() as u64,
+        "request"
+    );
+    resp
+}
+
+/// Whether `origin` may call the API from a browser (`server.cors_origins`: exact origins, or
+/// "*" for any).
+fn cors_allows(allowed: &[String], origin: &axum::http::HeaderValue) -> bool {
+    let origin = origin.to_str().unwrap_or_default();
+    allowed.iter().any(|a| a == "*" || a == origin)
+}
+
+fn add_cors_headers(h: &mut axum::http::HeaderMap, origin: axum::http::HeaderValue) {
+    use axum::http::HeaderValue;
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    h.insert(header::VARY, HeaderValue::from_static("Origin"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("authorization, content-type"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+}
+
+async fn guard(st: Shared, req: Request, next: Next) -> Response {
     let path = req.uri().path();
     let route = ROUTES
         .iter()
@@ -159,7 +211,7 @@ pub fn router(st: Shared) -> Router {
         .route("/v1/chat/completions", post(openai::chat))
         .route("/v1/conversation", get(conversation::conversation))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
-        .layer(axum::middleware::from_fn_with_state(st.clone(), guard))
+        .layer(axum::middleware::from_fn_with_state(st.clone(), edge))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(st)
 }

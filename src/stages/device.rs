@@ -78,6 +78,46 @@ pub fn pick(dir: Direction, name: &str) -> Result<cpal::Device, DeviceError> {
     })
 }
 
+/// Sends the ALSA library's own error printing ("cannot find card '0'", "Unknown PCM default",
+/// eight lines on a machine with no sound card) to the debug log instead of stderr; seesay says
+/// in a line of its own what it found. Call once, before any device is probed.
+#[cfg(target_os = "linux")]
+pub fn quiet_alsa() {
+    use std::ffi::{c_char, c_int, CStr};
+    /// ALSA's handler is variadic (printf's arguments follow `fmt`); this one reads none of them,
+    /// so it logs the unformatted message.
+    unsafe extern "C" fn to_debug_log(
+        file: *const c_char,
+        line: c_int,
+        function: *const c_char,
+        err: c_int,
+        fmt: *const c_char,
+    ) {
+        let text = |p: *const c_char| match p.is_null() {
+            true => String::new(),
+            // SAFETY: ALSA passes NUL-terminated strings (or null) that live for the call.
+            false => unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned(),
+        };
+        tracing::debug!(target: "alsa", file = %text(file), line, function = %text(function), err, "{}", text(fmt));
+    }
+    type Fixed = unsafe extern "C" fn(*const c_char, c_int, *const c_char, c_int, *const c_char);
+    let handler: Fixed = to_debug_log;
+    // SAFETY: on the C ABIs Linux uses, a callee that ignores the variadic arguments after its
+    // fixed ones may be called through the variadic type (the usual way Rust programs silence
+    // ALSA, as stable Rust cannot define a variadic function); the handler never unwinds.
+    unsafe {
+        let handler = std::mem::transmute::<
+            Fixed,
+            unsafe extern "C" fn(*const c_char, c_int, *const c_char, c_int, *const c_char, ...),
+        >(handler);
+        alsa_sys::snd_lib_error_set_handler(Some(handler));
+    }
+}
+
+/// ALSA is Linux's; elsewhere there is nothing to quiet.
+#[cfg(not(target_os = "linux"))]
+pub fn quiet_alsa() {}
+
 /// Whether the system has a usable default microphone (ALSA lists a `null` device even with no
 /// sound card; it has no input configuration).
 pub fn has_microphone() -> bool {
