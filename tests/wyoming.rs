@@ -12,13 +12,17 @@ from wyoming.client import AsyncTcpClient
 from wyoming.info import Describe, Info
 from wyoming.asr import Transcribe, Transcript
 from wyoming.audio import AudioStart, AudioChunk, AudioStop
-from wyoming.tts import Synthesize
+from wyoming.tts import Synthesize, SynthesizeStart, SynthesizeChunk, SynthesizeStop, SynthesizeStopped
+from wyoming.handle import Handled, NotHandled, HandledChunk
+from wyoming.asr import Transcript as Said
 
 async def main(port, jfk):
     async with AsyncTcpClient("127.0.0.1", port) as c:
         await c.write_event(Describe().event())
         info = Info.from_event(await c.read_event())
         print("ASR:", info.asr[0].name, "TTS:", info.tts[0].voices[0].name)
+        print("STREAMING:", info.asr[0].supports_transcript_streaming, info.tts[0].supports_synthesize_streaming)
+        print("HANDLE:", info.handle[0].name, info.handle[0].supports_handled_streaming, info.handle[0].models[0].languages)
     async with AsyncTcpClient("127.0.0.1", port) as c:
         await c.write_event(Transcribe(language="en").event())
         with wave.open(jfk, "rb") as w:
@@ -49,6 +53,40 @@ async def main(port, jfk):
         with wave.open(sys.argv[3], "wb") as w:
             w.setnchannels(1); w.setsampwidth(2); w.setframerate(rate); w.writeframes(audio)
         print("AUDIO:", len(audio))
+    # Streamed synthesis, as Home Assistant sends a streamed answer: one audio group a sentence,
+    # one format throughout, then synthesize-stopped.
+    async with AsyncTcpClient("127.0.0.1", port) as c:
+        text = "The oven is hot. Please wait a minute. Then the bread goes in."
+        await c.write_event(SynthesizeStart().event())
+        for i in range(0, len(text), 7):
+            await c.write_event(SynthesizeChunk(text=text[i:i + 7]).event())
+        await c.write_event(Synthesize(text=text).event())
+        await c.write_event(SynthesizeStop().event())
+        groups, formats, sizes = 0, set(), []
+        while True:
+            ev = await c.read_event()
+            if AudioStart.is_type(ev.type):
+                a = AudioStart.from_event(ev)
+                groups += 1; formats.add((a.rate, a.width, a.channels)); sizes.append(0)
+            elif AudioChunk.is_type(ev.type):
+                sizes[-1] += len(AudioChunk.from_event(ev).audio)
+            elif SynthesizeStopped.is_type(ev.type):
+                break
+        print("GROUPS:", groups, len(formats), min(sizes))
+    # The conversation agent: a transcript in, the answer out.
+    async with AsyncTcpClient("127.0.0.1", port) as c:
+        await c.write_event(Said(text="What is the capital of France?").event())
+        chunks = []
+        while True:
+            ev = await c.read_event()
+            if HandledChunk.is_type(ev.type):
+                chunks.append(HandledChunk.from_event(ev).text)
+            elif Handled.is_type(ev.type):
+                print("HANDLED:", Handled.from_event(ev).text, "| CHUNKS:", len(chunks), "".join(chunks).strip())
+                break
+            elif NotHandled.is_type(ev.type):
+                print("NOT HANDLED:", NotHandled.from_event(ev).text)
+                break
 
 asyncio.run(main(int(sys.argv[1]), sys.argv[2]))
 "#;
@@ -82,6 +120,27 @@ fn the_wyoming_python_client_transcribes_and_synthesizes() {
     for w in ["morning", "garden", "lights"] {
         assert!(heard.contains(&w.into()), "{heard:?}");
     }
+    assert!(out.contains("STREAMING: True True"), "{out}");
+    assert!(out.contains("HANDLE: seesay-chat True ['en']"), "{out}");
+    let groups = out
+        .lines()
+        .find_map(|l| l.strip_prefix("GROUPS: "))
+        .unwrap();
+    let g: Vec<usize> = groups.split(' ').map(|n| n.parse().unwrap()).collect();
+    assert_eq!(g[..2], [3, 1], "three sentences, one format: {out}");
+    assert!(g[2] > 10_000, "every group holds speech: {out}");
+    let handled = out
+        .lines()
+        .find_map(|l| l.strip_prefix("HANDLED: "))
+        .unwrap();
+    let (answer, streamed) = handled.split_once(" | CHUNKS: ").unwrap();
+    assert!(answer.contains("Paris"), "{out}");
+    let (n, joined) = streamed.split_once(' ').unwrap();
+    assert!(
+        n.parse::<usize>().unwrap() > 1,
+        "the answer came in pieces: {out}"
+    );
+    assert_eq!(joined, answer, "the pieces make the answer: {out}");
 }
 
 const WYOMING_WAKE: &str = r#"

@@ -6,6 +6,7 @@
 //! runs on blocking threads, one request per model at a time; tokio does the network.
 
 pub mod conversation;
+pub mod handle;
 pub mod metrics;
 pub mod openai;
 pub mod state;

@@ -457,7 +457,7 @@ pub async fn chat(
 
 /// One stateless generation with per-request sampling settings, on the shared model (waiting
 /// for it counts in the "llm" latency).
-fn generate(
+pub(crate) fn generate(
     st: &Shared,
     messages: &[Message],
     max_tokens: usize,

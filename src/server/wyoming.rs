@@ -4,7 +4,9 @@
 //! (`transcribe`, `audio-start`/`audio-chunk`/`audio-stop` → `transcript`, with the streaming
 //! `transcript-start`/`-chunk`/`-stop`) and synthesises (`synthesize`, or the streaming
 //! `synthesize-start`/`-chunk`/`-stop`) into `audio-start`/`audio-chunk`/`audio-stop`, and listens
-//! for wake words (`detect`, then audio → `detection`, or `not-detected` at `audio-stop`).
+//! for wake words (`detect`, then audio → `detection`, or `not-detected` at `audio-stop`), and
+//! is Home Assistant's conversation agent (`transcript` → `handled-start`/`-chunk`/`-stop` as the
+//! answer is written, then `handled` with the whole answer, or `not-handled`).
 //! A malformed event gets an `error` event and closes that connection only.
 
 use serde_json::{json, Value};
@@ -17,6 +19,7 @@ use super::state::{self, Shared};
 use crate::media::audio::{pcm16, resample, StreamResampler, SAMPLE_RATE};
 use crate::stages::wake::{WakeDetector, BUILT_IN};
 use crate::stages::Cancel;
+use crate::text::splitter::SentenceSplitter;
 use crate::text::transcript::plain_text;
 
 /// Why a Wyoming connection was closed.
@@ -166,7 +169,17 @@ fn info(st: &Shared) -> Value {
                 "version": env!("CARGO_PKG_VERSION"), "languages": ["en"],
             })).collect::<Vec<_>>(),
         }],
-        "handle": [], "intent": [], "mic": [], "snd": [],
+        "handle": [{
+            "name": "seesay-chat", "description": "seesay's language model as a conversation agent",
+            "attribution": attribution, "installed": true, "version": env!("CARGO_PKG_VERSION"),
+            "models": [{
+                "name": st.cfg.llm.model, "description": "language model",
+                "attribution": attribution, "installed": true,
+                "version": env!("CARGO_PKG_VERSION"), "languages": [st.cfg.asr.language],
+            }],
+            "supports_handled_streaming": true,
+        }],
+        "intent": [], "mic": [], "snd": [],
     })
 }
 
@@ -323,7 +336,8 @@ async fn connection(
 ) -> Result<(), WyomingError> {
     let mut audio: Option<Incoming> = None;
     let mut language: Option<String> = None;
-    let mut streaming_text: Option<String> = None;
+    let mut streaming_text: Option<SentenceSplitter> = None;
+    let mut streamed = 0;
     let mut wake: Option<Wake> = None;
     let mut stopping = st.stopping.subscribe();
     loop {
@@ -408,27 +422,91 @@ async fn connection(
                     synthesize(st, &mut w, text).await?;
                 }
             }
-            "synthesize-start" => streaming_text = Some(String::new()),
+            "synthesize-start" => (streaming_text, streamed) = (Some(SentenceSplitter::new(0)), 0),
             "synthesize-chunk" => {
-                let t = streaming_text
-                    .as_mut()
-                    .ok_or_else(|| protocol("synthesize-chunk before synthesize-start"))?;
-                t.push_str(ev.data["text"].as_str().unwrap_or_default());
-                if t.len() > MAX_TEXT {
+                let text = ev.data["text"].as_str().unwrap_or_default();
+                streamed += text.len();
+                if streamed > MAX_TEXT {
                     return Err(protocol(format!(
                         "streamed text longer than {MAX_TEXT} bytes"
                     )));
                 }
+                let splitter = streaming_text
+                    .as_mut()
+                    .ok_or_else(|| protocol("synthesize-chunk before synthesize-start"))?;
+                // Each sentence is spoken as soon as it is whole: one audio group a sentence.
+                for sentence in splitter.push(text) {
+                    synthesize(st, &mut w, sentence).await?;
+                }
             }
             "synthesize-stop" => {
-                let text = streaming_text.take().unwrap_or_default();
-                synthesize(st, &mut w, text).await?;
+                let rest = streaming_text
+                    .take()
+                    .map(|mut s| s.finish())
+                    .unwrap_or_default();
+                for sentence in rest {
+                    synthesize(st, &mut w, sentence).await?;
+                }
                 write_event(&mut w, "synthesize-stopped", json!({}), &[]).await?;
+            }
+            "transcript" => {
+                let text = ev.data["text"].as_str().unwrap_or_default();
+                if text.len() > MAX_TEXT {
+                    return Err(protocol(format!("transcript longer than {MAX_TEXT} bytes")));
+                }
+                handle(st, &mut w, text).await?;
             }
             "ping" => write_event(&mut w, "pong", json!({}), &[]).await?,
             other => tracing::debug!("wyoming: ignoring event {other}"),
         }
     }
+    Ok(())
+}
+
+/// Answers the user's words (`transcript`) as the conversation agent: the answer streamed in
+/// `handled-chunk`s between `handled-start` and `handled-stop`, then whole in `handled`; a
+/// failure (or nothing to answer) is `not-handled` with the reason.
+async fn handle(
+    st: &Shared,
+    w: &mut (impl AsyncWriteExt + Unpin),
+    text: &str,
+) -> Result<(), WyomingError> {
+    if text.trim().is_empty() {
+        let why = json!({"text": "nothing was said"});
+        return write_event(w, "not-handled", why, &[])
+            .await
+            .map_err(Into::into);
+    }
+    tracing::info!(%text, "wyoming: handling a transcript");
+    let mut pieces = super::handle::answer(st, text);
+    let mut answer = String::new();
+    let mut started = false;
+    while let Some(piece) = pieces.recv().await {
+        match piece {
+            Ok(p) => {
+                if !started {
+                    started = true;
+                    write_event(w, "handled-start", json!({}), &[]).await?;
+                }
+                write_event(w, "handled-chunk", json!({"text": p}), &[]).await?;
+                answer.push_str(&p);
+            }
+            Err(e) => {
+                tracing::warn!("wyoming: could not answer: {e}");
+                if started {
+                    write_event(w, "handled-stop", json!({}), &[]).await?;
+                }
+                return write_event(w, "not-handled", json!({"text": e}), &[])
+                    .await
+                    .map_err(Into::into);
+            }
+        }
+    }
+    if started {
+        write_event(w, "handled-stop", json!({}), &[]).await?;
+    }
+    let answer = answer.trim();
+    write_event(w, "handled", json!({"text": answer}), &[]).await?;
     Ok(())
 }
 
