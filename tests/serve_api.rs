@@ -25,6 +25,11 @@ stream = client.chat.completions.create(model="smollm2-135m", stream=True, messa
     {"type": "text", "text": "What animal is this?"},
     {"type": "image_url", "image_url": {"url": uri}}]}])
 print("CHUNKS:", sum(1 for _ in [print("CHAT:", c.choices[0].delta.content or "") for c in stream]))
+chunks = list(client.chat.completions.create(model="m", stream=True, max_tokens=8,
+    stream_options={"include_usage": True}, messages=[{"role": "user", "content": "Say hello."}]))
+u = chunks[-1].usage
+print("USAGE:", len(chunks[-1].choices), u.prompt_tokens, u.completion_tokens, u.total_tokens,
+      sum(1 for c in chunks if c.usage))
 def one(_):
     with open(jfk, "rb") as f:
         return client.audio.transcriptions.create(model="whisper-1", file=f).text
@@ -68,6 +73,15 @@ fn the_openai_python_client_transcribes_speaks_and_chats() {
         "the answer was not streamed: {out}"
     );
     assert!(chat.to_lowercase().contains("cat"), "{chat}");
+    // stream_options.include_usage: one last chunk without choices carries the counts.
+    let usage: Vec<usize> = line("USAGE:")[0]
+        .split(' ')
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert_eq!(usage[0], 0, "{out}");
+    assert!(usage[1] > 5 && usage[2] >= 1 && usage[2] <= 8, "{out}");
+    assert_eq!(usage[1] + usage[2], usage[3], "{out}");
+    assert_eq!(usage[4], 1, "only the last chunk has usage: {out}");
     let parallel = line("PARALLEL:");
     assert_eq!(parallel.len(), 8);
     for t in &parallel {

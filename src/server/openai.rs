@@ -279,6 +279,15 @@ pub struct ChatRequest {
     temperature: Option<f64>,
     #[serde(default)]
     model: Option<String>,
+    /// `{"include_usage": true}`: a last chunk (no choices) carries the token counts.
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Deserialize, Default)]
+pub struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
 }
 
 /// The messages of a chat request, and the bytes of the images in them (data URIs decoded).
@@ -327,6 +336,7 @@ pub async fn chat(
         return Err(ApiError::bad("temperature must be between 0 and 2"));
     }
     let stream = req.stream;
+    let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
     let st2 = st.clone();
     // Unique per response: the time, and a counter for responses within the same nanosecond.
     static N: AtomicU64 = AtomicU64::new(0);
@@ -428,8 +438,14 @@ pub async fn chat(
                 _ if feed.timed_out() => feed.last(event(serde_json::json!({"error": {
                     "message": "the request took longer than server.request_timeout_s",
                     "type": "server_error"}}))),
-                Ok((_, finish, _)) => {
+                Ok((_, finish, usage)) => {
                     send(chunk(&id, serde_json::json!({}), Some(finish)));
+                    if include_usage {
+                        let mut last = chunk(&id, serde_json::json!({}), None);
+                        last["choices"] = serde_json::json!([]);
+                        last["usage"] = usage;
+                        send(last);
+                    }
                 }
                 Err(e) => {
                     send(
