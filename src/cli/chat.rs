@@ -139,7 +139,7 @@ pub fn chat(mut cfg: Config, a: ChatArgs) -> Result<()> {
             };
         }
         if let Err(e) = ask(&mut conv, &line) {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", super::one_line(&e));
         }
     }
 }

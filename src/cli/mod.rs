@@ -160,3 +160,19 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Completions { .. } | Command::Man => unreachable!("handled above"),
     }
 }
+
+/// An error and its causes on one line, each cause once: many errors already say their cause
+/// ("cannot read x: No such file"), and printing the chain again would repeat it.
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !line.contains(text.as_str()) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+    }
+    line.replace('\n', " ")
+}

@@ -55,9 +55,11 @@ pub fn transcribe(mut cfg: Config, a: TranscribeArgs) -> Result<()> {
                     out!("{out}");
                 }
             }
+            // One file: its error is the command's, said once.
+            Err(e) if !many => return Err(e),
             Err(e) => {
                 failed += 1;
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", super::one_line(&e));
             }
         }
     }
