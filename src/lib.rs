@@ -25,6 +25,7 @@
 pub mod config;
 pub mod host;
 pub mod media;
+pub mod memory;
 pub mod pipeline;
 pub mod server;
 pub mod stages;
