@@ -10,7 +10,9 @@ use clap::Args;
 use super::speech::{Speech, SpeechArgs};
 use seesay::config::Config;
 use seesay::media::image::{image_files, load_image};
+use seesay::memory::{time, Kind, Memory};
 use seesay::stages::caption;
+use seesay::stages::embed::Embedder;
 use seesay::stages::llm::{self, Conversation, Finish, LlmError};
 use seesay::stages::Cancel;
 use seesay::store::Store;
@@ -38,6 +40,10 @@ pub struct ChatArgs {
     /// An image the question is about: its description enters the model's context.
     #[arg(long, value_name = "FILE")]
     pub image: Option<PathBuf>,
+    /// Neither recall memories for the question nor remember it (memory.enabled turns memory
+    /// off for good).
+    #[arg(long)]
+    pub no_memory: bool,
     #[command(flatten)]
     pub speech: SpeechArgs,
 }
@@ -97,9 +103,18 @@ pub fn chat(mut cfg: Config, a: ChatArgs) -> Result<()> {
     let mut model = llm::open(&cfg.llm, &store)?;
     let mut conv = Conversation::new(&cfg.llm);
     conv.set_scene(scene);
+    let mut memory = match cfg.memory.enabled && !a.no_memory {
+        true => Some(open_memory(&cfg, &store)?),
+        false => None,
+    };
     let cancel = Cancel::new();
     let describe = model.describe();
     let mut ask = |conv: &mut Conversation, q: &str| -> Result<()> {
+        if let Some(m) = &mut memory {
+            let lines = m.recall_context(q, time::now())?;
+            tracing::debug!(?lines, "recalled");
+            conv.set_recalled(Some(lines));
+        }
         let msgs = conv.prompt_for(model.as_mut(), q)?;
         let mut out = std::io::stdout().lock();
         let mut splitter = SentenceSplitter::new(4);
@@ -118,6 +133,9 @@ pub fn chat(mut cfg: Config, a: ChatArgs) -> Result<()> {
             tracing::warn!("answer cut at llm.max_tokens ({})", cfg.llm.max_tokens);
         }
         conv.record(q, &answer);
+        if let Some(m) = &mut memory {
+            m.add_at(Kind::Said, q, None, time::now(), "chat")?;
+        }
         Ok(())
     };
     if let Some(p) = one_shot {
@@ -142,6 +160,13 @@ pub fn chat(mut cfg: Config, a: ChatArgs) -> Result<()> {
             eprintln!("error: {e:#}");
         }
     }
+}
+
+/// The default memory store, with the embedding model.
+fn open_memory(cfg: &Config, store: &Store) -> Result<Memory> {
+    let embedder = Embedder::open(&cfg.embed, store)
+        .context("memory needs the embedding model (or use --no-memory)")?;
+    Ok(Memory::open(&cfg.memory, std::sync::Arc::new(embedder))?)
 }
 
 /// Describes one image with the configured captioner, logging how long it took.

@@ -7,7 +7,7 @@
 
 mod db;
 mod ops;
-mod recall;
+pub mod recall;
 pub mod time;
 
 use std::path::{Path, PathBuf};
@@ -18,9 +18,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::host;
 use crate::stages::embed::{EmbedError, Embedder};
-
-pub use db::SCHEMA_VERSION;
-pub use recall::{recall_line, SAME_SCENE};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -217,3 +214,6 @@ pub struct Memory {
     embedder: Option<Arc<Embedder>>,
     vectors: Option<Vectors>,
 }
+
+#[cfg(test)]
+mod tests;

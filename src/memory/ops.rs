@@ -111,11 +111,12 @@ impl Memory {
             return Err(MemoryError::Empty);
         }
         let vector = self.embedder()?.embed_one(text)?;
-        self.insert(kind, text, vector, thumbnail, at, source)
+        self.add_embedded(kind, text, vector, thumbnail, at, source)
     }
 
-    /// Writes one memory whose vector is known, and applies retention, in one transaction.
-    pub(super) fn insert(
+    /// Remembers `text` with its vector already made (unit length, by the store's model), and
+    /// applies retention, in one transaction.
+    pub fn add_embedded(
         &mut self,
         kind: Kind,
         text: &str,
@@ -280,7 +281,7 @@ impl Memory {
             oldest,
             newest,
             bytes: size(self.path.clone()) + size(wal),
-            schema_version: super::SCHEMA_VERSION,
+            schema_version: db::SCHEMA_VERSION,
         })
     }
 }
@@ -292,7 +293,10 @@ fn retain(tx: &rusqlite::Transaction, cfg: &MemoryConfig, now: i64) -> rusqlite:
         let cutoff = now - (cfg.max_age_days * 86_400.0) as i64;
         n += tx.execute("DELETE FROM items WHERE at < ?1", [cutoff])?;
     }
-    if cfg.max_items > 0 {
+    let count = |tx: &rusqlite::Transaction| {
+        tx.query_row("SELECT count(*) FROM items", [], |r| r.get::<_, i64>(0))
+    };
+    if cfg.max_items > 0 && count(tx)? > cfg.max_items as i64 {
         n += tx.execute(
             "DELETE FROM items WHERE id IN
              (SELECT id FROM items ORDER BY at DESC, id DESC LIMIT -1 OFFSET ?1)",

@@ -3,6 +3,7 @@
 //! "seen" memory out when the scene changed.
 
 use image::RgbImage;
+use rusqlite::OptionalExtension;
 
 use super::db::{from_blob, sql_err};
 use super::{time, Item, Kind, Memory, MemoryError};
@@ -60,16 +61,12 @@ impl Memory {
                 [],
                 |r| r.get(0),
             )
-            .map(Some)
-            .or_else(|e| match e {
-                rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                e => Err(e),
-            })
+            .optional()
             .map_err(sql_err(&self.path))?;
         if last.is_some_and(|b| cosine(&from_blob(&b), &vector) >= SAME_SCENE) {
             return Ok(None);
         }
-        let id = self.insert(
+        let id = self.add_embedded(
             Kind::Seen,
             description.trim(),
             vector,
