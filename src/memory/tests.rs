@@ -14,7 +14,7 @@ fn cfg() -> MemoryConfig {
 
 /// A unit vector pointing mostly along axis `i` of 4.
 fn v(i: usize, tilt: f32) -> Vec<f32> {
-    let mut x = vec![tilt; 4];
+    let mut x = [tilt; 4];
     x[i] = 1.0;
     let n = x.iter().map(|a| a * a).sum::<f32>().sqrt();
     x.iter().map(|a| a / n).collect()
@@ -185,7 +185,7 @@ fn turned_off_memory_creates_nothing() {
 fn thumbnails_are_small_jpegs() {
     let dir = tempfile::tempdir().unwrap();
     let mut m = open(&dir.path().join("m.sqlite"), &cfg());
-    let img = RgbImage::from_pixel(640, 480, image::Rgb([200, 30, 30]));
+    let img = image::RgbImage::from_pixel(640, 480, image::Rgb([200, 30, 30]));
     let id = m
         .add_embedded(Kind::Seen, "a red wall", v(0, 0.0), Some(&img), 5, "cam")
         .unwrap();
