@@ -293,3 +293,68 @@ fn the_openai_client_embeds_and_memory_works_over_http() {
         "only named stores are used"
     );
 }
+
+/// Runs `seesay chat ARGS` against a fake OpenAI-compatible server that answers `answer`;
+/// returns the request the model was sent.
+fn chat_via_fake(cfg: &Path, args: &[&str], answer: &'static str) -> Value {
+    use std::io::Write;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let url = fake_server(move |sock, body| {
+        tx.send(body).unwrap();
+        let chunk = serde_json::json!({"choices": [{"delta": {"content": answer}}]});
+        let out = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: {chunk}\n\ndata: [DONE]\n\n"
+        );
+        sock.write_all(out.as_bytes()).unwrap();
+    });
+    let mut all = vec![
+        "--config",
+        cfg.to_str().unwrap(),
+        "chat",
+        "--backend",
+        "openai",
+    ];
+    all.extend_from_slice(args);
+    let env = [("SEESAY_LLM_BASE_URL", url.as_str())];
+    let out = ok(seesay_env(&all, &env, None, Duration::from_secs(120)));
+    assert!(out.contains(answer), "{out}");
+    serde_json::from_str(&rx.recv().unwrap()).unwrap()
+}
+
+#[test]
+fn chat_recalls_what_is_relevant_and_remembers_what_was_said() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &dir.path().join("m.sqlite"), "");
+    json(
+        &cfg,
+        &["add", "My glasses were left on the kitchen windowsill."],
+    );
+    let q = "Where did I put my reading spectacles?";
+    let sent = chat_via_fake(&cfg, &[q], "On the kitchen windowsill.");
+    let system = sent["messages"][0]["content"].as_str().unwrap();
+    assert!(
+        system.contains("a note kept just now: My glasses were left on the kitchen windowsill."),
+        "{system}"
+    );
+    let said = json(&cfg, &["list"]);
+    assert_eq!(said[0]["kind"], "said");
+    assert_eq!(said[0]["text"], q);
+
+    let sent = chat_via_fake(&cfg, &["What is the capital of France?"], "Paris.");
+    let system = sent["messages"][0]["content"].as_str().unwrap();
+    assert!(
+        system.ends_with("Nothing relevant is remembered."),
+        "{system}"
+    );
+    assert!(!system.contains("windowsill"), "{system}");
+
+    let before = json(&cfg, &["stats"])["items"].clone();
+    let sent = chat_via_fake(&cfg, &["--no-memory", "Where are my glasses?"], "No idea.");
+    let system = sent["messages"][0]["content"].as_str().unwrap();
+    assert!(!system.contains("remember"), "{system}");
+    assert_eq!(
+        json(&cfg, &["stats"])["items"],
+        before,
+        "--no-memory stores nothing"
+    );
+}
