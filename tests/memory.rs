@@ -213,9 +213,10 @@ print("FLOAT_VS_BASE64", dot(f.data[0].embedding, vs[0]))
 fn the_openai_client_embeds_and_memory_works_over_http() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
+    // The language model is not needed here: a remote one that is never asked.
     let s = Server::start_with(
         &[("SEESAY_API_KEY", "sekrit"), ("SEESAY_DATA_DIR", data)],
-        "",
+        "[llm]\nbackend = \"openai\"\n",
     );
     let out = python(EMBED_CLIENT, &[&s.url("/v1")]);
     let num = |key: &str| -> f64 {
