@@ -101,19 +101,14 @@ pub fn chat(mut cfg: Config, a: ChatArgs) -> Result<()> {
     };
     let mut speech = Speech::start(&cfg, &a.speech)?;
     let mut model = llm::open(&cfg.llm, &store)?;
+    let mut memory = open_memory(&cfg, &store, a.no_memory, scene.as_deref())?;
     let mut conv = Conversation::new(&cfg.llm);
     conv.set_scene(scene);
-    let mut memory = match cfg.memory.enabled && !a.no_memory {
-        true => Some(open_memory(&cfg, &store)?),
-        false => None,
-    };
     let cancel = Cancel::new();
     let describe = model.describe();
     let mut ask = |conv: &mut Conversation, q: &str| -> Result<()> {
         if let Some(m) = &mut memory {
-            let lines = m.recall_context(q, time::now())?;
-            tracing::debug!(?lines, "recalled");
-            conv.set_recalled(Some(lines));
+            conv.set_recalled(Some(m.recall_context(q, time::now())?));
         }
         let msgs = conv.prompt_for(model.as_mut(), q)?;
         let mut out = std::io::stdout().lock();
@@ -162,11 +157,24 @@ pub fn chat(mut cfg: Config, a: ChatArgs) -> Result<()> {
     }
 }
 
-/// The default memory store, with the embedding model.
-fn open_memory(cfg: &Config, store: &Store) -> Result<Memory> {
+/// The default memory store with the embedding model, unless memory is off; what `--image`
+/// showed is remembered as seen.
+fn open_memory(
+    cfg: &Config,
+    store: &Store,
+    off: bool,
+    scene: Option<&str>,
+) -> Result<Option<Memory>> {
+    if off || !cfg.memory.enabled {
+        return Ok(None);
+    }
     let embedder = Embedder::open(&cfg.embed, store)
         .context("memory needs the embedding model (or use --no-memory)")?;
-    Ok(Memory::open(&cfg.memory, std::sync::Arc::new(embedder))?)
+    let mut m = Memory::open(&cfg.memory, std::sync::Arc::new(embedder))?;
+    if let Some(seen) = scene {
+        m.remember_scene(seen, None, "chat --image")?;
+    }
+    Ok(Some(m))
 }
 
 /// Describes one image with the configured captioner, logging how long it took.

@@ -110,18 +110,7 @@ pub fn memory(cfg: &Config, a: MemoryArgs) -> Result<()> {
         }
         MemoryCommand::List { limit } => print_items(&open(cfg, &a, false)?.list(*limit)?, json),
         MemoryCommand::Forget { id, all, before } => {
-            let mut m = open(cfg, &a, false)?;
-            let n = match (id, all, before) {
-                (Some(id), _, _) => {
-                    if !m.forget(*id)? {
-                        bail!("no memory with id {id}: `seesay memory list` shows the ids");
-                    }
-                    1
-                }
-                (None, true, _) => m.forget_all()?,
-                (None, false, Some(t)) => m.forget_before(parse_time(t, time::now())?)?,
-                (None, false, None) => bail!("say which: an ID, --all or --before TIME"),
-            };
+            let n = forget(&mut open(cfg, &a, false)?, *id, *all, before.as_deref())?;
             if json {
                 outln!("{}", serde_json::json!({ "forgotten": n }));
             } else {
@@ -129,27 +118,44 @@ pub fn memory(cfg: &Config, a: MemoryArgs) -> Result<()> {
             }
             Ok(())
         }
-        MemoryCommand::Stats => {
-            let s = open(cfg, &a, false)?.stats()?;
-            if json {
-                outln!("{}", serde_json::to_string_pretty(&s)?);
-            } else {
-                let when = |t: Option<i64>| t.map_or_else(|| "-".into(), rfc3339);
-                outln!("store:   {}", s.path.display());
-                outln!(
-                    "items:   {} ({} seen, {} said, {} notes)",
-                    s.items,
-                    s.seen,
-                    s.said,
-                    s.notes
-                );
-                outln!("oldest:  {}", when(s.oldest));
-                outln!("newest:  {}", when(s.newest));
-                outln!("size:    {:.1} kB", s.bytes as f64 / 1000.0);
-            }
-            Ok(())
-        }
+        MemoryCommand::Stats => stats(&open(cfg, &a, false)?, json),
     }
+}
+
+/// Forgets one memory, all, or those older than `before`; returns how many went.
+fn forget(m: &mut Memory, id: Option<i64>, all: bool, before: Option<&str>) -> Result<usize> {
+    Ok(match (id, all, before) {
+        (Some(id), _, _) => {
+            if !m.forget(id)? {
+                bail!("no memory with id {id}: `seesay memory list` shows the ids");
+            }
+            1
+        }
+        (None, true, _) => m.forget_all()?,
+        (None, false, Some(t)) => m.forget_before(parse_time(t, time::now())?)?,
+        (None, false, None) => bail!("say which: an ID, --all or --before TIME"),
+    })
+}
+
+fn stats(m: &Memory, json: bool) -> Result<()> {
+    let s = m.stats()?;
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(());
+    }
+    let when = |t: Option<i64>| t.map_or_else(|| "-".into(), rfc3339);
+    outln!("store:   {}", s.path.display());
+    outln!(
+        "items:   {} ({} seen, {} said, {} notes)",
+        s.items,
+        s.seen,
+        s.said,
+        s.notes
+    );
+    outln!("oldest:  {}", when(s.oldest));
+    outln!("newest:  {}", when(s.newest));
+    outln!("size:    {:.1} kB", s.bytes as f64 / 1000.0);
+    Ok(())
 }
 
 fn item_line(i: &Item) -> String {
