@@ -81,7 +81,7 @@ pub struct MemoryConfig {
     /// Most memories recalled into the language model's context for one question.
     pub top_k: usize,
     /// Least cosine similarity (-1 to 1) between a question and a memory for it to be recalled.
-    pub min_score: f32,
+    pub min_score: f64,
     /// Longest side in pixels of the JPEG thumbnail kept with what the camera showed (0: none).
     pub thumbnail_side: u32,
 }

@@ -36,7 +36,7 @@ impl Memory {
         Ok(self
             .search(question, k)?
             .into_iter()
-            .filter(|h| h.score >= min)
+            .filter(|h| f64::from(h.score) >= min)
             .map(|h| recall_line(&h.item, now))
             .collect())
     }
