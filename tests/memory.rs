@@ -359,3 +359,46 @@ fn chat_recalls_what_is_relevant_and_remembers_what_was_said() {
         "--no-memory stores nothing"
     );
 }
+
+#[test]
+fn a_scene_is_remembered_once_and_recalled_with_its_age() {
+    use seesay::memory::{Memory, MemoryConfig};
+    use seesay::stages::embed::{EmbedConfig, Embedder};
+    let store = seesay::store::Store::from_config(&Default::default()).unwrap();
+    let embedder = std::sync::Arc::new(Embedder::open(&EmbedConfig::default(), &store).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.sqlite");
+    let mut m = Memory::open_at(&path, &MemoryConfig::default(), Some(embedder)).unwrap();
+    let frame = image::RgbImage::from_pixel(320, 240, image::Rgb([90, 120, 60]));
+    let cat = "a photo that looks like a tabby cat lying on a sofa";
+    assert!(m
+        .remember_scene(cat, Some(&frame), "test")
+        .unwrap()
+        .is_some());
+    assert_eq!(
+        m.remember_scene(cat, Some(&frame), "test").unwrap(),
+        None,
+        "same scene"
+    );
+    let car = "a photo that looks like a red sports car parked on a street";
+    let id = m.remember_scene(car, None, "test").unwrap().unwrap();
+    assert!(!m.get(id).unwrap().unwrap().thumbnail);
+    let now = seesay::memory::time::now() + 12 * 60;
+    let lines = m.recall_context("Did you see a cat?", now).unwrap();
+    assert_eq!(
+        lines.first().map(String::as_str),
+        Some(format!("about 12 minutes ago the camera showed: {cat}").as_str()),
+        "{lines:?}"
+    );
+    let scores: Vec<f32> = m
+        .search("How do I bake sourdough bread?", 2)
+        .unwrap()
+        .iter()
+        .map(|h| h.score)
+        .collect();
+    eprintln!("unrelated question's scores: {scores:?}");
+    assert!(m
+        .recall_context("How do I bake sourdough bread?", now)
+        .unwrap()
+        .is_empty());
+}
