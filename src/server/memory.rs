@@ -3,15 +3,16 @@
 //! request uses a memory store only when it names one (`memory=NAME`, the file NAME.sqlite
 //! beside the default store).
 
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::state::{blocking, ApiError, Shared};
+use super::state::{blocking, json_body, ApiError, Shared};
 use crate::memory::time::{self, parse_time};
 use crate::memory::{Kind, Memory, MemoryError};
 
@@ -51,8 +52,10 @@ fn memory_err(e: MemoryError) -> ApiError {
 /// `POST /v1/embeddings`.
 pub async fn embeddings(
     State(st): State<Shared>,
-    Json(req): Json<EmbeddingsRequest>,
+    headers: HeaderMap,
+    body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    let req: EmbeddingsRequest = json_body(&headers, &body)?;
     let texts = match req.input {
         Input::One(t) => vec![t],
         Input::Many(v) => v,
@@ -170,6 +173,12 @@ pub fn is_item_path(route: &str, path: &str) -> bool {
             .is_some_and(|id| id.parse::<i64>().is_ok())
 }
 
+/// The query string, or 400 saying what is wrong with it.
+fn query(raw: Option<String>) -> Result<MemoryQuery, ApiError> {
+    serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
+        .map_err(|e| ApiError::bad(format!("bad query: {e} (memory, q, limit, all, before)")))
+}
+
 fn limit(q: &MemoryQuery, default: usize) -> usize {
     q.limit.unwrap_or(default).clamp(1, 1000)
 }
@@ -177,8 +186,9 @@ fn limit(q: &MemoryQuery, default: usize) -> usize {
 /// `GET /v1/memory`: the newest memories, newest first.
 pub async fn list(
     State(st): State<Shared>,
-    Query(q): Query<MemoryQuery>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
+    let q = query(raw)?;
     let st2 = st.clone();
     blocking(&st, move |_| {
         let items = open(&st2, q.memory.as_deref(), false)?
@@ -192,8 +202,10 @@ pub async fn list(
 /// `POST /v1/memory`: remembers a text (a note unless `kind` says otherwise).
 pub async fn add(
     State(st): State<Shared>,
-    Json(req): Json<AddRequest>,
+    headers: HeaderMap,
+    body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
+    let req: AddRequest = json_body(&headers, &body)?;
     let kind: Kind = match req.kind.as_deref() {
         None => Kind::Note,
         Some(k) => k.parse().map_err(memory_err)?,
@@ -213,8 +225,9 @@ pub async fn add(
 /// `GET /v1/memory/search?q=&limit=`: the memories nearest `q`, best first, with scores.
 pub async fn search(
     State(st): State<Shared>,
-    Query(q): Query<MemoryQuery>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
+    let q = query(raw)?;
     let text =
         q.q.clone()
             .filter(|t| !t.trim().is_empty())
@@ -233,8 +246,9 @@ pub async fn search(
 pub async fn forget(
     State(st): State<Shared>,
     Path(id): Path<i64>,
-    Query(q): Query<MemoryQuery>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
+    let q = query(raw)?;
     let st2 = st.clone();
     blocking(&st, move |_| {
         let gone = open(&st2, q.memory.as_deref(), false)?
@@ -254,8 +268,9 @@ pub async fn forget(
 /// `DELETE /v1/memory?all=true` or `?before=TIME`.
 pub async fn forget_many(
     State(st): State<Shared>,
-    Query(q): Query<MemoryQuery>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
+    let q = query(raw)?;
     let before = match &q.before {
         Some(t) => Some(parse_time(t, time::now()).map_err(memory_err)?),
         None => None,
