@@ -8,8 +8,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::host::home;
+use crate::memory::MemoryConfig;
 use crate::stages::asr::AsrConfig;
 use crate::stages::caption::VisionConfig;
+use crate::stages::embed::EmbedConfig;
 use crate::stages::llm::LlmConfig;
 use crate::stages::tts::TtsConfig;
 use crate::stages::turn::TurnConfig;
@@ -53,6 +55,10 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     /// `seesay serve`: addresses, authentication, limits.
     pub server: ServerConfig,
+    /// Text embeddings (all-MiniLM-L6-v2): memory search and `POST /v1/embeddings`.
+    pub embed: EmbedConfig,
+    /// What seesay remembers (seen, said, noted) and recalls into conversations.
+    pub memory: MemoryConfig,
 }
 
 /// Pipeline settings.

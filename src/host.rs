@@ -38,6 +38,18 @@ pub fn cache_root() -> PathBuf {
     home().join(".cache").join("seesay")
 }
 
+/// Where seesay keeps what it makes for the user (the memory store): `$SEESAY_DATA_DIR`, else
+/// `$XDG_DATA_HOME/seesay`, else `~/.local/share/seesay`.
+pub fn data_root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("SEESAY_DATA_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("seesay");
+    }
+    home().join(".local").join("share").join("seesay")
+}
+
 /// Expands a leading `~/` to the home folder.
 pub fn expand_home(path: &str) -> PathBuf {
     match path.strip_prefix("~/") {

@@ -16,6 +16,7 @@
 //! | `server` | HTTP, WebSocket and Wyoming requests | transcripts, speech, answers, conversations |
 //! | `pipeline` | audio frames and pictures | spoken answers, per-turn figures; wires the stages |
 //! | `config` | a TOML file | every section's settings |
+//! | `memory` | things seen, said and noted | a SQLite store searched by meaning; recalled lines |
 //! | `stages` | audio, text, images | what each stage makes (VAD, ASR, LLM, TTS, captions, devices) |
 //! | `store` | `models/manifest.toml`, registry packages | verified, converted model files |
 //! | `media`, `text`, `host` | files, buffers, text, the machine | PCM, images, sentences, transcripts, paths, threads |
@@ -25,6 +26,7 @@
 pub mod config;
 pub mod host;
 pub mod media;
+pub mod memory;
 pub mod pipeline;
 pub mod server;
 pub mod stages;

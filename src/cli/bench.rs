@@ -36,7 +36,8 @@ pub struct BenchArgs {
     pub runs: usize,
     /// Which stages: asr, tts, llm, vision, all (these four), quality (spoken-assistant
     /// questions to the language model, each answer checked), turn (the end-of-turn decision on
-    /// whole questions and fragments), wake (the wake word: detections, false alarms, cost), or
+    /// whole questions and fragments), wake (the wake word: detections, false alarms, cost),
+    /// memory (embedding time per sentence, search time at 10,000 memories), or
     /// pipeline (the live pipeline in real time; takes about
     /// 11 s a turn).
     #[arg(long, default_value = "all")]
@@ -262,6 +263,9 @@ pub fn run(cfg: &Config, a: BenchArgs) -> Result<()> {
                 "decode_ms": decode * 1000.0, "caption": caption}),
         );
     }
+    if a.stage == "memory" {
+        report.insert("memory".into(), super::bench_memory::run(cfg, a.runs)?);
+    }
     if a.stage == "quality" {
         let (right, asked) = super::quality::run(cfg, a.questions)?;
         report.insert(
@@ -287,7 +291,7 @@ pub fn run(cfg: &Config, a: BenchArgs) -> Result<()> {
     }
     if report.len() == 1 {
         anyhow::bail!(
-            "unknown stage '{}': use asr, tts, llm, vision, all, quality, turn, wake or pipeline",
+            "unknown stage '{}': use asr, tts, llm, vision, all, quality, turn, wake, memory or pipeline",
             a.stage
         );
     }

@@ -10,7 +10,9 @@ use clap::Args;
 use super::speech::{Speech, SpeechArgs};
 use seesay::config::Config;
 use seesay::media::image::{image_files, load_image};
+use seesay::memory::{time, Kind, Memory};
 use seesay::stages::caption;
+use seesay::stages::embed::Embedder;
 use seesay::stages::llm::{self, Conversation, Finish, LlmError};
 use seesay::stages::Cancel;
 use seesay::store::Store;
@@ -38,6 +40,10 @@ pub struct ChatArgs {
     /// An image the question is about: its description enters the model's context.
     #[arg(long, value_name = "FILE")]
     pub image: Option<PathBuf>,
+    /// Neither recall memories for the question nor remember it (memory.enabled turns memory
+    /// off for good).
+    #[arg(long)]
+    pub no_memory: bool,
     #[command(flatten)]
     pub speech: SpeechArgs,
 }
@@ -95,11 +101,15 @@ pub fn chat(mut cfg: Config, a: ChatArgs) -> Result<()> {
     };
     let mut speech = Speech::start(&cfg, &a.speech)?;
     let mut model = llm::open(&cfg.llm, &store)?;
+    let mut memory = open_memory(&cfg, &store, a.no_memory, scene.as_deref())?;
     let mut conv = Conversation::new(&cfg.llm);
     conv.set_scene(scene);
     let cancel = Cancel::new();
     let describe = model.describe();
     let mut ask = |conv: &mut Conversation, q: &str| -> Result<()> {
+        if let Some(m) = &mut memory {
+            conv.set_recalled(Some(m.recall_context(q, time::now())?));
+        }
         let msgs = conv.prompt_for(model.as_mut(), q)?;
         let mut out = std::io::stdout().lock();
         let mut splitter = SentenceSplitter::new(4);
@@ -118,6 +128,9 @@ pub fn chat(mut cfg: Config, a: ChatArgs) -> Result<()> {
             tracing::warn!("answer cut at llm.max_tokens ({})", cfg.llm.max_tokens);
         }
         conv.record(q, &answer);
+        if let Some(m) = &mut memory {
+            m.add_at(Kind::Said, q, None, time::now(), "chat")?;
+        }
         Ok(())
     };
     if let Some(p) = one_shot {
@@ -142,6 +155,26 @@ pub fn chat(mut cfg: Config, a: ChatArgs) -> Result<()> {
             eprintln!("error: {}", super::one_line(&e));
         }
     }
+}
+
+/// The default memory store with the embedding model, unless memory is off; what `--image`
+/// showed is remembered as seen.
+fn open_memory(
+    cfg: &Config,
+    store: &Store,
+    off: bool,
+    scene: Option<&str>,
+) -> Result<Option<Memory>> {
+    if off || !cfg.memory.enabled {
+        return Ok(None);
+    }
+    let embedder = Embedder::open(&cfg.embed, store)
+        .context("memory needs the embedding model (or use --no-memory)")?;
+    let mut m = Memory::open(&cfg.memory, std::sync::Arc::new(embedder))?;
+    if let Some(seen) = scene {
+        m.remember_scene(seen, None, "chat --image")?;
+    }
+    Ok(Some(m))
 }
 
 /// Describes one image with the configured captioner, logging how long it took.

@@ -25,9 +25,11 @@ macro_rules! out {
 }
 
 mod bench;
+mod bench_memory;
 mod bench_turn;
 mod bench_wake;
 mod chat;
+mod memory;
 mod models;
 mod quality;
 mod run;
@@ -90,6 +92,8 @@ pub enum Command {
     /// Fetch, check and import models.
     #[command(subcommand)]
     Models(models::ModelsCommand),
+    /// What seesay remembers: add notes, search by meaning, list, forget, count.
+    Memory(memory::MemoryArgs),
     /// Show the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -148,6 +152,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Describe(a) => chat::describe(cfg, a),
         Command::Serve(a) => serve::serve(cfg, a),
         Command::Models(m) => models::models(&cfg, m),
+        Command::Memory(a) => memory::memory(&cfg, a),
         Command::Config(ConfigCommand::Show) => {
             match source {
                 Some(path) => outln!("# read from {}", path.display()),

@@ -7,6 +7,7 @@
 
 pub mod conversation;
 pub mod handle;
+pub mod memory;
 pub mod metrics;
 pub mod openai;
 pub mod state;
@@ -48,7 +49,7 @@ pub enum ServerError {
 
 /// The paths the server answers; metrics count any other as "other" (a scanner's junk paths
 /// must not grow the metrics without bound).
-const ROUTES: [&str; 9] = [
+const ROUTES: [&str; 13] = [
     "/healthz",
     "/",
     "/capture.js",
@@ -58,6 +59,10 @@ const ROUTES: [&str; 9] = [
     "/v1/audio/speech",
     "/v1/chat/completions",
     "/v1/conversation",
+    "/v1/embeddings",
+    "/v1/memory",
+    "/v1/memory/search",
+    "/v1/memory/{id}",
 ];
 
 /// Every request: CORS, then the guard, then one access-log line (info level) with the method,
@@ -116,7 +121,7 @@ async fn guard(st: Shared, req: Request, next: Next) -> Response {
     let path = req.uri().path();
     let route = ROUTES
         .iter()
-        .find(|r| **r == path)
+        .find(|r| **r == path || memory::is_item_path(r, path))
         .copied()
         .unwrap_or("other")
         .to_string();
@@ -211,6 +216,15 @@ pub fn router(st: Shared) -> Router {
         .route("/v1/audio/speech", post(openai::speech))
         .route("/v1/chat/completions", post(openai::chat))
         .route("/v1/conversation", get(conversation::conversation))
+        .route("/v1/embeddings", post(memory::embeddings))
+        .route(
+            "/v1/memory",
+            get(memory::list)
+                .post(memory::add)
+                .delete(memory::forget_many),
+        )
+        .route("/v1/memory/search", get(memory::search))
+        .route("/v1/memory/{id}", axum::routing::delete(memory::forget))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(axum::middleware::from_fn_with_state(st.clone(), edge))
         .layer(DefaultBodyLimit::max(limit))

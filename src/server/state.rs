@@ -13,6 +13,7 @@ use axum::Json;
 use super::metrics::Metrics;
 use crate::config::Config;
 use crate::pipeline::{lock, Models, PipelineError};
+use crate::stages::embed::{EmbedError, Embedder};
 use crate::stages::tts::{self, TtsError};
 use crate::stages::Cancel;
 use crate::text::splitter::split_sentences;
@@ -73,6 +74,8 @@ pub struct AppState {
     /// True once the server is shutting down: conversations and connections finish what they
     /// are doing and close.
     pub stopping: tokio::sync::watch::Sender<bool>,
+    /// The embedding model, loaded by the first request that needs it.
+    pub embedder: std::sync::Mutex<Option<Arc<Embedder>>>,
 }
 
 impl AppState {
@@ -108,7 +111,21 @@ impl AppState {
             cfg,
             metrics: Metrics::default(),
             api_key,
+            embedder: Default::default(),
         })
+    }
+
+    /// The embedding model (`[embed]`), loaded on first use; a failed load is tried again by
+    /// the next request.
+    pub fn embedder(&self) -> Result<Arc<Embedder>, EmbedError> {
+        let mut slot = lock(&self.embedder);
+        if let Some(e) = &*slot {
+            return Ok(e.clone());
+        }
+        let store = crate::store::Store::from_config(&self.cfg.models)?;
+        let e = Arc::new(Embedder::open(&self.cfg.embed, &store)?);
+        *slot = Some(e.clone());
+        Ok(e)
     }
 }
 

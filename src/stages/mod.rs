@@ -14,6 +14,7 @@ pub mod camera;
 pub mod caption;
 pub mod device;
 pub mod echo;
+pub mod embed;
 pub mod llm;
 pub mod mic;
 pub mod openai;

@@ -21,6 +21,11 @@ pub fn seesay_env(
     limit: Duration,
 ) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_seesay"));
+    // What a test's seesay remembers stays out of the user's own memory store.
+    if !env.iter().any(|(k, _)| *k == "SEESAY_DATA_DIR") {
+        let data = std::env::temp_dir().join(format!("seesay-test-data-{}", std::process::id()));
+        cmd.env("SEESAY_DATA_DIR", data);
+    }
     cmd.args(args)
         .envs(env.iter().copied())
         .stdin(if stdin.is_some() {

@@ -9,6 +9,20 @@ pub fn context_line(caption: &str) -> String {
     format!("The camera currently shows: {}", caption.trim())
 }
 
+/// How recalled memories are told to the model: one per line, or that there are none (so it
+/// says it has not seen or heard of something rather than inventing it).
+pub fn recalled_text(lines: &[String]) -> String {
+    if lines.is_empty() {
+        return "Nothing relevant is remembered.".into();
+    }
+    let mut text = String::from("What you remember that may be relevant:");
+    for l in lines {
+        text.push_str("\n- ");
+        text.push_str(l.trim());
+    }
+    text
+}
+
 /// A conversation with memory: the system prompt stays, the oldest turns go first when the
 /// token budget is exceeded.
 pub struct Conversation {
@@ -17,6 +31,9 @@ pub struct Conversation {
     /// The newest camera caption, told to the model with the system prompt (small models use it
     /// far better there than inside the question) and never kept in memory.
     scene: Option<String>,
+    /// What memory recalled for the next question (`Some(empty)`: nothing relevant), told with
+    /// the system prompt after the scene; `None` when no memory is in use.
+    recalled: Option<Vec<String>>,
     budget: usize,
     reserve: usize,
 }
@@ -29,6 +46,7 @@ impl Conversation {
             system,
             turns: Vec::new(),
             scene: None,
+            recalled: None,
             budget: cfg.context_tokens,
             reserve: cfg.max_tokens,
         }
@@ -88,16 +106,31 @@ impl Conversation {
         msgs
     }
 
-    /// The system prompt, with what the camera shows now.
+    /// The system prompt, with what the camera shows now and what memory recalled.
     fn system_message(&self) -> Option<Message> {
-        let Some(scene) = &self.scene else {
-            return self.system.clone();
+        let mut text = self.system.as_ref().map(|m| m.content.clone());
+        let mut add = |part: String| {
+            text = Some(match text.take() {
+                Some(t) => format!("{t} {part}"),
+                None => part,
+            })
         };
-        let seen = format!("You can see through a camera. {}", context_line(scene));
-        Some(match &self.system {
-            Some(m) => Message::new(Role::System, format!("{} {seen}", m.content)),
-            None => Message::new(Role::System, seen),
-        })
+        if let Some(scene) = &self.scene {
+            add(format!(
+                "You can see through a camera. {}",
+                context_line(scene)
+            ));
+        }
+        if let Some(lines) = &self.recalled {
+            add(recalled_text(lines));
+        }
+        text.map(|t| Message::new(Role::System, t))
+    }
+
+    /// Sets (or clears, with `None`) what memory recalled for the next question; an empty list
+    /// tells the model that nothing relevant is remembered.
+    pub fn set_recalled(&mut self, lines: Option<Vec<String>>) {
+        self.recalled = lines;
     }
 
     /// Sets (or clears) what the camera shows now: the next question is asked with it.
@@ -190,5 +223,34 @@ mod tests {
         let msgs = conv.prompt_for(&mut CharModel, "And now?").unwrap();
         assert_eq!(msgs[0].content, "Be brief.");
         assert!(msgs.iter().all(|m| !m.content.contains("camera")));
+    }
+
+    #[test]
+    fn recalled_memories_follow_the_scene_in_the_system_prompt() {
+        let mut conv = Conversation::new(&LlmConfig {
+            system_prompt: "Be brief.".into(),
+            ..LlmConfig::default()
+        });
+        conv.set_scene(Some("a desk.".into()));
+        conv.set_recalled(Some(vec!["a note kept just now: keys in the bowl".into()]));
+        let msgs = conv
+            .prompt_for(&mut CharModel, "Where are my keys?")
+            .unwrap();
+        assert_eq!(
+            msgs[0].content,
+            "Be brief. You can see through a camera. The camera currently shows: a desk. \
+             What you remember that may be relevant:\n- a note kept just now: keys in the bowl"
+        );
+        conv.set_recalled(Some(Vec::new()));
+        let msgs = conv
+            .prompt_for(&mut CharModel, "Did you see a cat?")
+            .unwrap();
+        assert!(msgs[0]
+            .content
+            .ends_with(" Nothing relevant is remembered."));
+        conv.set_recalled(None);
+        conv.set_scene(None);
+        let msgs = conv.prompt_for(&mut CharModel, "Hi").unwrap();
+        assert_eq!(msgs[0].content, "Be brief.");
     }
 }
