@@ -14,6 +14,6 @@ fn a_missing_camera_is_a_clear_error_naming_it() {
     assert_clear_error(
         &["run", "--camera", "/dev/null"],
         &[],
-        "/dev/null: not a V4L2 video capture device",
+        "camera /dev/null: not a V4L2 video capture device",
     );
 }

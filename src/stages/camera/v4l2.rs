@@ -121,6 +121,19 @@ impl Live {
         };
         let dev = Device::with_path(device).map_err(fail)?;
         let offered = dev.enum_formats().map_err(fail)?;
+        if offered.is_empty() {
+            // The list hides why it is empty: a file that is no V4L2 device says so here.
+            let detail = match dev.format() {
+                Err(e) if e.raw_os_error() == Some(libc::ENOTTY) => explain(&e),
+                _ => "it offers no video formats (some /dev/video nodes carry only metadata: \
+                      try the next one)"
+                    .into(),
+            };
+            return Err(CameraError::Open {
+                device: device.to_string(),
+                detail,
+            });
+        }
         let wanted = [FourCC::new(b"MJPG"), FourCC::new(b"YUYV")]
             .into_iter()
             .find(|f| offered.iter().any(|d| d.fourcc == *f));
@@ -128,15 +141,10 @@ impl Live {
             let names: Vec<String> = offered.iter().map(|d| d.fourcc.to_string()).collect();
             return Err(CameraError::Open {
                 device: device.to_string(),
-                detail: match names.is_empty() {
-                    true => "it offers no video formats (some /dev/video nodes carry only \
-                             metadata: try the next one)"
-                        .into(),
-                    false => format!(
-                        "it offers {} frames; seesay reads MJPG or YUYV",
-                        names.join(", ")
-                    ),
-                },
+                detail: format!(
+                    "it offers {} frames; seesay reads MJPG or YUYV",
+                    names.join(", ")
+                ),
             });
         };
         let format = dev
