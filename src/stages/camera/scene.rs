@@ -26,18 +26,21 @@ impl Thumbnail {
             let a = (i * n / cells).min(n - 1);
             (a, ((i + 1) * n / cells).max(a + 1))
         };
+        let cols: Vec<(usize, usize)> = (0..THUMB_W).map(|cx| span(cx, w, THUMB_W)).collect();
         for cy in 0..THUMB_H {
             let (y0, y1) = span(cy, h, THUMB_H);
-            for cx in 0..THUMB_W {
-                let (x0, x1) = span(cx, w, THUMB_W);
-                let mut sum = 0u64;
-                for y in y0..y1 {
-                    let row = &raw[(y * w + x0) * 3..(y * w + x1) * 3];
-                    for p in row.chunks_exact(3) {
+            // Row by row, so the pixels are read in the order they lie in memory.
+            let mut sums = [0u64; THUMB_W];
+            for y in y0..y1 {
+                let row = &raw[y * w * 3..(y + 1) * w * 3];
+                for (sum, &(x0, x1)) in sums.iter_mut().zip(&cols) {
+                    for p in row[x0 * 3..x1 * 3].chunks_exact(3) {
                         // BT.601 luma in fixed point (weights sum to 256).
-                        sum += (77 * p[0] as u64 + 150 * p[1] as u64 + 29 * p[2] as u64) >> 8;
+                        *sum += (77 * p[0] as u64 + 150 * p[1] as u64 + 29 * p[2] as u64) >> 8;
                     }
                 }
+            }
+            for (cx, (sum, &(x0, x1))) in sums.iter().zip(&cols).enumerate() {
                 let n = ((y1 - y0) * (x1 - x0)) as u64;
                 cells[cy * THUMB_W + cx] = (sum / n) as u8;
             }
