@@ -38,27 +38,11 @@ pub(crate) fn start_seeing(
     eyes: Eyes,
     cx: &Arc<Context>,
 ) -> Result<Vec<JoinHandle<Option<()>>>, PipelineError> {
-    let (source, mut pictures) = match eyes {
-        Eyes {
-            image: None,
-            source: None,
-            pictures: None,
-        } => return Ok(Vec::new()),
-        Eyes {
-            image: Some(path),
-            source: None,
-            pictures: None,
-        } => (Some(folder(&path, cfg.vision.max_side)?), None),
-        Eyes {
-            image: None,
-            source: Some(s),
-            pictures: None,
-        } => (Some(s), None),
-        Eyes {
-            image: None,
-            source: None,
-            pictures: Some(p),
-        } => (None, Some(p)),
+    let (source, mut pictures) = match (eyes.image, eyes.source, eyes.pictures) {
+        (None, None, None) => return Ok(Vec::new()),
+        (Some(path), None, None) => (Some(folder(&path, cfg.vision.max_side)?), None),
+        (None, Some(source), None) => (Some(source), None),
+        (None, None, Some(pictures)) => (None, Some(pictures)),
         _ => {
             return Err(PipelineError::Options(
                 "more than one of an image, a camera and a client's pictures: pick one",
@@ -71,20 +55,7 @@ pub(crate) fn start_seeing(
     let mut scene = SceneChange::new(cfg.pipeline.scene_change);
     let mut stages = Vec::new();
     if let Some(mut source) = source {
-        let first = source.grab()?.ok_or_else(|| CameraError::Frames {
-            device: source.name(),
-            detail: "it gave no picture".into(),
-        })?;
-        let frame = Frame {
-            seq: 0,
-            image: Arc::new(first),
-            source: source.name(),
-            at: Instant::now(),
-        };
-        let verdict = scene.check(&frame.image);
-        let text = lock(&captioner).caption(&frame.image)?;
-        announce(cx, frame, text);
-        scene.described(verdict);
+        describe_first(source.as_mut(), &captioner, &mut scene, cx)?;
         let (tx, rx) = frame_slot();
         let interval = Duration::from_secs_f32(cfg.pipeline.frame_interval_s.max(0.01));
         stages.push(spawn("frames", cx, move || {
@@ -100,6 +71,31 @@ pub(crate) fn start_seeing(
         })?);
     }
     Ok(stages)
+}
+
+/// Takes the first picture and describes it: a source without one, or a failure to describe
+/// it, is an error.
+fn describe_first(
+    source: &mut dyn FrameSource,
+    captioner: &Locked<Box<dyn Captioner>>,
+    scene: &mut SceneChange,
+    cx: &Context,
+) -> Result<(), PipelineError> {
+    let first = source.grab()?.ok_or_else(|| CameraError::Frames {
+        device: source.name(),
+        detail: "it gave no picture".into(),
+    })?;
+    let frame = Frame {
+        seq: 0,
+        image: Arc::new(first),
+        source: source.name(),
+        at: Instant::now(),
+    };
+    let verdict = scene.check(&frame.image);
+    let text = lock(captioner).caption(&frame.image)?;
+    announce(cx, frame, text);
+    scene.described(verdict);
+    Ok(())
 }
 
 /// An image file, or a folder's images in name order, as a frame source. The first must be
