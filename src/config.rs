@@ -82,6 +82,13 @@ pub struct PipelineConfig {
     pub output_device: String,
     /// Seconds between camera / image-folder frames.
     pub frame_interval_s: f32,
+    /// The V4L2 camera `seesay run` watches: a device path (/dev/video0) or an index (0); empty:
+    /// none. `--camera` sets it.
+    pub camera: String,
+    /// How different a frame must be from the last described one to be described again: the
+    /// mean absolute difference of 32x24 grey thumbnails, 0 to 1 of full brightness (0.03: a
+    /// tenth of the view changing by a third of full brightness). 0 describes every frame.
+    pub scene_change: f32,
     /// Wake word (empty: off): alexa, hey_jarvis, hey_mycroft, hey_rhasspy, okay_nabu or an
     /// openWakeWord .tflite path. seesay then answers only what follows it, and follow-ups.
     pub wake_word: String,
@@ -100,6 +107,8 @@ impl Default for PipelineConfig {
             input_device: String::new(),
             output_device: String::new(),
             frame_interval_s: 2.0,
+            camera: String::new(),
+            scene_change: 0.03,
             wake_word: String::new(),
             wake_threshold: 0.5,
             follow_up_s: 6.0,

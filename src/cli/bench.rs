@@ -13,6 +13,7 @@ use seesay::media::audio::{self, SAMPLE_RATE};
 use seesay::media::image::load_image;
 use seesay::pipeline::{self, Input, Output, RunOptions, TurnMetrics};
 use seesay::stages::asr::{self, Transcriber};
+use seesay::stages::camera::SceneChange;
 use seesay::stages::llm::{self, Message, Role};
 use seesay::stages::mic::Pace;
 use seesay::stages::tts::{self, Voice};
@@ -266,6 +267,9 @@ pub fn run(cfg: &Config, a: BenchArgs) -> Result<()> {
     if a.stage == "memory" {
         report.insert("memory".into(), super::bench_memory::run(cfg, a.runs)?);
     }
+    if a.stage == "vision" || a.stage == "all" {
+        report.insert("scene_check".into(), bench_scene_check(a.runs)?);
+    }
     if a.stage == "quality" {
         let (right, asked) = super::quality::run(cfg, a.questions)?;
         report.insert(
@@ -302,6 +306,27 @@ pub fn run(cfg: &Config, a: BenchArgs) -> Result<()> {
 }
 
 /// The 95th percentile (nearest rank).
+/// The scene-change check's time per camera frame (a grey thumbnail and its difference from
+/// the last described one), at three frame sizes.
+fn bench_scene_check(runs: usize) -> Result<serde_json::Value> {
+    let mut out = serde_json::Map::new();
+    for (w, h) in [(640, 480), (1280, 720), (1920, 1080)] {
+        let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([x as u8, y as u8, 99]));
+        let mut scene = SceneChange::new(0.03);
+        scene.described(scene.check(&img));
+        let secs = time_median(runs.max(20), || {
+            std::hint::black_box(scene.check(&img));
+            Ok(())
+        })?;
+        eprintln!(
+            "vision scene-change check {w}x{h}: {:.2} ms per frame",
+            secs * 1000.0
+        );
+        out.insert(format!("{w}x{h}_ms"), (secs * 1000.0).into());
+    }
+    Ok(out.into())
+}
+
 fn p95(xs: &mut [f64]) -> f64 {
     xs.sort_by(f64::total_cmp);
     if xs.is_empty() {
@@ -403,6 +428,7 @@ fn bench_pipeline(cfg: &Config, turns: usize, voice_name: &str) -> Result<serde_
             metrics: None,
             max_turns: None,
             camera: None,
+            frames: None,
             updates: None,
         },
         Arc::new(AtomicBool::new(false)),

@@ -10,6 +10,7 @@ use clap::Args;
 
 use seesay::config::{BargeIn, Config};
 use seesay::pipeline::{self, Input, Output, RunOptions};
+use seesay::stages::camera;
 use seesay::stages::device::has_microphone;
 use seesay::stages::mic::Pace;
 use seesay::store::Store;
@@ -30,6 +31,11 @@ pub struct RunArgs {
     /// An image, or a folder of images shown in turn, as what the camera sees.
     #[arg(long, value_name = "IMAGE")]
     pub image: Option<PathBuf>,
+    /// Watch a V4L2 camera: a device path, or an index N for /dev/videoN (no value:
+    /// /dev/video0). A picture every pipeline.frame_interval_s, described when the scene has
+    /// changed (default: pipeline.camera).
+    #[arg(long, value_name = "DEVICE", num_args = 0..=1, default_missing_value = "/dev/video0", conflicts_with = "image")]
+    pub camera: Option<String>,
     /// Write one JSON object per answered turn (transcript, answer, latencies) to this file.
     #[arg(long, value_name = "FILE")]
     pub metrics: Option<PathBuf>,
@@ -63,6 +69,15 @@ pub fn run(mut cfg: Config, a: RunArgs) -> Result<()> {
     if let Some(w) = &a.wake_word {
         cfg.pipeline.wake_word = w.clone();
     }
+    if let Some(c) = &a.camera {
+        cfg.pipeline.camera = c.clone();
+    }
+    // Opened before any model loads: a missing or busy camera fails at once.
+    let frames = match cfg.pipeline.camera.as_str() {
+        _ if a.image.is_some() => None,
+        "" => None,
+        spec => Some(camera::open(spec)?),
+    };
     let store = Store::from_config(&cfg.models)?;
     let pace = if a.fast { Pace::Fast } else { Pace::Realtime };
     let mut image = a.image;
@@ -70,8 +85,11 @@ pub fn run(mut cfg: Config, a: RunArgs) -> Result<()> {
         Some(path) => Input::File { path, pace },
         None if a.live || has_microphone() => Input::Mic,
         None => {
-            eprintln!("no microphone: answering the bundled recording (jfk.wav), with the bundled photo as the camera");
-            if image.is_none() {
+            match frames.is_some() {
+                true => eprintln!("no microphone: answering the bundled recording (jfk.wav)"),
+                false => eprintln!("no microphone: answering the bundled recording (jfk.wav), with the bundled photo as the camera"),
+            }
+            if image.is_none() && frames.is_none() {
                 image = Some(store.resolve("sample-chelsea")?);
             }
             Input::File {
@@ -106,6 +124,7 @@ pub fn run(mut cfg: Config, a: RunArgs) -> Result<()> {
             metrics: a.metrics,
             max_turns: a.max_turns,
             camera: None,
+            frames,
             updates: None,
         },
         stop,

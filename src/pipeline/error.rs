@@ -36,6 +36,8 @@ pub enum PipelineError {
     #[error(transparent)]
     Image(#[from] ImageError),
     #[error(transparent)]
+    Camera(#[from] crate::stages::camera::CameraError),
+    #[error(transparent)]
     Mic(#[from] MicError),
     #[error(transparent)]
     Echo(#[from] crate::stages::echo::EchoError),

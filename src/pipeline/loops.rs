@@ -8,13 +8,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use super::error::PipelineError;
-use super::messages::{Feedback, Heard, Play, Purpose, Say, Update, Utterance, What};
+use super::messages::{Feedback, Heard, Play, Purpose, Say, Utterance, What};
 use super::models::{lock, Locked};
 use super::turns::Context;
 use crate::media::audio::SAMPLE_RATE;
 use crate::stages::asr::{AsrError, Transcriber};
-use crate::stages::camera::FrameReceiver;
-use crate::stages::caption::Captioner;
 use crate::stages::llm::{open_ended, ChatModel, Conversation, Finish};
 use crate::stages::tts::{self, TtsError, Voice};
 use crate::stages::Cancel;
@@ -402,30 +400,9 @@ pub(crate) fn tts_loop(
     Ok(())
 }
 
-/// The captioner stage: camera frames in (the newest wins), the scene the LLM is told about out.
-pub(crate) fn caption_loop(
-    captioner: Locked<Box<dyn Captioner>>,
-    rx: FrameReceiver,
-    cx: Arc<Context>,
-) -> Result<(), PipelineError> {
-    let _stage = tracing::info_span!("captioner").entered();
-    while let Some(frame) = next(rx.channel(), &cx) {
-        let captioned = lock(&captioner).caption(&frame.image);
-        match captioned {
-            Ok(text) => {
-                tracing::info!(image = %frame.source, caption = %text, "the camera shows");
-                cx.publish(Update::Caption { text: text.clone() });
-                *lock(&cx.scene) = Some(text);
-            }
-            Err(e) => tracing::warn!("captioning {} failed: {e}", frame.source),
-        }
-    }
-    Ok(())
-}
-
 /// The next message, or `None` once the sender is gone or the run is stopping (checked at
 /// least every 50 ms, so a stage waiting on a quiet source still stops).
-fn next<T>(rx: &Receiver<T>, cx: &Context) -> Option<T> {
+pub(crate) fn next<T>(rx: &Receiver<T>, cx: &Context) -> Option<T> {
     loop {
         match rx.recv_timeout(Duration::from_millis(50)) {
             Ok(m) => return (!cx.turns.clock.stopped()).then_some(m),

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use crate::stages::camera::Frame;
 use crate::stages::Cancel;
 
 /// What a pipeline reports to a client as it happens.
@@ -20,8 +21,9 @@ pub enum Update {
     AnswerText { turn: u64, text: String },
     /// Answer audio, mono at the voice's rate (`Output::Client` only).
     Audio { turn: u64, pcm: Vec<f32> },
-    /// What the camera shows now.
-    Caption { text: String },
+    /// A new scene was described: what the camera shows now, and the frame described. Sent
+    /// once per scene (a frame of the scene last described is not described again).
+    Caption { text: String, frame: Frame },
     /// A turn was answered (or interrupted): its latency figures.
     TurnDone(TurnMetrics),
     /// A turn ended without an answer being spoken: `reason` says why ("no words", "interrupted",

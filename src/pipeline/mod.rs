@@ -28,6 +28,9 @@ mod loops;
 mod messages;
 mod metrics;
 mod models;
+mod seeing;
+#[cfg(test)]
+mod seeing_tests;
 mod sinks;
 #[cfg(test)]
 mod tests;
@@ -49,9 +52,8 @@ pub use self::models::{lock, ChatMaker, Locked, Models, VadMaker, WakeMaker};
 use self::turns::{spawn, Context, Turns};
 use crate::config::Config;
 use crate::media::audio::SAMPLE_RATE;
-use crate::media::image::{image_files, load_image};
 use crate::media::wav::WavWriter;
-use crate::stages::camera::{self, FrameReceiver};
+use crate::stages::camera::{FrameReceiver, FrameSource};
 use crate::stages::echo::{EchoCanceller, EchoReference};
 use crate::stages::llm::Conversation;
 use crate::stages::mic::{self, AudioFrame, Pace};
@@ -85,6 +87,9 @@ pub struct RunOptions {
     pub image: Option<PathBuf>,
     /// Pictures from elsewhere (a WebSocket client's camera), captioned as they come.
     pub camera: Option<FrameReceiver>,
+    /// A camera (`stages::camera::open`) or any frame source: a picture every
+    /// `pipeline.frame_interval_s`, described when the scene changed (`pipeline.scene_change`).
+    pub frames: Option<Box<dyn FrameSource>>,
     pub metrics: Option<PathBuf>,
     /// Stop after this many answered turns.
     pub max_turns: Option<usize>,
@@ -112,7 +117,8 @@ pub fn run(
 ) -> Result<RunSummary, PipelineError> {
     // Load everything before the first frame, so a missing model fails at once.
     let t_load = Instant::now();
-    let models = Models::load(cfg, opts.image.is_some() || opts.camera.is_some(), 1)?;
+    let seeing = opts.image.is_some() || opts.camera.is_some() || opts.frames.is_some();
+    let models = Models::load(cfg, seeing, 1)?;
     tracing::info!(ms = t_load.elapsed().as_millis() as u64, "models loaded");
     run_with(cfg, &models, opts, stop, abort)
 }
@@ -126,21 +132,6 @@ pub fn run_with(
     abort: Arc<AtomicBool>,
 ) -> Result<RunSummary, PipelineError> {
     let vad = (models.vad)()?;
-    let captioner = match (&opts.image, &opts.camera) {
-        (None, None) => None,
-        (Some(_), Some(_)) => {
-            return Err(PipelineError::Options(
-                "an image and a camera at once: pick one",
-            ))
-        }
-        _ => Some(models.captioner.clone().ok_or(PipelineError::Options(
-            "the models were loaded without a captioner",
-        ))?),
-    };
-    let frames = match &opts.image {
-        Some(p) => image_files(p)?,
-        None => Vec::new(),
-    };
     if matches!(opts.output, Output::Client) && opts.updates.is_none() {
         return Err(PipelineError::Options(
             "client output needs an updates channel",
@@ -187,33 +178,14 @@ pub fn run_with(
             })?
     };
 
-    // A caption for the first image before anything is heard, then the rest in the background.
-    let mut stages: Vec<JoinHandle<Option<()>>> = Vec::new();
-    let mut pictures = opts.camera;
-    if let (Some(cap), Some(first)) = (&captioner, frames.first()) {
-        let img = load_image(first, cfg.vision.max_side)?;
-        let text = lock(cap).caption(&img)?;
-        tracing::info!(image = %first.display(), caption = %text, "the camera shows");
-        cx.publish(Update::Caption { text: text.clone() });
-        *lock(&cx.scene) = Some(text);
-        if frames.len() > 1 {
-            let (tx_frame, rx_frame) = camera::frame_slot();
-            let rest = frames[1..].to_vec();
-            let interval = Duration::from_secs_f32(cfg.pipeline.frame_interval_s.max(0.05));
-            let max_side = cfg.vision.max_side;
-            stages.push(spawn("frames", &cx, move || {
-                camera::play_files(&rest, interval, false, max_side, &tx_frame);
-                Ok(())
-            })?);
-            pictures = Some(rx_frame);
-        }
-    }
-    if let (Some(cap), Some(rx_frame)) = (captioner, pictures) {
-        let cx2 = cx.clone();
-        stages.push(spawn("captioner", &cx, move || {
-            loops::caption_loop(cap, rx_frame, cx2)
-        })?);
-    }
+    // A description of the first picture before anything is heard, then the rest in the
+    // background.
+    let eyes = seeing::Eyes {
+        image: opts.image,
+        source: opts.frames,
+        pictures: opts.camera,
+    };
+    let mut stages: Vec<JoinHandle<Option<()>>> = seeing::start_seeing(cfg, models, eyes, &cx)?;
 
     let (tx_frames, mut rx_frames) = crossbeam_channel::bounded::<AudioFrame>(64);
     let (tx_utt, rx_utt) = crossbeam_channel::bounded::<Utterance>(2);
@@ -320,6 +292,8 @@ pub fn run_with(
     };
 
     let (written, file) = sink.join().ok().flatten().unwrap_or_default();
+    // The conversation is over: a camera (which never ends by itself) and its captioner stop.
+    cx.shut_down();
     match source.map(JoinHandle::join) {
         None | Some(Ok(Ok(()))) => {}
         Some(Ok(Err(e))) => cx.fail(e.into()),

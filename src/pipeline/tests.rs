@@ -14,6 +14,8 @@ use super::messages::Update;
 use super::models::{lock, Models};
 use super::{run_with, Input, Output, RunOptions, RunSummary};
 use crate::config::Config;
+use crate::stages::camera::FrameSource;
+use crate::stages::caption::Captioner;
 use crate::stages::llm::ChatModel;
 use crate::stages::mic::Framer;
 use crate::stages::vad::{SpeechDetector, FRAME};
@@ -31,6 +33,29 @@ pub(super) struct Harness {
 }
 
 pub(super) fn start(barge_in: bool, f: Fakes) -> Harness {
+    start_seeing(barge_in, f, None)
+}
+
+/// What a test pipeline looks at: a captioner, and a source asked every `interval_s`, its
+/// pictures described when they differ by `scene_change`.
+pub(super) struct Sight {
+    pub(super) captioner: Box<dyn Captioner>,
+    pub(super) source: Box<dyn FrameSource>,
+    pub(super) interval_s: f32,
+    pub(super) scene_change: f32,
+}
+
+/// `start`, with eyes.
+pub(super) fn start_seeing(barge_in: bool, f: Fakes, sight: Option<Sight>) -> Harness {
+    let (captioner, source, interval_s, scene_change) = match sight {
+        Some(s) => (
+            Some(s.captioner),
+            Some(s.source),
+            s.interval_s,
+            s.scene_change,
+        ),
+        None => (None, None, 1.0, 0.03),
+    };
     let tokens = Arc::new(AtomicUsize::new(0));
     let fail_at = f.vad_fails_at;
     let models = Models::new(
@@ -52,7 +77,7 @@ pub(super) fn start(barge_in: bool, f: Fakes) -> Harness {
                 }) as Box<dyn ChatModel>)
             })
         },
-        None,
+        captioner,
         Arc::new(move || Ok(Box::new(FakeVad { frames: 0, fail_at }) as Box<dyn SpeechDetector>)),
     );
     let models = match f.semantic {
@@ -68,6 +93,8 @@ pub(super) fn start(barge_in: bool, f: Fakes) -> Harness {
     cfg.vad.min_speech_ms = 64;
     cfg.vad.min_silence_ms = 96;
     cfg.vad.pre_roll_ms = 32;
+    cfg.pipeline.frame_interval_s = interval_s;
+    cfg.pipeline.scene_change = scene_change;
     let (tx_frames, rx_frames) = crossbeam_channel::bounded(64);
     let (tx_up, updates) = crossbeam_channel::unbounded();
     let m = models.clone();
@@ -77,6 +104,7 @@ pub(super) fn start(barge_in: bool, f: Fakes) -> Harness {
             output: Output::Client,
             image: None,
             camera: None,
+            frames: source,
             metrics: None,
             max_turns: None,
             updates: Some(tx_up),

@@ -177,6 +177,7 @@ async fn session(mut socket: WebSocket, st: Shared, barge_in: bool, wake_word: S
             output: Output::Client,
             image: None,
             camera: Some(rx_pictures),
+            frames: None,
             metrics: None,
             max_turns: None,
             updates: Some(tx_up),
@@ -395,7 +396,7 @@ fn outgoing(up: Update) -> Message {
             json!({"type": "transcript", "turn": turn, "text": text})
         }
         Update::AnswerText { turn, text } => json!({"type": "answer", "turn": turn, "text": text}),
-        Update::Caption { text } => json!({"type": "caption", "text": text}),
+        Update::Caption { text, .. } => json!({"type": "caption", "text": text}),
         Update::TurnDone(m) => {
             let mut v = serde_json::to_value(&m).unwrap_or_default();
             v["type"] = "turn_done".into();
