@@ -17,6 +17,7 @@ pub mod echo;
 pub mod llm;
 pub mod mic;
 pub mod openai;
+pub mod read;
 pub mod speaker;
 pub mod tts;
 pub mod turn;
