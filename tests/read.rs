@@ -67,7 +67,10 @@ fn render(dir: &Path, name: &str, body: &str, w: u32, h: u32) -> PathBuf {
             "--no-first-run",
             "--disable-sync",
         ])
-        .arg(format!("--user-data-dir={}", dir.join("chromium").display()))
+        .arg(format!(
+            "--user-data-dir={}",
+            dir.join("chromium").display()
+        ))
         .arg(format!("--screenshot={}", png.display()))
         .arg(format!("--window-size={w},{h}"))
         .arg(format!("file://{}", html.display()))
@@ -85,7 +88,8 @@ fn read(png: &Path) -> String {
     ok(seesay(&["read", png.to_str().unwrap()]))
 }
 
-const PAGE: &str = "Opening hours of the public library. The reading room is open from nine in the \
+const PAGE: &str =
+    "Opening hours of the public library. The reading room is open from nine in the \
 morning until six in the evening on weekdays. Books may be borrowed for three weeks and renewed \
 twice at the front desk. Please keep your voice down near the study tables and switch your phone \
 to silent before you enter the quiet area.";
@@ -192,7 +196,10 @@ fn json_has_lines_with_boxes_and_confidences() {
     assert_eq!(lines[0]["text"], "Platform 9");
     let b: Vec<f64> = serde_json::from_value(lines[0]["box"].clone()).unwrap();
     // The text starts 40 px in and is about 40 px tall.
-    assert!(b[0] > 25.0 && b[0] < 45.0 && b[2] > b[0] + 100.0 && b[3] - b[1] < 80.0, "{b:?}");
+    assert!(
+        b[0] > 25.0 && b[0] < 45.0 && b[2] > b[0] + 100.0 && b[3] - b[1] < 80.0,
+        "{b:?}"
+    );
     let c = lines[0]["confidence"].as_f64().unwrap();
     assert!(c > 0.8 && c <= 1.0, "{c}");
 }

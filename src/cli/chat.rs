@@ -147,7 +147,8 @@ pub fn chat(mut cfg: Config, a: ChatArgs) -> Result<()> {
 /// Describes one image with the configured captioner, logging how long it took.
 fn caption_image(cfg: &Config, store: &Store, path: &Path) -> Result<String> {
     let img = load_image(path, cfg.vision.max_side)?;
-    let mut captioner = caption::open_with_reading(&cfg.vision, &cfg.read, &cfg.tts.onnxruntime, store)?;
+    let mut captioner =
+        caption::open_with_reading(&cfg.vision, &cfg.read, &cfg.tts.onnxruntime, store)?;
     let t = std::time::Instant::now();
     let caption = captioner.caption(&img)?;
     tracing::debug!(image = %path.display(), ms = t.elapsed().as_millis() as u64, %caption, "captioned");
@@ -164,7 +165,8 @@ pub fn describe(mut cfg: Config, a: DescribeArgs) -> Result<()> {
     }
     let store = Store::from_config(&cfg.models)?;
     let speech = Speech::start(&cfg, &a.speech)?;
-    let mut captioner = caption::open_with_reading(&cfg.vision, &cfg.read, &cfg.tts.onnxruntime, &store)?;
+    let mut captioner =
+        caption::open_with_reading(&cfg.vision, &cfg.read, &cfg.tts.onnxruntime, &store)?;
     let mut failed = 0;
     for f in &files {
         let result = load_image(f, cfg.vision.max_side)

@@ -25,6 +25,7 @@ macro_rules! out {
 }
 
 mod bench;
+mod bench_read;
 mod bench_turn;
 mod bench_wake;
 mod chat;

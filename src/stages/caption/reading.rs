@@ -33,7 +33,11 @@ pub fn combine(caption: &str, lines: &[TextLine], max_chars: usize) -> String {
         (_, true) => caption.to_string(),
         (true, false) => format!("Text in view: {text}"),
         (false, false) => {
-            let stop = if caption.ends_with(['.', '!', '?']) { "" } else { "." };
+            let stop = if caption.ends_with(['.', '!', '?']) {
+                ""
+            } else {
+                "."
+            };
             format!("{caption}{stop} Text in view: {text}")
         }
     }

@@ -74,7 +74,7 @@ pub fn boxes(
         if short_side(&quad) < 3.0 {
             continue;
         }
-        let score = mean_inside(prob, map_w, map_h, &quad);
+        let score = mean_in_outline(prob, map_w, map_h, &c.points);
         if score < p.box_thresh {
             continue;
         }
@@ -110,17 +110,38 @@ fn binarise(prob: &[f32], w: usize, h: usize, thresh: f32) -> GrayImage {
     })
 }
 
-/// The smallest rotated rectangle around the points, corners ordered as in `Quad`.
+/// The smallest rotated rectangle around the points (rotating calipers over the convex hull's
+/// edges), corners ordered as in `Quad`.
 fn min_area_quad(points: &[Point<i32>]) -> Option<Quad> {
-    if points.len() < 3 {
+    let hull: Vec<[f32; 2]> = imageproc::geometry::convex_hull(points.to_vec())
+        .iter()
+        .map(|p| [p.x as f32, p.y as f32])
+        .collect();
+    if hull.len() < 3 {
         return None;
     }
-    let pts: Vec<Point<f64>> = points
-        .iter()
-        .map(|p| Point::new(p.x as f64, p.y as f64))
-        .collect();
-    let r = imageproc::geometry::min_area_rect(&pts);
-    Some(order_corners(r.map(|p| [p.x as f32, p.y as f32])))
+    let mut best: Option<(f32, Quad)> = None;
+    for i in 0..hull.len() {
+        let (a, b) = (hull[i], hull[(i + 1) % hull.len()]);
+        let len = ((b[0] - a[0]).powi(2) + (b[1] - a[1]).powi(2)).sqrt();
+        if len < 1e-6 {
+            continue;
+        }
+        let u = [(b[0] - a[0]) / len, (b[1] - a[1]) / len];
+        let v = [-u[1], u[0]];
+        let proj = |p: &[f32; 2], d: [f32; 2]| p[0] * d[0] + p[1] * d[1];
+        let (mut u0, mut u1, mut v0, mut v1) = (f32::MAX, f32::MIN, f32::MAX, f32::MIN);
+        for p in &hull {
+            (u0, u1) = (u0.min(proj(p, u)), u1.max(proj(p, u)));
+            (v0, v1) = (v0.min(proj(p, v)), v1.max(proj(p, v)));
+        }
+        let area = (u1 - u0) * (v1 - v0);
+        if best.is_none_or(|(b, _)| area < b) {
+            let at = |s: f32, t: f32| [s * u[0] + t * v[0], s * u[1] + t * v[1]];
+            best = Some((area, [at(u0, v0), at(u1, v0), at(u1, v1), at(u0, v1)]));
+        }
+    }
+    best.map(|(_, q)| order_corners(q))
 }
 
 /// Corners ordered top left, top right, bottom right, bottom left: the two leftmost are the
@@ -172,36 +193,43 @@ pub fn unclip(q: &Quad, ratio: f32) -> Quad {
     ])
 }
 
-/// Whether `(x, y)` lies inside the convex quadrilateral (either winding).
-fn inside(q: &Quad, x: f32, y: f32) -> bool {
-    let mut sign = 0.0f32;
-    for i in 0..4 {
-        let (a, b) = (q[i], q[(i + 1) % 4]);
-        let cross = (b[0] - a[0]) * (y - a[1]) - (b[1] - a[1]) * (x - a[0]);
-        if cross.abs() < 1e-6 {
-            continue;
-        }
-        if sign == 0.0 {
-            sign = cross.signum();
-        } else if cross.signum() != sign {
-            return false;
-        }
+/// Mean probability over the map's pixels inside the region's outline (DB's "slow" score,
+/// which a curved line of a bent page passes where its rectangle's mean would not).
+fn mean_in_outline(prob: &[f32], w: usize, h: usize, outline: &[Point<i32>]) -> f32 {
+    let x0 = outline.iter().map(|p| p.x).min().unwrap_or(0).max(0);
+    let y0 = outline.iter().map(|p| p.y).min().unwrap_or(0).max(0);
+    let x1 = outline
+        .iter()
+        .map(|p| p.x)
+        .max()
+        .unwrap_or(0)
+        .min(w as i32 - 1);
+    let y1 = outline
+        .iter()
+        .map(|p| p.y)
+        .max()
+        .unwrap_or(0)
+        .min(h as i32 - 1);
+    if x1 < x0 || y1 < y0 {
+        return 0.0;
     }
-    true
-}
-
-/// Mean probability over the map's pixels inside the box (DB's "fast" score).
-fn mean_inside(prob: &[f32], w: usize, h: usize, q: &Quad) -> f32 {
-    let [x0, y0, x1, y1] = bounds(q);
-    let (x0, x1) = (x0.floor().max(0.0) as usize, (x1.ceil() as usize).min(w - 1));
-    let (y0, y1) = (y0.floor().max(0.0) as usize, (y1.ceil() as usize).min(h - 1));
+    let mut pts: Vec<Point<i32>> = outline
+        .iter()
+        .map(|p| Point::new(p.x - x0, p.y - y0))
+        .collect();
+    pts.dedup();
+    while pts.len() > 1 && pts.first() == pts.last() {
+        pts.pop();
+    }
+    let mut mask = GrayImage::new((x1 - x0 + 1) as u32, (y1 - y0 + 1) as u32);
+    if pts.len() >= 3 {
+        imageproc::drawing::draw_polygon_mut(&mut mask, &pts, Luma([255]));
+    }
     let (mut sum, mut n) = (0f32, 0usize);
-    for y in y0..=y1 {
-        for x in x0..=x1 {
-            if inside(q, x as f32, y as f32) {
-                sum += prob[y * w + x];
-                n += 1;
-            }
+    for (x, y, m) in mask.enumerate_pixels() {
+        if m[0] > 0 {
+            sum += prob[(y as usize + y0 as usize) * w + x as usize + x0 as usize];
+            n += 1;
         }
     }
     if n == 0 {
@@ -225,7 +253,12 @@ fn area(b: &[f32; 4]) -> f32 {
 }
 
 fn intersection(a: &[f32; 4], b: &[f32; 4]) -> f32 {
-    area(&[a[0].max(b[0]), a[1].max(b[1]), a[2].min(b[2]), a[3].min(b[3])])
+    area(&[
+        a[0].max(b[0]),
+        a[1].max(b[1]),
+        a[2].min(b[2]),
+        a[3].min(b[3]),
+    ])
 }
 
 /// Adds to `first` each box of `second` that no box of `first` already covers: one whose
@@ -314,12 +347,27 @@ mod tests {
         assert_eq!(found.len(), 1, "{found:?}");
         let [x0, y0, x1, y1] = bounds(&found[0].0);
         // The bar spans x 16..100, y 20..36 in the image; unclipping grows it on every side.
-        assert!(x0 < 16.0 && x0 > 4.0 && x1 > 100.0 && x1 < 112.0, "{x0} {x1}");
+        assert!(
+            x0 < 16.0 && x0 > 4.0 && x1 > 100.0 && x1 < 112.0,
+            "{x0} {x1}"
+        );
         assert!(y0 < 20.0 && y0 > 8.0 && y1 > 36.0 && y1 < 48.0, "{y0} {y1}");
         assert!(found[0].1 > 0.85);
         // A faint bar (mean under box_thresh) gives nothing.
         let faint: Vec<f32> = prob.iter().map(|v| v * 0.5).collect();
         assert!(boxes(&faint, w, h, 128, 64, &p).is_empty());
+    }
+
+    #[test]
+    fn the_smallest_rectangle_follows_a_tilted_line() {
+        // A long thin bar tilted by about 3 degrees.
+        let pts: Vec<Point<i32>> = (0..200)
+            .flat_map(|x| (0..10).map(move |y| Point::new(x, y + x / 20)))
+            .collect();
+        let q = min_area_quad(&pts).unwrap();
+        let (w, h) = (side(&q, 0, 1), side(&q, 0, 3));
+        assert!(w > 195.0 && w < 205.0 && h > 8.0 && h < 14.0, "{q:?}");
+        assert!(q[0][0] < 2.0 && q[0][1] < 2.0 && q[2][0] > 197.0, "{q:?}");
     }
 
     #[test]
@@ -360,7 +408,12 @@ mod tests {
         let paper = |x| n.get_pixel(x, 6)[0] as i32;
         let ink = |x| n.get_pixel(x, 1)[0] as i32;
         // The paper is as light in the shadow as in the light, and ink is darker in both.
-        assert!((paper(20) - paper(60)).abs() < 20, "{} {}", paper(20), paper(60));
+        assert!(
+            (paper(20) - paper(60)).abs() < 20,
+            "{} {}",
+            paper(20),
+            paper(60)
+        );
         assert!(ink(20) + 40 < paper(20) && ink(60) + 40 < paper(60));
     }
 }

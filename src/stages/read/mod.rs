@@ -70,12 +70,14 @@ pub struct ReadConfig {
     pub box_thresh: f32,
     /// How much boxes grow around the text found (area x ratio / perimeter on each side).
     pub unclip_ratio: f32,
-    /// Lines the recogniser is less sure of than this (mean character probability) are dropped.
+    /// Lines the recogniser is less sure of than this (mean character probability) are dropped
+    /// (0.65: a lone "D" read into the fur of the bundled cat photo scored 0.53).
     pub min_confidence: f32,
     /// Detect a second time on a contrast-normalised copy (finds lines in shadow and uneven
     /// light) and add the boxes the first pass missed.
     pub contrast_pass: bool,
-    /// Turn lines the angle classifier finds upside down.
+    /// Lines the angle classifier finds likely upside down are read a second time, turned
+    /// round, and the surer reading kept.
     pub angle_classifier: bool,
     /// A gap between two characters (centre to centre, in recogniser frames) at least this many
     /// times the line's median gap is a space the recogniser left out.
@@ -98,7 +100,7 @@ impl Default for ReadConfig {
             thresh: 0.3,
             box_thresh: 0.5,
             unclip_ratio: 1.6,
-            min_confidence: 0.5,
+            min_confidence: 0.65,
             contrast_pass: true,
             angle_classifier: true,
             space_gap_ratio: 1.6,
@@ -234,7 +236,11 @@ impl Reader {
     }
 
     /// Loads the three models from `dir`; onnxruntime must have been loaded.
-    pub fn load(dir: &Path, words: Option<WordList>, cfg: &ReadConfig) -> Result<Reader, ReadError> {
+    pub fn load(
+        dir: &Path,
+        words: Option<WordList>,
+        cfg: &ReadConfig,
+    ) -> Result<Reader, ReadError> {
         let threads = host::thread_count(cfg.threads, host::Budget::machine().asr);
         let path = |i: usize| -> PathBuf { dir.join(FILES[i]) };
         let det = session(&path(0), threads)?;
@@ -292,11 +298,14 @@ impl Reader {
     /// Text boxes in `img`, with their scores.
     pub fn detect(&mut self, img: &RgbImage) -> Result<Vec<(Quad, f32)>, ReadError> {
         let (data, h, w) = detect::prepare(img, self.cfg.limit_side);
-        let x = ort::value::Tensor::<f32>::from_array(([1usize, 3, h, w], data))
-            .map_err(inference)?;
+        let x =
+            ort::value::Tensor::<f32>::from_array(([1usize, 3, h, w], data)).map_err(inference)?;
         let out = self.det.run(ort::inputs![x]).map_err(inference)?;
         let (shape, prob) = out[0].try_extract_tensor::<f32>().map_err(inference)?;
-        let (mh, mw) = (shape[shape.len() - 2] as usize, shape[shape.len() - 1] as usize);
+        let (mh, mw) = (
+            shape[shape.len() - 2] as usize,
+            shape[shape.len() - 1] as usize,
+        );
         if prob.len() < mh * mw {
             return Err(inference("the detector's map is smaller than its shape"));
         }
@@ -312,20 +321,24 @@ impl Reader {
 
     /// Reads the text in each box; lines with no text or too little confidence are dropped,
     /// the rest come back in reading order.
-    pub fn recognise(&mut self, img: &RgbImage, quads: &[Quad]) -> Result<Vec<TextLine>, ReadError> {
-        let mut crops: Vec<RgbImage> = quads.iter().map(|q| recognise::crop(img, q)).collect();
+    pub fn recognise(
+        &mut self,
+        img: &RgbImage,
+        quads: &[Quad],
+    ) -> Result<Vec<TextLine>, ReadError> {
+        let crops: Vec<RgbImage> = quads.iter().map(|q| recognise::crop(img, q)).collect();
+        let mut texts = self.recognise_crops(&crops)?;
         if self.cfg.angle_classifier {
-            self.turn_upside_down(&mut crops)?;
+            self.try_upside_down(&crops, &mut texts)?;
         }
-        let texts = self.recognise_crops(&crops)?;
         let mut lines: Vec<TextLine> = quads
             .iter()
             .zip(texts)
             .filter(|(_, (text, conf))| !text.is_empty() && *conf >= self.cfg.min_confidence)
             .map(|(q, (text, confidence))| TextLine {
                 text: match &self.words {
-                    Some(w) => w.respace(&text),
-                    None => text,
+                    Some(w) => w.respace(&words::space_after_stops(&text)),
+                    None => words::space_after_stops(&text),
                 },
                 bbox: detect::bounds(q),
                 corners: *q,
@@ -338,19 +351,41 @@ impl Reader {
         Ok(order.into_iter().filter_map(|i| slots[i].take()).collect())
     }
 
-    /// Turns the crops the classifier finds upside down (probability over 0.9).
-    fn turn_upside_down(&mut self, crops: &mut [RgbImage]) -> Result<(), ReadError> {
-        for chunk in crops.chunks_mut(8) {
+    /// Reads again, turned round, the crops the angle classifier thinks more likely upside down
+    /// than not, and keeps whichever reading the recogniser is surer of. The classifier alone is
+    /// not trusted: it gives 0.86 for "upside down" to some long upright lines.
+    fn try_upside_down(
+        &mut self,
+        crops: &[RgbImage],
+        texts: &mut [(String, f32)],
+    ) -> Result<(), ReadError> {
+        let mut suspects = Vec::new();
+        for (c, chunk) in crops.chunks(8).enumerate() {
             let refs: Vec<&RgbImage> = chunk.iter().collect();
             let data = recognise::batch(&refs, recognise::CLS_W);
             let shape = [chunk.len(), 3, recognise::LINE_H as usize, recognise::CLS_W];
             let x = ort::value::Tensor::<f32>::from_array((shape, data)).map_err(inference)?;
             let out = self.cls.run(ort::inputs![x]).map_err(inference)?;
             let (_, p) = out[0].try_extract_tensor::<f32>().map_err(inference)?;
-            for (i, crop) in chunk.iter_mut().enumerate() {
-                if p.get(i * 2 + 1).is_some_and(|&up| up > 0.9) {
-                    imageproc::geometric_transformations::rotate180_mut(crop);
-                }
+            suspects.extend(
+                (0..chunk.len())
+                    .filter(|&i| p.get(i * 2 + 1).is_some_and(|&up| up > 0.5))
+                    .map(|i| c * 8 + i)
+                    // A line read with confidence is the right way up, whatever the classifier says.
+                    .filter(|&i| texts[i].1 < 0.9),
+            );
+        }
+        if suspects.is_empty() {
+            return Ok(());
+        }
+        let turned: Vec<RgbImage> = suspects
+            .iter()
+            .map(|&i| imageproc::geometric_transformations::rotate180(&crops[i]))
+            .collect();
+        let again = self.recognise_crops(&turned)?;
+        for (&i, alt) in suspects.iter().zip(again) {
+            if alt.1 > texts[i].1 {
+                texts[i] = alt;
             }
         }
         Ok(())

@@ -47,14 +47,17 @@ fn column_gaps(boxes: &[Bbox], items: &[usize], min_gap: f32) -> Vec<(f32, f32)>
     let cols = split(boxes, items, 0, 2, min_gap);
     let right = |g: &Vec<usize>| g.iter().map(|&i| boxes[i][2]).fold(f32::MIN, f32::max);
     let left = |g: &Vec<usize>| g.iter().map(|&i| boxes[i][0]).fold(f32::MAX, f32::min);
-    cols.windows(2).map(|w| (right(&w[0]), left(&w[1]))).collect()
+    cols.windows(2)
+        .map(|w| (right(&w[0]), left(&w[1])))
+        .collect()
 }
 
 /// Whether a band fits beside the column gaps of the bands above it: no box of it crosses one.
 fn fits(boxes: &[Bbox], items: &[usize], gaps: &[(f32, f32)]) -> bool {
-    items
-        .iter()
-        .all(|&i| gaps.iter().all(|&(g0, g1)| boxes[i][2] <= g1 || boxes[i][0] >= g0))
+    items.iter().all(|&i| {
+        gaps.iter()
+            .all(|&(g0, g1)| boxes[i][2] <= g1 || boxes[i][0] >= g0)
+    })
 }
 
 fn order_group(boxes: &[Bbox], items: Vec<usize>, line_h: f32, out: &mut Vec<usize>, depth: u32) {

@@ -4,7 +4,7 @@
 //! from the gaps between its characters.
 
 use image::RgbImage;
-use imageproc::geometric_transformations::{warp_into, Border, Interpolation, Projection};
+use imageproc::geometric_transformations::{warp_into_with, Border, Interpolation};
 
 use super::detect::Quad;
 
@@ -23,17 +23,28 @@ fn dist(a: [f32; 2], b: [f32; 2]) -> f32 {
     ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt()
 }
 
-/// The box's pixels, straightened into an upright rectangle (perspective warp); a box much
-/// taller than wide is a vertical line and is turned to lie flat.
+/// The box's pixels, straightened into an upright rectangle (boxes are rectangles, so an
+/// affine map along their sides does it); a box much taller than wide is a vertical line and is
+/// turned to lie flat.
 pub fn crop(img: &RgbImage, q: &Quad) -> RgbImage {
     let w = dist(q[0], q[1]).max(dist(q[2], q[3])).round().max(1.0);
     let h = dist(q[0], q[3]).max(dist(q[1], q[2])).round().max(1.0);
-    let to = [(0.0, 0.0), (w, 0.0), (w, h), (0.0, h)];
-    let from = q.map(|p| (p[0], p[1]));
+    let along = [(q[1][0] - q[0][0]) / w, (q[1][1] - q[0][1]) / w];
+    let down = [(q[3][0] - q[0][0]) / h, (q[3][1] - q[0][1]) / h];
+    let origin = q[0];
     let mut out = RgbImage::new(w as u32, h as u32);
-    if let Some(proj) = Projection::from_control_points(from, to) {
-        warp_into(img, proj, Interpolation::Bilinear, Border::Replicate, &mut out);
-    }
+    warp_into_with(
+        img,
+        move |x, y| {
+            (
+                origin[0] + x * along[0] + y * down[0],
+                origin[1] + x * along[1] + y * down[1],
+            )
+        },
+        Interpolation::Bilinear,
+        Border::Replicate,
+        &mut out,
+    );
     if h / w >= 1.5 {
         out = imageproc::geometric_transformations::rotate270(&out);
     }
@@ -132,10 +143,11 @@ pub fn decode(
     let mut prev = 0usize;
     for t in 0..frames.min(valid) {
         let row = &probs[t * classes..(t + 1) * classes];
-        let (class, prob) = row
-            .iter()
-            .enumerate()
-            .fold((0, f32::MIN), |best, (i, &p)| if p > best.1 { (i, p) } else { best });
+        let (class, prob) =
+            row.iter().enumerate().fold(
+                (0, f32::MIN),
+                |best, (i, &p)| if p > best.1 { (i, p) } else { best },
+            );
         if class != 0 && class < charset.len() {
             match emits.last_mut() {
                 Some(e) if class == prev => e.last = t,
@@ -161,8 +173,23 @@ pub fn decode(
         }
         text.push_str(&charset.chars[e.class]);
     }
-    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let text = ascii_forms(&text)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     (text, confidence)
+}
+
+/// Full-width forms (which the Chinese-trained recogniser often picks for brackets and
+/// punctuation) as their ASCII equivalents: `（` -> `(`.
+pub fn ascii_forms(text: &str) -> String {
+    text.chars()
+        .map(|c| match c as u32 {
+            0xFF01..=0xFF5E => char::from_u32(c as u32 - 0xFEE0).unwrap_or(c),
+            0x3000 => ' ',
+            _ => c,
+        })
+        .collect()
 }
 
 fn is_latin(s: &str) -> bool {
@@ -180,7 +207,9 @@ fn missing_spaces(emits: &[Emit], charset: &Charset, rule: &SpaceRule) -> Vec<us
         .windows(2)
         .enumerate()
         .filter(|(_, w)| w[0].class != space && w[1].class != space)
-        .filter(|(_, w)| is_latin(&charset.chars[w[0].class]) && is_latin(&charset.chars[w[1].class]))
+        .filter(|(_, w)| {
+            is_latin(&charset.chars[w[0].class]) && is_latin(&charset.chars[w[1].class])
+        })
         .map(|(i, w)| (i + 1, centre(&w[1]) - centre(&w[0])))
         .collect();
     if gaps.len() < 3 {
@@ -252,17 +281,32 @@ mod tests {
         // Even spacing: no space invented.
         let seq = [1, 0, 2, 0, 3, 0, 4, 0, 5, 0, 6];
         let p = frames(cs.len(), &seq);
-        assert_eq!(decode(&p, seq.len(), cs.len(), seq.len(), &cs, &rule).0, "ofgrey");
+        assert_eq!(
+            decode(&p, seq.len(), cs.len(), seq.len(), &cs, &rule).0,
+            "ofgrey"
+        );
+    }
+
+    #[test]
+    fn full_width_forms_become_ascii() {
+        assert_eq!(ascii_forms("zeros_like（coins）！"), "zeros_like(coins)!");
+        assert_eq!(ascii_forms("中文"), "中文");
     }
 
     #[test]
     fn crops_are_straightened_and_vertical_lines_laid_flat() {
         let img = RgbImage::from_fn(100, 100, |x, _| image::Rgb([x as u8 * 2, 0, 0]));
-        let c = crop(&img, &[[10.0, 10.0], [50.0, 10.0], [50.0, 30.0], [10.0, 30.0]]);
+        let c = crop(
+            &img,
+            &[[10.0, 10.0], [50.0, 10.0], [50.0, 30.0], [10.0, 30.0]],
+        );
         assert_eq!(c.dimensions(), (40, 20));
         // Left edge of the crop is the image's x = 10.
         assert!((c.get_pixel(0, 5)[0] as i32 - 20).abs() <= 2);
-        let tall = crop(&img, &[[10.0, 10.0], [20.0, 10.0], [20.0, 60.0], [10.0, 60.0]]);
+        let tall = crop(
+            &img,
+            &[[10.0, 10.0], [20.0, 10.0], [20.0, 60.0], [10.0, 60.0]],
+        );
         assert_eq!(tall.dimensions(), (50, 10));
     }
 

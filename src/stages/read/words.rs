@@ -55,33 +55,82 @@ impl WordList {
 
     /// The line with fused words split and split words joined.
     pub fn respace(&self, line: &str) -> String {
+        let pieces: Vec<&str> = line.split(' ').filter(|t| !t.is_empty()).collect();
         let mut tokens: Vec<String> = Vec::new();
-        for t in line.split(' ').filter(|t| !t.is_empty()) {
-            match tokens.last_mut() {
-                Some(prev) if self.should_join(prev, t) => prev.push_str(t),
-                _ => tokens.push(t.to_string()),
-            }
+        let mut i = 0;
+        while i < pieces.len() {
+            let run = (2..=3)
+                .rev()
+                .find(|&n| i + n <= pieces.len() && self.should_join(&pieces[i..i + n]))
+                .unwrap_or(1);
+            tokens.push(pieces[i..i + run].concat());
+            i += run;
         }
-        tokens
-            .iter()
-            .map(|t| self.split_token(t))
-            .collect::<Vec<_>>()
-            .join(" ")
+        let mut words: Vec<String> = tokens.iter().map(|t| self.split_token(t)).collect();
+        self.resegment_pairs(&mut words);
+        words.join(" ")
     }
 
-    /// Two pieces of one word cut by a gap: letters only, at least one of them no word, and
+    /// A piece that is no word, with its neighbour, split afresh (`them orning` -> `the
+    /// morning`) when the two together split into known words. Punctuation may only follow the
+    /// second.
+    fn resegment_pairs(&self, words: &mut Vec<String>) {
+        let letters = |w: &str| !w.is_empty() && w.chars().all(|c| c.is_ascii_alphabetic());
+        let mut i = 1;
+        while i < words.len() {
+            let (a, b) = (&words[i - 1], &words[i]);
+            let (sb, eb) = core(b);
+            let wb = &b[..eb];
+            let fits = sb == 0
+                && letters(a)
+                && letters(wb)
+                && wb.chars().all(|c| c.is_ascii_lowercase())
+                && (!self.contains(a) || !self.contains(wb));
+            let whole = format!("{a}{b}");
+            let cuts = fits
+                .then(|| self.segment(&whole[..a.len() + eb].to_ascii_lowercase()))
+                .flatten()
+                .filter(|c| c.len() > 1);
+            if let Some(cuts) = cuts {
+                let mut parts = Vec::new();
+                let mut at = 0;
+                for (k, &end) in cuts.iter().enumerate() {
+                    let stop = if k + 1 == cuts.len() {
+                        whole.len()
+                    } else {
+                        end
+                    };
+                    parts.push(whole[at..stop].to_string());
+                    at = end;
+                }
+                let n = parts.len();
+                words.splice(i - 1..=i, parts);
+                i += n - 1;
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Pieces of one word cut by gaps (`se gm entation`): letters only (punctuation before the
+    /// first and after the last), later pieces in lower case, at least one piece no word, and
     /// together a word.
-    fn should_join(&self, a: &str, b: &str) -> bool {
-        let (ca, cb) = (core(a), core(b));
-        if ca.1 != a.len() || cb.0 != 0 || ca.0 == ca.1 || cb.0 == cb.1 {
-            return false;
+    fn should_join(&self, pieces: &[&str]) -> bool {
+        let last = pieces.len() - 1;
+        let mut cores = Vec::with_capacity(pieces.len());
+        for (i, p) in pieces.iter().enumerate() {
+            let (s, e) = core(p);
+            let w = &p[s..e];
+            let clean = (i == 0 || s == 0) && (i == last || e == p.len());
+            if w.is_empty() || !clean || !w.chars().all(|c| c.is_ascii_alphabetic()) {
+                return false;
+            }
+            if i > 0 && w.starts_with(|c: char| c.is_ascii_uppercase()) {
+                return false;
+            }
+            cores.push(w);
         }
-        let (wa, wb) = (&a[ca.0..ca.1], &b[cb.0..cb.1]);
-        let letters = |w: &str| w.chars().all(|c| c.is_ascii_alphabetic());
-        if !letters(wa) || !letters(wb) || wb.starts_with(|c: char| c.is_ascii_uppercase()) {
-            return false;
-        }
-        (!self.contains(wa) || !self.contains(wb)) && self.contains(&format!("{wa}{wb}"))
+        cores.iter().any(|w| !self.contains(w)) && self.contains(&cores.concat())
     }
 
     /// A token's letters split into words where it is no word itself; punctuation around it
@@ -148,6 +197,29 @@ impl WordList {
     }
 }
 
+/// A space after a full stop, question or exclamation mark between a lower-case letter and a
+/// capital (`weekdays.Books`), and after a comma, colon or semicolon between two letters
+/// (`red,green`): the recogniser drops these like the others. `np.zeros` and `U.S.A` stay.
+pub fn space_after_stops(line: &str) -> String {
+    let chars: Vec<char> = line.chars().collect();
+    let mut out = String::with_capacity(line.len() + 4);
+    for (i, &c) in chars.iter().enumerate() {
+        out.push(c);
+        let (Some(&prev), Some(&next)) = (
+            i.checked_sub(1).and_then(|p| chars.get(p)),
+            chars.get(i + 1),
+        ) else {
+            continue;
+        };
+        let sentence = matches!(c, '.' | '!' | '?') && prev.is_lowercase() && next.is_uppercase();
+        let clause = matches!(c, ',' | ';' | ':') && prev.is_alphabetic() && next.is_alphabetic();
+        if sentence || clause {
+            out.push(' ');
+        }
+    }
+    out
+}
+
 /// The byte range of a token without the punctuation around it.
 fn core(token: &str) -> (usize, usize) {
     let start = token
@@ -169,7 +241,7 @@ mod tests {
     fn list() -> WordList {
         WordList::parse(
             "the 1000\nof 900\na 800\ngrey 50\nvalues 60\nvalue 70\nregion 40\nbased 45\n\
-             segmentation 5\nopening 30\nhours 35\npen 20\nhour 30\ns 1\nsegment 10\nation 1\n",
+             segmentation 5\nse 3\nin 500\nthem 90\nmorning 40\nopening 30\nhours 35\npen 20\nhour 30\ns 1\nsegment 10\nation 1\n",
         )
     }
 
@@ -178,17 +250,37 @@ mod tests {
         let w = list();
         assert_eq!(w.respace("ofgreyvalues"), "of grey values");
         assert_eq!(w.respace("Openinghours:"), "Opening hours:");
-        assert_eq!(w.respace("Region-basedsegmentation"), "Region-based segmentation");
+        assert_eq!(
+            w.respace("Region-basedsegmentation"),
+            "Region-based segmentation"
+        );
         assert_eq!(w.respace("(basedsegmentation)"), "(based segmentation)");
         // Known words, unknown words, numbers and capitals stay as they are.
         assert_eq!(w.respace("segmentation"), "segmentation");
-        assert_eq!(w.respace("Xylophones 2024 GREYVALUES"), "Xylophones 2024 GREYVALUES");
+        assert_eq!(
+            w.respace("Xylophones 2024 GREYVALUES"),
+            "Xylophones 2024 GREYVALUES"
+        );
+    }
+
+    #[test]
+    fn stops_get_their_space_back() {
+        assert_eq!(
+            space_after_stops("weekdays.Books may be red,green"),
+            "weekdays. Books may be red, green"
+        );
+        assert_eq!(
+            space_after_stops("np.zeros_like U.S.A 3.5 a:"),
+            "np.zeros_like U.S.A 3.5 a:"
+        );
     }
 
     #[test]
     fn a_word_cut_in_two_is_joined() {
         let w = list();
         assert_eq!(w.respace("segm entation of"), "segmentation of");
+        assert_eq!(w.respace("(se gm entation)"), "(segmentation)");
+        assert_eq!(w.respace("in them orning"), "in the morning");
         // Two words stay two words.
         assert_eq!(w.respace("grey values"), "grey values");
     }
