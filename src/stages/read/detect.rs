@@ -352,7 +352,8 @@ mod tests {
             "{x0} {x1}"
         );
         assert!(y0 < 20.0 && y0 > 8.0 && y1 > 36.0 && y1 < 48.0, "{y0} {y1}");
-        assert!(found[0].1 > 0.85);
+        // The outline includes the one-pixel dilation around the bar, which lowers the mean.
+        assert!(found[0].1 > 0.7, "{}", found[0].1);
         // A faint bar (mean under box_thresh) gives nothing.
         let faint: Vec<f32> = prob.iter().map(|v| v * 0.5).collect();
         assert!(boxes(&faint, w, h, 128, 64, &p).is_empty());
