@@ -8,6 +8,9 @@
 
 type Bbox = [f32; 4];
 
+/// A run of bands read as one block, with the column gaps they share.
+type Block = (Vec<usize>, Vec<(f32, f32)>);
+
 /// The order in which to read `boxes` (indices into it).
 pub fn reading_order(boxes: &[Bbox]) -> Vec<usize> {
     let all: Vec<usize> = (0..boxes.len()).collect();
@@ -79,7 +82,7 @@ fn order_group(boxes: &[Bbox], items: Vec<usize>, line_h: f32, out: &mut Vec<usi
         return;
     }
     // Join runs of bands that share column gaps.
-    let mut joined: Vec<(Vec<usize>, Vec<(f32, f32)>)> = Vec::new();
+    let mut joined: Vec<Block> = Vec::new();
     for band in bands {
         let gaps = column_gaps(boxes, &band, col_gap);
         match joined.last_mut() {
