@@ -73,6 +73,9 @@ pub struct ReadConfig {
     /// Lines the recogniser is less sure of than this (mean character probability) are dropped
     /// (0.65: a lone "D" read into the fur of the bundled cat photo scored 0.53).
     pub min_confidence: f32,
+    /// A line of a single character needs at least this (a lone "茶" was read at 0.78 into a
+    /// lamp's flare on scikit-image's rocket photo).
+    pub single_char_confidence: f32,
     /// Detect a second time on a contrast-normalised copy (finds lines in shadow and uneven
     /// light) and add the boxes the first pass missed.
     pub contrast_pass: bool,
@@ -101,6 +104,7 @@ impl Default for ReadConfig {
             box_thresh: 0.5,
             unclip_ratio: 1.6,
             min_confidence: 0.65,
+            single_char_confidence: 0.9,
             contrast_pass: true,
             angle_classifier: true,
             space_gap_ratio: 1.6,
@@ -125,6 +129,7 @@ impl ReadConfig {
             ("thresh", self.thresh),
             ("box_thresh", self.box_thresh),
             ("min_confidence", self.min_confidence),
+            ("single_char_confidence", self.single_char_confidence),
         ] {
             if !(0.0..1.0).contains(&v) {
                 return bad(name, v.to_string(), "must be between 0 and 1");
@@ -334,7 +339,7 @@ impl Reader {
         let mut lines: Vec<TextLine> = quads
             .iter()
             .zip(texts)
-            .filter(|(_, (text, conf))| !text.is_empty() && *conf >= self.cfg.min_confidence)
+            .filter(|(_, (text, conf))| self.keep(text, *conf))
             .map(|(q, (text, confidence))| TextLine {
                 text: match &self.words {
                     Some(w) => w.respace(&words::space_after_stops(&text)),
@@ -349,6 +354,15 @@ impl Reader {
         let order = order::reading_order(&boxes);
         let mut slots: Vec<Option<TextLine>> = lines.drain(..).map(Some).collect();
         Ok(order.into_iter().filter_map(|i| slots[i].take()).collect())
+    }
+
+    /// Whether a reading is sure enough to report.
+    fn keep(&self, text: &str, confidence: f32) -> bool {
+        match text.chars().count() {
+            0 => false,
+            1 => confidence >= self.cfg.single_char_confidence.max(self.cfg.min_confidence),
+            _ => confidence >= self.cfg.min_confidence,
+        }
     }
 
     /// Reads again, turned round, the crops the angle classifier thinks more likely upside down
