@@ -13,6 +13,7 @@ use crate::stages::asr::AsrConfig;
 use crate::stages::caption::VisionConfig;
 use crate::stages::embed::EmbedConfig;
 use crate::stages::llm::LlmConfig;
+use crate::stages::read::ReadConfig;
 use crate::stages::tts::TtsConfig;
 use crate::stages::turn::TurnConfig;
 use crate::stages::vad::VadConfig;
@@ -47,6 +48,8 @@ pub struct Config {
     pub tts: TtsConfig,
     /// Image description (camera frames and image files).
     pub vision: VisionConfig,
+    /// Reading text in pictures (OCR): `seesay read`, and "Text in view" in descriptions.
+    pub read: ReadConfig,
     /// Voice activity detection: when the user starts and stops speaking.
     pub vad: VadConfig,
     /// End of turn: whether a pause ends the user's turn (Smart Turn + the language model).

@@ -263,6 +263,7 @@ pub fn run(cfg: &Config, a: BenchArgs) -> Result<()> {
             serde_json::json!({"captioner": captioner.describe(), "caption_ms": secs * 1000.0,
                 "decode_ms": decode * 1000.0, "caption": caption}),
         );
+        report.insert("read".into(), super::bench_read::run(cfg, a.runs)?);
     }
     if a.stage == "memory" {
         report.insert("memory".into(), super::bench_memory::run(cfg, a.runs)?);

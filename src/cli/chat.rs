@@ -180,7 +180,8 @@ fn open_memory(
 /// Describes one image with the configured captioner, logging how long it took.
 fn caption_image(cfg: &Config, store: &Store, path: &Path) -> Result<String> {
     let img = load_image(path, cfg.vision.max_side)?;
-    let mut captioner = caption::open(&cfg.vision, store)?;
+    let mut captioner =
+        caption::open_with_reading(&cfg.vision, &cfg.read, &cfg.tts.onnxruntime, store)?;
     let t = std::time::Instant::now();
     let caption = captioner.caption(&img)?;
     tracing::debug!(image = %path.display(), ms = t.elapsed().as_millis() as u64, %caption, "captioned");
@@ -197,7 +198,8 @@ pub fn describe(mut cfg: Config, a: DescribeArgs) -> Result<()> {
     }
     let store = Store::from_config(&cfg.models)?;
     let speech = Speech::start(&cfg, &a.speech)?;
-    let mut captioner = caption::open(&cfg.vision, &store)?;
+    let mut captioner =
+        caption::open_with_reading(&cfg.vision, &cfg.read, &cfg.tts.onnxruntime, &store)?;
     let mut failed = 0;
     for f in &files {
         let result = load_image(f, cfg.vision.max_side)

@@ -26,12 +26,14 @@ macro_rules! out {
 
 mod bench;
 mod bench_memory;
+mod bench_read;
 mod bench_turn;
 mod bench_wake;
 mod chat;
 mod memory;
 mod models;
 mod quality;
+mod read;
 mod run;
 mod serve;
 mod speech;
@@ -86,6 +88,9 @@ pub enum Command {
     /// Describe images in a sentence or two (offline: EfficientNet-Lite0 labels; or BLIP, or a
     /// remote vision model, per the config's [vision] section).
     Describe(chat::DescribeArgs),
+    /// Read the text in images (OCR, PP-OCRv4): line by line in reading order, or as JSON with
+    /// boxes and confidences.
+    Read(read::ReadArgs),
     /// Serve the models over the network: OpenAI-compatible HTTP endpoints, Prometheus metrics,
     /// and the Wyoming protocol for Home Assistant.
     Serve(serve::ServeArgs),
@@ -150,6 +155,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Say(a) => speech::say(cfg, a),
         Command::Chat(a) => chat::chat(cfg, a),
         Command::Describe(a) => chat::describe(cfg, a),
+        Command::Read(a) => read::read(cfg, a),
         Command::Serve(a) => serve::serve(cfg, a),
         Command::Models(m) => models::models(&cfg, m),
         Command::Memory(a) => memory::memory(&cfg, a),

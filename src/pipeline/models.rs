@@ -63,7 +63,12 @@ impl Models {
         let llm_cfg = cfg.llm.clone();
         let chat: ChatMaker = Arc::new(move || engine.chat(&llm_cfg));
         let captioner = match captioner {
-            true => Some(caption::open(&cfg.vision, &store)?),
+            true => Some(caption::open_with_reading(
+                &cfg.vision,
+                &cfg.read,
+                &cfg.tts.onnxruntime,
+                &store,
+            )?),
             false => None,
         };
         let turn = match cfg.turn.semantic {

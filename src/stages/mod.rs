@@ -18,6 +18,7 @@ pub mod embed;
 pub mod llm;
 pub mod mic;
 pub mod openai;
+pub mod read;
 pub mod speaker;
 pub mod tts;
 pub mod turn;

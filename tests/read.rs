@@ -1,0 +1,223 @@
+//! Reading text (`seesay read`, PP-OCRv4): pages, a sign and a rotated line rendered by headless
+//! Chromium (installed by `scripts/setup --test`), a page under a shadow, a real photographed
+//! page (scikit-image's page.png), a photo with no text, and bad images. Accuracy is the share
+//! of the reference's words read, in order (longest common subsequence of words).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+/// Words for comparing: lower case, punctuation around them dropped.
+fn norm_words(text: &str) -> Vec<String> {
+    text.split_whitespace()
+        .map(|w| {
+            w.trim_matches(|c: char| !c.is_alphanumeric())
+                .to_lowercase()
+        })
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// The share of `reference`'s words found in `read` in the same order.
+fn word_accuracy(reference: &str, read: &str) -> f64 {
+    let (r, h) = (norm_words(reference), norm_words(read));
+    let mut prev = vec![0usize; h.len() + 1];
+    for a in &r {
+        let mut cur = vec![0usize; h.len() + 1];
+        for (j, b) in h.iter().enumerate() {
+            cur[j + 1] = if a == b {
+                prev[j] + 1
+            } else {
+                prev[j + 1].max(cur[j])
+            };
+        }
+        prev = cur;
+    }
+    prev[h.len()] as f64 / r.len().max(1) as f64
+}
+
+#[test]
+fn the_scorer_counts_words_in_order() {
+    assert_eq!(word_accuracy("a b c d", "a b c d"), 1.0);
+    assert_eq!(word_accuracy("a b c d", "A, b. x d"), 0.75);
+    assert_eq!(word_accuracy("a b c d", "d c b a"), 0.25);
+    assert_eq!(word_accuracy("a b", ""), 0.0);
+}
+
+/// Renders `body` (HTML) to a PNG of `w` x `h` with headless Chromium.
+fn render(dir: &Path, name: &str, body: &str, w: u32, h: u32) -> PathBuf {
+    let html = dir.join(format!("{name}.html"));
+    let png = dir.join(format!("{name}.png"));
+    let page = format!(
+        "<!doctype html><html><head><meta charset=utf-8><style>body{{margin:0;background:#fff;\
+         font-family:'DejaVu Sans',sans-serif;}}</style></head><body>{body}</body></html>"
+    );
+    std::fs::write(&html, page).unwrap();
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+            "--disable-sync",
+        ])
+        .arg(format!(
+            "--user-data-dir={}",
+            dir.join("chromium").display()
+        ))
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(format!("--window-size={w},{h}"))
+        .arg(format!("file://{}", html.display()))
+        .output()
+        .expect("chromium runs (scripts/setup --test installs it)");
+    assert!(
+        png.is_file(),
+        "chromium made no screenshot: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    png
+}
+
+fn read(png: &Path) -> String {
+    ok(seesay(&["read", png.to_str().unwrap()]))
+}
+
+const PAGE: &str =
+    "Opening hours of the public library. The reading room is open from nine in the \
+morning until six in the evening on weekdays. Books may be borrowed for three weeks and renewed \
+twice at the front desk. Please keep your voice down near the study tables and switch your phone \
+to silent before you enter the quiet area.";
+
+fn page_html() -> String {
+    format!(
+        "<div style='padding:30px;width:720px;font-size:20px;line-height:1.5;color:#222'>\
+         <h1 style='font-size:32px'>Library notes</h1><p>{PAGE}</p></div>"
+    )
+}
+
+#[test]
+fn a_clean_page_is_read_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = render(dir.path(), "page", &page_html(), 800, 400);
+    let out = read(&png);
+    let acc = word_accuracy(&format!("Library notes {PAGE}"), &out);
+    assert!(acc >= 0.97, "{acc:.3} of the words:\n{out}");
+}
+
+#[test]
+fn white_text_on_a_coloured_sign_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = "<div style='margin:40px;padding:30px 40px;width:520px;background:#0b7a3e;\
+                color:#fff;font-weight:bold;text-align:center;border-radius:12px'>\
+                <div style='font-size:56px'>EMERGENCY EXIT</div>\
+                <div style='font-size:26px;margin-top:12px'>Keep this door clear at all times</div></div>";
+    let png = render(dir.path(), "sign", body, 680, 300);
+    let out = read(&png);
+    let acc = word_accuracy("EMERGENCY EXIT Keep this door clear at all times", &out);
+    assert!(acc >= 0.99, "{acc:.3} of the words:\n{out}");
+}
+
+#[test]
+fn a_page_in_uneven_light_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = render(dir.path(), "page", &page_html(), 800, 400);
+    // Multiply a shadow into it: dark in the lower right, a soft edge, as from a hand or a lamp.
+    let mut img = image::open(&png).unwrap().to_rgb8();
+    let (w, h) = img.dimensions();
+    for (x, y, px) in img.enumerate_pixels_mut() {
+        let d = (x as f32 / w as f32) * 0.6 + (y as f32 / h as f32) * 0.4;
+        let shade = 1.0 - 0.7 * ((d - 0.35) / 0.3).clamp(0.0, 1.0);
+        for c in px.0.iter_mut() {
+            *c = (*c as f32 * shade) as u8;
+        }
+    }
+    let shaded = dir.path().join("shaded.png");
+    img.save(&shaded).unwrap();
+    let out = read(&shaded);
+    let acc = word_accuracy(&format!("Library notes {PAGE}"), &out);
+    assert!(acc >= 0.9, "{acc:.3} of the words:\n{out}");
+}
+
+#[test]
+fn rotated_and_upside_down_lines_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = "<div style='margin:60px 40px;font-size:34px;transform:rotate(-10deg);width:560px'>\
+                Fresh bread every morning</div>\
+                <div style='margin:40px;font-size:34px;transform:rotate(180deg);width:560px'>\
+                Mind the step</div>";
+    let png = render(dir.path(), "rotated", body, 680, 320);
+    let out = read(&png);
+    let acc = word_accuracy("Fresh bread every morning", &out);
+    assert!(acc >= 0.99, "{acc:.3} of the words:\n{out}");
+    let acc = word_accuracy("Mind the step", &out);
+    assert!(acc >= 0.99, "upside down: {acc:.3} of the words:\n{out}");
+}
+
+/// A real photograph of a printed page with uneven light (scikit-image's page.png), which
+/// PP-OCRv4's own pipeline reads about 64 % of.
+#[test]
+fn a_photographed_page_is_read() {
+    let page = model_path("sample-page");
+    let out = read(&page);
+    let reference = "Region-based segmentation Let us first determine markers of the coins and \
+        the background. These markers are pixels that we can label unambiguously as either \
+        object or background. Here, the markers are found at the two extreme parts of the \
+        histogram of grey values: >>> markers = np.zeros_like(coins)";
+    let acc = word_accuracy(reference, &out);
+    assert!(acc >= 0.9, "{acc:.3} of the words:\n{out}");
+}
+
+#[test]
+fn a_photo_without_text_reads_nothing() {
+    let cat = model_path("sample-chelsea");
+    let o = seesay(&["read", cat.to_str().unwrap()]);
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert!(o.status.success(), "{err}");
+    assert_eq!(out.trim(), "", "invented text: {out}");
+    assert!(err.contains("no text found"), "{err}");
+}
+
+#[test]
+fn json_has_lines_with_boxes_and_confidences() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = "<div style='margin:40px;font-size:40px'>Platform 9</div>";
+    let png = render(dir.path(), "json", body, 500, 160);
+    let out = ok(seesay(&["read", "--json", png.to_str().unwrap()]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let lines = v[0]["lines"].as_array().unwrap();
+    assert_eq!(v[0]["image"], png.to_str().unwrap());
+    assert_eq!(lines.len(), 1, "{out}");
+    assert_eq!(lines[0]["text"], "Platform 9");
+    let b: Vec<f64> = serde_json::from_value(lines[0]["box"].clone()).unwrap();
+    // The text starts 40 px in and is about 40 px tall.
+    assert!(
+        b[0] > 25.0 && b[0] < 45.0 && b[2] > b[0] + 100.0 && b[3] - b[1] < 80.0,
+        "{b:?}"
+    );
+    let c = lines[0]["confidence"].as_f64().unwrap();
+    assert!(c > 0.8 && c <= 1.0, "{c}");
+}
+
+#[test]
+fn bad_images_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |n: &str| dir.path().join(n).display().to_string();
+    std::fs::write(d("empty.png"), b"").unwrap();
+    std::fs::write(d("notes.png"), "just text").unwrap();
+    for (file, says) in [
+        ("missing.png", "missing.png"),
+        ("empty.png", "is empty"),
+        ("notes.png", "not an image"),
+    ] {
+        let o = seesay(&["read", &d(file)]);
+        assert!(!o.status.success(), "{file}");
+        assert!(stderr(&o).contains(says), "{file}: {}", stderr(&o));
+        assert_eq!(stdout(&o).trim(), "", "{file}");
+    }
+}
