@@ -15,6 +15,7 @@ use crate::stages::tts::TtsConfig;
 use crate::stages::turn::TurnConfig;
 use crate::stages::vad::VadConfig;
 use crate::store::ModelsConfig;
+use crate::tools::{ImagesConfig, ToolsConfig};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -53,6 +54,10 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     /// `seesay serve`: addresses, authentication, limits.
     pub server: ServerConfig,
+    /// The tools the language model may call (clock, timers, notes, camera, pictures).
+    pub tools: ToolsConfig,
+    /// Making pictures on request (any service with OpenAI's images API).
+    pub images: ImagesConfig,
 }
 
 /// Pipeline settings.

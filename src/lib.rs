@@ -16,6 +16,7 @@
 //! | `server` | HTTP, WebSocket and Wyoming requests | transcripts, speech, answers, conversations |
 //! | `pipeline` | audio frames and pictures | spoken answers, per-turn figures; wires the stages |
 //! | `config` | a TOML file | every section's settings |
+//! | `tools` | the model's tool calls | the clock, timers, notes, the camera, pictures, as text for the model |
 //! | `stages` | audio, text, images | what each stage makes (VAD, ASR, LLM, TTS, captions, devices) |
 //! | `store` | `models/manifest.toml`, registry packages | verified, converted model files |
 //! | `media`, `text`, `host` | files, buffers, text, the machine | PCM, images, sentences, transcripts, paths, threads |
@@ -30,3 +31,4 @@ pub mod server;
 pub mod stages;
 pub mod store;
 pub mod text;
+pub mod tools;
