@@ -15,6 +15,7 @@ use seesay::stages::llm::{self, Conversation, Finish, LlmError};
 use seesay::stages::Cancel;
 use seesay::store::Store;
 use seesay::text::splitter::SentenceSplitter;
+use seesay::tools::{self, Reach, Timers};
 
 #[derive(Debug, Args)]
 pub struct ChatArgs {
@@ -95,6 +96,14 @@ pub fn chat(mut cfg: Config, a: ChatArgs) -> Result<()> {
     };
     let mut speech = Speech::start(&cfg, &a.speech)?;
     let mut model = llm::open(&cfg.llm, &store)?;
+    // Timers end on their own thread: their text is printed when it comes.
+    let timers = Timers::new(|text| outln!("\n{text}"));
+    let reach = Reach {
+        timers: Some(timers),
+        ..Reach::default()
+    };
+    let tools = tools::standard(&cfg.tools, &cfg.images, reach);
+    cfg.llm.system_prompt = tools.system_prompt(&cfg.llm.system_prompt);
     let mut conv = Conversation::new(&cfg.llm);
     conv.set_scene(scene);
     let cancel = Cancel::new();
@@ -103,13 +112,14 @@ pub fn chat(mut cfg: Config, a: ChatArgs) -> Result<()> {
         let msgs = conv.prompt_for(model.as_mut(), q)?;
         let mut out = std::io::stdout().lock();
         let mut splitter = SentenceSplitter::new(4);
-        let (answer, finish) = model.generate(&msgs, &cancel, &mut |chunk| {
+        let said = tools::answer(model.as_mut(), &msgs, &tools, &cancel, &mut |chunk| {
             let _ = out.write_all(chunk.as_bytes());
             let _ = out.flush();
             if let Some(s) = &speech {
                 splitter.push(chunk).into_iter().for_each(|p| s.say(p));
             }
         })?;
+        let (answer, finish) = (said.text, said.finish);
         if let Some(s) = &speech {
             splitter.finish().into_iter().for_each(|p| s.say(p));
         }

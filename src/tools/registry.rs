@@ -20,6 +20,9 @@ pub struct CallRecord {
     pub result: String,
     pub ms: f64,
     pub ok: bool,
+    /// When the call ended (for figures relative to a run's start).
+    #[serde(skip)]
+    pub ended: Instant,
 }
 
 /// The tools the model may call, with their time limits.
@@ -95,6 +98,7 @@ impl Registry {
             result,
             ms,
             ok,
+            ended: Instant::now(),
         }
     }
 
