@@ -17,6 +17,9 @@ pub struct Answer {
     pub calls: Vec<CallRecord>,
 }
 
+/// Told the model after the tools' results.
+const AFTER_RESULTS: &str = "Answer the user's question with this result, in plain spoken words.";
+
 /// Said when the model is still calling tools after `tools.max_rounds` rounds.
 const TOO_MANY: &str = "Sorry, I could not finish that with my tools.";
 
@@ -73,9 +76,13 @@ pub fn answer(
             ));
             calls.push(record);
         }
-        // Qwen's template writes a tool's result as a user message in these tags.
+        // Qwen's template writes a tool's result as a user message in these tags. Without the
+        // line after them, Qwen2.5-Coder-1.5B called the same tool again instead of answering.
         msgs.push(Message::new(Role::Assistant, asked.join("\n")));
-        msgs.push(Message::new(Role::User, results.join("\n")));
+        msgs.push(Message::new(
+            Role::User,
+            format!("{}\n{AFTER_RESULTS}", results.join("\n")),
+        ));
     }
     unreachable!("the last round returns")
 }
@@ -183,7 +190,7 @@ mod tests {
         assert!(second[1].content.contains("<tool_call>"));
         assert_eq!(
             second[2].content,
-            "<tool_response>\necho {\"n\":7}\n</tool_response>"
+            format!("<tool_response>\necho {{\"n\":7}}\n</tool_response>\n{AFTER_RESULTS}")
         );
     }
 

@@ -112,7 +112,7 @@ impl Tool for GetTime {
         "get_time"
     }
     fn description(&self) -> &str {
-        "Get the current local time, date, weekday and time zone from the system clock."
+        "Get today's date and the current local time (with weekday and time zone) from the system clock."
     }
     fn parameters(&self) -> Value {
         json!({"type": "object", "properties": {}, "required": []})

@@ -166,20 +166,16 @@ impl Gate {
     }
 }
 
-/// Whether the start of an answer may be a call (held), is plain words (passing) or cannot tell yet.
+/// Whether the start of an answer may be a call (held) or is plain words (passing), or
+/// (nothing but spaces yet) cannot tell.
 fn opening(text: &str) -> GateState {
     let t = text.trim_start();
     let Some(first) = t.chars().next() else {
         return GateState::Undecided;
     };
     match first {
-        '{' | '[' | '`' => GateState::Held,
-        '<' if "<tool_call>".starts_with(t) || t.starts_with("<tool_call>") => {
-            match t.len() < "<tool_call>".len() {
-                true => GateState::Undecided,
-                false => GateState::Held,
-            }
-        }
+        // Also `<tools>{...}</tools>`, which the model writes after reading the prompt's tags.
+        '{' | '[' | '`' | '<' => GateState::Held,
         _ => GateState::Passing,
     }
 }
@@ -279,8 +275,8 @@ mod tests {
         // Held text that was no call after all is said at the end.
         let (streamed, all) = gate_run(&["`ls` ", "lists files."]);
         assert_eq!((streamed.as_str(), all.as_str()), ("", "`ls` lists files."));
-        // A "<" that is not a tool call tag is plain.
-        let (streamed, _) = gate_run(&["<3 ", "thanks"]);
-        assert_eq!(streamed, "<3 thanks");
+        // Tags of another name are held too.
+        let (streamed, _) = gate_run(&["<tools>\n", "{\"name\": \"get_time\"}\n</tools>"]);
+        assert_eq!(streamed, "");
     }
 }
