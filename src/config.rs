@@ -18,6 +18,7 @@ use crate::stages::tts::TtsConfig;
 use crate::stages::turn::TurnConfig;
 use crate::stages::vad::VadConfig;
 use crate::store::ModelsConfig;
+use crate::tools::{ImagesConfig, ToolsConfig};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -62,6 +63,10 @@ pub struct Config {
     pub embed: EmbedConfig,
     /// What seesay remembers (seen, said, noted) and recalls into conversations.
     pub memory: MemoryConfig,
+    /// The tools the language model may call (clock, timers, notes, camera, pictures).
+    pub tools: ToolsConfig,
+    /// Making pictures on request (any service with OpenAI's images API).
+    pub images: ImagesConfig,
 }
 
 /// Pipeline settings.

@@ -16,6 +16,7 @@
 //! | `server` | HTTP, WebSocket and Wyoming requests | transcripts, speech, answers, conversations |
 //! | `pipeline` | audio frames and pictures | spoken answers, per-turn figures; wires the stages |
 //! | `config` | a TOML file | every section's settings |
+//! | `tools` | the model's tool calls | the clock, timers, notes, the camera, pictures, as text for the model |
 //! | `memory` | things seen, said and noted | a SQLite store searched by meaning; recalled lines |
 //! | `stages` | audio, text, images | what each stage makes (VAD, ASR, LLM, TTS, captions, devices) |
 //! | `store` | `models/manifest.toml`, registry packages | verified, converted model files |
@@ -32,3 +33,4 @@ pub mod server;
 pub mod stages;
 pub mod store;
 pub mod text;
+pub mod tools;

@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -14,9 +15,10 @@ use seesay::memory::{time, Kind, Memory};
 use seesay::stages::caption;
 use seesay::stages::embed::Embedder;
 use seesay::stages::llm::{self, Conversation, Finish, LlmError};
-use seesay::stages::Cancel;
+use seesay::stages::{lock, Cancel};
 use seesay::store::Store;
 use seesay::text::splitter::SentenceSplitter;
+use seesay::tools::{self, MemoryNotebook, Notebook, Reach, Timers};
 
 #[derive(Debug, Args)]
 pub struct ChatArgs {
@@ -101,25 +103,38 @@ pub fn chat(mut cfg: Config, a: ChatArgs) -> Result<()> {
     };
     let mut speech = Speech::start(&cfg, &a.speech)?;
     let mut model = llm::open(&cfg.llm, &store)?;
-    let mut memory = open_memory(&cfg, &store, a.no_memory, scene.as_deref())?;
+    let memory =
+        open_memory(&cfg, &store, a.no_memory, scene.as_deref())?.map(|m| Arc::new(Mutex::new(m)));
+    // Timers end on their own thread: their text is printed when it comes.
+    let timers = Timers::new(|text| outln!("\n{text}"));
+    let reach = Reach {
+        timers: Some(timers),
+        notebook: memory
+            .clone()
+            .map(|m| Arc::new(MemoryNotebook::new(m)) as Arc<dyn Notebook>),
+        ..Reach::default()
+    };
+    let tools = tools::standard(&cfg.tools, &cfg.images, reach);
+    cfg.llm.system_prompt = tools.system_prompt(&cfg.llm.system_prompt);
     let mut conv = Conversation::new(&cfg.llm);
     conv.set_scene(scene);
     let cancel = Cancel::new();
     let describe = model.describe();
     let mut ask = |conv: &mut Conversation, q: &str| -> Result<()> {
-        if let Some(m) = &mut memory {
-            conv.set_recalled(Some(m.recall_context(q, time::now())?));
+        if let Some(m) = &memory {
+            conv.set_recalled(Some(lock(m).recall_context(q, time::now())?));
         }
         let msgs = conv.prompt_for(model.as_mut(), q)?;
         let mut out = std::io::stdout().lock();
         let mut splitter = SentenceSplitter::new(4);
-        let (answer, finish) = model.generate(&msgs, &cancel, &mut |chunk| {
+        let said = tools::answer(model.as_mut(), &msgs, &tools, &cancel, &mut |chunk| {
             let _ = out.write_all(chunk.as_bytes());
             let _ = out.flush();
             if let Some(s) = &speech {
                 splitter.push(chunk).into_iter().for_each(|p| s.say(p));
             }
         })?;
+        let (answer, finish) = (said.text, said.finish);
         if let Some(s) = &speech {
             splitter.finish().into_iter().for_each(|p| s.say(p));
         }
@@ -128,8 +143,8 @@ pub fn chat(mut cfg: Config, a: ChatArgs) -> Result<()> {
             tracing::warn!("answer cut at llm.max_tokens ({})", cfg.llm.max_tokens);
         }
         conv.record(q, &answer);
-        if let Some(m) = &mut memory {
-            m.add_at(Kind::Said, q, None, time::now(), "chat")?;
+        if let Some(m) = &memory {
+            lock(m).add_at(Kind::Said, q, None, time::now(), "chat")?;
         }
         Ok(())
     };

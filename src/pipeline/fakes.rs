@@ -94,6 +94,8 @@ pub(super) struct FakeLlm {
     pub(super) long: &'static [u32],
     pub(super) token_ms: u64,
     pub(super) tokens: Arc<AtomicUsize>,
+    /// Questions answered by setting a one-second timer (a call, then "Timer set.").
+    pub(super) timer_on: &'static [u32],
 }
 
 impl ChatModel for FakeLlm {
@@ -107,6 +109,15 @@ impl ChatModel for FakeLlm {
             .last()
             .map(|m| m.content.clone())
             .unwrap_or_default();
+        if self.timer_on.iter().any(|id| q == format!("question {id}")) {
+            let call = "<tool_call>\n{\"name\": \"set_timer\", \"arguments\": {\"seconds\": 1}}\n</tool_call>";
+            on_text(call);
+            return Ok((call.to_string(), Finish::Stop));
+        }
+        if q.starts_with("<tool_response>") {
+            on_text("Timer set.");
+            return Ok(("Timer set.".to_string(), Finish::Stop));
+        }
         let long = self.long.iter().any(|id| q == format!("question {id}"));
         let mut answer = String::new();
         for i in 0..if long { self.words } else { 3 } {
@@ -176,6 +187,7 @@ pub(super) struct Fakes {
     /// The recogniser: audio shorter than this (samples) has no words; ms per transcription.
     pub(super) asr_short: usize,
     pub(super) asr_ms: u64,
+    pub(super) timer_on: &'static [u32],
 }
 
 impl Default for Fakes {
@@ -191,6 +203,7 @@ impl Default for Fakes {
             split: &[],
             asr_short: 0,
             asr_ms: 0,
+            timer_on: &[],
         }
     }
 }

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use super::error::PipelineError;
-use super::messages::{Feedback, Heard, Play, Purpose, Say, Utterance, What};
+use super::hands::{announce, Hands};
+use super::messages::{Feedback, Heard, Play, Purpose, Say, ToolCall, Utterance, What};
 use super::models::{lock, Locked};
 use super::turns::Context;
 use crate::media::audio::SAMPLE_RATE;
@@ -18,6 +19,7 @@ use crate::stages::tts::{self, TtsError, Voice};
 use crate::stages::Cancel;
 use crate::text::splitter::SentenceSplitter;
 use crate::text::transcript::plain_text;
+use crate::tools;
 
 /// The ASR stage: utterances in, transcripts out. Silence and noise end here.
 pub(crate) fn asr_loop(
@@ -175,6 +177,7 @@ pub(crate) fn asr_loop(
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn llm_loop(
     mut llm: Box<dyn ChatModel>,
+    hands: Hands,
     // Held while the model reads or prefills the user's words (short steps), so the recogniser
     // and the model never compute at once: on the same cores both thread pools spin while they
     // wait for each other, and each step took up to 8 times as long (a 90 ms transcript and a
@@ -202,6 +205,14 @@ pub(crate) fn llm_loop(
             Ok(h) => h,
             Err(RecvTimeoutError::Disconnected) => break,
             Err(RecvTimeoutError::Timeout) => {
+                if cx.turns.idle() {
+                    if let Ok(text) = hands.announcements.try_recv() {
+                        if !announce(text, &tx, &cx) {
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                }
                 let now = lock(&cx.scene).clone();
                 if (!warmed || now != scene) && cx.turns.idle() {
                     scene = now;
@@ -293,7 +304,7 @@ pub(crate) fn llm_loop(
         // What went to the voice: whole sentences (and the first clause).
         let mut spoken: Vec<String> = Vec::new();
         lock(&cx.speaking).clear();
-        let result = llm.generate(&msgs, &cancel, &mut |chunk| {
+        let result = tools::answer(llm.as_mut(), &msgs, &hands.tools, &cancel, &mut |chunk| {
             if first {
                 first = false;
                 cx.event(h.turn, What::FirstToken);
@@ -311,7 +322,11 @@ pub(crate) fn llm_loop(
             return Ok(());
         }
         match result {
-            Ok((mut answer, finish)) => {
+            Ok(tools::Answer {
+                text: mut answer,
+                finish,
+                calls,
+            }) => {
                 let cancelled = finish == Finish::Cancelled;
                 let rest = splitter.finish();
                 // An answer cut by llm.max_tokens ends with its last whole sentence: the words
@@ -333,11 +348,23 @@ pub(crate) fn llm_loop(
                     // so the next question pays only for its own words.
                     warmed = false;
                 }
+                let calls = calls
+                    .into_iter()
+                    .map(|c| ToolCall {
+                        at_s: c.ended.saturating_duration_since(cx.t0).as_secs_f64(),
+                        name: c.name,
+                        arguments: c.arguments,
+                        result: c.result,
+                        ms: c.ms,
+                        ok: c.ok,
+                    })
+                    .collect();
                 cx.event(
                     h.turn,
                     What::Answer {
                         text: answer,
                         cancelled,
+                        calls,
                     },
                 );
             }

@@ -118,7 +118,11 @@ pub(crate) enum What {
     Answer {
         text: String,
         cancelled: bool,
+        /// The tools called for it.
+        calls: Vec<ToolCall>,
     },
+    /// Something said outside the user's turns (a timer's end), as this turn of its own.
+    Announcement(String),
     FirstAudioReady,
     FirstAudio(Instant),
     Done {
@@ -174,4 +178,24 @@ pub struct TurnMetrics {
     /// Times speech began during the answer, whether or not it interrupted it (a backchannel,
     /// a cough, seesay's own voice coming back, or the user).
     pub speech_during_answer: u32,
+    /// The tools the model called for this answer.
+    pub tool_calls: Vec<ToolCall>,
+    /// This turn is no answer but something seesay said on its own (a timer's end).
+    pub announcement: bool,
+    /// Seconds from the start of the run at which the answer's (or announcement's) text was
+    /// complete.
+    pub said_at_s: f64,
+}
+
+/// One tool call of a turn, in the per-turn figures.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ToolCall {
+    pub name: String,
+    pub arguments: serde_json::Value,
+    /// What the model was told (the tool's text or the error).
+    pub result: String,
+    pub ms: f64,
+    pub ok: bool,
+    /// Seconds from the start of the run at which the call ended.
+    pub at_s: f64,
 }

@@ -24,6 +24,7 @@ pub(crate) fn collect(
     rx: Receiver<Event>,
     mut sink: Option<std::io::BufWriter<std::fs::File>>,
     updates: Option<Sender<Update>>,
+    t0: Instant,
 ) -> Vec<TurnMetrics> {
     use std::io::Write;
     let publish = |u: Update| {
@@ -144,9 +145,20 @@ pub(crate) fn collect(
                 p.m.transcript = t;
             }
             What::FirstToken => p.m.first_token_ms = since_end(p, ev.at),
-            What::Answer { text, cancelled } => {
+            What::Answer {
+                text,
+                cancelled,
+                calls,
+            } => {
                 p.m.answer = text;
                 p.m.interrupted |= cancelled;
+                p.m.tool_calls = calls;
+                p.m.said_at_s = ev.at.saturating_duration_since(t0).as_secs_f64();
+            }
+            What::Announcement(text) => {
+                p.m.answer = text;
+                p.m.announcement = true;
+                p.m.said_at_s = ev.at.saturating_duration_since(t0).as_secs_f64();
             }
             What::FirstAudioReady => p.m.first_audio_ready_ms = since_end(p, ev.at),
             What::FirstAudio(at) => p.m.voice_to_voice_ms = since_end(p, at),

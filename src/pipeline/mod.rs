@@ -21,6 +21,7 @@
 mod error;
 #[cfg(test)]
 mod fakes;
+mod hands;
 mod listen;
 #[cfg(test)]
 mod listening_tests;
@@ -47,7 +48,7 @@ use crossbeam_channel::{Receiver, Sender};
 pub use self::error::PipelineError;
 use self::listen::{Judging, Listening, Wake};
 use self::messages::{Event, Feedback, Heard, Play, Say, Utterance};
-pub use self::messages::{TurnMetrics, Update};
+pub use self::messages::{ToolCall, TurnMetrics, Update};
 pub use self::models::{lock, ChatMaker, Locked, Models, VadMaker, WakeMaker};
 use self::turns::{spawn, Context, Turns};
 use crate::config::Config;
@@ -168,10 +169,10 @@ pub fn run_with(
         order: Mutex::new(()),
     });
     let collector = {
-        let updates = opts.updates.clone();
+        let (updates, t0) = (opts.updates.clone(), cx.t0);
         std::thread::Builder::new()
             .name("metrics".into())
-            .spawn(move || metrics::collect(rx_ev, metrics_file, updates))
+            .spawn(move || metrics::collect(rx_ev, metrics_file, updates, t0))
             .map_err(|error| PipelineError::Spawn {
                 name: "metrics",
                 error,
@@ -180,6 +181,8 @@ pub fn run_with(
 
     // A description of the first picture before anything is heard, then the rest in the
     // background.
+    // Whether the model may `look`: there is a picture to describe.
+    let camera = opts.image.is_some() || opts.frames.is_some() || opts.camera.is_some();
     let eyes = seeing::Eyes {
         image: opts.image,
         source: opts.frames,
@@ -257,12 +260,16 @@ pub fn run_with(
     stages.push(spawn("asr", &cx, move || {
         loops::asr_loop(asr, rx_utt, tx_heard, hints, cx2)
     })?);
-    let conv = Conversation::new(&cfg.llm);
+    // The tools are described in the system prompt, so every prompt (and its prefill) has them.
+    let hands = hands::Hands::new(cfg, &cx, camera);
+    let mut llm_cfg = cfg.llm.clone();
+    llm_cfg.system_prompt = hands.tools.system_prompt(&cfg.llm.system_prompt);
+    let conv = Conversation::new(&llm_cfg);
     let words = cfg.pipeline.first_clause_words;
     let (llm, cores, cx2) = ((models.llm)()?, models.asr.clone(), cx.clone());
     stages.push(spawn("llm", &cx, move || {
         loops::llm_loop(
-            llm, cores, conv, words, semantic, rx_heard, tx_say, tx_hint, cx2,
+            llm, hands, cores, conv, words, semantic, rx_heard, tx_say, tx_hint, cx2,
         )
     })?);
     let rate = models.voice_rate;

@@ -74,6 +74,7 @@ pub(super) fn start_seeing(barge_in: bool, f: Fakes, sight: Option<Sight>) -> Ha
                     long: f.long,
                     token_ms: f.token_ms,
                     tokens: tokens.clone(),
+                    timer_on: f.timer_on,
                 }) as Box<dyn ChatModel>)
             })
         },
@@ -475,4 +476,51 @@ fn a_poisoned_lock_still_serves() {
     })
     .join();
     assert_eq!(*lock(&m), 1);
+}
+
+#[test]
+fn a_timers_end_is_spoken_as_a_turn_of_its_own() {
+    let mut h = start(
+        true,
+        Fakes {
+            timer_on: &[1],
+            ..Fakes::default()
+        },
+    );
+    h.ask(1);
+    let Update::TurnDone(set) = h.wait_for("the answer", |u| done(u, 1)) else {
+        unreachable!()
+    };
+    let set_at = Instant::now();
+    // The call ran and was never said; the model's words after it were.
+    assert_eq!(set.answer, "Timer set.");
+    assert_eq!(set.tool_calls.len(), 1);
+    assert!(set.tool_calls[0].ok && set.tool_calls[0].name == "set_timer");
+    let Update::TurnDone(end) = h.wait_for(
+        "the timer's end",
+        |u| matches!(u, Update::TurnDone(m) if m.announcement),
+    ) else {
+        unreachable!()
+    };
+    assert!(
+        set_at.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        set_at.elapsed()
+    );
+    assert_eq!(end.turn, 2);
+    assert_eq!(end.answer, "Your 1 second timer is done.");
+    assert!(end.answer_audio_s > 0.0, "the end was not spoken");
+    let said = end.said_at_s - set.tool_calls[0].at_s;
+    assert!(
+        (0.95..1.5).contains(&said),
+        "spoken {said} s after the timer was set"
+    );
+    let (result, seen, ..) = h.finish();
+    result.unwrap();
+    assert!(seen
+        .iter()
+        .any(|u| matches!(u, Update::Audio { turn: 2, .. })));
+    assert!(!seen
+        .iter()
+        .any(|u| matches!(u, Update::AnswerText { text, .. } if text.contains("tool_call"))));
 }

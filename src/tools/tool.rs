@@ -1,0 +1,96 @@
+//! What a tool is: a name, a description, the JSON schema of its arguments and a time limit;
+//! arguments in, text for the model out (`Tool`), with the errors (`ToolError`) and settings
+//! (`ToolsConfig`) of the tools.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ToolError {
+    #[error("there is no tool named '{0}'")]
+    Unknown(String),
+    #[error("bad arguments for {tool}: {detail}")]
+    Arguments { tool: String, detail: String },
+    #[error("{tool} took longer than {seconds} s and was given up; raise tools.limits.{tool} if it needs more time")]
+    TimedOut { tool: String, seconds: f64 },
+    #[error("{0}")]
+    Failed(String),
+    #[error("the picture service at {url}: {detail}")]
+    Images { url: String, detail: String },
+}
+
+impl ToolError {
+    /// Bad arguments for `tool`, saying what was wrong.
+    pub fn arguments(tool: &str, detail: impl Into<String>) -> ToolError {
+        ToolError::Arguments {
+            tool: tool.to_string(),
+            detail: detail.into(),
+        }
+    }
+}
+
+/// One tool the model can call.
+pub trait Tool: Send + Sync {
+    /// The name the model calls it by.
+    fn name(&self) -> &str;
+    /// What it does, for the model.
+    fn description(&self) -> &str;
+    /// The JSON schema of its arguments (an object schema).
+    fn parameters(&self) -> serde_json::Value;
+    /// How long a call may take before it is given up (`tools.limits` overrides).
+    fn limit(&self) -> Duration {
+        Duration::from_secs(5)
+    }
+    /// Runs the tool: the text the model reads as its result.
+    fn call(&self, args: serde_json::Value) -> Result<String, ToolError>;
+}
+
+/// Tool settings (`[tools]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ToolsConfig {
+    /// Let the language model call tools (the clock, timers, memory, the camera, pictures).
+    pub enabled: bool,
+    /// Most tool calls the model may make for one answer before it must answer in words.
+    pub max_rounds: usize,
+    /// Seconds a tool may take, by tool name (e.g. `make_picture = 90`); tools not named keep
+    /// their own limit.
+    pub limits: BTreeMap<String, f64>,
+}
+
+impl Default for ToolsConfig {
+    fn default() -> Self {
+        ToolsConfig {
+            enabled: true,
+            max_rounds: 3,
+            limits: BTreeMap::new(),
+        }
+    }
+}
+
+/// A string argument, trimmed; `None` when absent or empty.
+pub(crate) fn text_arg<'a>(args: &'a serde_json::Value, key: &str) -> Option<&'a str> {
+    args.get(key)
+        .and_then(|v| v.as_str())
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
+/// A JSON object schema with these string properties (name, description), the first `required`
+/// of them required.
+pub(crate) fn string_schema(props: &[(&str, &str)], required: usize) -> serde_json::Value {
+    let properties: serde_json::Map<String, serde_json::Value> = props
+        .iter()
+        .map(|(k, d)| {
+            (
+                k.to_string(),
+                serde_json::json!({"type": "string", "description": d}),
+            )
+        })
+        .collect();
+    let required: Vec<&str> = props.iter().take(required).map(|(k, _)| *k).collect();
+    serde_json::json!({"type": "object", "properties": properties, "required": required})
+}
