@@ -332,7 +332,7 @@ fn chat_recalls_what_is_relevant_and_remembers_what_was_said() {
     );
     let q = "Where did I put my reading spectacles?";
     let sent = chat_via_fake(&cfg, &[q], "On the kitchen windowsill.");
-    let system = sent["messages"][0]["content"].as_str().unwrap();
+    let system = last_message(&sent);
     assert!(
         system.contains("a note kept just now: My glasses were left on the kitchen windowsill."),
         "{system}"
@@ -342,17 +342,20 @@ fn chat_recalls_what_is_relevant_and_remembers_what_was_said() {
     assert_eq!(said[0]["text"], q);
 
     let sent = chat_via_fake(&cfg, &["What is the capital of France?"], "Paris.");
-    let system = sent["messages"][0]["content"].as_str().unwrap();
+    let system = last_message(&sent);
     assert!(
-        system.ends_with("Nothing relevant is remembered."),
+        system.starts_with("Nothing relevant is remembered.\n\n"),
         "{system}"
     );
     assert!(!system.contains("windowsill"), "{system}");
 
     let before = json(&cfg, &["stats"])["items"].clone();
     let sent = chat_via_fake(&cfg, &["--no-memory", "Where are my glasses?"], "No idea.");
-    let system = sent["messages"][0]["content"].as_str().unwrap();
-    assert!(!system.contains("remember"), "{system}");
+    let system = last_message(&sent);
+    assert_eq!(
+        system, "Where are my glasses?",
+        "nothing recalled with --no-memory"
+    );
     assert_eq!(
         json(&cfg, &["stats"])["items"],
         before,
@@ -401,4 +404,10 @@ fn a_scene_is_remembered_once_and_recalled_with_its_age() {
         .recall_context("How do I bake sourdough bread?", now)
         .unwrap()
         .is_empty());
+}
+
+/// The content of the last message a chat request sent (the question, with what was recalled).
+fn last_message(sent: &serde_json::Value) -> &str {
+    let msgs = sent["messages"].as_array().unwrap();
+    msgs.last().unwrap()["content"].as_str().unwrap()
 }

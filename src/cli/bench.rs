@@ -431,6 +431,8 @@ fn bench_pipeline(cfg: &Config, turns: usize, voice_name: &str) -> Result<serde_
             camera: None,
             frames: None,
             updates: None,
+            // The benchmark measures the conversation itself, the same run after run.
+            memory: None,
         },
         Arc::new(AtomicBool::new(false)),
         Arc::new(AtomicBool::new(false)),

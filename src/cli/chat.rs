@@ -174,7 +174,7 @@ pub fn chat(mut cfg: Config, a: ChatArgs) -> Result<()> {
 
 /// The default memory store with the embedding model, unless memory is off; what `--image`
 /// showed is remembered as seen.
-fn open_memory(
+pub(super) fn open_memory(
     cfg: &Config,
     store: &Store,
     off: bool,

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
 use clap::Args;
@@ -57,6 +57,10 @@ pub struct RunArgs {
     /// Stop after this many answered turns.
     #[arg(long, value_name = "N")]
     pub max_turns: Option<usize>,
+    /// Keep nothing of this run (what the camera showed, what was said) and recall nothing
+    /// (memory.enabled = false does the same for good).
+    #[arg(long)]
+    pub no_memory: bool,
 }
 
 pub fn run(mut cfg: Config, a: RunArgs) -> Result<()> {
@@ -79,6 +83,8 @@ pub fn run(mut cfg: Config, a: RunArgs) -> Result<()> {
         spec => Some(camera::open(spec)?),
     };
     let store = Store::from_config(&cfg.models)?;
+    let memory =
+        super::chat::open_memory(&cfg, &store, a.no_memory, None)?.map(|m| Arc::new(Mutex::new(m)));
     let pace = if a.fast { Pace::Fast } else { Pace::Realtime };
     let mut image = a.image;
     let input = match a.input {
@@ -126,6 +132,7 @@ pub fn run(mut cfg: Config, a: RunArgs) -> Result<()> {
             camera: None,
             frames,
             updates: None,
+            memory,
         },
         stop,
         abort,

@@ -1,6 +1,7 @@
 //! What the language model can do besides talking, in a run: the configuration in; the tools
 //! (the clock, timers, what the camera shows, pictures) and the channel of things seesay says
-//! on its own (a timer's end) out, with how such a thing is spoken as a turn of its own.
+//! on its own (a timer's end) out, with how such a thing is spoken as a turn of its own; and
+//! the run's memory: what is recalled for a question, and what was said, kept.
 
 use std::sync::Arc;
 
@@ -10,13 +11,18 @@ use super::messages::{Say, What};
 use super::models::lock;
 use super::turns::Context;
 use crate::config::Config;
-use crate::tools::{self, Eyes, Reach, Registry, Timers};
+use crate::memory::{time, Kind};
+use crate::tools::{self, Eyes, MemoryNotebook, Notebook, Reach, Registry, Timers};
 
 /// The tools the model may call, and what seesay says on its own (a timer's end), spoken as a
 /// turn of its own once nobody speaks and nothing is being answered.
 pub(crate) struct Hands {
     pub tools: Registry,
     pub announcements: Receiver<String>,
+    /// The words last recalled for, and what was recalled: a question heard again at the
+    /// verdict (the usual case) is not searched twice, so the prompt prefilled while the user
+    /// paused is the prompt answered.
+    recalled: Option<(String, Vec<String>)>,
 }
 
 impl Hands {
@@ -25,16 +31,56 @@ impl Hands {
     pub fn new(cfg: &Config, cx: &Arc<Context>, camera: bool) -> Hands {
         let (tx, announcements) = crossbeam_channel::unbounded::<String>();
         let eyes = camera.then(|| Arc::new(Scene(cx.clone())) as Arc<dyn Eyes>);
+        let notebook = cx
+            .memory
+            .clone()
+            .map(|m| Arc::new(MemoryNotebook::new(m)) as Arc<dyn Notebook>);
         let reach = Reach {
             timers: Some(Timers::new(move |text| {
                 let _ = tx.send(text);
             })),
             eyes,
-            ..Reach::default()
+            notebook,
+            // Descriptions hold the text read in the picture when reading is on.
+            reads: camera && cfg.read.enabled,
         };
         Hands {
             tools: tools::standard(&cfg.tools, &cfg.images, reach),
             announcements,
+            recalled: None,
+        }
+    }
+
+    /// What memory recalls for a question heard as `text` (`None`: no memory in this run). A
+    /// failed search is logged and the question is answered without memory.
+    pub fn recall(&mut self, cx: &Context, text: &str) -> Option<Vec<String>> {
+        let memory = cx.memory.as_ref()?;
+        if let Some((words, lines)) = &self.recalled {
+            if words == text {
+                return Some(lines.clone());
+            }
+        }
+        let t = std::time::Instant::now();
+        match lock(memory).recall_context(text, time::now()) {
+            Ok(lines) => {
+                let ms = t.elapsed().as_millis() as u64;
+                tracing::debug!(ms, recalled = lines.len(), "memory searched");
+                self.recalled = Some((text.to_string(), lines.clone()));
+                Some(lines)
+            }
+            Err(e) => {
+                tracing::warn!("memory could not be searched: {e}");
+                None
+            }
+        }
+    }
+
+    /// Keeps what the user said in this run's memory.
+    pub fn keep_said(&self, cx: &Context, text: &str) {
+        if let Some(m) = &cx.memory {
+            if let Err(e) = lock(m).add_at(Kind::Said, text, None, time::now(), "run") {
+                tracing::warn!("could not keep what was said: {e}");
+            }
         }
     }
 }
@@ -48,8 +94,13 @@ impl Eyes for Scene {
             .clone()
             .ok_or_else(|| "the camera has shown nothing yet".to_string())
     }
+    /// The text read (OCR) in the newest described frame, from its description.
     fn read(&self) -> Result<String, String> {
-        Err("reading text in the camera's picture is not available".into())
+        let scene = self.look()?;
+        match scene.split_once(crate::stages::caption::reading::TEXT_IN_VIEW) {
+            Some((_, text)) if !text.trim().is_empty() => Ok(text.trim().to_string()),
+            _ => Ok("No text can be read in the camera's picture.".into()),
+        }
     }
 }
 

@@ -177,7 +177,7 @@ pub(crate) fn asr_loop(
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn llm_loop(
     mut llm: Box<dyn ChatModel>,
-    hands: Hands,
+    mut hands: Hands,
     // Held while the model reads or prefills the user's words (short steps), so the recogniser
     // and the model never compute at once: on the same cores both thread pools spin while they
     // wait for each other, and each step took up to 8 times as long (a 90 ms transcript and a
@@ -245,6 +245,7 @@ pub(crate) fn llm_loop(
         }
         scene = lock(&cx.scene).clone();
         conv.set_scene(scene.clone());
+        conv.set_recalled(hands.recall(&cx, &h.text));
         if h.speculative {
             // The user paused: prefill the question as heard so far (if they go on, the next
             // prompt shares less of it and the work is simply not reused) and, when the turn
@@ -343,6 +344,7 @@ pub(crate) fn llm_loop(
                 }
                 if !answer.is_empty() {
                     conv.record(&h.text, &answer);
+                    hands.keep_said(&cx, &h.text);
                     // The history as the template writes it is prefilled again once nobody
                     // speaks (the cache holds the answer as generated, whose tokens may differ),
                     // so the next question pays only for its own words.

@@ -54,6 +54,7 @@ use self::turns::{spawn, Context, Turns};
 use crate::config::Config;
 use crate::media::audio::SAMPLE_RATE;
 use crate::media::wav::WavWriter;
+use crate::memory::Memory;
 use crate::stages::camera::{FrameReceiver, FrameSource};
 use crate::stages::echo::{EchoCanceller, EchoReference};
 use crate::stages::llm::Conversation;
@@ -97,6 +98,9 @@ pub struct RunOptions {
     /// Where to report what happens, as it happens (speech, transcripts, answer text, audio for
     /// `Output::Client`, per-turn figures).
     pub updates: Option<Sender<Update>>,
+    /// Where what the camera showed and what was said is kept, and recalled for each question
+    /// (`None`: nothing is kept or recalled).
+    pub memory: Option<Arc<Mutex<Memory>>>,
 }
 
 /// What a run produced.
@@ -167,6 +171,7 @@ pub fn run_with(
         updates: opts.updates.clone(),
         failure: Mutex::new(None),
         order: Mutex::new(()),
+        memory: opts.memory.clone(),
     });
     let collector = {
         let (updates, t0) = (opts.updates.clone(), cx.t0);

@@ -143,5 +143,12 @@ fn caption_loop(
 fn announce(cx: &Context, frame: Frame, text: String) {
     tracing::info!(image = %frame.source, caption = %text, "the camera shows");
     *lock(&cx.scene) = Some(text.clone());
+    // Kept when it differs from what was last seen (the camera's view of an unchanged room is
+    // kept once), with a thumbnail.
+    if let Some(m) = &cx.memory {
+        if let Err(e) = lock(m).remember_scene(&text, Some(frame.image.as_ref()), "camera") {
+            tracing::warn!("could not keep what the camera showed: {e}");
+        }
+    }
     cx.publish(Update::Caption { text, frame });
 }

@@ -109,6 +109,7 @@ pub(super) fn start_seeing(barge_in: bool, f: Fakes, sight: Option<Sight>) -> Ha
             metrics: None,
             max_turns: None,
             updates: Some(tx_up),
+            memory: None,
         };
         let flag = || Arc::new(AtomicBool::new(false));
         run_with(&cfg, &m, opts, flag(), flag())

@@ -12,6 +12,7 @@ use crossbeam_channel::Sender;
 use super::error::PipelineError;
 use super::messages::{Event, Update, What};
 use super::models::lock;
+use crate::memory::Memory;
 use crate::stages::TurnClock;
 
 /// Which turn is current, which is being answered and which is over.
@@ -75,6 +76,8 @@ pub(crate) struct Context {
     /// Held while a turn begins and while a sink hands audio to the client, so a client never
     /// gets audio of a turn after hearing that a newer one started.
     pub order: Mutex<()>,
+    /// The memory store, where the run keeps what it saw and heard (`RunOptions::memory`).
+    pub memory: Option<Arc<Mutex<Memory>>>,
 }
 
 impl Context {

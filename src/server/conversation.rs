@@ -181,6 +181,8 @@ async fn session(mut socket: WebSocket, st: Shared, barge_in: bool, wake_word: S
             metrics: None,
             max_turns: None,
             updates: Some(tx_up),
+            // A conversation over the network keeps nothing (a named store is the API's).
+            memory: None,
         };
         crate::pipeline::run_with(&cfg, &models, opts, stop2, abort2)
     });

@@ -24,6 +24,9 @@ impl ReadingCaptioner {
     }
 }
 
+/// What comes before the text read in a description.
+pub const TEXT_IN_VIEW: &str = "Text in view:";
+
 /// The caption, then "Text in view: LINE1 / LINE2 ..." when anything was read (at most
 /// `max_chars` of it); the caption alone otherwise.
 pub fn combine(caption: &str, lines: &[TextLine], max_chars: usize) -> String {
@@ -31,14 +34,14 @@ pub fn combine(caption: &str, lines: &[TextLine], max_chars: usize) -> String {
     let caption = caption.trim();
     match (caption.is_empty(), text.is_empty()) {
         (_, true) => caption.to_string(),
-        (true, false) => format!("Text in view: {text}"),
+        (true, false) => format!("{TEXT_IN_VIEW} {text}"),
         (false, false) => {
             let stop = if caption.ends_with(['.', '!', '?']) {
                 ""
             } else {
                 "."
             };
-            format!("{caption}{stop} Text in view: {text}")
+            format!("{caption}{stop} {TEXT_IN_VIEW} {text}")
         }
     }
 }

@@ -31,8 +31,8 @@ pub struct Conversation {
     /// The newest camera caption, told to the model with the system prompt (small models use it
     /// far better there than inside the question) and never kept in memory.
     scene: Option<String>,
-    /// What memory recalled for the next question (`Some(empty)`: nothing relevant), told with
-    /// the system prompt after the scene; `None` when no memory is in use.
+    /// What memory recalled for the next question (`Some(empty)`: nothing relevant), told
+    /// before the question in its message; `None` when no memory is in use.
     recalled: Option<Vec<String>>,
     budget: usize,
     reserve: usize,
@@ -62,7 +62,13 @@ impl Conversation {
             return Err(LlmError::EmptyPrompt);
         }
         let limit = self.budget.saturating_sub(self.reserve);
-        let question = user.trim().to_string();
+        // What memory recalled goes with the question, not the system prompt: the system prompt
+        // and the turns so far stay the same from question to question, so the model's cache
+        // of them (prefilled while nobody speaks) is used, and only the question is read.
+        let question = match &self.recalled {
+            Some(lines) => format!("{}\n\n{}", recalled_text(lines), user.trim()),
+            None => user.trim().to_string(),
+        };
         let system = self.system_message();
         // Counting can cost a round trip (llama.cpp): the usual case, a prompt that fits with its
         // whole memory, is counted once.
@@ -106,7 +112,7 @@ impl Conversation {
         msgs
     }
 
-    /// The system prompt, with what the camera shows now and what memory recalled.
+    /// The system prompt, with what the camera shows now.
     fn system_message(&self) -> Option<Message> {
         let mut text = self.system.as_ref().map(|m| m.content.clone());
         let mut add = |part: String| {
@@ -120,9 +126,6 @@ impl Conversation {
                 "You can see through a camera. {}",
                 context_line(scene)
             ));
-        }
-        if let Some(lines) = &self.recalled {
-            add(recalled_text(lines));
         }
         text.map(|t| Message::new(Role::System, t))
     }
@@ -226,31 +229,45 @@ mod tests {
     }
 
     #[test]
-    fn recalled_memories_follow_the_scene_in_the_system_prompt() {
+    fn recalled_memories_come_with_the_question_and_leave_the_prefix_alone() {
         let mut conv = Conversation::new(&LlmConfig {
             system_prompt: "Be brief.".into(),
             ..LlmConfig::default()
         });
         conv.set_scene(Some("a desk.".into()));
+        let before = conv.preamble();
         conv.set_recalled(Some(vec!["a note kept just now: keys in the bowl".into()]));
         let msgs = conv
             .prompt_for(&mut CharModel, "Where are my keys?")
             .unwrap();
+        assert_eq!(conv.preamble(), before, "the cached prefix is unchanged");
         assert_eq!(
             msgs[0].content,
-            "Be brief. You can see through a camera. The camera currently shows: a desk. \
-             What you remember that may be relevant:\n- a note kept just now: keys in the bowl"
+            "Be brief. You can see through a camera. The camera currently shows: a desk."
+        );
+        assert_eq!(
+            msgs.last().unwrap().content,
+            "What you remember that may be relevant:\n- a note kept just now: keys in the bowl\n\n\
+             Where are my keys?"
+        );
+        conv.record("Where are my keys?", "In the bowl.");
+        assert_eq!(
+            conv.preamble()[1].content,
+            "Where are my keys?",
+            "kept without the recall"
         );
         conv.set_recalled(Some(Vec::new()));
         let msgs = conv
             .prompt_for(&mut CharModel, "Did you see a cat?")
             .unwrap();
-        assert!(msgs[0]
-            .content
-            .ends_with(" Nothing relevant is remembered."));
+        assert_eq!(
+            msgs.last().unwrap().content,
+            "Nothing relevant is remembered.\n\nDid you see a cat?"
+        );
         conv.set_recalled(None);
         conv.set_scene(None);
         let msgs = conv.prompt_for(&mut CharModel, "Hi").unwrap();
         assert_eq!(msgs[0].content, "Be brief.");
+        assert_eq!(msgs.last().unwrap().content, "Hi");
     }
 }
