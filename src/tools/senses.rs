@@ -65,12 +65,17 @@ impl Tool for NoteTool {
     }
     fn description(&self) -> &str {
         match self.kind {
-            NoteKind::Remember => "Keep a note the user asks you to remember.",
+            NoteKind::Remember => {
+                "Only when the user tells you to remember or note something: keep it as a note. \
+                 Never for a question."
+            }
             NoteKind::Recall => {
                 "Search your memory (notes, what was said, what the camera saw) for something, \
                  e.g. where the user left a thing."
             }
-            NoteKind::Forget => "Forget a note the user asks you to forget.",
+            NoteKind::Forget => {
+                "Only when the user tells you to forget something: forget that note."
+            }
         }
     }
     fn parameters(&self) -> Value {
