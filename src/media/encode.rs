@@ -111,8 +111,7 @@ fn mp3(pcm: &[f32], rate: u32) -> Result<Vec<u8>, String> {
     b.set_brate(Bitrate::Kbps64).map_err(|e| format!("{e:?}"))?;
     b.set_quality(Quality::Good).map_err(|e| format!("{e:?}"))?;
     let mut enc = b.build().map_err(|e| format!("{e:?}"))?;
-    let mut out = Vec::new();
-    out.reserve(mp3lame_encoder::max_required_buffer_size(pcm.len()));
+    let mut out = Vec::with_capacity(mp3lame_encoder::max_required_buffer_size(pcm.len()));
     enc.encode_to_vec(MonoPcm(pcm), &mut out)
         .map_err(|e| format!("{e:?}"))?;
     out.reserve(7200);
@@ -164,7 +163,7 @@ fn ogg_opus(pcm: &[f32], rate: u32) -> Result<Vec<u8>, String> {
     tags.extend(0u32.to_le_bytes());
     let io = |e: std::io::Error| e.to_string();
     let mut w = PacketWriter::new(Vec::new());
-    let serial = 0x5ee5_a7;
+    let serial = 0x005e_e5a7;
     w.write_packet(head, serial, End::EndPage, 0).map_err(io)?;
     w.write_packet(tags, serial, End::EndPage, 0).map_err(io)?;
     let frames = pcm.len().div_ceil(OPUS_FRAME).max(1);
