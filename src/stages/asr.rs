@@ -401,6 +401,14 @@ impl Transcriber for WhisperModel {
                 language: "any but en (to translate)".into(),
             });
         }
+        if how.translate {
+            // A state that has translated once gives no segments the next time (whisper.cpp
+            // 1.7, language "auto"): each translation starts from a fresh one.
+            self.state = self
+                .ctx
+                .create_state()
+                .map_err(|e| AsrError::Inference(e.to_string()))?;
+        }
         self.decode = how;
         let result = self.transcribe_window(samples, offset);
         self.decode = Decode::default();
