@@ -1,7 +1,7 @@
 //! The OpenAI-compatible handlers of `seesay serve` (uploads to text are in `transcribe`): text
 //! in, speech out (`/v1/audio/speech`: WAV or PCM as it is synthesised, MP3, Ogg Opus or FLAC
-//! whole);
-//! messages (with `image_url` parts) in, an answer or a stream of chunks out (`/v1/chat/completions`).
+//! whole); messages (with `image_url` parts) in, an answer or a stream of chunks out
+//! (`/v1/chat/completions`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
