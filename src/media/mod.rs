@@ -2,6 +2,7 @@
 //! limits, data URIs). Knows nothing of models or stages.
 
 pub mod audio;
+pub mod encode;
 pub mod image;
 pub mod mel;
 mod riff;

@@ -11,6 +11,7 @@ pub mod memory;
 pub mod metrics;
 pub mod openai;
 pub mod state;
+pub mod transcribe;
 pub mod wyoming;
 
 use std::future::IntoFuture;
@@ -49,13 +50,14 @@ pub enum ServerError {
 
 /// The paths the server answers; metrics count any other as "other" (a scanner's junk paths
 /// must not grow the metrics without bound).
-const ROUTES: [&str; 13] = [
+const ROUTES: [&str; 14] = [
     "/healthz",
     "/",
     "/capture.js",
     "/metrics",
     "/v1/models",
     "/v1/audio/transcriptions",
+    "/v1/audio/translations",
     "/v1/audio/speech",
     "/v1/chat/completions",
     "/v1/conversation",
@@ -212,7 +214,8 @@ pub fn router(st: Shared) -> Router {
         .route("/capture.js", get(capture_js))
         .route("/metrics", get(metrics))
         .route("/v1/models", get(models))
-        .route("/v1/audio/transcriptions", post(openai::transcriptions))
+        .route("/v1/audio/transcriptions", post(transcribe::transcriptions))
+        .route("/v1/audio/translations", post(transcribe::translations))
         .route("/v1/audio/speech", post(openai::speech))
         .route("/v1/chat/completions", post(openai::chat))
         .route("/v1/conversation", get(conversation::conversation))

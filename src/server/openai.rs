@@ -1,21 +1,21 @@
-//! The OpenAI-compatible handlers of `seesay serve`: an upload in, a transcript out
-//! (`/v1/audio/transcriptions`); text in, WAV or PCM out as it is synthesised (`/v1/audio/speech`);
-//! messages (with `image_url` parts) in, an answer or a stream of chunks out (`/v1/chat/completions`).
+//! The OpenAI-compatible handlers of `seesay serve` (uploads to text are in `transcribe`): text
+//! in, speech out (`/v1/audio/speech`: WAV or PCM as it is synthesised, MP3, Ogg Opus or FLAC
+//! whole); messages (with `image_url` parts) in, an answer or a stream of chunks out
+//! (`/v1/chat/completions`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Multipart, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
-use super::state::{
-    blocking, content_type_is, json_body, read_form, speak, stream_blocking, ApiError, Feed, Shared,
-};
-use crate::media::audio::{self, pcm16, SAMPLE_RATE};
+use super::state::{blocking, json_body, speak, stream_blocking, ApiError, Feed, Shared};
+use crate::media::audio::{self, pcm16};
+use crate::media::encode::{self, AudioFormat};
 use crate::media::image::{data_uri_bytes, decode_image};
 use crate::media::wav::wav_header;
 use crate::pipeline::{lock, Locked};
@@ -24,14 +24,7 @@ use crate::stages::llm::conversation::context_line;
 use crate::stages::llm::{Finish, Message, Role};
 use crate::stages::Cancel;
 use crate::text::splitter::split_sentences;
-use crate::text::transcript::{self, Format, Segment};
-
-/// Decodes uploaded audio (any format seesay reads) to 16 kHz mono, in memory: nothing of the
-/// upload is written to disk, and errors name the client's file, not a server path.
-fn decode_upload(bytes: Vec<u8>, name: &str) -> Result<Vec<f32>, ApiError> {
-    audio::decode_bytes(bytes, name, SAMPLE_RATE)
-        .map_err(|e| ApiError::bad(format!("cannot read the audio: {e}")))
-}
+use crate::text::transcript::Segment;
 
 /// Transcribes 16 kHz audio window by window, in `language` if given. The shared recogniser is
 /// locked for one window at a time (with the language set for it, and put back after), so a long
@@ -81,75 +74,6 @@ pub fn transcribe_pcm(
     Ok(segments)
 }
 
-pub async fn transcriptions(
-    State(st): State<Shared>,
-    headers: HeaderMap,
-    form: Result<Multipart, axum::extract::multipart::MultipartRejection>,
-) -> Result<Response, ApiError> {
-    if !content_type_is(&headers, "multipart/form-data") {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "send the audio as multipart/form-data with a `file` field",
-        ));
-    }
-    let form = form.map_err(|e| ApiError::bad(e.body_text()))?;
-    let fields = read_form(form).await?;
-    let text_field = |n: &str| {
-        fields
-            .iter()
-            .find(|(k, _, _)| k == n)
-            .map(|(_, _, v)| String::from_utf8_lossy(v).trim().to_string())
-    };
-    let (name, bytes) = fields
-        .iter()
-        .find(|(k, _, _)| k == "file")
-        .map(|(_, f, b)| (f.clone().unwrap_or_else(|| "audio".into()), b.clone()))
-        .ok_or_else(|| ApiError::bad("the form has no `file` field"))?;
-    let format = text_field("response_format").unwrap_or_else(|| "json".into());
-    if !["json", "text", "srt", "vtt", "verbose_json"].contains(&format.as_str()) {
-        return Err(ApiError::bad(format!(
-            "response_format {format:?} is not one of json, text, srt, vtt, verbose_json"
-        )));
-    }
-    let language = text_field("language").filter(|l| !l.is_empty());
-    let st2 = st.clone();
-    let (duration, segments) = blocking(&st, move |cancel| {
-        let pcm = decode_upload(bytes, &name)?;
-        let duration = pcm.len() as f64 / SAMPLE_RATE as f64;
-        if duration > st2.cfg.server.max_audio_s {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "the audio is {duration:.0} s long; the limit is {:.0} s (server.max_audio_s)",
-                    st2.cfg.server.max_audio_s
-                ),
-            ));
-        }
-        Ok((
-            duration,
-            transcribe_pcm(&st2, &pcm, language.as_deref(), cancel)?,
-        ))
-    })
-    .await?;
-    let text = transcript::plain_text(&segments);
-    Ok(match format.as_str() {
-        "text" => text.into_response(),
-        "srt" => transcript::render(Format::Srt, "", duration, &segments).into_response(),
-        "vtt" => transcript::render(Format::Vtt, "", duration, &segments).into_response(),
-        "verbose_json" => Json(serde_json::json!({
-            "task": "transcribe",
-            "language": st.cfg.asr.language,
-            "duration": duration,
-            "text": text,
-            "segments": segments.iter().enumerate().map(|(i, s)| serde_json::json!({
-                "id": i, "start": s.start, "end": s.end, "text": s.text,
-            })).collect::<Vec<_>>(),
-        }))
-        .into_response(),
-        _ => Json(serde_json::json!({ "text": text })).into_response(),
-    })
-}
-
 #[derive(Deserialize)]
 pub struct SpeechRequest {
     input: String,
@@ -174,12 +98,8 @@ pub async fn speech(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req: SpeechRequest = json_body(&headers, &body)?;
-    let format = req.response_format.unwrap_or_else(|| "wav".into());
-    if format != "wav" && format != "pcm" {
-        return Err(ApiError::bad(format!(
-            "response_format {format:?}: seesay speaks wav or pcm"
-        )));
-    }
+    let format = AudioFormat::parse(req.response_format.as_deref().unwrap_or("wav"))
+        .map_err(|e| ApiError::bad(e.to_string()))?;
     if req.input.chars().count() > st.cfg.server.max_speech_chars {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -200,33 +120,50 @@ pub async fn speech(
     let rate = st.models.voice_rate;
     let st2 = st.clone();
     let speed = req.speed;
-    let wav = format == "wav";
     let stream = stream_blocking(
         &st,
         8,
         move |feed: &Feed<Result<Bytes, std::io::Error>>| {
-            if wav && !feed.send(Ok(Bytes::from(wav_header(rate, None)))) {
+            if format == AudioFormat::Wav && !feed.send(Ok(Bytes::from(wav_header(rate, None)))) {
                 return;
             }
-            let spoken = speak(&st2, &req.input, speed, |pcm| {
-                let pcm = if !wav {
-                    audio::resample(&pcm, rate, PCM_RATE).unwrap_or(pcm)
-                } else {
-                    pcm
-                };
-                // False: the client went away, or the time is up.
-                feed.send(Ok(Bytes::from(pcm16(&pcm))))
+            // WAV and PCM go out as they are spoken; the compressed formats as one file at the end.
+            let mut whole = Vec::new();
+            let spoken = speak(&st2, &req.input, speed, |pcm| match format {
+                AudioFormat::Wav => feed.send(Ok(Bytes::from(pcm16(&pcm)))),
+                AudioFormat::Pcm => {
+                    let pcm = audio::resample(&pcm, rate, PCM_RATE).unwrap_or(pcm);
+                    // False: the client went away, or the time is up.
+                    feed.send(Ok(Bytes::from(pcm16(&pcm))))
+                }
+                _ => {
+                    whole.extend(pcm);
+                    !feed.cancel().is_cancelled()
+                }
             });
-            if let Err(e) = spoken {
-                feed.last(Err(std::io::Error::other(e.to_string())));
+            let result = spoken.map_err(|e| e.to_string()).and_then(|()| {
+                if matches!(format, AudioFormat::Wav | AudioFormat::Pcm)
+                    || feed.cancel().is_cancelled()
+                {
+                    return Ok(());
+                }
+                let bytes = encode::encode(format, &whole, rate).map_err(|e| e.to_string())?;
+                feed.send(Ok(Bytes::from(bytes)));
+                Ok(())
+            });
+            if let Err(e) = result {
+                feed.last(Err(std::io::Error::other(e)));
             } else if feed.timed_out() {
                 feed.last(Err(std::io::Error::other("request_timeout_s passed")));
             }
         },
         |_| Err(std::io::Error::other("speech synthesis failed")),
     );
-    let mime = if wav { "audio/wav" } else { "audio/pcm" };
-    Ok(([(header::CONTENT_TYPE, mime)], Body::from_stream(stream)).into_response())
+    Ok((
+        [(header::CONTENT_TYPE, format.content_type())],
+        Body::from_stream(stream),
+    )
+        .into_response())
 }
 
 /// The text of a message's content: a string, or the text parts of a list; images go to `images`.

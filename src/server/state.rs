@@ -12,7 +12,8 @@ use axum::Json;
 
 use super::metrics::Metrics;
 use crate::config::Config;
-use crate::pipeline::{lock, Models, PipelineError};
+use crate::pipeline::{lock, Locked, Models, PipelineError};
+use crate::stages::asr::{self, AsrError, Transcriber};
 use crate::stages::embed::{EmbedError, Embedder};
 use crate::stages::tts::{self, TtsError};
 use crate::stages::Cancel;
@@ -76,6 +77,8 @@ pub struct AppState {
     pub stopping: tokio::sync::watch::Sender<bool>,
     /// The embedding model, loaded by the first request that needs it.
     pub embedder: std::sync::Mutex<Option<Arc<Embedder>>>,
+    /// The multilingual model translations use (`asr.translate_model`), loaded on first use.
+    pub translator: std::sync::Mutex<Option<Locked<Box<dyn Transcriber>>>>,
 }
 
 impl AppState {
@@ -112,6 +115,7 @@ impl AppState {
             metrics: Metrics::default(),
             api_key,
             embedder: Default::default(),
+            translator: Default::default(),
         })
     }
 
@@ -126,6 +130,44 @@ impl AppState {
         let e = Arc::new(Embedder::open(&self.cfg.embed, &store)?);
         *slot = Some(e.clone());
         Ok(e)
+    }
+
+    /// The model that translates: the recogniser itself when it is `asr.translate_model`, else
+    /// that model, loaded on first use (a failed load is tried again by the next request).
+    pub fn translator(&self) -> Result<Locked<Box<dyn Transcriber>>, ApiError> {
+        let cfg = &self.cfg.asr;
+        let english_only = || {
+            ApiError::bad(format!(
+                "asr.translate_model {:?} is English-only and cannot translate: set it to a multilingual model such as whisper-base",
+                cfg.translate_model
+            ))
+        };
+        if cfg.translate_model == cfg.model {
+            let m = self.models.asr.clone();
+            let multilingual = lock(&m).is_multilingual();
+            return match multilingual {
+                true => Ok(m),
+                false => Err(english_only()),
+            };
+        }
+        let mut slot = lock(&self.translator);
+        if let Some(m) = &*slot {
+            return Ok(m.clone());
+        }
+        let store =
+            crate::store::Store::from_config(&self.cfg.models).map_err(ApiError::internal)?;
+        let mut c = cfg.clone();
+        c.model = cfg.translate_model.clone();
+        c.language = "auto".into();
+        let m = match asr::open(&c, &store) {
+            Ok(m) => m,
+            Err(AsrError::EnglishOnly { .. }) => return Err(english_only()),
+            Err(e) => return Err(ApiError::internal(e)),
+        };
+        tracing::info!(model = m.name(), "translation model loaded");
+        let m: Locked<Box<dyn Transcriber>> = Arc::new(std::sync::Mutex::new(Box::new(m)));
+        *slot = Some(m.clone());
+        Ok(m)
     }
 }
 

@@ -17,6 +17,9 @@ use crate::stages::Cancel;
 use crate::store::{ModelError, Store};
 use crate::text::transcript::Segment;
 
+mod timed;
+pub use timed::{Decode, Timed, Word};
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AsrError {
@@ -55,6 +58,9 @@ pub struct AsrConfig {
     pub fit_audio_context: bool,
     /// The shortest audio context, in seconds, when it is fitted to the audio.
     pub min_context_s: f32,
+    /// The multilingual model `seesay serve` translates with (`/v1/audio/translations`), loaded
+    /// on first use unless it is `model` itself.
+    pub translate_model: String,
 }
 
 impl Default for AsrConfig {
@@ -68,6 +74,7 @@ impl Default for AsrConfig {
             window_seconds: 30.0,
             fit_audio_context: true,
             min_context_s: 6.0,
+            translate_model: "whisper-base".into(),
         }
     }
 }
@@ -99,6 +106,32 @@ pub trait Transcriber: Send {
     }
     /// Switches the spoken language; returns the previous one.
     fn set_language(&mut self, language: &str) -> Result<String, AsrError>;
+    /// As `transcribe`, decoded as `how` says: translated to English, words timed. A recogniser
+    /// that can do neither only answers the plain request.
+    fn transcribe_timed(
+        &mut self,
+        samples: &[f32],
+        offset: f64,
+        how: Decode,
+    ) -> Result<Vec<Timed>, AsrError> {
+        if how != Decode::default() {
+            return Err(AsrError::Inference(
+                "this recogniser neither translates nor times words".into(),
+            ));
+        }
+        let segments = self.transcribe(samples, offset)?;
+        Ok(segments
+            .into_iter()
+            .map(|segment| Timed {
+                segment,
+                words: Vec::new(),
+            })
+            .collect())
+    }
+    /// Whether the model knows languages other than English (and so can translate them).
+    fn is_multilingual(&self) -> bool {
+        false
+    }
 }
 
 /// Finds the configured model and loads it.
@@ -144,6 +177,8 @@ pub struct WhisperModel {
     name: String,
     /// While set, whisper.cpp checks it between the steps of its computation and gives up.
     stop: Option<Cancel>,
+    /// How the window under way is decoded.
+    decode: Decode,
 }
 
 impl WhisperModel {
@@ -176,6 +211,7 @@ impl WhisperModel {
             cfg: cfg.clone(),
             name,
             stop: None,
+            decode: Decode::default(),
         })
     }
 
@@ -189,11 +225,7 @@ impl WhisperModel {
     }
 
     /// Transcribes one window (at most 30 s); times are offset by `offset` seconds.
-    fn transcribe_window(
-        &mut self,
-        samples: &[f32],
-        offset: f64,
-    ) -> Result<Vec<Segment>, AsrError> {
+    fn transcribe_window(&mut self, samples: &[f32], offset: f64) -> Result<Vec<Timed>, AsrError> {
         if is_silent(samples, self.cfg.silence_rms) {
             tracing::debug!(offset, "window is silent; not sent to Whisper");
             return Ok(Vec::new());
@@ -208,18 +240,12 @@ impl WhisperModel {
             // Americans." x 30) where 8 s gave the right text in 258 ms, whole process.
             let ctx =
                 (((secs + 1.5).max(self.cfg.min_context_s as f64) * 50.0).ceil() as i32).min(n_ctx);
-            let segments = self.run(samples, offset, ctx)?;
+            let timed = self.run(samples, offset, ctx)?;
+            let segments: Vec<Segment> = timed.iter().map(|t| t.segment.clone()).collect();
             if !derailed(&segments, offset, secs, ctx as f64 / 50.0) {
                 // Timestamps past the audio's end are clamped to it.
                 let end = offset + secs;
-                return Ok(segments
-                    .into_iter()
-                    .map(|s| Segment {
-                        start: s.start.min(end),
-                        end: s.end.min(end),
-                        text: s.text,
-                    })
-                    .collect());
+                return Ok(timed.into_iter().map(|t| t.clamped(end)).collect());
             }
             tracing::debug!(
                 ctx,
@@ -236,7 +262,7 @@ impl WhisperModel {
         samples: &[f32],
         offset: f64,
         audio_ctx: i32,
-    ) -> Result<Vec<Segment>, AsrError> {
+    ) -> Result<Vec<Timed>, AsrError> {
         let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
         params.set_n_threads(self.cfg.threads() as i32);
         params.set_language(Some(&self.cfg.language));
@@ -248,6 +274,8 @@ impl WhisperModel {
         params.set_suppress_nst(true);
         params.set_no_speech_thold(self.cfg.no_speech_threshold);
         params.set_audio_ctx(audio_ctx);
+        params.set_translate(self.decode.translate);
+        params.set_token_timestamps(self.decode.words);
         // (whisper-rs 0.16's `set_abort_callback_safe` hands whisper.cpp a pointer of another
         // type than its trampoline reads: it aborted at once, or not at all.)
         let stop = self.stop.clone();
@@ -280,11 +308,16 @@ impl WhisperModel {
                 tracing::debug!(text, no_speech = p, "dropping segment");
                 continue;
             }
-            out.push(Segment {
+            let words = match self.decode.words {
+                true => timed::words_of(&seg, self.ctx.token_eot(), offset),
+                false => Vec::new(),
+            };
+            let segment = Segment {
                 start: offset + seg.start_timestamp() as f64 / 100.0,
                 end: offset + seg.end_timestamp() as f64 / 100.0,
                 text: text.to_string(),
-            });
+            };
+            out.push(Timed { segment, words });
         }
         Ok(out)
     }
@@ -331,7 +364,7 @@ unsafe extern "C" fn stopped(data: *mut c_void) -> bool {
 
 impl Transcriber for WhisperModel {
     fn transcribe(&mut self, samples: &[f32], offset: f64) -> Result<Vec<Segment>, AsrError> {
-        self.transcribe_window(samples, offset)
+        Ok(segments_of(self.transcribe_window(samples, offset)?))
     }
 
     fn transcribe_unless(
@@ -342,7 +375,7 @@ impl Transcriber for WhisperModel {
     ) -> Result<Vec<Segment>, AsrError> {
         self.stop = Some(stop.clone());
         STOPPING.with(|s| *s.borrow_mut() = Some(stop.clone()));
-        let result = self.transcribe_window(samples, offset);
+        let result = self.transcribe_window(samples, offset).map(segments_of);
         STOPPING.with(|s| *s.borrow_mut() = None);
         self.stop = None;
         result
@@ -355,6 +388,40 @@ impl Transcriber for WhisperModel {
             language.to_string(),
         ))
     }
+
+    fn transcribe_timed(
+        &mut self,
+        samples: &[f32],
+        offset: f64,
+        how: Decode,
+    ) -> Result<Vec<Timed>, AsrError> {
+        if how.translate && !self.ctx.is_multilingual() {
+            return Err(AsrError::EnglishOnly {
+                model: self.name.clone(),
+                language: "any but en (to translate)".into(),
+            });
+        }
+        if how.translate {
+            // A state that has translated once gives no segments the next time (whisper.cpp
+            // 1.7, language "auto"): each translation starts from a fresh one.
+            self.state = self
+                .ctx
+                .create_state()
+                .map_err(|e| AsrError::Inference(e.to_string()))?;
+        }
+        self.decode = how;
+        let result = self.transcribe_window(samples, offset);
+        self.decode = Decode::default();
+        result
+    }
+
+    fn is_multilingual(&self) -> bool {
+        self.ctx.is_multilingual()
+    }
+}
+
+fn segments_of(timed: Vec<Timed>) -> Vec<Segment> {
+    timed.into_iter().map(|t| t.segment).collect()
 }
 
 fn check_language(ctx: &WhisperContext, model: &str, language: &str) -> Result<(), AsrError> {
