@@ -69,9 +69,6 @@ fn the_time_is_read_from_the_system_clock() {
 }
 
 #[test]
-#[ignore = "fails today: the 1.5B answers 'The current date is [insert date].' without calling \
-            get_time (it called it through llama-server's own template rendering, whose tool \
-            JSON keeps the template's key order; ours is alphabetical)"]
 fn todays_date_is_read_from_the_system_clock() {
     let out = ok(seesay(&["chat", "What is today's date?"]));
     let (day, month, iso) = (date("%-d"), date("%B"), date("%F"));

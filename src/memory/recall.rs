@@ -33,10 +33,16 @@ impl Memory {
         if k == 0 || question.trim().is_empty() {
             return Ok(Vec::new());
         }
+        // What the user said before (mostly questions) is no fact to answer from, and a small
+        // model reads an earlier "Did you see an elephant?" as having seen one, or an earlier
+        // "What time is it?" as the question answered (it then made up the time instead of
+        // asking the clock): recalled are what was seen and the notes kept; what was said
+        // stays searchable (`seesay memory search`, the recall tool).
         Ok(self
-            .search(question, k)?
+            .search(question, k * 4)?
             .into_iter()
-            .filter(|h| f64::from(h.score) >= min)
+            .filter(|h| f64::from(h.score) >= min && h.item.kind != Kind::Said)
+            .take(k)
             .map(|h| recall_line(&h.item, now))
             .collect())
     }

@@ -197,6 +197,11 @@ pub(crate) fn llm_loop(
     // speaks, so a question waits only for its own tokens.
     let mut scene: Option<String> = None;
     let mut warmed = false;
+    // With memory, the system prompt says how recalled lines come (the same words for every
+    // question): prefilled with the rest before anyone speaks.
+    if cx.memory.is_some() {
+        conv.set_recalled(Some(Vec::new()));
+    }
     // The last reading of the user's words (turn, words, probability): a pause whose words were
     // all heard by the last reading made while the user spoke needs no new one.
     let mut last_read: Option<(u64, String, f32)> = None;

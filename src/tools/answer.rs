@@ -68,7 +68,10 @@ pub fn answer(
             if cancel.is_cancelled() {
                 return Ok(done(said, Finish::Cancelled, calls));
             }
-            let record = registry.call(&call.name, call.arguments.clone());
+            let record = match unasked(&call.name, messages) {
+                Some(refusal) => refused(&call.name, call.arguments.clone(), refusal),
+                None => registry.call(&call.name, call.arguments.clone()),
+            };
             asked.push(call.to_qwen());
             results.push(format!(
                 "<tool_response>\n{}\n</tool_response>",
@@ -85,6 +88,50 @@ pub fn answer(
         ));
     }
     unreachable!("the last round returns")
+}
+
+/// Tools that change what is kept, and the words of which one must be in the user's own
+/// message for a call to run: a small model reaches for `remember` when asked "Did you see a
+/// cat?", which would fill the memory with its own guesses.
+const ONLY_WHEN_ASKED: [(&str, &[&str]); 2] = [
+    (
+        "remember",
+        &[
+            "remember", "note", "keep", "save", "write", "forget", "remind", "memor",
+        ],
+    ),
+    ("forget", &["forget", "delete", "erase", "remove", "clear"]),
+];
+
+/// Why a call to `name` is refused, when the user's last message does not ask for it. The
+/// words recalled from memory that may precede the question (after a blank line) don't count.
+fn unasked(name: &str, messages: &[Message]) -> Option<String> {
+    let (_, words) = ONLY_WHEN_ASKED.iter().find(|(n, _)| *n == name)?;
+    let asked = messages.iter().rev().find(|m| m.role == Role::User)?;
+    let own = asked
+        .content
+        .rsplit("\n\n")
+        .next()
+        .unwrap_or_default()
+        .to_lowercase();
+    match words.iter().any(|w| own.contains(w)) {
+        true => None,
+        false => Some(format!(
+            "Not done: the user did not ask you to {name} anything. Answer their question."
+        )),
+    }
+}
+
+fn refused(name: &str, arguments: serde_json::Value, why: String) -> CallRecord {
+    tracing::info!(tool = name, %arguments, "tool call refused: not asked for");
+    CallRecord {
+        name: name.to_string(),
+        arguments,
+        result: why,
+        ms: 0.0,
+        ok: false,
+        ended: std::time::Instant::now(),
+    }
 }
 
 fn done(said: String, finish: Finish, calls: Vec<CallRecord>) -> Answer {
@@ -192,6 +239,21 @@ mod tests {
             second[2].content,
             format!("<tool_response>\necho {{\"n\":7}}\n</tool_response>\n{AFTER_RESULTS}")
         );
+    }
+
+    #[test]
+    fn remember_runs_only_when_the_user_asked_to_remember() {
+        let asked = |q: &str| unasked("remember", &[Message::new(Role::User, q)]);
+        assert!(asked("Did you see a cat?").is_some());
+        assert!(asked("Please remember that my keys are in the bowl.").is_none());
+        assert!(asked("Note that the bins go out on Tuesday").is_none());
+        // What memory recalled before the question is not the user's asking.
+        let recalled = "What you remember that may be relevant:\n- a cat\n\nDid you see a cat?";
+        assert!(asked(recalled).is_some());
+        let forget = |q: &str| unasked("forget", &[Message::new(Role::User, q)]);
+        assert!(forget("Where are my keys?").is_some());
+        assert!(forget("Delete the note about my keys.").is_none());
+        assert!(unasked("get_time", &[Message::new(Role::User, "Hi")]).is_none());
     }
 
     #[test]

@@ -12,16 +12,22 @@ pub fn context_line(caption: &str) -> String {
 /// How recalled memories are told to the model: one per line, or that there are none (so it
 /// says it has not seen or heard of something rather than inventing it).
 pub fn recalled_text(lines: &[String]) -> String {
-    if lines.is_empty() {
-        return "Nothing relevant is remembered.".into();
-    }
-    let mut text = String::from("What you remember that may be relevant:");
+    let mut text = String::from("Your memory (what you saw and heard earlier):");
     for l in lines {
         text.push_str("\n- ");
         text.push_str(l.trim());
     }
     text
 }
+
+/// Told with the system prompt whenever memory is in use (the same words every time, so the
+/// prompt's prefix stays cached): what memory recalls comes with the question, and when nothing
+/// comes the model has not seen or heard of the thing. A note with every question that nothing
+/// was recalled made the small default model answer "What time is it?" with a made-up time
+/// instead of asking the clock.
+pub const MEMORY_RULE: &str = "When something you remember is relevant, it comes before the \
+     question, marked \"Your memory\"; answer from it. When no memory comes with a question \
+     about what you saw or heard, you did not see or hear it: say so.";
 
 /// A conversation with memory: the system prompt stays, the oldest turns go first when the
 /// token budget is exceeded.
@@ -66,8 +72,10 @@ impl Conversation {
         // and the turns so far stay the same from question to question, so the model's cache
         // of them (prefilled while nobody speaks) is used, and only the question is read.
         let question = match &self.recalled {
-            Some(lines) => format!("{}\n\n{}", recalled_text(lines), user.trim()),
-            None => user.trim().to_string(),
+            Some(lines) if !lines.is_empty() => {
+                format!("{}\n\n{}", recalled_text(lines), user.trim())
+            }
+            _ => user.trim().to_string(),
         };
         let system = self.system_message();
         // Counting can cost a round trip (llama.cpp): the usual case, a prompt that fits with its
@@ -126,6 +134,9 @@ impl Conversation {
                 "You can see through a camera. {}",
                 context_line(scene)
             ));
+        }
+        if self.recalled.is_some() {
+            add(MEMORY_RULE.to_string());
         }
         text.map(|t| Message::new(Role::System, t))
     }
@@ -235,6 +246,7 @@ mod tests {
             ..LlmConfig::default()
         });
         conv.set_scene(Some("a desk.".into()));
+        conv.set_recalled(Some(Vec::new()));
         let before = conv.preamble();
         conv.set_recalled(Some(vec!["a note kept just now: keys in the bowl".into()]));
         let msgs = conv
@@ -243,12 +255,15 @@ mod tests {
         assert_eq!(conv.preamble(), before, "the cached prefix is unchanged");
         assert_eq!(
             msgs[0].content,
-            "Be brief. You can see through a camera. The camera currently shows: a desk."
+            format!(
+                "Be brief. You can see through a camera. The camera currently shows: a desk. \
+                 {MEMORY_RULE}"
+            )
         );
         assert_eq!(
             msgs.last().unwrap().content,
-            "What you remember that may be relevant:\n- a note kept just now: keys in the bowl\n\n\
-             Where are my keys?"
+            "Your memory (what you saw and heard earlier):\n\
+             - a note kept just now: keys in the bowl\n\nWhere are my keys?"
         );
         conv.record("Where are my keys?", "In the bowl.");
         assert_eq!(
@@ -256,14 +271,13 @@ mod tests {
             "Where are my keys?",
             "kept without the recall"
         );
+        // Nothing relevant: the question alone, under the same system prompt.
         conv.set_recalled(Some(Vec::new()));
         let msgs = conv
             .prompt_for(&mut CharModel, "Did you see a cat?")
             .unwrap();
-        assert_eq!(
-            msgs.last().unwrap().content,
-            "Nothing relevant is remembered.\n\nDid you see a cat?"
-        );
+        assert_eq!(msgs[0], before[0]);
+        assert_eq!(msgs.last().unwrap().content, "Did you see a cat?");
         conv.set_recalled(None);
         conv.set_scene(None);
         let msgs = conv.prompt_for(&mut CharModel, "Hi").unwrap();
