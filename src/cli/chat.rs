@@ -114,7 +114,7 @@ pub fn chat(mut cfg: Config, a: ChatArgs) -> Result<()> {
             .map(|m| Arc::new(MemoryNotebook::new(m)) as Arc<dyn Notebook>),
         ..Reach::default()
     };
-    let tools = tools::standard(&cfg.tools, &cfg.images, reach);
+    let tools = tools::standard(&cfg.tools.for_model(&cfg.llm), &cfg.images, reach);
     cfg.llm.system_prompt = tools.system_prompt(&cfg.llm.system_prompt);
     let mut conv = Conversation::new(&cfg.llm);
     conv.set_scene(scene);

@@ -45,7 +45,7 @@ impl Hands {
             reads: camera && cfg.read.enabled,
         };
         Hands {
-            tools: tools::standard(&cfg.tools, &cfg.images, reach),
+            tools: tools::standard(&cfg.tools.for_live(&cfg.llm), &cfg.images, reach),
             announcements,
             recalled: None,
         }

@@ -96,6 +96,7 @@ pub(super) fn start_seeing(barge_in: bool, f: Fakes, sight: Option<Sight>) -> Ha
     cfg.vad.pre_roll_ms = 32;
     cfg.pipeline.frame_interval_s = interval_s;
     cfg.pipeline.scene_change = scene_change;
+    cfg.tools.live = true;
     let (tx_frames, rx_frames) = crossbeam_channel::bounded(64);
     let (tx_up, updates) = crossbeam_channel::unbounded();
     let m = models.clone();

@@ -52,8 +52,15 @@ pub trait Tool: Send + Sync {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ToolsConfig {
-    /// Let the language model call tools (the clock, timers, memory, the camera, pictures).
+    /// Let the language model call tools (the clock, timers, memory, the camera, pictures) in
+    /// `seesay chat`. Never with the candle engine: its small models cannot call them.
     pub enabled: bool,
+    /// Tools in live conversations too (`seesay run`, and conversations served over
+    /// WebSocket). Off by default: the tools' descriptions add about 700 tokens to the prompt,
+    /// about 8 s of prefill on 2 cores before the first answer can start, which made a question
+    /// asked in the first seconds of a run wait behind it (tests/echo.rs) and four served
+    /// conversations starting at once wait 40 s (tests/load.rs).
+    pub live: bool,
     /// Most tool calls the model may make for one answer before it must answer in words.
     pub max_rounds: usize,
     /// Seconds a tool may take, by tool name (e.g. `make_picture = 90`); tools not named keep
@@ -65,9 +72,27 @@ impl Default for ToolsConfig {
     fn default() -> Self {
         ToolsConfig {
             enabled: true,
+            live: false,
             max_rounds: 3,
             limits: BTreeMap::new(),
         }
+    }
+}
+
+impl ToolsConfig {
+    /// The settings as they apply to a model of `llm`'s: none with the candle engine, whose
+    /// models (SmolLM2-135M and the like) answer a tool list with prose about functions.
+    pub fn for_model(&self, llm: &crate::stages::llm::LlmConfig) -> ToolsConfig {
+        let mut c = self.clone();
+        c.enabled &= !(llm.backend == "local" && llm.engine == "candle");
+        c
+    }
+
+    /// The settings for a live conversation: tools only when `live` is on too.
+    pub fn for_live(&self, llm: &crate::stages::llm::LlmConfig) -> ToolsConfig {
+        let mut c = self.for_model(llm);
+        c.enabled &= self.live;
+        c
     }
 }
 
