@@ -63,12 +63,7 @@ mod tests {
     use super::*;
 
     fn line(text: &str) -> TextLine {
-        TextLine {
-            text: text.into(),
-            bbox: [0.0; 4],
-            corners: [[0.0; 2]; 4],
-            confidence: 0.9,
-        }
+        TextLine::plain(text)
     }
 
     #[test]

@@ -176,6 +176,19 @@ pub struct TextLine {
     pub confidence: f32,
 }
 
+#[cfg(test)]
+impl TextLine {
+    /// A line of `text` with no place in a picture, for tests of what is done with lines.
+    pub(crate) fn plain(text: &str) -> TextLine {
+        TextLine {
+            text: text.into(),
+            bbox: [0.0; 4],
+            corners: [[0.0; 2]; 4],
+            confidence: 0.9,
+        }
+    }
+}
+
 /// Where the time of one `read` went, in seconds.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ReadTimings {
@@ -466,12 +479,7 @@ mod tests {
     use super::*;
 
     fn line(text: &str) -> TextLine {
-        TextLine {
-            text: text.into(),
-            bbox: [0.0; 4],
-            corners: [[0.0; 2]; 4],
-            confidence: 0.9,
-        }
+        TextLine::plain(text)
     }
 
     #[test]
