@@ -108,9 +108,14 @@ impl TurnAudio {
         }
     }
 
-    /// The next sample to play, or `None` when nothing is queued.
-    fn next_sample(&mut self, cx: &Context, at: impl FnOnce() -> Instant) -> Option<f32> {
-        let q = self.queue.front_mut()?;
+    /// The next sample to play, or `None` when nothing is queued (or playback is `held`).
+    fn next_sample_unless(
+        &mut self,
+        held: bool,
+        cx: &Context,
+        at: impl FnOnce() -> Instant,
+    ) -> Option<f32> {
+        let q = self.queue.front_mut().filter(|_| !held)?;
         let v = q.pcm[q.pos];
         let n = self.played.entry(q.turn).or_insert(0);
         if *n == 0 {
@@ -164,7 +169,9 @@ pub(crate) fn timeline_loop(
         };
         while written < target {
             let pos = written;
-            match audio.next_sample(&cx, || time_of(pos)) {
+            // On hold (the user may be interrupting), the timeline goes on in silence.
+            let held = open && cx.turns.clock.on_hold();
+            match audio.next_sample_unless(held, &cx, || time_of(pos)) {
                 Some(v) => chunk.push(v),
                 None if open => chunk.push(0.0),
                 None => break,
@@ -328,4 +335,48 @@ pub(crate) fn client_loop(
         }
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::pipeline::turns::Turns;
+
+    fn context() -> Context {
+        Context {
+            turns: Turns::default(),
+            input_pos: AtomicU64::new(0),
+            stop: Arc::new(AtomicBool::new(false)),
+            abort: Arc::new(AtomicBool::new(false)),
+            scene: Mutex::new(None),
+            speaking: Mutex::new(String::new()),
+            t0: Instant::now(),
+            events: crossbeam_channel::unbounded().0,
+            updates: None,
+            failure: Mutex::new(None),
+            order: Mutex::new(()),
+            memory: None,
+        }
+    }
+
+    #[test]
+    fn a_held_answer_goes_on_where_it_paused() {
+        let cx = context();
+        let turn = cx.turns.begin();
+        let mut audio = TurnAudio::new();
+        audio.take(Play::Audio {
+            turn,
+            pcm: vec![0.1, 0.2, 0.3],
+        });
+        let mut next = |held| audio.next_sample_unless(held, &cx, Instant::now);
+        assert_eq!(next(false), Some(0.1));
+        assert_eq!(next(true), None);
+        assert_eq!(next(true), None);
+        assert_eq!(next(false), Some(0.2));
+        assert_eq!(next(false), Some(0.3));
+        assert_eq!(next(false), None);
+    }
 }

@@ -61,10 +61,14 @@ pub fn load_onnxruntime(configured: &str, store: &Store) -> Result<(), RuntimeEr
 /// being stopped. Work for an older turn (or any turn, once stopped) is dropped: the LLM stops
 /// between two tokens, queued speech is skipped and playback goes quiet. Only the pipeline's VAD
 /// stage starts turns, so turn numbers never skip or repeat.
+///
+/// Playback can also be put on hold: the user may be interrupting (speech over the answer not
+/// yet judged), so the answer pauses where it is until the speech is judged.
 #[derive(Debug, Default)]
 pub struct TurnClock {
     current: AtomicU64,
     stopped: AtomicBool,
+    on_hold: AtomicBool,
 }
 
 impl TurnClock {
@@ -90,6 +94,17 @@ impl TurnClock {
     /// Whether work for `turn` should be dropped.
     pub fn is_stale(&self, turn: u64) -> bool {
         self.stopped() || turn < self.current()
+    }
+
+    /// Pauses playback (`true`: nothing more of the answer is played) or lets it go on from
+    /// where it paused.
+    pub fn hold(&self, on: bool) {
+        self.on_hold.store(on, Ordering::Release);
+    }
+
+    /// Is playback paused?
+    pub fn on_hold(&self) -> bool {
+        self.on_hold.load(Ordering::Acquire)
     }
 }
 

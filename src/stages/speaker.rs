@@ -70,7 +70,8 @@ pub struct Chunk {
 }
 
 /// Streaming playback for the live pipeline: chunks go in through a bounded channel; the device
-/// callback drops chunks of turns the clock says are over (barge-in, stop) and reports each
+/// callback drops chunks of turns the clock says are over (barge-in, stop), plays silence while
+/// the clock holds playback (and then goes on where it paused), and reports each
 /// turn's first sample, with when it was played, on `started` (one message: the pair cannot tear).
 pub struct LiveSpeaker {
     pub tx: crossbeam_channel::Sender<Chunk>,
@@ -104,6 +105,10 @@ impl LiveSpeaker {
         let mut pos = 0usize;
         let mut last_started = 0u64;
         let mut sample = move || -> f32 {
+            if clock.on_hold() {
+                // The user may be interrupting: the answer waits where it is.
+                return 0.0;
+            }
             loop {
                 if let Some(c) = &cur {
                     if !clock.is_stale(c.turn) && pos < c.samples.len() {

@@ -33,6 +33,9 @@ use pauses::Speculation;
 /// more, at most `MAX_PROBES` times while it lasts (then once more when it ends).
 const PROBE_EVERY: usize = SAMPLE_RATE as usize * 2 / 5;
 const MAX_PROBES: usize = 3;
+/// With barge-in, the answer pauses the moment speech over it begins and goes on if it turns out
+/// to mean nothing; speech not judged within this many samples lets it go on meanwhile.
+const HOLD_AT_MOST: u64 = SAMPLE_RATE as u64 * 3 / 2;
 
 /// What the VAD stage needs besides its channels.
 pub(crate) struct Listening {
@@ -168,12 +171,13 @@ pub(crate) fn vad_loop(
                 s.answer_held().and_then(|()| s.probe())
             },
         };
-        match step {
-            Ok(()) => {}
-            Err(None) => return Ok(()),
-            Err(Some(e)) => return Err(e),
+        s.hold_playback();
+        if let Err(e) = step {
+            s.cx.turns.clock.hold(false);
+            return e.map_or(Ok(()), Err);
         }
     }
+    s.cx.turns.clock.hold(false);
     if s.cx.turns.clock.stopped() {
         return Ok(());
     }
@@ -186,6 +190,23 @@ pub(crate) fn vad_loop(
 }
 
 impl Listener {
+    /// With barge-in, playback waits while speech over the answer is being judged (not yet
+    /// dismissed, and for at most `HOLD_AT_MOST`): an interruption is then silent at once, and a
+    /// backchannel or a cough costs the answer a moment's pause.
+    fn hold_playback(&self) {
+        let now = self.cx.input_pos.load(Ordering::Acquire);
+        let hold = self.l.barge_in
+            && self.cx.turns.busy()
+            && self
+                .candidate
+                .as_ref()
+                .is_some_and(|c| !c.dismissed && now.saturating_sub(c.start) < HOLD_AT_MOST);
+        if hold != self.cx.turns.clock.on_hold() {
+            tracing::debug!(hold, "playback");
+            self.cx.turns.clock.hold(hold);
+        }
+    }
+
     fn frame(&mut self, frame: AudioFrame) -> Step {
         let end = frame.start + frame.samples.len() as u64;
         self.cx.input_pos.store(end, Ordering::Release);
