@@ -30,6 +30,21 @@ chunks = list(client.chat.completions.create(model="m", stream=True, max_tokens=
 u = chunks[-1].usage
 print("USAGE:", len(chunks[-1].choices), u.prompt_tokens, u.completion_tokens, u.total_tokens,
       sum(1 for c in chunks if c.usage))
+import json
+tools = [{"type": "function", "function": {"name": "get_weather", "description": "The current weather in a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+msgs = [{"role": "user", "content": "What is the weather like in Lisbon right now?"}]
+r = client.chat.completions.create(model="m", messages=msgs, tools=tools)
+m = r.choices[0].message
+print("CALLED:", r.choices[0].finish_reason, json.dumps([[c.function.name, json.loads(c.function.arguments)] for c in m.tool_calls or []]))
+msgs.append(m.model_dump(exclude_none=True))
+for c in m.tool_calls or []:
+    msgs.append({"role": "tool", "tool_call_id": c.id, "content": json.dumps({"sky": "snow", "celsius": -3})})
+r = client.chat.completions.create(model="m", messages=msgs, tools=tools)
+print("TOOL ANSWER:", r.choices[0].finish_reason, r.choices[0].message.content)
+calls = [d for ch in client.chat.completions.create(model="m", messages=msgs[:1], tools=tools, stream=True)
+         if ch.choices for d in ch.choices[0].delta.tool_calls or []]
+print("STREAMED CALL:", json.dumps([[d.function.name, json.loads(d.function.arguments)] for d in calls]))
 def one(_):
     with open(jfk, "rb") as f:
         return client.audio.transcriptions.create(model="whisper-1", file=f).text
@@ -39,7 +54,7 @@ with concurrent.futures.ThreadPoolExecutor(8) as pool:
 "#;
 
 #[test]
-fn the_openai_python_client_transcribes_speaks_and_chats() {
+fn the_openai_python_client_transcribes_speaks_chats_and_calls_tools() {
     let s = Server::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let speech = dir.path().join("speech.wav");
@@ -82,6 +97,14 @@ fn the_openai_python_client_transcribes_speaks_and_chats() {
     assert!(usage[1] > 5 && usage[2] >= 1 && usage[2] <= 8, "{out}");
     assert_eq!(usage[1] + usage[2], usage[3], "{out}");
     assert_eq!(usage[4], 1, "only the last chunk has usage: {out}");
+    // Function calling: the call comes back as tool_calls (streamed too), and the tool's result
+    // (snow, which no model would guess for Lisbon) makes the answer.
+    let lisbon = r#"[["get_weather", {"city": "Lisbon"}]]"#;
+    assert_eq!(line("CALLED:")[0], format!("tool_calls {lisbon}"), "{out}");
+    assert_eq!(line("STREAMED CALL:")[0], lisbon, "{out}");
+    let answer = line("TOOL ANSWER:")[0].to_lowercase();
+    assert!(answer.starts_with("stop "), "{out}");
+    assert!(answer.contains("snow"), "{out}");
     let parallel = line("PARALLEL:");
     assert_eq!(parallel.len(), 8);
     for t in &parallel {

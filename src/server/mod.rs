@@ -11,6 +11,7 @@ pub mod memory;
 pub mod metrics;
 pub mod openai;
 pub mod state;
+pub mod tool_calls;
 pub mod transcribe;
 pub mod wyoming;
 

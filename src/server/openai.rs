@@ -14,6 +14,7 @@ use axum::Json;
 use serde::Deserialize;
 
 use super::state::{blocking, json_body, speak, stream_blocking, ApiError, Feed, Shared};
+use super::tool_calls::{self, Offered};
 use crate::media::audio::{self, pcm16};
 use crate::media::encode::{self, AudioFormat};
 use crate::media::image::{data_uri_bytes, decode_image};
@@ -25,6 +26,8 @@ use crate::stages::llm::{Finish, Message, Role};
 use crate::stages::Cancel;
 use crate::text::splitter::split_sentences;
 use crate::text::transcript::Segment;
+use crate::tools::parse::Gate;
+use crate::tools::results_message;
 
 /// Transcribes 16 kHz audio window by window, in `language` if given. The shared recogniser is
 /// locked for one window at a time (with the language set for it, and put back after), so a long
@@ -219,6 +222,11 @@ pub struct ChatRequest {
     /// `{"include_usage": true}`: a last chunk (no choices) carries the token counts.
     #[serde(default)]
     stream_options: Option<StreamOptions>,
+    /// Functions the model may call (OpenAI's `tools`); its calls come back as `tool_calls`.
+    #[serde(default)]
+    tools: Option<serde_json::Value>,
+    #[serde(default)]
+    tool_choice: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -228,20 +236,36 @@ pub struct StreamOptions {
 }
 
 /// The messages of a chat request, and the bytes of the images in them (data URIs decoded).
+/// An assistant's `tool_calls` and the `tool` results that follow are written as the model's
+/// chat template writes them (consecutive results: one message).
 pub fn chat_messages(req: &ChatRequest) -> Result<(Vec<Message>, Vec<Vec<u8>>), ApiError> {
     let mut images = Vec::new();
     let mut msgs = Vec::new();
+    let mut results: Vec<String> = Vec::new();
     for m in &req.messages {
+        let text = content_text(&m["content"], &mut images)?;
+        if m["role"] == "tool" {
+            results.push(text);
+            continue;
+        }
+        if !results.is_empty() {
+            msgs.push(Message::new(Role::User, results_message(&results)));
+            results.clear();
+        }
         let role = match m["role"].as_str() {
             Some("system") | Some("developer") => Role::System,
             Some("user") => Role::User,
             Some("assistant") => Role::Assistant,
             other => return Err(ApiError::bad(format!("unknown role {other:?}"))),
         };
-        msgs.push(Message::new(
-            role,
-            content_text(&m["content"], &mut images)?,
-        ));
+        let text = match role {
+            Role::Assistant => tool_calls::assistant_text(text, m)?,
+            _ => text,
+        };
+        msgs.push(Message::new(role, text));
+    }
+    if !results.is_empty() {
+        msgs.push(Message::new(Role::User, results_message(&results)));
     }
     if !msgs
         .iter()
@@ -258,40 +282,66 @@ pub async fn chat(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req: ChatRequest = json_body(&headers, &body)?;
-    let (msgs, images) = chat_messages(&req)?;
-    let model_name = req
-        .model
-        .clone()
-        .unwrap_or_else(|| st.cfg.llm.model.clone());
-    let max_tokens = req
-        .max_completion_tokens
-        .or(req.max_tokens)
-        .unwrap_or(st.cfg.llm.max_tokens)
-        .min(st.cfg.llm.max_tokens.max(1) * 4);
-    let temperature = req.temperature;
-    if temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
-        return Err(ApiError::bad("temperature must be between 0 and 2"));
+    let job = ChatJob::new(&st, req)?;
+    match job.stream {
+        false => chat_whole(st, job).await,
+        true => Ok(chat_streamed(st, job)),
     }
-    let stream = req.stream;
-    let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
-    let st2 = st.clone();
-    // Unique per response: the time, and a counter for responses within the same nanosecond.
-    static N: AtomicU64 = AtomicU64::new(0);
-    let id = format!(
-        "chatcmpl-{:x}{:04x}",
-        std::time::SystemTime::now()
+}
+
+/// One chat request, checked: what to answer and how to reply.
+struct ChatJob {
+    msgs: Vec<Message>,
+    images: Vec<Vec<u8>>,
+    offered: Offered,
+    model_name: String,
+    max_tokens: usize,
+    temperature: Option<f64>,
+    stream: bool,
+    include_usage: bool,
+    id: String,
+    created: u64,
+}
+
+impl ChatJob {
+    fn new(st: &Shared, req: ChatRequest) -> Result<ChatJob, ApiError> {
+        let (msgs, images) = chat_messages(&req)?;
+        let offered = Offered::from_request(req.tools.as_ref(), req.tool_choice.as_ref())?;
+        if req.temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
+            return Err(ApiError::bad("temperature must be between 0 and 2"));
+        }
+        // Unique per response: the time, and a counter for responses within the same nanosecond.
+        static N: AtomicU64 = AtomicU64::new(0);
+        let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-        N.fetch_add(1, Ordering::Relaxed) & 0xffff
-    );
-    let created = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    // Describe the images, then answer with what they show in the system prompt.
-    let prepare = move |st: &Shared| -> Result<Vec<Message>, ApiError> {
+            .unwrap_or_default();
+        Ok(ChatJob {
+            msgs,
+            images,
+            offered,
+            model_name: req.model.unwrap_or_else(|| st.cfg.llm.model.clone()),
+            max_tokens: req
+                .max_completion_tokens
+                .or(req.max_tokens)
+                .unwrap_or(st.cfg.llm.max_tokens)
+                .min(st.cfg.llm.max_tokens.max(1) * 4),
+            temperature: req.temperature,
+            stream: req.stream,
+            include_usage: req.stream_options.is_some_and(|o| o.include_usage),
+            id: format!(
+                "chatcmpl-{:x}{:04x}",
+                now.as_nanos(),
+                N.fetch_add(1, Ordering::Relaxed) & 0xffff
+            ),
+            created: now.as_secs(),
+        })
+    }
+
+    /// The messages for the model: the images described and the tools offered in the system
+    /// prompt.
+    fn prepare(&mut self, st: &Shared) -> Result<Vec<Message>, ApiError> {
         let mut captions = Vec::new();
-        for (i, bytes) in images.iter().enumerate() {
+        for (i, bytes) in self.images.iter().enumerate() {
             let img = decode_image(bytes, &format!("image {}", i + 1), st.cfg.vision.max_side)
                 .map_err(|e| ApiError::bad(e.to_string()))?;
             let t = Instant::now();
@@ -301,13 +351,20 @@ pub async fn chat(
             captions.push(lock(captioner).caption(&img).map_err(ApiError::internal)?);
             st.metrics.observe("caption", t.elapsed().as_secs_f64());
         }
+        let msgs = std::mem::take(&mut self.msgs);
         let mut system: Vec<String> = msgs
             .iter()
             .filter(|m| m.role == Role::System)
             .map(|m| m.content.clone())
             .collect();
         if system.is_empty() {
-            system.push(st.cfg.llm.system_prompt.clone());
+            // With tools, the chat template's own default: the voice prompt (plain spoken
+            // words, no code) kept Qwen2.5-Coder-1.5B from calling them ("weather in Lisbon?":
+            // an invented answer instead of a call).
+            system.push(match self.offered.any() {
+                true => tool_calls::DEFAULT_SYSTEM.to_string(),
+                false => st.cfg.llm.system_prompt.clone(),
+            });
         }
         if !captions.is_empty() {
             system.push(format!(
@@ -315,59 +372,90 @@ pub async fn chat(
                 context_line(&captions.join(" "))
             ));
         }
-        let mut out = vec![Message::new(Role::System, system.join(" "))];
+        let system = self.offered.system_prompt(&system.join(" "));
+        let mut out = vec![Message::new(Role::System, system)];
         out.extend(msgs.into_iter().filter(|m| m.role != Role::System));
         Ok(out)
-    };
-    let chunk = move |id: &str, delta: serde_json::Value, finish: Option<&str>| {
+    }
+
+    fn chunk(&self, delta: serde_json::Value, finish: Option<&str>) -> serde_json::Value {
         serde_json::json!({
-            "id": id, "object": "chat.completion.chunk", "created": created, "model": model_name,
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created,
+            "model": self.model_name,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
         })
-    };
-    if !stream {
-        let (answer, finish, usage) = blocking(&st, move |cancel| {
-            let messages = prepare(&st2)?;
-            generate(
-                &st2,
-                &messages,
-                max_tokens,
-                temperature,
-                cancel,
-                &mut |_| {},
-            )
-        })
-        .await?;
-        let model_name = req.model.unwrap_or_else(|| st.cfg.llm.model.clone());
-        return Ok(Json(serde_json::json!({
-            "id": id, "object": "chat.completion", "created": created, "model": model_name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": finish}],
-            "usage": usage,
-        }))
-        .into_response());
     }
+
+    /// The answer's calls (when tools were offered) in OpenAI's form, if it made any.
+    fn tool_calls(&self, answer: &str) -> Option<serde_json::Value> {
+        let calls = self.offered.calls_in(answer);
+        (!calls.is_empty()).then(|| tool_calls::tool_calls_json(&self.id, &calls))
+    }
+}
+
+/// The whole answer in one response.
+async fn chat_whole(st: Shared, mut job: ChatJob) -> Result<Response, ApiError> {
+    let st2 = st.clone();
+    let (job, (answer, finish, usage)) = blocking(&st, move |cancel| {
+        let messages = job.prepare(&st2)?;
+        let out = generate(
+            &st2,
+            &messages,
+            job.max_tokens,
+            job.temperature,
+            cancel,
+            &mut |_| {},
+        )?;
+        Ok((job, out))
+    })
+    .await?;
+    let message = match job.tool_calls(&answer) {
+        Some(calls) => {
+            serde_json::json!({"role": "assistant", "content": null, "tool_calls": calls})
+        }
+        None => serde_json::json!({"role": "assistant", "content": answer}),
+    };
+    let finish = match message["tool_calls"].is_null() {
+        true => finish,
+        false => "tool_calls",
+    };
+    Ok(Json(serde_json::json!({
+        "id": job.id, "object": "chat.completion", "created": job.created, "model": job.model_name,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+        "usage": usage,
+    }))
+    .into_response())
+}
+
+/// The answer as server-sent events, a chunk per piece of text (a call is never sent as text:
+/// with tools offered, the start of the answer is held until it is clear it is no call).
+fn chat_streamed(st: Shared, mut job: ChatJob) -> Response {
+    let st2 = st.clone();
     let stream = stream_blocking(
         &st,
         32,
         move |feed: &Feed<Result<Bytes, std::io::Error>>| {
             let event = |v: serde_json::Value| Ok(Bytes::from(format!("data: {v}\n\n")));
             let send = |v: serde_json::Value| feed.send(event(v));
-            let result = prepare(&st2).and_then(|messages| {
-                send(chunk(
-                    &id,
+            let mut gate = Gate::default();
+            let result = job.prepare(&st2).and_then(|messages| {
+                send(job.chunk(
                     serde_json::json!({"role": "assistant", "content": ""}),
                     None,
                 ));
+                // A failed send cancels the generation (the client went away, or the time is up).
+                let mut text = |t: &str| {
+                    send(job.chunk(serde_json::json!({"content": t}), None));
+                };
                 generate(
                     &st2,
                     &messages,
-                    max_tokens,
-                    temperature,
+                    job.max_tokens,
+                    job.temperature,
                     feed.cancel(),
-                    &mut |text| {
-                        // A failed send cancels the generation (the client went away, or the
-                        // time is up).
-                        send(chunk(&id, serde_json::json!({"content": text}), None));
+                    &mut |t| match job.offered.any() {
+                        true => gate.push(t, &mut text),
+                        false => text(t),
                     },
                 )
             });
@@ -375,10 +463,22 @@ pub async fn chat(
                 _ if feed.timed_out() => feed.last(event(serde_json::json!({"error": {
                     "message": "the request took longer than server.request_timeout_s",
                     "type": "server_error"}}))),
-                Ok((_, finish, usage)) => {
-                    send(chunk(&id, serde_json::json!({}), Some(finish)));
-                    if include_usage {
-                        let mut last = chunk(&id, serde_json::json!({}), None);
+                Ok((answer, finish, usage)) => {
+                    let finish = match job.tool_calls(&answer) {
+                        Some(calls) => {
+                            send(job.chunk(serde_json::json!({"tool_calls": calls}), None));
+                            "tool_calls"
+                        }
+                        None => {
+                            gate.flush(&mut |t| {
+                                send(job.chunk(serde_json::json!({"content": t}), None));
+                            });
+                            finish
+                        }
+                    };
+                    send(job.chunk(serde_json::json!({}), Some(finish)));
+                    if job.include_usage {
+                        let mut last = job.chunk(serde_json::json!({}), None);
                         last["choices"] = serde_json::json!([]);
                         last["usage"] = usage;
                         send(last);
@@ -398,14 +498,14 @@ pub async fn chat(
             ))
         },
     );
-    Ok((
+    (
         [
             (header::CONTENT_TYPE, "text/event-stream"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
         Body::from_stream(stream),
     )
-        .into_response())
+        .into_response()
 }
 
 /// One stateless generation with per-request sampling settings, on the shared model (waiting

@@ -73,21 +73,24 @@ pub fn answer(
                 None => registry.call(&call.name, call.arguments.clone()),
             };
             asked.push(call.to_qwen());
-            results.push(format!(
-                "<tool_response>\n{}\n</tool_response>",
-                record.result
-            ));
+            results.push(record.result.clone());
             calls.push(record);
         }
-        // Qwen's template writes a tool's result as a user message in these tags. Without the
-        // line after them, Qwen2.5-Coder-1.5B called the same tool again instead of answering.
         msgs.push(Message::new(Role::Assistant, asked.join("\n")));
-        msgs.push(Message::new(
-            Role::User,
-            format!("{}\n{AFTER_RESULTS}", results.join("\n")),
-        ));
+        msgs.push(Message::new(Role::User, results_message(&results)));
     }
     unreachable!("the last round returns")
+}
+
+/// The message that gives the model the results of its calls. Qwen's template writes a tool's
+/// result as a user message in these tags; without the line after them, Qwen2.5-Coder-1.5B
+/// called the same tool again instead of answering.
+pub fn results_message(results: &[String]) -> String {
+    let tagged: Vec<String> = results
+        .iter()
+        .map(|r| format!("<tool_response>\n{r}\n</tool_response>"))
+        .collect();
+    format!("{}\n{AFTER_RESULTS}", tagged.join("\n"))
 }
 
 /// Tools that change what is kept, and the words of which one must be in the user's own

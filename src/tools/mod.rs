@@ -16,7 +16,7 @@ pub mod senses;
 pub mod timers;
 pub mod tool;
 
-pub use self::answer::{answer, Answer};
+pub use self::answer::{answer, results_message, Answer};
 pub use self::images::ImagesConfig;
 pub use self::notebook::MemoryNotebook;
 pub use self::parse::{parse_calls, ParsedCall};

@@ -116,31 +116,37 @@ impl Registry {
             .collect()
     }
 
-    /// `base` (the system prompt) with the tools described exactly as Qwen's chat template
-    /// does (its JSON spacing included, but one pair of braces around the call: the template's
-    /// doubled ones are copied by the model); `base` alone when there are no tools. Said any
-    /// other way (an added sentence on when to call, compact JSON), Qwen2.5-Coder-1.5B called
-    /// fewer tools.
+    /// `base` (the system prompt) with these tools described (`describe`); `base` alone when
+    /// there are none.
     pub fn system_prompt(&self, base: &str) -> String {
-        if self.is_empty() {
-            return base.to_string();
-        }
-        let mut s = format!(
-            "{}\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\
-             \n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>",
-            base.trim()
-        );
-        for schema in self.schemas() {
-            s.push('\n');
-            s.push_str(&spaced_json(&schema));
-        }
-        s.push_str(
-            "\n</tools>\n\nFor each function call, return a json object with function name and \
-             arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": \
-             <function-name>, \"arguments\": <args-json-object>}\n</tool_call>",
-        );
-        s
+        describe(base, &self.schemas())
     }
+}
+
+/// `base` (the system prompt) with the tools of `schemas` (OpenAI's `tools` form) described
+/// exactly as Qwen's chat template does (its JSON spacing included, but one pair of braces
+/// around the call: the template's doubled ones are copied by the model); `base` alone when
+/// there are none. Said any other way (an added sentence on when to call, compact JSON),
+/// Qwen2.5-Coder-1.5B called fewer tools.
+pub fn describe(base: &str, schemas: &[Value]) -> String {
+    if schemas.is_empty() {
+        return base.to_string();
+    }
+    let mut s = format!(
+        "{}\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\
+         \n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>",
+        base.trim()
+    );
+    for schema in schemas {
+        s.push('\n');
+        s.push_str(&spaced_json(schema));
+    }
+    s.push_str(
+        "\n</tools>\n\nFor each function call, return a json object with function name and \
+         arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": \
+         <function-name>, \"arguments\": <args-json-object>}\n</tool_call>",
+    );
+    s
 }
 
 /// JSON on one line with a space after each `,` and `:`, as Python's `json.dumps` (and so the
