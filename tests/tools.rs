@@ -1,6 +1,6 @@
-//! Tools with the real default model through `seesay chat`: the time and the date from the
+//! Tools with the real default model: through `seesay chat`, the time and the date from the
 //! system clock, and a picture asked of a fake images service written here (its request shape
-//! checked, the saved file named in the answer).
+//! checked, the saved file named in the answer); through `seesay run`, a spoken timer.
 
 mod common;
 
@@ -140,5 +140,33 @@ fn a_picture_is_asked_of_the_images_service_and_its_file_named() {
     assert!(
         out.contains(name),
         "the answer does not say where the picture is: {out}"
+    );
+}
+
+#[test]
+fn a_timer_set_in_run_is_confirmed_and_its_end_spoken_five_seconds_later() {
+    let dir = tempfile::tempdir().unwrap();
+    // Long enough after the question for a slow machine to answer and the timer to end.
+    let (input, _) = questions(dir.path(), &[("Set a timer for five seconds.", 1.0)], 25.0);
+    let (_, _, turns) = run_file(dir.path(), &input, "", &[]);
+    assert_eq!(turns.len(), 2, "{turns:?}");
+    let (asked, ended) = (&turns[0], &turns[1]);
+    let call = &asked["tool_calls"][0];
+    assert_eq!(call["name"], "set_timer", "{asked}");
+    assert_eq!(call["arguments"]["seconds"].as_f64(), Some(5.0), "{asked}");
+    assert!(
+        asked["answer_audio_s"].as_f64().unwrap() > 0.5,
+        "not confirmed: {asked}"
+    );
+    assert_eq!(ended["announcement"], true, "{ended}");
+    // Spoken 5 +/- 1 s after the timer was set, or, if the confirmation was still playing
+    // then, at most a second after it ended (seesay does not talk over itself).
+    let set = call["at_s"].as_f64().unwrap();
+    let confirmed =
+        asked["said_at_s"].as_f64().unwrap() + asked["answer_audio_s"].as_f64().unwrap();
+    let said = ended["said_at_s"].as_f64().unwrap();
+    assert!(
+        said - set >= 4.0 && said <= (set + 6.0).max(confirmed + 1.0),
+        "set at {set:.2} s, confirmation over at {confirmed:.2} s, end said at {said:.2} s"
     );
 }

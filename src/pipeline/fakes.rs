@@ -39,12 +39,14 @@ impl SpeechDetector for FakeVad {
 /// `split` are asked in two stretches of speech: the first alone is heard as "question N of".
 /// Audio shorter than `short` samples holds no words (a fraction of a second of a question), or,
 /// in a hum ("Mm-hmm", amplitude 0.95), one stray word (Whisper hears the start of espeak-ng's
-/// "Mm-hmm" as "Amen."); each transcription takes `ms`.
+/// "Mm-hmm" as "Amen."); each transcription takes `ms`. Questions in `timer_on` ask for a timer
+/// ("question 1: set a timer", which a live conversation asks with the tools described).
 pub(super) struct FakeAsr {
     pub(super) panic_on: Option<u32>,
     pub(super) split: &'static [u32],
     pub(super) short: usize,
     pub(super) ms: u64,
+    pub(super) timer_on: &'static [u32],
 }
 
 impl Transcriber for FakeAsr {
@@ -74,6 +76,7 @@ impl Transcriber for FakeAsr {
         let text = match id {
             7 => "Mm-hmm.".to_string(),
             _ if self.split.contains(&id) && stretches < 2 => format!("question {id} of"),
+            _ if self.timer_on.contains(&id) => format!("question {id}: set a timer"),
             _ => format!("question {id}"),
         };
         Ok(vec![Segment {
@@ -109,7 +112,11 @@ impl ChatModel for FakeLlm {
             .last()
             .map(|m| m.content.clone())
             .unwrap_or_default();
-        if self.timer_on.iter().any(|id| q == format!("question {id}")) {
+        if self
+            .timer_on
+            .iter()
+            .any(|id| q == format!("question {id}: set a timer"))
+        {
             let call = "<tool_call>\n{\"name\": \"set_timer\", \"arguments\": {\"seconds\": 1}}\n</tool_call>";
             on_text(call);
             return Ok((call.to_string(), Finish::Stop));

@@ -18,6 +18,8 @@ use crate::tools::{self, Eyes, MemoryNotebook, Notebook, Reach, Registry, Timers
 /// turn of its own once nobody speaks and nothing is being answered.
 pub(crate) struct Hands {
     pub tools: Registry,
+    /// For questions asked without the tools (`routed`).
+    none: Registry,
     pub announcements: Receiver<String>,
     /// The words last recalled for, and what was recalled: a question heard again at the
     /// verdict (the usual case) is not searched twice, so the prompt prefilled while the user
@@ -44,10 +46,26 @@ impl Hands {
             // Descriptions hold the text read in the picture when reading is on.
             reads: camera && cfg.read.enabled,
         };
+        let live = cfg.tools.for_live(&cfg.llm);
         Hands {
-            tools: tools::standard(&cfg.tools.for_live(&cfg.llm), &cfg.images, reach),
+            tools: tools::standard(&live, &cfg.images, reach),
+            none: tools::Registry::new(&live),
             announcements,
             recalled: None,
+        }
+    }
+
+    /// Whether the question heard as `text` is asked with the tools described: there are
+    /// tools and its words point at one (`tools::may_need_tools`).
+    pub fn routed(&self, text: &str) -> bool {
+        !self.tools.is_empty() && tools::may_need_tools(text)
+    }
+
+    /// The tools the answer to `text` may call (none unless `routed`).
+    pub fn for_question(&self, text: &str) -> &Registry {
+        match self.routed(text) {
+            true => &self.tools,
+            false => &self.none,
         }
     }
 

@@ -265,11 +265,13 @@ pub fn run_with(
     stages.push(spawn("asr", &cx, move || {
         loops::asr_loop(asr, rx_utt, tx_heard, hints, cx2)
     })?);
-    // The tools are described in the system prompt, so every prompt (and its prefill) has them.
+    // The tools are described in the system prompt of the questions that may need one
+    // (`Hands::routed`); the rest are read against the prompt prefilled without them.
     let hands = hands::Hands::new(cfg, &cx, camera);
-    let mut llm_cfg = cfg.llm.clone();
-    llm_cfg.system_prompt = hands.tools.system_prompt(&cfg.llm.system_prompt);
-    let conv = Conversation::new(&llm_cfg);
+    let mut conv = Conversation::new(&cfg.llm);
+    if !hands.tools.is_empty() {
+        conv.set_tools(Some(hands.tools.system_prompt(&cfg.llm.system_prompt)));
+    }
     let words = cfg.pipeline.first_clause_words;
     let (llm, cores, cx2) = ((models.llm)()?, models.asr.clone(), cx.clone());
     stages.push(spawn("llm", &cx, move || {

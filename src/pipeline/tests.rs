@@ -64,6 +64,7 @@ pub(super) fn start_seeing(barge_in: bool, f: Fakes, sight: Option<Sight>) -> Ha
             split: f.split,
             short: f.asr_short,
             ms: f.asr_ms,
+            timer_on: f.timer_on,
         }),
         Box::new(FakeVoice { ms: f.voice_ms }),
         {

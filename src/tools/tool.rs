@@ -56,10 +56,11 @@ pub struct ToolsConfig {
     /// `seesay chat`. Never with the candle engine: its small models cannot call them.
     pub enabled: bool,
     /// Tools in live conversations too (`seesay run`, and conversations served over
-    /// WebSocket). Off by default: the tools' descriptions add about 700 tokens to the prompt,
-    /// about 8 s of prefill on 2 cores before the first answer can start, which made a question
-    /// asked in the first seconds of a run wait behind it (tests/echo.rs) and four served
-    /// conversations starting at once wait 40 s (tests/load.rs).
+    /// WebSocket). There the tools are described only with questions whose words point at one
+    /// (`tools::route`): the descriptions add about 700 tokens to the prompt, about 8 s of
+    /// prefill on 2 cores, which with every prompt made a question asked in the first seconds
+    /// of a run wait behind it (tests/echo.rs) and four served conversations starting at once
+    /// wait 40 s (tests/load.rs).
     pub live: bool,
     /// Most tool calls the model may make for one answer before it must answer in words.
     pub max_rounds: usize,
@@ -72,7 +73,7 @@ impl Default for ToolsConfig {
     fn default() -> Self {
         ToolsConfig {
             enabled: true,
-            live: false,
+            live: true,
             max_rounds: 3,
             limits: BTreeMap::new(),
         }

@@ -33,6 +33,9 @@ pub const MEMORY_RULE: &str = "When something you remember is relevant, it comes
 /// token budget is exceeded.
 pub struct Conversation {
     system: Option<Message>,
+    /// The system prompt with the tools described (`set_tools`), used while `with_tools`.
+    tools_system: Option<Message>,
+    with_tools: bool,
     turns: Vec<Message>,
     /// The newest camera caption, told to the model with the system prompt (small models use it
     /// far better there than inside the question) and never kept in memory.
@@ -50,6 +53,8 @@ impl Conversation {
             .then(|| Message::new(Role::System, cfg.system_prompt.trim()));
         Conversation {
             system,
+            tools_system: None,
+            with_tools: false,
             turns: Vec::new(),
             scene: None,
             recalled: None,
@@ -77,7 +82,7 @@ impl Conversation {
             }
             _ => user.trim().to_string(),
         };
-        let system = self.system_message();
+        let system = self.system_message(self.with_tools);
         // Counting can cost a round trip (llama.cpp): the usual case, a prompt that fits with its
         // whole memory, is counted once.
         let mut checked_alone = false;
@@ -114,15 +119,21 @@ impl Conversation {
 
     /// What the next prompt starts with: the system prompt with the current scene, and the
     /// turns remembered so far (to prefill while nobody speaks).
+    /// Without the tools: most questions are asked without them.
     pub fn preamble(&self) -> Vec<Message> {
-        let mut msgs: Vec<Message> = self.system_message().into_iter().collect();
+        let mut msgs: Vec<Message> = self.system_message(false).into_iter().collect();
         msgs.extend(self.turns.iter().cloned());
         msgs
     }
 
-    /// The system prompt, with what the camera shows now.
-    fn system_message(&self) -> Option<Message> {
-        let mut text = self.system.as_ref().map(|m| m.content.clone());
+    /// The system prompt (with the tools described, if asked and there are any), with what the
+    /// camera shows now.
+    fn system_message(&self, tools: bool) -> Option<Message> {
+        let system = match tools {
+            true => self.tools_system.as_ref().or(self.system.as_ref()),
+            false => self.system.as_ref(),
+        };
+        let mut text = system.map(|m| m.content.clone());
         let mut add = |part: String| {
             text = Some(match text.take() {
                 Some(t) => format!("{t} {part}"),
@@ -145,6 +156,17 @@ impl Conversation {
     /// tells the model that nothing relevant is remembered.
     pub fn set_recalled(&mut self, lines: Option<Vec<String>>) {
         self.recalled = lines;
+    }
+
+    /// Sets (or clears) the system prompt with the tools described, for questions asked
+    /// `with_tools`.
+    pub fn set_tools(&mut self, system: Option<String>) {
+        self.tools_system = system.map(|s| Message::new(Role::System, s.trim()));
+    }
+
+    /// Whether the next question is asked with the tools described (the preamble never is).
+    pub fn with_tools(&mut self, on: bool) {
+        self.with_tools = on;
     }
 
     /// Sets (or clears) what the camera shows now: the next question is asked with it.
@@ -181,6 +203,32 @@ mod tests {
         fn describe(&self) -> String {
             "chars".into()
         }
+    }
+
+    #[test]
+    fn only_questions_asked_with_tools_have_them_described() {
+        let mut conv = Conversation::new(&LlmConfig {
+            system_prompt: "sys".into(),
+            ..LlmConfig::default()
+        });
+        conv.set_tools(Some("sys with tools".into()));
+        conv.set_scene(Some("a cat".into()));
+        let mut m = CharModel;
+        let plain = conv.prompt_for(&mut m, "q").unwrap();
+        assert!(
+            plain[0].content.starts_with("sys You can see"),
+            "{}",
+            plain[0].content
+        );
+        conv.with_tools(true);
+        let tools = conv.prompt_for(&mut m, "q").unwrap();
+        assert!(
+            tools[0].content.starts_with("sys with tools You can see"),
+            "{}",
+            tools[0].content
+        );
+        // What is prefilled while nobody speaks is the prompt without them.
+        assert_eq!(conv.preamble()[0].content, plain[0].content);
     }
 
     #[test]
