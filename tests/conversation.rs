@@ -168,3 +168,50 @@ async fn a_websocket_conversation_answers_sees_and_is_interrupted() {
     );
     assert!(metrics.contains("seesay_conversations"), "{metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_keeps_what_it_sees_only_in_the_store_it_names() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap().to_string();
+    let s = Server::start_with(&[("SEESAY_DATA_DIR", data.as_str())], "");
+    // A name that is not a plain name is refused before the conversation starts.
+    let url = format!("ws://127.0.0.1:{}/v1/conversation?memory=../x", s.http);
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 400),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    let png = std::fs::read(model_path("sample-chelsea")).unwrap();
+    let uri = format!("data:image/png;base64,{}", base64_encode(&png));
+    let image = serde_json::json!({"type": "image", "data": uri}).to_string();
+    for query in ["?memory=desk", ""] {
+        let mut ws = connect(&s, query).await;
+        ws.send(Message::Text(image.clone().into())).await.unwrap();
+        let mut heard = Heard::default();
+        read_until(&mut ws, &mut heard, Duration::from_secs(30), |h| {
+            !h.of("caption").is_empty()
+        })
+        .await;
+        ws.close(None).await.unwrap();
+    }
+    let listed: serde_json::Value = serde_json::from_str(&s.get("/v1/memory?memory=desk")).unwrap();
+    let items = listed["data"].as_array().unwrap();
+    assert_eq!(
+        items.len(),
+        1,
+        "the named conversation's scene, once: {listed}"
+    );
+    assert_eq!(items[0]["kind"], "seen", "{listed}");
+    assert!(
+        items[0]["text"].as_str().unwrap().contains("cat"),
+        "{listed}"
+    );
+    // The unnamed conversation kept nothing anywhere.
+    let files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.ends_with(".sqlite"))
+        .collect();
+    assert_eq!(files, ["desk.sqlite"]);
+}

@@ -1,6 +1,7 @@
 //! The conversation over WebSocket (`GET /v1/conversation`): the same pipeline as `seesay run`,
 //! with the client as microphone, camera and speaker. One pipeline per connection (its own VAD,
-//! turns and history) over the server's shared models.
+//! turns and history) over the server's shared models. `?memory=NAME` keeps what it sees and
+//! hears in that store of `/v1/memory` and recalls from it; without it, nothing is kept.
 //!
 //! Client → server: binary messages of 16 kHz mono 16-bit little-endian PCM, any length;
 //! text messages `{"type": "image", "data": "data:image/jpeg;base64,..."}` (a camera snapshot).
@@ -14,7 +15,7 @@
 //! the others go on.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -27,6 +28,7 @@ use serde_json::json;
 use super::state::{ApiError, Shared};
 use crate::media::audio::{from_pcm16, pcm16, SAMPLE_RATE};
 use crate::media::image::{data_uri_bytes, decode_image};
+use crate::memory::Memory;
 use crate::pipeline::{Input, Output, RunOptions, Update};
 use crate::stages::camera::{self, Frame, FrameSender};
 use crate::stages::mic::Framer;
@@ -38,6 +40,9 @@ pub struct ConversationQuery {
     barge_in: Option<bool>,
     /// Answer only what follows this wake word (default: `pipeline.wake_word`; empty: off).
     wake_word: Option<String>,
+    /// The memory store the conversation keeps what it sees and hears in, and recalls from
+    /// (`/v1/memory`'s named stores). Without it, nothing is kept.
+    memory: Option<String>,
 }
 
 /// Gives a conversation slot back when the session ends (or never starts).
@@ -92,6 +97,20 @@ pub async fn conversation(
         )
         .into_response();
     }
+    let memory = match q.memory.filter(|n| !n.is_empty()) {
+        Some(name) => {
+            let st2 = st.clone();
+            let opened =
+                tokio::task::spawn_blocking(move || super::memory::open(&st2, Some(&name), true))
+                    .await;
+            match opened {
+                Ok(Ok(m)) => Some(Arc::new(Mutex::new(m))),
+                Ok(Err(e)) => return e.into_response(),
+                Err(e) => return ApiError::internal(e).into_response(),
+            }
+        }
+        None => None,
+    };
     let limit = st.cfg.server.max_message_mb.max(1) << 20;
     ws.max_message_size(limit)
         .max_frame_size(limit)
@@ -99,7 +118,7 @@ pub async fn conversation(
             let st = slot.0.clone();
             let _busy = super::Busy::new(&st);
             st.metrics.conversations.fetch_add(1, Ordering::Relaxed);
-            session(socket, st.clone(), barge_in, wake_word).await;
+            session(socket, st.clone(), barge_in, wake_word, memory).await;
             st.metrics.conversations.fetch_sub(1, Ordering::Relaxed);
             drop(slot);
         })
@@ -129,7 +148,13 @@ const POLICY: u16 = 1008;
 /// 1001: the server is going away (shutting down).
 const GOING_AWAY: u16 = 1001;
 
-async fn session(mut socket: WebSocket, st: Shared, barge_in: bool, wake_word: String) {
+async fn session(
+    mut socket: WebSocket,
+    st: Shared,
+    barge_in: bool,
+    wake_word: String,
+    memory: Option<Arc<Mutex<Memory>>>,
+) {
     let t0 = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let abort = Arc::new(AtomicBool::new(false));
@@ -181,8 +206,8 @@ async fn session(mut socket: WebSocket, st: Shared, barge_in: bool, wake_word: S
             metrics: None,
             max_turns: None,
             updates: Some(tx_up),
-            // A conversation over the network keeps nothing (a named store is the API's).
-            memory: None,
+            // Only a store the client named (`memory=NAME`).
+            memory,
         };
         crate::pipeline::run_with(&cfg, &models, opts, stop2, abort2)
     });

@@ -147,7 +147,7 @@ pub struct AddRequest {
 }
 
 /// Opens the store `name` names, on a blocking thread; with the embedding model if `model`.
-fn open(st: &Shared, name: Option<&str>, model: bool) -> Result<Memory, ApiError> {
+pub(super) fn open(st: &Shared, name: Option<&str>, model: bool) -> Result<Memory, ApiError> {
     let name = name.filter(|n| !n.is_empty()).ok_or_else(|| {
         ApiError::bad(
             "name a memory store: memory=NAME (a request uses a store only when it names one)",
