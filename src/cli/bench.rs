@@ -38,7 +38,8 @@ pub struct BenchArgs {
     /// Which stages: asr, tts, llm, vision, all (these four), quality (spoken-assistant
     /// questions to the language model, each answer checked), turn (the end-of-turn decision on
     /// whole questions and fragments), wake (the wake word: detections, false alarms, cost),
-    /// memory (embedding time per sentence, search time at 10,000 memories), or
+    /// memory (embedding time per sentence, search time at 10,000 memories), tools (the
+    /// language model's tool calls on 30 requests, scored), or
     /// pipeline (the live pipeline in real time; takes about
     /// 11 s a turn).
     #[arg(long, default_value = "all")]
@@ -63,6 +64,10 @@ pub struct BenchArgs {
     /// Print where the llama-server binary is and exit (for scripts/bench-llm).
     #[arg(long)]
     pub print_llama_server: bool,
+    /// `--stage tools`: describe the tools with every request, not only with those whose words
+    /// point at one.
+    #[arg(long)]
+    pub all_tools: bool,
     /// The wake word for `--stage wake` (default hey_jarvis).
     #[arg(long, value_name = "NAME")]
     pub wake_word: Option<String>,
@@ -271,6 +276,9 @@ pub fn run(cfg: &Config, a: BenchArgs) -> Result<()> {
     if a.stage == "vision" || a.stage == "all" {
         report.insert("scene_check".into(), bench_scene_check(a.runs)?);
     }
+    if a.stage == "tools" {
+        report.insert("tools".into(), super::bench_tools::run(cfg, a.all_tools)?);
+    }
     if a.stage == "quality" {
         let (right, asked) = super::quality::run(cfg, a.questions)?;
         report.insert(
@@ -296,7 +304,7 @@ pub fn run(cfg: &Config, a: BenchArgs) -> Result<()> {
     }
     if report.len() == 1 {
         anyhow::bail!(
-            "unknown stage '{}': use asr, tts, llm, vision, all, quality, turn, wake, memory or pipeline",
+            "unknown stage '{}': use asr, tts, llm, vision, all, quality, turn, wake, memory, tools or pipeline",
             a.stage
         );
     }

@@ -18,7 +18,7 @@ use seesay::stages::llm::{self, Conversation, Finish, LlmError};
 use seesay::stages::{lock, Cancel};
 use seesay::store::Store;
 use seesay::text::splitter::SentenceSplitter;
-use seesay::tools::{self, MemoryNotebook, Notebook, Reach, Timers};
+use seesay::tools::{self, MemoryNotebook, Notebook, Reach, Routed, Timers};
 
 #[derive(Debug, Args)]
 pub struct ChatArgs {
@@ -114,9 +114,10 @@ pub fn chat(mut cfg: Config, a: ChatArgs) -> Result<()> {
             .map(|m| Arc::new(MemoryNotebook::new(m)) as Arc<dyn Notebook>),
         ..Reach::default()
     };
-    let tools = tools::standard(&cfg.tools.for_model(&cfg.llm), &cfg.images, reach);
-    cfg.llm.system_prompt = tools.system_prompt(&cfg.llm.system_prompt);
+    let usable = cfg.tools.for_model(&cfg.llm);
+    let tools = Routed::new(tools::standard(&usable, &cfg.images, reach), &usable);
     let mut conv = Conversation::new(&cfg.llm);
+    conv.set_tools(tools.system_prompt());
     conv.set_scene(scene);
     let cancel = Cancel::new();
     let describe = model.describe();
@@ -124,10 +125,12 @@ pub fn chat(mut cfg: Config, a: ChatArgs) -> Result<()> {
         if let Some(m) = &memory {
             conv.set_recalled(Some(lock(m).recall_context(q, time::now())?));
         }
+        conv.with_tools(tools.with_tools(q));
         let msgs = conv.prompt_for(model.as_mut(), q)?;
         let mut out = std::io::stdout().lock();
         let mut splitter = SentenceSplitter::new(4);
-        let said = tools::answer(model.as_mut(), &msgs, &tools, &cancel, &mut |chunk| {
+        let registry = tools.for_question(q);
+        let said = tools::answer(model.as_mut(), &msgs, registry, &cancel, &mut |chunk| {
             let _ = out.write_all(chunk.as_bytes());
             let _ = out.flush();
             if let Some(s) = &speech {

@@ -27,6 +27,7 @@ macro_rules! out {
 mod bench;
 mod bench_memory;
 mod bench_read;
+mod bench_tools;
 mod bench_turn;
 mod bench_wake;
 mod chat;

@@ -12,14 +12,13 @@ use super::models::lock;
 use super::turns::Context;
 use crate::config::Config;
 use crate::memory::{time, Kind};
-use crate::tools::{self, Eyes, MemoryNotebook, Notebook, Reach, Registry, Timers};
+use crate::tools::{self, Eyes, MemoryNotebook, Notebook, Reach, Routed, Timers};
 
 /// The tools the model may call, and what seesay says on its own (a timer's end), spoken as a
 /// turn of its own once nobody speaks and nothing is being answered.
 pub(crate) struct Hands {
-    pub tools: Registry,
-    /// For questions asked without the tools (`routed`).
-    none: Registry,
+    /// The tools, described only with questions that may need one.
+    pub tools: Routed,
     pub announcements: Receiver<String>,
     /// The words last recalled for, and what was recalled: a question heard again at the
     /// verdict (the usual case) is not searched twice, so the prompt prefilled while the user
@@ -48,24 +47,9 @@ impl Hands {
         };
         let live = cfg.tools.for_live(&cfg.llm);
         Hands {
-            tools: tools::standard(&live, &cfg.images, reach),
-            none: tools::Registry::new(&live),
+            tools: Routed::new(tools::standard(&live, &cfg.images, reach), &live),
             announcements,
             recalled: None,
-        }
-    }
-
-    /// Whether the question heard as `text` is asked with the tools described: there are
-    /// tools and its words point at one (`tools::may_need_tools`).
-    pub fn routed(&self, text: &str) -> bool {
-        !self.tools.is_empty() && tools::may_need_tools(text)
-    }
-
-    /// The tools the answer to `text` may call (none unless `routed`).
-    pub fn for_question(&self, text: &str) -> &Registry {
-        match self.routed(text) {
-            true => &self.tools,
-            false => &self.none,
         }
     }
 

@@ -251,7 +251,7 @@ pub(crate) fn llm_loop(
         scene = lock(&cx.scene).clone();
         conv.set_scene(scene.clone());
         conv.set_recalled(hands.recall(&cx, &h.text));
-        conv.with_tools(hands.routed(&h.text));
+        conv.with_tools(hands.tools.with_tools(&h.text));
         if h.speculative {
             // The user paused: prefill the question as heard so far (if they go on, the next
             // prompt shares less of it and the work is simply not reused) and, when the turn
@@ -311,7 +311,7 @@ pub(crate) fn llm_loop(
         // What went to the voice: whole sentences (and the first clause).
         let mut spoken: Vec<String> = Vec::new();
         lock(&cx.speaking).clear();
-        let registry = hands.for_question(&h.text);
+        let registry = hands.tools.for_question(&h.text);
         let result = tools::answer(llm.as_mut(), &msgs, registry, &cancel, &mut |chunk| {
             if first {
                 first = false;

@@ -269,9 +269,7 @@ pub fn run_with(
     // (`Hands::routed`); the rest are read against the prompt prefilled without them.
     let hands = hands::Hands::new(cfg, &cx, camera);
     let mut conv = Conversation::new(&cfg.llm);
-    if !hands.tools.is_empty() {
-        conv.set_tools(Some(hands.tools.system_prompt(&cfg.llm.system_prompt)));
-    }
+    conv.set_tools(hands.tools.system_prompt());
     let words = cfg.pipeline.first_clause_words;
     let (llm, cores, cx2) = ((models.llm)()?, models.asr.clone(), cx.clone());
     stages.push(spawn("llm", &cx, move || {

@@ -22,7 +22,7 @@ pub use self::images::ImagesConfig;
 pub use self::notebook::MemoryNotebook;
 pub use self::parse::{parse_calls, ParsedCall};
 pub use self::registry::{CallRecord, Registry};
-pub use self::route::may_need_tools;
+pub use self::route::{may_need_tools, Routed};
 pub use self::senses::{Eyes, Notebook};
 pub use self::timers::Timers;
 pub use self::tool::{Tool, ToolError, ToolsConfig};

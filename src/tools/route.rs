@@ -4,40 +4,75 @@
 //! the camera's text, a picture); any other question is read against the prompt prefilled while
 //! nobody spoke. A question sent with the tools needlessly costs time, never a wrong answer.
 
-/// Starts of words that point at a tool.
-const CUES: [&str; 31] = [
-    // the clock
+use super::registry::Registry;
+use super::tool::ToolsConfig;
+
+/// The tools, and the choice of them per question: a question that may need one is asked with
+/// them described (in the system prompt `system_prompt` gives); any other, without.
+pub struct Routed {
+    pub tools: Registry,
+    none: Registry,
+    system_prompt: String,
+}
+
+impl Routed {
+    pub fn new(tools: Registry, cfg: &ToolsConfig) -> Routed {
+        Routed {
+            tools,
+            none: Registry::new(cfg),
+            system_prompt: cfg.system_prompt.clone(),
+        }
+    }
+
+    /// Whether `question` is asked with the tools described.
+    pub fn with_tools(&self, question: &str) -> bool {
+        !self.tools.is_empty() && may_need_tools(question)
+    }
+
+    /// The tools the answer to `question` may call (none unless `with_tools`).
+    pub fn for_question(&self, question: &str) -> &Registry {
+        match self.with_tools(question) {
+            true => &self.tools,
+            false => &self.none,
+        }
+    }
+
+    /// The system prompt of questions asked with the tools (`None`: there are none).
+    pub fn system_prompt(&self) -> Option<String> {
+        (!self.tools.is_empty()).then(|| self.tools.system_prompt(&self.system_prompt))
+    }
+}
+
+/// Words that point at a tool: the clock, the notebook, the camera.
+const WORDS: [&str; 21] = [
     "time",
-    "clock",
     "date",
     "day",
     "today",
+    "tonight",
     "tomorrow",
     "yesterday",
     "week",
     "month",
     "year",
-    "o'clock", // timers
-    "timer",
-    "alarm",
-    "remind",
-    "minute",
-    "second",
-    "hour",
-    "cancel", // the notebook
-    "remember",
-    "note",
-    "forget",
-    "recall",
-    "memor",
-    "wrote", // the camera's text, a look
-    "read",
+    "morning",
+    "afternoon",
+    "evening",
+    "clock",
+    "o'clock",
+    "cancel",
+    "mind",
+    "told",
+    "sign",
     "written",
-    "look",
-    "sign", // pictures
-    "picture",
-    "draw",
-    "paint",
+    "front",
+];
+
+/// Starts of words that point at a tool: timers, the notebook, the camera, pictures. ("times",
+/// as in "seven times eight", is not "time".)
+const STARTS: [&str; 17] = [
+    "timer", "alarm", "remind", "minute", "second", "hour", "remember", "forget", "recall",
+    "memor", "note", "look", "read", "describ", "picture", "draw", "paint",
 ];
 
 /// Whether `question` may need a tool.
@@ -45,7 +80,8 @@ pub fn may_need_tools(question: &str) -> bool {
     question
         .to_lowercase()
         .split(|c: char| !(c.is_alphanumeric() || c == '\''))
-        .any(|w| CUES.iter().any(|cue| w.starts_with(cue)))
+        .map(|w| w.trim_end_matches("'s"))
+        .any(|w| WORDS.contains(&w) || STARTS.iter().any(|s| w.starts_with(s)))
 }
 
 #[cfg(test)]
@@ -72,6 +108,8 @@ mod tests {
             "What do bees make?",
             "Did you see a cat?",
             "How are you?",
+            "What is seven times eight?",
+            "Who wrote Romeo and Juliet?",
         ] {
             assert!(!may_need_tools(q), "{q}");
         }
