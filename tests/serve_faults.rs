@@ -106,9 +106,15 @@ fn slow_and_vanishing_clients_hold_nothing() {
     // The stream holds its slot: with a second one open, a third request is refused, while
     // health and metrics still answer.
     let slow2 = slow_speech(&s, &text);
-    let (code, body) = status_of(ureq::get(&s.url("/v1/models")).call());
-    assert_eq!(code, 429, "{body}");
+    let full = ureq::get(&s.url("/v1/models")).call();
+    let Err(ureq::Error::Status(429, resp)) = full else {
+        panic!("not refused: {full:?}")
+    };
+    assert_eq!(resp.header("Retry-After"), Some("2"));
     assert_eq!(status_of(ureq::get(&s.url("/healthz")).call()).0, 200);
+    // Said once in the log, however many are refused.
+    let _ = ureq::get(&s.url("/v1/models")).call();
+    assert_eq!(s.log().matches("over capacity").count(), 1, "{}", s.log());
     // Both hang up mid-answer: the slots come back and the work stops.
     drop((slow, slow2));
     eventually(Duration::from_secs(10), "slots back", || {

@@ -70,6 +70,7 @@ pub async fn conversation(
         }
     };
     let Ok(permit) = st.sessions.try_acquire() else {
+        st.refused("a conversation", "server.max_sessions");
         return ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too many conversations at once (server.max_sessions)",

@@ -159,9 +159,13 @@ async fn guard(st: Shared, req: Request, next: Next) -> Response {
     // Health and metrics answer even when every slot is taken: that is when they matter.
     let watching = matches!(route.as_str(), "/healthz" | "/metrics");
     let permit = match st.slots.clone().try_acquire_owned() {
-        Ok(p) => Some(p),
+        Ok(p) => {
+            st.admitted();
+            Some(p)
+        }
         Err(_) if watching => None,
         Err(_) => {
+            st.refused("a request", "server.max_concurrent");
             st.metrics.request(&route, 429);
             return ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,

@@ -39,6 +39,9 @@ impl ApiError {
     }
 }
 
+/// Seconds a refused client is told to wait (`Retry-After`): about one answer.
+const RETRY_AFTER_S: &str = "2";
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let kind = match self.status.as_u16() {
@@ -49,7 +52,16 @@ impl IntoResponse for ApiError {
             _ => "invalid_request_error",
         };
         let body = serde_json::json!({"error": {"message": self.message, "type": kind, "param": null, "code": null}});
-        (self.status, Json(body)).into_response()
+        let mut resp = (self.status, Json(body)).into_response();
+        if matches!(self.status.as_u16(), 429 | 503) {
+            // Work is refused when the server is full, so what is admitted stays fast; a
+            // client may come back once some of it is done.
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static(RETRY_AFTER_S),
+            );
+        }
+        resp
     }
 }
 
@@ -79,9 +91,25 @@ pub struct AppState {
     pub embedder: std::sync::Mutex<Option<Arc<Embedder>>>,
     /// The multilingual model translations use (`asr.translate_model`), loaded on first use.
     pub translator: std::sync::Mutex<Option<Locked<Box<dyn Transcriber>>>>,
+    /// Work is being refused (the log says so once, until work is admitted again).
+    pub over: std::sync::atomic::AtomicBool,
 }
 
 impl AppState {
+    /// Work was refused for want of room: logged once, not per refusal.
+    pub fn refused(&self, what: &str, setting: &str) {
+        if !self.over.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!(
+                "over capacity: {what} refused with 429 ({setting}); said once until work is admitted again"
+            );
+        }
+    }
+
+    /// Work was admitted: the next refusal is logged again.
+    pub fn admitted(&self) {
+        self.over.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Loads every model (conversations load their own VAD; `Models::load` checks it now, so a
     /// broken file fails at start, not at the first conversation).
     pub fn load(mut cfg: Config) -> Result<AppState, PipelineError> {
@@ -116,6 +144,7 @@ impl AppState {
             api_key,
             embedder: Default::default(),
             translator: Default::default(),
+            over: Default::default(),
         })
     }
 
