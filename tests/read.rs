@@ -1,13 +1,15 @@
 //! Reading text (`seesay read`, PP-OCRv4): pages, a sign and a rotated line rendered by headless
 //! Chromium (installed by `scripts/setup --test`), a page under a shadow, a real photographed
 //! page (scikit-image's page.png), a photo with no text, and bad images. Accuracy is the share
-//! of the reference's words read, in order (longest common subsequence of words).
+//! of the reference's words read, in order (longest common subsequence of words). And a sign's
+//! question, "What does the sign say?", asked of `seesay run` and of the server.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::server::{python, Server};
 use common::*;
 
 /// Words for comparing: lower case, punctuation around them dropped.
@@ -220,4 +222,47 @@ fn bad_images_are_clear_errors() {
         assert!(stderr(&o).contains(says), "{file}: {}", stderr(&o));
         assert_eq!(stdout(&o).trim(), "", "{file}");
     }
+}
+
+const SIGN_QUESTION: &str = r#"
+import base64, sys
+from openai import OpenAI
+client = OpenAI(base_url=sys.argv[1], api_key="unused")
+uri = "data:image/png;base64," + base64.b64encode(open(sys.argv[2], "rb").read()).decode()
+r = client.chat.completions.create(model="m", messages=[{"role": "user", "content": [
+    {"type": "text", "text": "What does the sign say?"}, {"type": "image_url", "image_url": {"url": uri}}]}])
+print("ANSWER:", r.choices[0].message.content)
+"#;
+
+#[test]
+fn what_the_sign_says_is_answered_in_run_and_over_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = "<div style='margin:40px;padding:30px 40px;width:520px;background:#1d4ed8;\
+                color:#fff;font-weight:bold;text-align:center;border-radius:12px'>\
+                <div style='font-size:52px'>PLATFORM 4</div>\
+                <div style='font-size:28px;margin-top:12px'>Trains to Leeds and York</div></div>";
+    let sign = render(dir.path(), "sign", body, 680, 300);
+    let said = |answer: &str| {
+        let w = words(answer);
+        ["leeds", "york"].iter().all(|x| w.contains(&x.to_string()))
+    };
+    // Spoken to `seesay run`, the sign as its camera's picture.
+    let (question, _) = questions(dir.path(), &[("What does the sign say?", 3.0)], 15.0);
+    let (_, _, turns) = run_file(
+        dir.path(),
+        &question,
+        "",
+        &["--image", sign.to_str().unwrap()],
+    );
+    assert_eq!(turns.len(), 1, "{turns:?}");
+    let answer = turns[0]["answer"].as_str().unwrap();
+    assert!(said(answer), "{}", turns[0]);
+    // Asked with the picture as an image_url part, through the openai package.
+    let s = Server::start(&[]);
+    let out = python(SIGN_QUESTION, &[&s.url("/v1"), sign.to_str().unwrap()]);
+    let answer = out
+        .lines()
+        .find_map(|l| l.strip_prefix("ANSWER:"))
+        .unwrap_or_default();
+    assert!(said(answer), "{out}");
 }
