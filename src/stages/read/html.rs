@@ -119,9 +119,8 @@ fn body_height(lines: &[TextLine]) -> f32 {
     hs.get(hs.len() / 2).copied().unwrap_or(16.0)
 }
 
-/// What each line is.
-pub fn classify(img: &RgbImage, lines: &[TextLine]) -> Vec<Item> {
-    let page = background(img);
+/// What each line is, on a page of colour `page`.
+pub fn classify(img: &RgbImage, page: Rgb, lines: &[TextLine]) -> Vec<Item> {
     let body = body_height(lines);
     let width = img.width() as f32;
     lines
@@ -192,7 +191,7 @@ fn escape(s: &str) -> String {
 /// together), in reading order.
 pub fn page_html(img: &RgbImage, lines: &[TextLine]) -> String {
     let page = background(img);
-    let blocks = blocks(classify(img, lines));
+    let blocks = blocks(classify(img, page, lines));
     let title = blocks
         .iter()
         .find(|b| matches!(b.kind, Kind::Heading(_)))
