@@ -96,6 +96,9 @@ struct Listener {
     l: Listening,
     tx: Sender<Utterance>,
     cx: Arc<Context>,
+    /// The newest frame's end (sample index) and when it was captured: the input's "now". It
+    /// reaches `cx.input_pos` (how far the WAV timeline may play) only once the frame is judged.
+    now: u64,
     last_at: Instant,
     pending: Option<Pending>,
     /// The pause whose speculative transcript is being made.
@@ -128,6 +131,7 @@ pub(crate) fn vad_loop(
     let mut s = Listener {
         l,
         tx,
+        now: 0,
         last_at: cx.t0,
         cx,
         pending: None,
@@ -194,7 +198,7 @@ impl Listener {
     /// dismissed, and for at most `HOLD_AT_MOST`): an interruption is then silent at once, and a
     /// backchannel or a cough costs the answer a moment's pause.
     fn hold_playback(&self) {
-        let now = self.cx.input_pos.load(Ordering::Acquire);
+        let now = self.now;
         let hold = self.l.barge_in
             && self.cx.turns.busy()
             && self
@@ -207,10 +211,20 @@ impl Listener {
         }
     }
 
+    /// One frame: judged, playback held or let go by what it holds, and only then published as
+    /// the input's "now" (a timeline that played up to a frame before its speech onset was seen
+    /// played the answer over the user by as many frames as the stage had queued).
     fn frame(&mut self, frame: AudioFrame) -> Step {
         let end = frame.start + frame.samples.len() as u64;
-        self.cx.input_pos.store(end, Ordering::Release);
+        self.now = end;
         self.last_at = frame.at;
+        let step = self.hear(frame, end);
+        self.hold_playback();
+        self.cx.input_pos.store(end, Ordering::Release);
+        step
+    }
+
+    fn hear(&mut self, frame: AudioFrame, end: u64) -> Step {
         self.answer_held()?;
         let p = self
             .l
@@ -436,6 +450,15 @@ impl Listener {
             // The speech ended after this probe was sent (audio that comes faster than real
             // time, or a recogniser slowed by load): its start alone says nothing of the rest.
             None if c.ended.is_some() => self.probe()?,
+            // The first probe holds the speech's first fraction of a second, in which Whisper
+            // may hear no word at all even of a question ("What do bees make?" in some of
+            // Piper's renderings): that is no verdict yet, and playback stays held until the
+            // next probe (a cough costs the answer that much more of a pause). Words that are
+            // a backchannel or seesay's own are a verdict at once.
+            None if c.probes == 1 && interrupt::no_words(text) => {
+                tracing::debug!("nothing heard yet; listening on");
+                self.probe()?;
+            }
             None => {
                 c.dismissed = true;
                 self.probe()?;
@@ -448,8 +471,7 @@ impl Listener {
     fn end_turn(&mut self, audio: Vec<f32>, speech_end: u64) -> Step {
         let cx = &self.cx;
         let turn = cx.turns.current();
-        let now = cx.input_pos.load(Ordering::Acquire);
-        let behind = now.saturating_sub(speech_end) as f64 / SAMPLE_RATE as f64;
+        let behind = self.now.saturating_sub(speech_end) as f64 / SAMPLE_RATE as f64;
         let end_at = self
             .last_at
             .checked_sub(Duration::from_secs_f64(behind))
