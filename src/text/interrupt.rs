@@ -81,6 +81,11 @@ fn is_filler(word: &str) -> bool {
         || (w.len() >= 2 && w.starts_with(['u', 'a', 'e', 'o']) && hums(&w[1..]))
 }
 
+/// Did the recogniser hear no word at all (nothing, or only its notes on sounds: "(coughs)")?
+pub fn no_words(heard: &str) -> bool {
+    words(heard).is_empty()
+}
+
 /// What the interruption says, if it means it: `heard` minus backchannel words, unless what is
 /// left is what seesay itself is saying (`speaking`: the answer so far), heard back as an echo.
 pub fn meant(heard: &str, speaking: &str) -> Option<String> {
@@ -110,7 +115,17 @@ pub fn meant(heard: &str, speaking: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::meant;
+    use super::{meant, no_words};
+
+    #[test]
+    fn only_silence_and_sound_notes_are_no_words() {
+        for heard in ["", " ", "(coughs)", "[BLANK_AUDIO]", "*sighs* ..."] {
+            assert!(no_words(heard), "{heard:?}");
+        }
+        for heard in ["Mm-hmm.", "What?", "Uh"] {
+            assert!(!no_words(heard), "{heard:?}");
+        }
+    }
 
     #[test]
     fn backchannels_and_noise_do_not_interrupt_but_words_do() {
