@@ -78,8 +78,16 @@ fn two_questions_get_two_answers_in_order() {
         }
         assert!(t["voice_to_voice_ms"].as_f64().unwrap() > 0.0, "{t}");
     }
-    assert!(words(turns[0]["transcript"].as_str().unwrap()).contains(&"france".into()));
-    assert!(words(turns[1]["transcript"].as_str().unwrap()).contains(&"bees".into()));
+    assert!(
+        words(turns[0]["transcript"].as_str().unwrap()).contains(&"france".into()),
+        "{turns:?}\n{}",
+        log_tail(dir.path(), 40)
+    );
+    assert!(
+        words(turns[1]["transcript"].as_str().unwrap()).contains(&"bees".into()),
+        "{turns:?}\n{}",
+        log_tail(dir.path(), 40)
+    );
 
     // In the output timeline, each answer comes after its question, and in order.
     let (rate, pcm) = read_wav(&out);
@@ -136,10 +144,6 @@ fn speaking_over_an_answer_stops_it() {
         sound_between(rate, &pcm, onset - 0.6, onset),
         "the first answer was not playing when the user spoke again"
     );
-    assert!(
-        !sound_between(rate, &pcm, onset + 0.3, spans[1].1),
-        "the first answer went on more than 300 ms after the user spoke again"
-    );
     let last = (0..(spans[1].1 * rate as f64) as usize)
         .rev()
         .find(|&i| pcm.get(i).is_some_and(|v| v.abs() > 0.01))
@@ -148,6 +152,12 @@ fn speaking_over_an_answer_stops_it() {
     eprintln!(
         "the first answer stopped {:.0} ms after the user spoke again",
         (last - onset) * 1000.0
+    );
+    assert!(
+        !sound_between(rate, &pcm, onset + 0.3, spans[1].1),
+        "the first answer went on more than 300 ms after the user spoke again: it stopped {:.0} ms after; {turns:?}\n{}",
+        (last - onset) * 1000.0,
+        log_tail(dir.path(), 40)
     );
     assert!(
         first_sound_after(rate, &pcm, spans[1].1).is_some(),

@@ -224,6 +224,22 @@ pub fn run_file(
         "--metrics",
         m.to_str().unwrap(),
     ]);
-    let printed = ok(seesay(&args));
+    // What it logged (at info: each turn's decisions) stays in `dir`/seesay.log, for a failing
+    // test to show (`log_tail`).
+    let o = seesay_env(
+        &args,
+        &[("RUST_LOG", "seesay=info")],
+        None,
+        Duration::from_secs(180),
+    );
+    std::fs::write(dir.join("seesay.log"), &o.stderr).unwrap();
+    let printed = ok(o);
     (printed, out, metrics(&m))
+}
+
+/// The last `n` lines `run_file` logged in `dir`.
+pub fn log_tail(dir: &Path, n: usize) -> String {
+    let log = std::fs::read_to_string(dir.join("seesay.log")).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
