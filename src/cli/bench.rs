@@ -136,7 +136,7 @@ pub fn run(cfg: &Config, a: BenchArgs) -> Result<()> {
         let wav = store.resolve("sample-jfk")?;
         let pcm = audio::read_file(&wav, SAMPLE_RATE)?;
         let audio_s = pcm.len() as f64 / SAMPLE_RATE as f64;
-        let mut model = asr::open(&cfg.asr, &store)?;
+        let mut model = asr::open_whisper(&cfg.asr, &store)?;
         let mut words = String::new();
         let secs = time_median(a.runs, || {
             words = plain_text(&model.transcribe(&pcm, 0.0)?);

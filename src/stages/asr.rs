@@ -1,4 +1,5 @@
-//! Speech recognition: 16 kHz mono PCM in, timed text segments out (Whisper through whisper.cpp).
+//! Speech recognition: 16 kHz mono PCM in, timed text segments out (Whisper through whisper.cpp,
+//! or any OpenAI-compatible transcription server: `remote.rs`).
 //!
 //! `WhisperModel` is the maths (one window of audio → segments); `Windower` (`window.rs`) cuts an
 //! endless stream into windows of at most 30 s at its quietest points, so files of any length
@@ -18,6 +19,7 @@ use crate::stages::Cancel;
 use crate::store::{ModelError, Store};
 use crate::text::transcript::Segment;
 
+pub mod remote;
 mod timed;
 mod window;
 pub use timed::{Decode, Timed, Word};
@@ -36,6 +38,10 @@ pub enum AsrError {
     Inference(String),
     #[error("transcription stopped: its result was no longer needed")]
     Stopped,
+    #[error("transcription server at {url}: {detail}")]
+    Remote { url: String, detail: String },
+    #[error("unknown asr.backend '{0}': use whisper or openai")]
+    Backend(String),
     #[error(transparent)]
     Model(#[from] ModelError),
 }
@@ -44,6 +50,9 @@ pub enum AsrError {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AsrConfig {
+    /// `whisper` (whisper.cpp, here) or `openai` (any server with OpenAI's
+    /// `/v1/audio/transcriptions`: another `seesay serve`, speaches, vLLM, LocalAI).
+    pub backend: String,
     /// A model name from `seesay models list`, or the path of any whisper.cpp ggml file.
     pub model: String,
     /// Spoken language code (en, de, ...), or "auto" to detect it (multilingual models only).
@@ -64,11 +73,21 @@ pub struct AsrConfig {
     /// The multilingual model `seesay serve` translates with (`/v1/audio/translations`), loaded
     /// on first use unless it is `model` itself.
     pub translate_model: String,
+    /// openai: base URL of the server, e.g. http://127.0.0.1:8000/v1 (`$SEESAY_ASR_BASE_URL`
+    /// overrides).
+    pub base_url: String,
+    /// openai: model name sent to the server (`$SEESAY_ASR_MODEL` overrides).
+    pub remote_model: String,
+    /// openai: API key; empty reads `$SEESAY_ASR_API_KEY`, then `$OPENAI_API_KEY`.
+    pub api_key: String,
+    /// openai: seconds to wait for the server to connect and to answer.
+    pub timeout_s: u64,
 }
 
 impl Default for AsrConfig {
     fn default() -> Self {
         AsrConfig {
+            backend: "whisper".into(),
             model: "whisper-tiny.en".into(),
             language: "en".into(),
             threads: 0,
@@ -78,6 +97,10 @@ impl Default for AsrConfig {
             fit_audio_context: true,
             min_context_s: 6.0,
             translate_model: "whisper-base".into(),
+            base_url: "http://127.0.0.1:8000/v1".into(),
+            remote_model: "whisper-1".into(),
+            api_key: String::new(),
+            timeout_s: 30,
         }
     }
 }
@@ -137,8 +160,18 @@ pub trait Transcriber: Send {
     }
 }
 
-/// Finds the configured model and loads it.
-pub fn open(cfg: &AsrConfig, store: &Store) -> Result<WhisperModel, AsrError> {
+/// Opens the configured recogniser: the Whisper model here, or a client of a remote server
+/// (which is not contacted until the first transcription).
+pub fn open(cfg: &AsrConfig, store: &Store) -> Result<Box<dyn Transcriber>, AsrError> {
+    match cfg.backend.as_str() {
+        "whisper" => Ok(Box::new(open_whisper(cfg, store)?)),
+        "openai" => Ok(Box::new(remote::RemoteTranscriber::new(cfg)?)),
+        other => Err(AsrError::Backend(other.to_string())),
+    }
+}
+
+/// Finds the configured Whisper model and loads it (whatever `backend` says).
+pub fn open_whisper(cfg: &AsrConfig, store: &Store) -> Result<WhisperModel, AsrError> {
     WhisperModel::load(&store.resolve(&cfg.model)?, cfg)
 }
 
