@@ -45,7 +45,7 @@ pub struct Config {
     pub asr: AsrConfig,
     /// The language model (local GGUF through candle, or an OpenAI-compatible server).
     pub llm: LlmConfig,
-    /// Speech synthesis (Piper voices through onnxruntime).
+    /// Speech synthesis (Piper voices through onnxruntime, or an OpenAI-compatible server).
     pub tts: TtsConfig,
     /// Image description (camera frames and image files).
     pub vision: VisionConfig,
