@@ -3,11 +3,11 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::server::*;
+use common::shots::artifacts;
 use common::*;
 
 /// A DevTools protocol connection to one page.
@@ -52,15 +52,6 @@ impl DevTools {
             .await;
         r["result"]["value"].clone()
     }
-}
-
-/// Where tests leave files for people to look at: $SEESAY_TEST_ARTIFACTS, or test-artifacts/.
-fn artifacts() -> PathBuf {
-    let dir = std::env::var_os("SEESAY_TEST_ARTIFACTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("test-artifacts"));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

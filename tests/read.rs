@@ -6,40 +6,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use common::server::{python, Server};
+use common::shots::{render, word_accuracy};
 use common::*;
-
-/// Words for comparing: lower case, punctuation around them dropped.
-fn norm_words(text: &str) -> Vec<String> {
-    text.split_whitespace()
-        .map(|w| {
-            w.trim_matches(|c: char| !c.is_alphanumeric())
-                .to_lowercase()
-        })
-        .filter(|w| !w.is_empty())
-        .collect()
-}
-
-/// The share of `reference`'s words found in `read` in the same order.
-fn word_accuracy(reference: &str, read: &str) -> f64 {
-    let (r, h) = (norm_words(reference), norm_words(read));
-    let mut prev = vec![0usize; h.len() + 1];
-    for a in &r {
-        let mut cur = vec![0usize; h.len() + 1];
-        for (j, b) in h.iter().enumerate() {
-            cur[j + 1] = if a == b {
-                prev[j] + 1
-            } else {
-                prev[j + 1].max(cur[j])
-            };
-        }
-        prev = cur;
-    }
-    prev[h.len()] as f64 / r.len().max(1) as f64
-}
 
 #[test]
 fn the_scorer_counts_words_in_order() {
@@ -47,43 +18,6 @@ fn the_scorer_counts_words_in_order() {
     assert_eq!(word_accuracy("a b c d", "A, b. x d"), 0.75);
     assert_eq!(word_accuracy("a b c d", "d c b a"), 0.25);
     assert_eq!(word_accuracy("a b", ""), 0.0);
-}
-
-/// Renders `body` (HTML) to a PNG of `w` x `h` with headless Chromium.
-fn render(dir: &Path, name: &str, body: &str, w: u32, h: u32) -> PathBuf {
-    let html = dir.join(format!("{name}.html"));
-    let png = dir.join(format!("{name}.png"));
-    let page = format!(
-        "<!doctype html><html><head><meta charset=utf-8><style>body{{margin:0;background:#fff;\
-         font-family:'DejaVu Sans',sans-serif;}}</style></head><body>{body}</body></html>"
-    );
-    std::fs::write(&html, page).unwrap();
-    let out = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--hide-scrollbars",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--no-first-run",
-            "--disable-sync",
-        ])
-        .arg(format!(
-            "--user-data-dir={}",
-            dir.join("chromium").display()
-        ))
-        .arg(format!("--screenshot={}", png.display()))
-        .arg(format!("--window-size={w},{h}"))
-        .arg(format!("file://{}", html.display()))
-        .output()
-        .expect("chromium runs (scripts/setup --test installs it)");
-    assert!(
-        png.is_file(),
-        "chromium made no screenshot: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    png
 }
 
 fn read(png: &Path) -> String {

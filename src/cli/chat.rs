@@ -58,6 +58,10 @@ pub struct DescribeArgs {
     /// Captioner: efficientnet, blip or openai (default: vision.backend).
     #[arg(long)]
     pub backend: Option<String>,
+    /// What to write: text (a description) or html (a screenshot as a web page: its headings,
+    /// paragraphs and buttons, from the text read in it; one image).
+    #[arg(long = "as", value_name = "FORMAT", default_value = "text")]
+    pub format: String,
     #[command(flatten)]
     pub speech: SpeechArgs,
 }
@@ -213,6 +217,11 @@ pub fn describe(mut cfg: Config, a: DescribeArgs) -> Result<()> {
     let mut files = Vec::new();
     for p in &a.images {
         files.extend(image_files(p)?);
+    }
+    match a.format.as_str() {
+        "text" => {}
+        "html" => return super::read::screenshot_html(&cfg, &files),
+        other => bail!("--as {other}: use text or html"),
     }
     let store = Store::from_config(&cfg.models)?;
     let speech = Speech::start(&cfg, &a.speech)?;

@@ -1,5 +1,6 @@
 //! `seesay read IMAGE...`: images in, the text in them out, line by line in reading order (or,
-//! with `--json`, each line with its box and confidence).
+//! with `--json`, each line with its box and confidence). Also `seesay describe --as html`: a
+//! screenshot's text read and laid out as a web page.
 
 use std::path::PathBuf;
 
@@ -8,7 +9,7 @@ use clap::Args;
 
 use seesay::config::Config;
 use seesay::media::image::{image_files, load_image};
-use seesay::stages::read::{Reader, TextLine};
+use seesay::stages::read::{html, Reader, TextLine};
 use seesay::store::Store;
 
 #[derive(Debug, Args)]
@@ -84,5 +85,21 @@ pub fn read(mut cfg: Config, a: ReadArgs) -> Result<()> {
     if failed > 0 {
         bail!("{failed} of {} images could not be read", files.len());
     }
+    Ok(())
+}
+
+/// `seesay describe --as html SCREENSHOT`: the page's text read, laid out as HTML on stdout.
+pub fn screenshot_html(cfg: &Config, files: &[PathBuf]) -> Result<()> {
+    let [file] = files else {
+        bail!("--as html takes one image ({} given)", files.len());
+    };
+    let store = Store::from_config(&cfg.models)?;
+    let mut reader = Reader::open(&cfg.read, &cfg.tts.onnxruntime, &store)?;
+    let img = load_image(file, cfg.vision.max_side)?;
+    let lines = reader.read(&img)?;
+    if lines.is_empty() {
+        bail!("{}: no text found to lay out", file.display());
+    }
+    outln!("{}", html::page_html(&img, &lines));
     Ok(())
 }

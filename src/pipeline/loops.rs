@@ -15,11 +15,16 @@ use super::turns::Context;
 use crate::media::audio::SAMPLE_RATE;
 use crate::stages::asr::{AsrError, Transcriber};
 use crate::stages::llm::{open_ended, ChatModel, Conversation, Finish};
+use crate::stages::lock_within;
 use crate::stages::tts::{self, TtsError, Voice};
 use crate::stages::Cancel;
 use crate::text::splitter::SentenceSplitter;
 use crate::text::transcript::plain_text;
 use crate::tools;
+
+/// How long a served conversation's transcript ahead of a pause waits for the shared recogniser
+/// (a language model's reading of the words so far holds it for 35-55 ms).
+const SHARED_GUESS_WAIT: Duration = Duration::from_millis(150);
 
 /// The ASR stage: utterances in, transcripts out. Silence and noise end here.
 pub(crate) fn asr_loop(
@@ -92,9 +97,19 @@ pub(crate) fn asr_loop(
         };
         if speculative {
             // The decision at the pause waits for this transcript, so it waits for the
-            // recogniser too (in `seesay serve` another conversation may hold it); it is the
-            // work the end of the turn would need anyway.
-            let mut model = lock(&asr);
+            // recogniser too; it is the work the end of the turn would need anyway. But in
+            // `seesay serve` the recogniser is shared by every conversation and the API: a guess
+            // that would wait long for it is given up (the pause is judged by its silence), so
+            // the guesses of several conversations never hold up finished questions.
+            let model = match cx.updates.is_some() {
+                true => lock_within(&asr, SHARED_GUESS_WAIT),
+                false => Some(lock(&asr)),
+            };
+            let Some(mut model) = model else {
+                tracing::debug!("the recogniser is busy: no transcript ahead of this pause");
+                no_text();
+                continue;
+            };
             let began = Instant::now();
             let done = match &u.stop {
                 Some(stop) => model.transcribe_unless(&u.audio, 0.0, stop),

@@ -327,7 +327,9 @@ pub(crate) fn client_loop(
             if played >= sent || cx.turns.is_stale(turn) || gone {
                 audio.played.insert(turn, played);
                 play_end.remove(&turn);
-                audio.close(turn, played < sent, &cx, rate);
+                // A turn superseded before any of it was sent was interrupted, not silent.
+                let cut = played < sent || sent == 0 && cx.turns.is_stale(turn);
+                audio.close(turn, cut, &cx, rate);
             }
         }
         if max_turns.is_some_and(|n| audio.answered >= n) {

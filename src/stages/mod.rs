@@ -37,6 +37,25 @@ pub fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Locks `m` if it comes free within `wait` (polled every 2 ms); `None` if it stays busy. For
+/// work that is worth doing only when the model is not needed elsewhere.
+pub fn lock_within<T: ?Sized>(
+    m: &Mutex<T>,
+    wait: std::time::Duration,
+) -> Option<MutexGuard<'_, T>> {
+    let until = std::time::Instant::now() + wait;
+    loop {
+        match m.try_lock() {
+            Ok(g) => return Some(g),
+            Err(std::sync::TryLockError::Poisoned(e)) => return Some(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) if std::time::Instant::now() < until => {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        }
+    }
+}
+
 /// Why onnxruntime could not be loaded.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

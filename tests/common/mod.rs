@@ -3,6 +3,7 @@
 
 pub mod pulse;
 pub mod server;
+pub mod shots;
 
 use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};

@@ -5,6 +5,7 @@
 //! and the reading order (`order.rs`). No threads: the caller decides where it runs.
 
 pub mod detect;
+pub mod html;
 pub mod order;
 pub mod recognise;
 pub mod words;

@@ -12,6 +12,10 @@ use std::path::Path;
 const MAX_WORD: usize = 24;
 /// Tokens shorter than this are left alone.
 const MIN_SPLIT: usize = 5;
+/// Two words are joined when the word they make is this much likelier (ln 1000) than the two
+/// apart: `sum mary` (39,000 times) and `in formation` (3,400) are joined; `every day` (100),
+/// `him self` (870) and `in to` (2) stay apart.
+const JOIN_ODDS: f32 = 6.9;
 
 /// English words and the cost of each (-ln of its share of all counts).
 #[derive(Debug, Clone, Default)]
@@ -113,8 +117,8 @@ impl WordList {
     }
 
     /// Pieces of one word cut by gaps (`se gm entation`): letters only (punctuation before the
-    /// first and after the last), later pieces in lower case, at least one piece no word, and
-    /// together a word.
+    /// first and after the last), later pieces in lower case, together a word, and either at
+    /// least one piece no word or two words that together are a far likelier word.
     fn should_join(&self, pieces: &[&str]) -> bool {
         let last = pieces.len() - 1;
         let mut cores = Vec::with_capacity(pieces.len());
@@ -130,7 +134,15 @@ impl WordList {
             }
             cores.push(w);
         }
-        cores.iter().any(|w| !self.contains(w)) && self.contains(&cores.concat())
+        let Some(&joined) = self.cost.get(&cores.concat().to_lowercase()) else {
+            return false;
+        };
+        let cost = |w: &str| self.cost.get(&w.to_lowercase()).copied();
+        match cores.iter().map(|w| cost(w)).collect::<Option<Vec<f32>>>() {
+            None => true,
+            // Two words that make a far likelier word (`sum mary`): a gap misread as a space.
+            Some(c) => c.len() == 2 && c.iter().sum::<f32>() - joined > JOIN_ODDS,
+        }
     }
 
     /// A token's letters split into words where it is no word itself; punctuation around it
@@ -142,6 +154,18 @@ impl WordList {
         }
         let (s, e) = core(token);
         let word = &token[s..e];
+        if let Some(cut) = capital_inside(word).filter(|_| !self.contains(word)) {
+            // `focacciaonFriday`: a capital after a lower-case letter starts a new word where
+            // what comes before it is fused words or a small word (`onFriday`) — the recogniser
+            // dropped a space; `JavaScript` and `YouTube` (a word before the capital) stay whole.
+            let (a, b) = (s + cut, &token[s + cut..]);
+            let left = self.split_token(&token[..a]);
+            if left.contains(' ')
+                || SMALL_WORDS.contains(&word[..cut].to_ascii_lowercase().as_str())
+            {
+                return format!("{left} {}", self.split_token(b));
+            }
+        }
         let fused = word.len() >= MIN_SPLIT
             && word.chars().all(|c| c.is_ascii_alphabetic())
             && word.chars().skip(1).all(|c| c.is_ascii_lowercase())
@@ -197,6 +221,23 @@ impl WordList {
     }
 }
 
+/// Words the recogniser fuses onto a capitalised word after them (`onFriday`, `theMenu`).
+const SMALL_WORDS: &[&str] = &[
+    "a", "an", "and", "at", "by", "for", "from", "in", "of", "on", "or", "the", "to", "with",
+];
+
+/// Where a capital follows a lower-case letter that follows another (`onFriday`, not
+/// `McDonald` or `iPhone`), in a word of letters only.
+fn capital_inside(word: &str) -> Option<usize> {
+    let b = word.as_bytes();
+    if !b.iter().all(u8::is_ascii_alphabetic) {
+        return None;
+    }
+    (2..b.len()).find(|&i| {
+        b[i].is_ascii_uppercase() && b[i - 1].is_ascii_lowercase() && b[i - 2].is_ascii_lowercase()
+    })
+}
+
 /// A space after a full stop, question or exclamation mark between a lower-case letter and a
 /// capital (`weekdays.Books`), and after a comma, colon or semicolon between two letters
 /// (`red,green`): the recogniser drops these like the others. `np.zeros` and `U.S.A` stay.
@@ -241,7 +282,7 @@ mod tests {
     fn list() -> WordList {
         WordList::parse(
             "the 1000\nof 900\na 800\ngrey 50\nvalues 60\nvalue 70\nregion 40\nbased 45\n\
-             segmentation 5\nse 3\nin 500\nthem 90\nmorning 40\nopening 30\nhours 35\npen 20\nhour 30\ns 1\nsegment 10\nation 1\n",
+             segmentation 5\nse 3\nin 500\nthem 90\nmorning 40\nopening 30\nhours 35\npen 20\nhour 30\ns 1\nsegment 10\nation 1\nsum 2\nmary 2\nsummary 50\nevery 200\nday 400\neveryday 10\n",
         )
     }
 
@@ -255,6 +296,19 @@ mod tests {
             "Region-based segmentation"
         );
         assert_eq!(w.respace("(basedsegmentation)"), "(based segmentation)");
+        // A capital inside starts a word; names like McDonald stay whole.
+        assert_eq!(
+            w.respace("ThemorningofgreyValues"),
+            "The morning of grey Values"
+        );
+        assert_eq!(w.respace("ofgreyValues."), "of grey Values.");
+        assert_eq!(w.respace("greyvaluesinMorning"), "grey values in Morning");
+        assert_eq!(w.respace("inMorning"), "in Morning");
+        assert_eq!(w.respace("McDonald"), "McDonald");
+        assert_eq!(
+            w.respace("JavaScript and YouTube"),
+            "JavaScript and YouTube"
+        );
         // Known words, unknown words, numbers and capitals stay as they are.
         assert_eq!(w.respace("segmentation"), "segmentation");
         assert_eq!(
@@ -281,7 +335,9 @@ mod tests {
         assert_eq!(w.respace("segm entation of"), "segmentation of");
         assert_eq!(w.respace("(se gm entation)"), "(segmentation)");
         assert_eq!(w.respace("in them orning"), "in the morning");
-        // Two words stay two words.
+        // Two words stay two words, unless together they are a far likelier word.
         assert_eq!(w.respace("grey values"), "grey values");
+        assert_eq!(w.respace("every day"), "every day");
+        assert_eq!(w.respace("the sum mary."), "the summary.");
     }
 }
