@@ -41,11 +41,11 @@ pub enum ConfigError {
 pub struct Config {
     /// Where models live and where downloads are cached.
     pub models: ModelsConfig,
-    /// Speech recognition (Whisper through whisper.cpp).
+    /// Speech recognition (Whisper through whisper.cpp, or an OpenAI-compatible server).
     pub asr: AsrConfig,
     /// The language model (local GGUF through candle, or an OpenAI-compatible server).
     pub llm: LlmConfig,
-    /// Speech synthesis (Piper voices through onnxruntime).
+    /// Speech synthesis (Piper voices through onnxruntime, or an OpenAI-compatible server).
     pub tts: TtsConfig,
     /// Image description (camera frames and image files).
     pub vision: VisionConfig,

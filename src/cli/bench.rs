@@ -136,7 +136,7 @@ pub fn run(cfg: &Config, a: BenchArgs) -> Result<()> {
         let wav = store.resolve("sample-jfk")?;
         let pcm = audio::read_file(&wav, SAMPLE_RATE)?;
         let audio_s = pcm.len() as f64 / SAMPLE_RATE as f64;
-        let mut model = asr::open(&cfg.asr, &store)?;
+        let mut model = asr::open_whisper(&cfg.asr, &store)?;
         let mut words = String::new();
         let secs = time_median(a.runs, || {
             words = plain_text(&model.transcribe(&pcm, 0.0)?);
@@ -166,7 +166,7 @@ pub fn run(cfg: &Config, a: BenchArgs) -> Result<()> {
         );
     }
     if a.stage == "tts" || a.stage == "all" {
-        let mut voice = tts::open(&cfg.tts, &Store::from_config(&cfg.models)?)?;
+        let mut voice = tts::open_piper(&cfg.tts, &Store::from_config(&cfg.models)?)?;
         let mut audio_s = 0.0;
         let secs = time_median(a.runs, || {
             let pcm = tts::speak_all(&mut voice, TTS_PARAGRAPH, 0)?;
@@ -361,7 +361,10 @@ impl Drop for QuestionVoice {
 impl QuestionVoice {
     pub fn new(cfg: &Config, name: &str) -> Result<QuestionVoice> {
         let piper = match name {
-            "piper" => Some(tts::open(&cfg.tts, &Store::from_config(&cfg.models)?)?),
+            "piper" => Some(tts::open_piper(
+                &cfg.tts,
+                &Store::from_config(&cfg.models)?,
+            )?),
             "espeak" => None,
             other => anyhow::bail!("unknown --voice {other:?}: use espeak or piper"),
         };

@@ -23,7 +23,7 @@ use super::quality::QUESTIONS;
 pub fn run(cfg: &Config, questions: usize, voice: &str) -> Result<serde_json::Value> {
     let store = Store::from_config(&cfg.models)?;
     let mut smart = SmartTurn::open(&cfg.turn, &cfg.tts.onnxruntime, &store)?;
-    let mut recogniser = asr::open(&cfg.asr, &store)?;
+    let mut recogniser = asr::open_whisper(&cfg.asr, &store)?;
     let mut model = llm::open(&cfg.llm, &store)?;
     let mut conv = Conversation::new(&cfg.llm);
     let mut speak = QuestionVoice::new(cfg, voice)?;

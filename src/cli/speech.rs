@@ -47,7 +47,7 @@ pub struct SpeechArgs {
 }
 
 /// The configured voice, with onnxruntime and espeak-ng set up.
-fn voice(cfg: &Config) -> Result<tts::PiperVoice> {
+fn voice(cfg: &Config) -> Result<Box<dyn Voice>> {
     Ok(tts::open(&cfg.tts, &Store::from_config(&cfg.models)?)?)
 }
 
@@ -72,7 +72,7 @@ pub fn say(mut cfg: Config, a: SayArgs) -> Result<()> {
         bail!("nothing to say: give the text as an argument or on standard input");
     }
     let mut voice = voice(&cfg)?;
-    let pcm = tts::speak_all(&mut voice, &text, cfg.tts.sentence_silence_ms)?;
+    let pcm = tts::speak_all(&mut *voice, &text, cfg.tts.sentence_silence_ms)?;
     let rate = voice.sample_rate();
     match a.output {
         Some(path) => {
@@ -113,7 +113,7 @@ impl Speech {
                     let mut all = Vec::new();
                     for sentence in rx {
                         let mut failed = None;
-                        let spoken = tts::speak(&mut voice, &sentence, gap_ms, |pcm| match &out {
+                        let spoken = tts::speak(&mut *voice, &sentence, gap_ms, |pcm| match &out {
                             Some(_) => {
                                 all.extend(pcm);
                                 true

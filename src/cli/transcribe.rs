@@ -45,7 +45,7 @@ pub fn transcribe(mut cfg: Config, a: TranscribeArgs) -> Result<()> {
     let many = a.files.len() > 1;
     let mut failed = 0;
     for path in &a.files {
-        match transcribe_file(&mut model, path, cfg.asr.window_seconds) {
+        match transcribe_file(&mut *model, path, cfg.asr.window_seconds) {
             Ok((duration, segments)) => {
                 let name = path.display().to_string();
                 let out = transcript::render(a.format, &name, duration, &segments);

@@ -162,17 +162,25 @@ impl TurnDetector for FakeTurn {
     }
 }
 
-/// 50 ms of sound per sentence, after `ms` of "synthesis".
+/// 50 ms of sound per sentence, after `ms` of "synthesis"; a sentence holding `fails_on` fails
+/// as a voice server that is down does.
 pub(super) struct FakeVoice {
     pub(super) ms: u64,
+    pub(super) fails_on: Option<&'static str>,
 }
 
 impl Voice for FakeVoice {
     fn sample_rate(&self) -> u32 {
         16_000
     }
-    fn synthesize(&mut self, _: &str) -> Result<Vec<f32>, TtsError> {
+    fn synthesize(&mut self, sentence: &str) -> Result<Vec<f32>, TtsError> {
         std::thread::sleep(Duration::from_millis(self.ms));
+        if self.fails_on.is_some_and(|f| sentence.contains(f)) {
+            return Err(TtsError::Remote {
+                url: "http://fake/v1/audio/speech".into(),
+                detail: "Connection refused".into(),
+            });
+        }
         Ok(vec![0.1; 800])
     }
     fn set_rate(&mut self, r: f32) -> f32 {
@@ -185,6 +193,7 @@ pub(super) struct Fakes {
     pub(super) long: &'static [u32],
     pub(super) token_ms: u64,
     pub(super) voice_ms: u64,
+    pub(super) voice_fails_on: Option<&'static str>,
     pub(super) vad_fails_at: Option<usize>,
     pub(super) asr_panics_on: Option<u32>,
     /// Judge pauses (a fake Smart Turn and the fake LLM's reading) instead of waiting out the
@@ -204,6 +213,7 @@ impl Default for Fakes {
             long: &[],
             token_ms: 2,
             voice_ms: 1,
+            voice_fails_on: None,
             vad_fails_at: None,
             asr_panics_on: None,
             semantic: false,

@@ -413,11 +413,14 @@ pub(crate) fn tts_loop(
     // Speaking can wait a little; listening cannot (see `host::BACKGROUND_NICE`).
     crate::host::lower_this_thread();
     let mut first_of: Option<u64> = None;
+    // The turn whose speech failed: the rest of its answer is not tried (a voice server that is
+    // gone would fail, or make each sentence wait for its timeout, once more per sentence).
+    let mut failed: Option<u64> = None;
     for msg in rx {
         let out = match msg {
             Say::Sentence { turn, text } => {
                 let _turn = tracing::debug_span!("turn", turn).entered();
-                if cx.turns.is_stale(turn) {
+                if cx.turns.is_stale(turn) || failed == Some(turn) {
                     continue;
                 }
                 let mut audio = Vec::new();
@@ -429,7 +432,10 @@ pub(crate) fn tts_loop(
                     Ok(_) => {}
                     Err(TtsError::NothingToSay) => continue,
                     Err(e) => {
-                        tracing::error!("speech synthesis failed for {text:?}: {e}");
+                        // The turn fails, once, with the reason (its client hears of it too).
+                        tracing::debug!("speech synthesis failed for {text:?}: {e}");
+                        failed = Some(turn);
+                        cx.event(turn, What::Failed(format!("speech synthesis: {e}")));
                         continue;
                     }
                 }

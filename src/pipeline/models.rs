@@ -85,7 +85,7 @@ impl Models {
         if !cfg.pipeline.wake_word.is_empty() {
             OpenWakeWord::open(&cfg.pipeline.wake_word, &store)?;
         }
-        let mut models = Models::new(Box::new(asr), Box::new(voice), chat, captioner, maker);
+        let mut models = Models::new(asr, voice, chat, captioner, maker);
         models.wake = Arc::new(move |word: &str| {
             Ok(Box::new(OpenWakeWord::open(word, &store)?) as Box<dyn WakeDetector>)
         });

@@ -66,7 +66,10 @@ pub(super) fn start_seeing(barge_in: bool, f: Fakes, sight: Option<Sight>) -> Ha
             ms: f.asr_ms,
             timer_on: f.timer_on,
         }),
-        Box::new(FakeVoice { ms: f.voice_ms }),
+        Box::new(FakeVoice {
+            ms: f.voice_ms,
+            fails_on: f.voice_fails_on,
+        }),
         {
             let tokens = tokens.clone();
             Arc::new(move || {
@@ -343,6 +346,46 @@ fn a_failing_stage_ends_the_run_with_its_error() {
     );
     assert!(err.to_string().contains("the fake VAD broke"), "{err}");
     no_stage_left(&h.models, &h.tokens);
+    under_a_second(t);
+}
+
+#[test]
+fn a_voice_that_fails_fails_its_turn_once_and_the_next_is_answered() {
+    let t = Instant::now();
+    let mut h = start(
+        false,
+        Fakes {
+            voice_fails_on: Some("Answer0 to question 1"),
+            ..Fakes::default()
+        },
+    );
+    h.ask(1);
+    let failed = h.wait_for("turn 1 failed", |u| {
+        matches!(u, Update::TurnFailed { turn: 1, .. })
+    });
+    let Update::TurnFailed { error, .. } = failed else {
+        unreachable!()
+    };
+    assert!(
+        error.starts_with("speech synthesis: speech server at http://fake/"),
+        "{error}"
+    );
+    h.ask(2);
+    h.wait_for("turn 2 done", |u| done(u, 2));
+    let (result, seen, models, tokens) = h.finish();
+    let summary = result.unwrap();
+    // The rest of the failed answer was not tried: none of it was heard.
+    assert!(
+        !seen
+            .iter()
+            .any(|u| matches!(u, Update::Audio { turn: 1, .. })),
+        "{}",
+        brief(&seen)
+    );
+    let answered: Vec<u64> = summary.turns.iter().map(|m| m.turn).collect();
+    assert_eq!(answered, [2]);
+    each_ends_once(&seen, 2);
+    no_stage_left(&models, &tokens);
     under_a_second(t);
 }
 

@@ -188,7 +188,7 @@ impl AppState {
         let mut c = cfg.clone();
         c.model = cfg.translate_model.clone();
         c.language = "auto".into();
-        let m = match asr::open(&c, &store) {
+        let m = match asr::open_whisper(&c, &store) {
             Ok(m) => m,
             Err(AsrError::EnglishOnly { .. }) => return Err(english_only()),
             Err(e) => return Err(ApiError::internal(e)),

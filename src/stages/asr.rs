@@ -1,7 +1,9 @@
-//! Speech recognition: 16 kHz mono PCM in, timed text segments out (Whisper through whisper.cpp).
+//! Speech recognition: 16 kHz mono PCM in, timed text segments out (Whisper through whisper.cpp,
+//! or any OpenAI-compatible transcription server: `remote.rs`).
 //!
-//! `WhisperModel` is the maths (one window of audio → segments); `Windower` cuts an endless stream
-//! into windows of at most 30 s at its quietest points, so files of any length stream through.
+//! `WhisperModel` is the maths (one window of audio → segments); `Windower` (`window.rs`) cuts an
+//! endless stream into windows of at most 30 s at its quietest points, so files of any length
+//! stream through.
 
 use std::ffi::c_void;
 use std::path::Path;
@@ -17,8 +19,11 @@ use crate::stages::Cancel;
 use crate::store::{ModelError, Store};
 use crate::text::transcript::Segment;
 
+pub mod remote;
 mod timed;
+mod window;
 pub use timed::{Decode, Timed, Word};
+pub use window::{transcribe_stream, Windower};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -33,6 +38,10 @@ pub enum AsrError {
     Inference(String),
     #[error("transcription stopped: its result was no longer needed")]
     Stopped,
+    #[error("transcription server at {url}: {detail}")]
+    Remote { url: String, detail: String },
+    #[error("unknown asr.backend '{0}': use whisper or openai")]
+    Backend(String),
     #[error(transparent)]
     Model(#[from] ModelError),
 }
@@ -41,6 +50,9 @@ pub enum AsrError {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AsrConfig {
+    /// `whisper` (whisper.cpp, here) or `openai` (any server with OpenAI's
+    /// `/v1/audio/transcriptions`: another `seesay serve`, speaches, vLLM, LocalAI).
+    pub backend: String,
     /// A model name from `seesay models list`, or the path of any whisper.cpp ggml file.
     pub model: String,
     /// Spoken language code (en, de, ...), or "auto" to detect it (multilingual models only).
@@ -61,11 +73,21 @@ pub struct AsrConfig {
     /// The multilingual model `seesay serve` translates with (`/v1/audio/translations`), loaded
     /// on first use unless it is `model` itself.
     pub translate_model: String,
+    /// openai: base URL of the server, e.g. http://127.0.0.1:8000/v1 (`$SEESAY_ASR_BASE_URL`
+    /// overrides).
+    pub base_url: String,
+    /// openai: model name sent to the server (`$SEESAY_ASR_MODEL` overrides).
+    pub remote_model: String,
+    /// openai: API key; empty reads `$SEESAY_ASR_API_KEY`, then `$OPENAI_API_KEY`.
+    pub api_key: String,
+    /// openai: seconds to wait for the server to connect and to answer.
+    pub timeout_s: u64,
 }
 
 impl Default for AsrConfig {
     fn default() -> Self {
         AsrConfig {
+            backend: "whisper".into(),
             model: "whisper-tiny.en".into(),
             language: "en".into(),
             threads: 0,
@@ -75,6 +97,10 @@ impl Default for AsrConfig {
             fit_audio_context: true,
             min_context_s: 6.0,
             translate_model: "whisper-base".into(),
+            base_url: "http://127.0.0.1:8000/v1".into(),
+            remote_model: "whisper-1".into(),
+            api_key: String::new(),
+            timeout_s: 30,
         }
     }
 }
@@ -134,39 +160,19 @@ pub trait Transcriber: Send {
     }
 }
 
-/// Finds the configured model and loads it.
-pub fn open(cfg: &AsrConfig, store: &Store) -> Result<WhisperModel, AsrError> {
-    WhisperModel::load(&store.resolve(&cfg.model)?, cfg)
+/// Opens the configured recogniser: the Whisper model here, or a client of a remote server
+/// (which is not contacted until the first transcription).
+pub fn open(cfg: &AsrConfig, store: &Store) -> Result<Box<dyn Transcriber>, AsrError> {
+    match cfg.backend.as_str() {
+        "whisper" => Ok(Box::new(open_whisper(cfg, store)?)),
+        "openai" => Ok(Box::new(remote::RemoteTranscriber::new(cfg)?)),
+        other => Err(AsrError::Backend(other.to_string())),
+    }
 }
 
-/// Transcribes audio of any length: chunks of 16 kHz samples in (a file being decoded, an upload),
-/// cut into windows of at most `window_seconds` at quiet points; `progress` hears how many
-/// seconds are done after each window. Returns the audio's length in seconds and the segments.
-pub fn transcribe_stream<E: From<AsrError>>(
-    model: &mut dyn Transcriber,
-    window_seconds: f32,
-    chunks: impl IntoIterator<Item = Result<Vec<f32>, E>>,
-    mut progress: impl FnMut(f64),
-) -> Result<(f64, Vec<Segment>), E> {
-    let mut windower = Windower::new(window_seconds);
-    let mut segments = Vec::new();
-    let mut samples = 0usize;
-    let mut run = |segments: &mut Vec<Segment>, (start, window): (f64, Vec<f32>)| {
-        segments.extend(model.transcribe(&window, start)?);
-        progress(start + window.len() as f64 / SAMPLE_RATE as f64);
-        Ok::<(), AsrError>(())
-    };
-    for chunk in chunks {
-        let chunk = chunk?;
-        samples += chunk.len();
-        for w in windower.push(&chunk) {
-            run(&mut segments, w)?;
-        }
-    }
-    if let Some(w) = windower.finish() {
-        run(&mut segments, w)?;
-    }
-    Ok((samples as f64 / SAMPLE_RATE as f64, segments))
+/// Finds the configured Whisper model and loads it (whatever `backend` says).
+pub fn open_whisper(cfg: &AsrConfig, store: &Store) -> Result<WhisperModel, AsrError> {
+    WhisperModel::load(&store.resolve(&cfg.model)?, cfg)
 }
 
 /// A loaded Whisper model with its decoding state.
@@ -456,86 +462,9 @@ pub fn is_silent(samples: &[f32], threshold: f32) -> bool {
     samples.chunks(frame).all(|f| rms(f) < threshold)
 }
 
-/// Cuts a stream of samples into windows of at most `max` samples, each cut at the quietest
-/// 100 ms frame of the window's last third, so words are rarely split.
-pub struct Windower {
-    buf: Vec<f32>,
-    max: usize,
-    /// Samples already handed out, for timestamps.
-    consumed: usize,
-}
-
-impl Windower {
-    pub fn new(max_seconds: f32) -> Windower {
-        let max = (max_seconds.clamp(1.0, 30.0) * SAMPLE_RATE as f32) as usize;
-        Windower {
-            buf: Vec::with_capacity(max * 2),
-            max,
-            consumed: 0,
-        }
-    }
-
-    /// Adds samples; returns every full window now available, with its start time in seconds.
-    pub fn push(&mut self, samples: &[f32]) -> Vec<(f64, Vec<f32>)> {
-        self.buf.extend_from_slice(samples);
-        let mut out = Vec::new();
-        while self.buf.len() >= self.max {
-            let cut = quietest_cut(&self.buf[..self.max]);
-            out.push(self.take(cut));
-        }
-        out
-    }
-
-    /// The remaining samples as a last window.
-    pub fn finish(&mut self) -> Option<(f64, Vec<f32>)> {
-        (!self.buf.is_empty()).then(|| self.take(self.buf.len()))
-    }
-
-    fn take(&mut self, n: usize) -> (f64, Vec<f32>) {
-        let start = self.consumed as f64 / SAMPLE_RATE as f64;
-        self.consumed += n;
-        (start, self.buf.drain(..n).collect())
-    }
-}
-
-fn quietest_cut(window: &[f32]) -> usize {
-    let frame = SAMPLE_RATE as usize / 10;
-    let from = window.len() * 2 / 3 / frame;
-    let frames = window.len() / frame;
-    (from..frames)
-        .min_by(|&a, &b| {
-            let ra = rms(&window[a * frame..(a + 1) * frame]);
-            let rb = rms(&window[b * frame..(b + 1) * frame]);
-            ra.total_cmp(&rb)
-        })
-        .map_or(window.len(), |i| i * frame + frame / 2)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn windower_cuts_at_the_quiet_spot_and_keeps_every_sample() {
-        let sr = SAMPLE_RATE as usize;
-        // 25 s loud, 1 s silent, 14 s loud.
-        let mut s = vec![0.3f32; 25 * sr];
-        s.extend(vec![0.0; sr]);
-        s.extend(vec![0.3; 14 * sr]);
-        let mut w = Windower::new(30.0);
-        let mut windows = Vec::new();
-        for chunk in s.chunks(4000) {
-            windows.extend(w.push(chunk));
-        }
-        windows.extend(w.finish());
-        assert_eq!(windows.len(), 2);
-        let (t0, first) = &windows[0];
-        assert_eq!(*t0, 0.0);
-        let cut = first.len() as f64 / sr as f64;
-        assert!((25.0..26.0).contains(&cut), "cut at {cut}s");
-        assert!((windows[1].0 - cut).abs() < 1e-9);
-        assert_eq!(windows.iter().map(|(_, w)| w.len()).sum::<usize>(), s.len());
-    }
 
     #[test]
     fn derailment_is_spotted() {

@@ -1,4 +1,5 @@
-//! Speech synthesis: text in, mono f32 PCM out, one sentence at a time (Piper VITS voices).
+//! Speech synthesis: text in, mono f32 PCM out, one sentence at a time (Piper VITS voices, or any
+//! OpenAI-compatible speech server: `remote.rs`).
 //!
 //! Text is cut into sentences and clauses here; espeak-ng turns each clause into phonemes (its
 //! bundled build drops punctuation, so the punctuation is put back between clauses), and the
@@ -11,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::host::{self, HostError};
 use crate::store::{ModelError, Store};
 use crate::text::splitter::{split_clauses, split_sentences};
+
+pub mod remote;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -33,12 +36,19 @@ pub enum TtsError {
     Phonemes { text: String, detail: String },
     #[error("synthesis failed: {0}")]
     Inference(String),
+    #[error("speech server at {url}: {detail}")]
+    Remote { url: String, detail: String },
+    #[error("unknown tts.backend '{0}': use piper or openai")]
+    Backend(String),
 }
 
 /// Speech synthesis settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TtsConfig {
+    /// `piper` (a Piper voice, here) or `openai` (any server with OpenAI's `/v1/audio/speech`:
+    /// another `seesay serve`, speaches, LocalAI, OpenAI).
+    pub backend: String,
     /// A voice name from `seesay models list`, or the path of any Piper `.onnx` voice (its
     /// `.onnx.json` must sit beside it).
     pub voice: String,
@@ -62,11 +72,23 @@ pub struct TtsConfig {
     pub noise_scale: f32,
     /// How much the length of each sound varies (Piper's noise width; 0: the voice's own).
     pub noise_w: f32,
+    /// openai: base URL of the server, e.g. http://127.0.0.1:8000/v1 (`$SEESAY_TTS_BASE_URL`
+    /// overrides).
+    pub base_url: String,
+    /// openai: model name sent to the server (`$SEESAY_TTS_MODEL` overrides).
+    pub remote_model: String,
+    /// openai: voice name sent to the server (`$SEESAY_TTS_VOICE` overrides).
+    pub remote_voice: String,
+    /// openai: API key; empty reads `$SEESAY_TTS_API_KEY`, then `$OPENAI_API_KEY`.
+    pub api_key: String,
+    /// openai: seconds to wait for the server to connect and for each piece of the audio.
+    pub timeout_s: u64,
 }
 
 impl Default for TtsConfig {
     fn default() -> Self {
         TtsConfig {
+            backend: "piper".into(),
             voice: "piper-joe-medium".into(),
             rate: 1.0,
             sentence_silence_ms: 200,
@@ -76,6 +98,11 @@ impl Default for TtsConfig {
             speaker: 0,
             noise_scale: 0.0,
             noise_w: 0.0,
+            base_url: "http://127.0.0.1:8000/v1".into(),
+            remote_model: "tts-1".into(),
+            remote_voice: "alloy".into(),
+            api_key: String::new(),
+            timeout_s: 30,
         }
     }
 }
@@ -278,8 +305,19 @@ impl Voice for PiperVoice {
     }
 }
 
-/// Sets up onnxruntime and espeak-ng, then loads the configured Piper voice.
-pub fn open(cfg: &TtsConfig, store: &Store) -> Result<PiperVoice, TtsError> {
+/// Opens the configured voice: a Piper voice here, or a client of a remote server (which is not
+/// contacted until the first sentence).
+pub fn open(cfg: &TtsConfig, store: &Store) -> Result<Box<dyn Voice>, TtsError> {
+    match cfg.backend.as_str() {
+        "piper" => Ok(Box::new(open_piper(cfg, store)?)),
+        "openai" => Ok(Box::new(remote::RemoteVoice::new(cfg)?)),
+        other => Err(TtsError::Backend(other.to_string())),
+    }
+}
+
+/// Sets up onnxruntime and espeak-ng, then loads the configured Piper voice (whatever `backend`
+/// says).
+pub fn open_piper(cfg: &TtsConfig, store: &Store) -> Result<PiperVoice, TtsError> {
     super::load_onnxruntime(&cfg.onnxruntime, store)?;
     locate_espeak_data(&cfg.espeak_data)?;
     let voice = store.resolve(&cfg.voice)?;

@@ -82,6 +82,9 @@ impl ChatModel for RemoteModel {
         let mut text = String::new();
         let mut chunker = WordChunker::default();
         let mut finish = Finish::Stop;
+        // A stream that stops with neither `[DONE]` nor a finish reason was cut off (the server
+        // went away mid-answer): an error, not a short answer.
+        let mut ended = false;
         for line in BufReader::new(resp.into_reader()).lines() {
             if cancel.is_cancelled() {
                 finish = Finish::Cancelled;
@@ -92,6 +95,7 @@ impl ChatModel for RemoteModel {
                 continue;
             };
             if data == "[DONE]" {
+                ended = true;
                 break;
             }
             let event: serde_json::Value = serde_json::from_str(data)
@@ -106,8 +110,10 @@ impl ChatModel for RemoteModel {
                     on_text(chunk);
                 }
             }
-            if choice["finish_reason"].as_str() == Some("length") {
-                finish = Finish::Length;
+            match choice["finish_reason"].as_str() {
+                Some("length") => finish = Finish::Length,
+                Some(_) => ended = true,
+                None => {}
             }
             // llama-server reports its token counts and timings with the last chunk.
             if let Some(t) = event.get("timings") {
@@ -120,6 +126,9 @@ impl ChatModel for RemoteModel {
                     generate_s: n("predicted_ms") / 1000.0,
                 });
             }
+        }
+        if !ended && finish == Finish::Stop {
+            return Err(self.remote_err("the answer stopped short: the stream ended unfinished"));
         }
         if let Some(rest) = chunker.finish(&text) {
             on_text(rest);
