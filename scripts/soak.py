@@ -106,12 +106,19 @@ async def conversation(port, idx, barge_in, pcm_questions, deadline, out):
     """Streams questions in real time (silence between) and records what the server says."""
     rec = {"conversation": idx, "barge_in": barge_in, "asked": 0, "started": set(),
            "done": 0, "interrupted": 0, "dropped": {}, "failed": 0, "ended": {}, "errors": [],
-           "closed": None}
+           "closed": None, "v2v": [], "refused": None}
     out.append(rec)
     uri = f"ws://127.0.0.1:{port}/v1/conversation?barge_in={'true' if barge_in else 'false'}"
     rng = random.Random(idx)
     chunk = 640  # 20 ms
-    async with ws_client.connect(uri, max_size=None) as ws:
+    try:
+        ws = await ws_client.connect(uri, max_size=None)
+    except websockets.exceptions.InvalidStatus as e:
+        # Past server.max_sessions: refused (429 with Retry-After), as it should be.
+        rec["refused"] = e.response.status_code
+        rec["retry_after"] = e.response.headers.get("Retry-After")
+        return
+    async with ws:
 
         async def reader():
             try:
@@ -125,6 +132,8 @@ async def conversation(port, idx, barge_in, pcm_questions, deadline, out):
                     elif t == "turn_done":
                         rec["done"] += 1
                         rec["interrupted"] += bool(e.get("interrupted"))
+                        if not e.get("interrupted") and e.get("voice_to_voice_ms"):
+                            rec["v2v"].append(e["voice_to_voice_ms"] / 1000)
                         rec["ended"][turn] = rec["ended"].get(turn, 0) + 1
                     elif t == "turn_dropped":
                         reason = e.get("reason", "?")
@@ -335,13 +344,19 @@ async def main():
     ap.add_argument("--conversations", type=int, default=4)
     ap.add_argument("--barge-in", type=int, default=2, help="how many conversations interrupt")
     ap.add_argument("--report", default="soak-report.json")
+    ap.add_argument("--max-sessions", type=int, default=None,
+                    help="server.max_sessions (default: one more than --conversations; 0: the "
+                         "server's own default, derived from the cores)")
+    ap.add_argument("--no-api", action="store_true",
+                    help="conversations only: no API, Wyoming or garbage traffic beside them")
     a = ap.parse_args()
     seesay = os.environ["SEESAY"]
     work = tempfile.mkdtemp(prefix="seesay-soak-")
     http_port, wy_port = free_port(), free_port()
     cfg = os.path.join(work, "config.toml")
     with open(cfg, "w") as f:
-        f.write(f"[server]\nmax_sessions = {a.conversations + 1}\nshutdown_timeout_s = 20\n"
+        sessions = a.conversations + 1 if a.max_sessions is None else a.max_sessions
+        f.write(f"[server]\nmax_sessions = {sessions}\nshutdown_timeout_s = 20\n"
                 f"[llm]\nmax_tokens = 48\n")
     print(f"soak: preparing {len(QUESTIONS)} spoken questions", file=sys.stderr)
     pcm_questions = []
@@ -363,15 +378,17 @@ async def main():
         await asyncio.sleep(0.5)
     t0 = time.monotonic()
     deadline = t0 + a.minutes * 60
-    print(f"soak: {a.conversations} conversations ({a.barge_in} with barge-in), API, Wyoming and "
-          f"garbage for {a.minutes:g} min; server pid {server.pid}, log {log.name}", file=sys.stderr)
+    beside = "" if a.no_api else ", API, Wyoming and garbage"
+    print(f"soak: {a.conversations} conversations ({a.barge_in} with barge-in){beside} for "
+          f"{a.minutes:g} min; server pid {server.pid}, log {log.name}", file=sys.stderr)
     stats, convs, series, children = Stats(), [], [], []
     tasks = [conversation(http_port, i, i < a.barge_in, pcm_questions, deadline, convs)
              for i in range(a.conversations)]
-    tasks += [api_client(http_port, stats, deadline, os.path.join(work, "q0.wav")),
-              wyoming_client(wy_port, stats, deadline, pcm_questions[1]),
-              garbage(http_port, wy_port, stats, deadline),
-              sample(server.pid, t0, deadline + 20, series, children)]
+    if not a.no_api:
+        tasks += [api_client(http_port, stats, deadline, os.path.join(work, "q0.wav")),
+                  wyoming_client(wy_port, stats, deadline, pcm_questions[1]),
+                  garbage(http_port, wy_port, stats, deadline)]
+    tasks.append(sample(server.pid, t0, deadline + 20, series, children))
     results = await asyncio.gather(*tasks, return_exceptions=True)
     crashed = [repr(r) for r in results if isinstance(r, Exception)]
     # Churn: conversations opened, asked one question and closed, one after another; memory
@@ -413,7 +430,13 @@ async def main():
             "conversation": c["conversation"], "barge_in": c["barge_in"], "asked": c["asked"],
             "turns": len(c["started"]), "done": c["done"], "interrupted": c["interrupted"],
             "dropped": c["dropped"], "failed": c["failed"], "vanished": lost,
-            "errors": c["errors"][:3], "closed": c["closed"]})
+            "errors": c["errors"][:3], "closed": c["closed"], "refused": c["refused"],
+            "retry_after": c.get("retry_after"),
+            "first_audio_s": {"n": len(c["v2v"]), "p50": percentile(c["v2v"], 50),
+                              "p95": percentile(c["v2v"], 95)}})
+    every_v2v = [v for c in convs for v in c["v2v"]]
+    report["first_audio_s"] = {"n": len(every_v2v), "p50": percentile(every_v2v, 50),
+                               "p95": percentile(every_v2v, 95)}
     valid_ok = valid_all = 0
     for kind, rs in sorted(stats.requests.items()):
         ok = [s for st, s in rs if st == 200]
@@ -424,7 +447,7 @@ async def main():
             "n": len(rs), "ok": len(ok), "refused": refused,
             "failed": {str(st): sum(1 for x, _ in rs if x == st) for st in {x for x, _ in rs} if st not in (200, 429, 503)},
             "p50_s": percentile(ok, 50), "p95_s": percentile(ok, 95), "max_s": max(ok) if ok else None}
-    rate = valid_ok / valid_all if valid_all else 0.0
+    rate = valid_ok / valid_all if valid_all else (1.0 if a.no_api else 0.0)
     after = [p for p in series if p[0] >= 60]
     rss_first = after[0][1] if after else None
     rss_end = after[-1][1] if after else None
@@ -439,12 +462,19 @@ async def main():
                          "min": min(threads) if threads else None, "max": max(threads) if threads else None}
     json.dump(report, open(a.report, "w"), indent=1, default=list)
 
-    print("\nconversation  barge-in  asked  turns  done(interrupted)  dropped             failed  vanished")
-    for c in report["conversations"]:
-        print(f"{c['conversation']:>12}  {str(c['barge_in']):>8}  {c['asked']:>5}  {c['turns']:>5}  "
-              f"{c['done']:>4}({c['interrupted']:>2})          {json.dumps(c['dropped']):<18}  {c['failed']:>6}  {len(c['vanished']):>8}")
-    print("\nrequests            n    ok  refused  failed         p50 s   p95 s   max s")
     fmt = lambda v: f"{v:7.2f}" if v is not None else "      -"
+    print("\nconversation  barge-in  asked  turns  done(interrupted)  dropped             failed  vanished  first audio p50/p95 s")
+    for c in report["conversations"]:
+        if c["refused"]:
+            print(f"{c['conversation']:>12}  refused: {c['refused']}, Retry-After: {c['retry_after']}")
+            continue
+        fa = c["first_audio_s"]
+        print(f"{c['conversation']:>12}  {str(c['barge_in']):>8}  {c['asked']:>5}  {c['turns']:>5}  "
+              f"{c['done']:>4}({c['interrupted']:>2})          {json.dumps(c['dropped']):<18}  {c['failed']:>6}  {len(c['vanished']):>8}"
+              f"  {fmt(fa['p50'])} {fmt(fa['p95'])}")
+    fa = report["first_audio_s"]
+    print(f"first audio after the end of speech, every answered turn: n {fa['n']}, p50 {fmt(fa['p50'])} s, p95 {fmt(fa['p95'])} s")
+    print("\nrequests            n    ok  refused  failed         p50 s   p95 s   max s")
     for kind, r in report["requests"].items():
         print(f"{kind:<18} {r['n']:>3} {r['ok']:>5} {r['refused']:>8}  {json.dumps(r['failed']):<12} "
               f"{fmt(r['p50_s'])} {fmt(r['p95_s'])} {fmt(r['max_s'])}")
