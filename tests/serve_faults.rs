@@ -236,7 +236,10 @@ async fn a_model_file_removed_while_serving_fails_that_conversation_only() {
     }
     let relative = real.strip_prefix(&store).unwrap();
     let top = dir.path().join(relative.components().next().unwrap());
-    let cfg = format!("[models]\ndir = \"{}\"\n", dir.path().display());
+    let cfg = format!(
+        "[models]\ndir = \"{}\"\n[server]\nmax_sessions = 2\n",
+        dir.path().display()
+    );
     let s = Server::start_with(&[], &cfg);
     // The first conversation has the VAD loaded at start; the next loads its own: remove it.
     let mut first = connect(&s, "").await;

@@ -16,7 +16,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
@@ -54,6 +54,9 @@ impl Drop for Slot {
     }
 }
 
+/// How long a new conversation waits for a place when `server.max_sessions` are taken.
+const ADMIT_WAIT: Duration = Duration::from_secs(1);
+
 pub async fn conversation(
     State(st): State<Shared>,
     Query(q): Query<ConversationQuery>,
@@ -69,7 +72,9 @@ pub async fn conversation(
             .into_response()
         }
     };
-    let Ok(permit) = st.sessions.try_acquire() else {
+    // A conversation that just ended (a page reloading, a client reconnecting at once) frees
+    // its place as its stages wind down: a new one waits that long before it is refused.
+    let Ok(Ok(permit)) = tokio::time::timeout(ADMIT_WAIT, st.sessions.acquire()).await else {
         st.refused("a conversation", "server.max_sessions");
         return ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,

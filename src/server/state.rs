@@ -115,7 +115,8 @@ impl AppState {
     pub fn load(mut cfg: Config) -> Result<AppState, PipelineError> {
         // Conversations and requests run at once: the stages share the cores (unless the
         // config says otherwise).
-        let share = crate::host::Budget::serving(crate::host::cores());
+        let cores = crate::host::cores();
+        let share = crate::host::Budget::serving(cores);
         for (threads, n) in [
             (&mut cfg.asr.threads, share.asr),
             (&mut cfg.llm.threads, share.llm),
@@ -125,19 +126,25 @@ impl AppState {
                 *threads = n;
             }
         }
+        // Past these, new work is refused (429) so that what was admitted stays fast.
+        let (sessions, concurrent) = (cfg.server.sessions(cores), cfg.server.concurrent(cores));
+        tracing::info!(
+            conversations = sessions,
+            requests = concurrent,
+            cores,
+            "capacity (server.max_sessions, server.max_concurrent)"
+        );
         // A slot for each conversation, and two for API requests.
-        let models = Models::load(&cfg, true, cfg.server.max_sessions + 2)?;
+        let models = Models::load(&cfg, true, sessions + 2)?;
         let api_key = Some(cfg.server.api_key.clone())
             .filter(|k| !k.is_empty())
             .or_else(|| std::env::var("SEESAY_API_KEY").ok())
             .filter(|k| !k.is_empty());
         Ok(AppState {
-            slots: Arc::new(tokio::sync::Semaphore::new(
-                cfg.server.max_concurrent.max(1),
-            )),
+            slots: Arc::new(tokio::sync::Semaphore::new(concurrent)),
             busy: tokio::sync::watch::Sender::new(0),
             stopping: tokio::sync::watch::Sender::new(false),
-            sessions: tokio::sync::Semaphore::new(cfg.server.max_sessions.max(1)),
+            sessions: tokio::sync::Semaphore::new(sessions),
             models,
             cfg,
             metrics: Metrics::default(),
