@@ -11,7 +11,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,7 @@ use serde_json::json;
 
 use super::chat::{ChatModel, Finish, GenStats, LlmConfig, LlmError, Message, Role};
 use super::remote::RemoteModel;
+use super::slots::{Slot, Slots};
 use crate::host;
 use crate::stages::openai::Endpoint;
 use crate::stages::{lock, Cancel};
@@ -57,9 +58,9 @@ pub struct LlamaServer {
     /// Why the last start failed, for the error a waiting request returns.
     failure: Arc<Mutex<Option<String>>>,
     supervisor: Option<std::thread::JoinHandle<()>>,
-    /// The next conversation's slot.
-    next_slot: AtomicUsize,
-    slots: usize,
+    /// Each client's own while one is free (handed out in turn, a conversation's slot went to
+    /// API requests, and its prompt was prefilled again at its next turn).
+    held: Slots,
 }
 
 impl LlamaServer {
@@ -150,8 +151,7 @@ impl LlamaServer {
             stop,
             failure,
             supervisor: Some(supervisor),
-            next_slot: AtomicUsize::new(0),
-            slots,
+            held: Slots::new(slots),
         });
         server.wait_ready(START_LIMIT).map_err(err)?;
         Ok(server)
@@ -194,20 +194,20 @@ impl LlamaServer {
         false
     }
 
-    /// A client of its own for one conversation (or request), with the next slot.
+    /// A client of its own for one conversation (or request), with a slot of its own while one
+    /// is free (given back when the client is dropped), else the next one shared.
     pub fn client(self: &Arc<Self>, cfg: &LlmConfig) -> LlamaModel {
-        let slot = self.next_slot.fetch_add(1, Ordering::Relaxed) % self.slots;
         LlamaModel {
             server: self.clone(),
             cfg: cfg.clone(),
-            slot,
+            held: self.held.take(),
             last: None,
             eot: None,
         }
     }
 
     pub fn slots(&self) -> usize {
-        self.slots
+        self.held.count()
     }
 }
 
@@ -366,10 +366,17 @@ fn spawn(exe: &Path, args: &[String], port: u16, tail: Tail) -> std::io::Result<
 pub struct LlamaModel {
     server: Arc<LlamaServer>,
     cfg: LlmConfig,
-    slot: usize,
+    /// Its slot, given back when it is dropped.
+    held: Slot,
     last: Option<GenStats>,
     /// The chat template's end-of-turn token (the first token after a user message).
     eot: Option<u32>,
+}
+
+impl Drop for LlamaModel {
+    fn drop(&mut self) {
+        self.server.held.put_back(self.held);
+    }
 }
 
 impl LlamaModel {
@@ -381,7 +388,7 @@ impl LlamaModel {
         let base = self.server.base_url();
         let endpoint = Endpoint::fixed(&format!("{base}/v1"), self.cfg.timeout_s);
         let extra = json!({
-            "id_slot": self.slot,
+            "id_slot": self.held.id,
             "cache_prompt": true,
             "repeat_penalty": self.cfg.repeat_penalty,
             "repeat_last_n": self.cfg.repeat_last_n,
@@ -498,12 +505,12 @@ impl ChatModel for LlamaModel {
                     json!({
                         "prompt": &rendered[..cut],
                         "n_predict": 1,
-                        "id_slot": self.slot,
+                        "id_slot": self.held.id,
                         "cache_prompt": true,
                     }),
                 )?;
                 tracing::debug!(
-                    slot = self.slot,
+                    slot = self.held.id,
                     ms = t.elapsed().as_millis() as u64,
                     "prompt prefilled up to the next user message"
                 );
@@ -516,7 +523,7 @@ impl ChatModel for LlamaModel {
         client.set_config(&cfg);
         client.generate(messages, &Cancel::new(), &mut |_| {})?;
         tracing::debug!(
-            slot = self.slot,
+            slot = self.held.id,
             ms = t.elapsed().as_millis() as u64,
             "prompt prefilled"
         );
@@ -559,7 +566,7 @@ impl ChatModel for LlamaModel {
                 "prompt": &rendered[..cut],
                 "n_predict": 1,
                 "n_probs": 20,
-                "id_slot": self.slot,
+                "id_slot": self.held.id,
                 "cache_prompt": true,
             }),
         )?;
@@ -581,7 +588,7 @@ impl ChatModel for LlamaModel {
             }),
         );
         tracing::debug!(
-            slot = self.slot,
+            slot = self.held.id,
             ms = t.elapsed().as_millis() as u64,
             p,
             "end of turn read from the language model"

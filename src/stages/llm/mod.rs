@@ -9,6 +9,7 @@ pub mod conversation;
 pub mod llama;
 pub mod local;
 pub mod remote;
+mod slots;
 
 use std::sync::{Arc, Mutex};
 
