@@ -86,6 +86,13 @@ fn kennedy_is_not_cut_off_after_fellow_americans() {
         heard.starts_with(&["and".into(), "so".into()]) && heard.ends_with(&["country".into()]),
         "{heard:?}"
     );
+    // The recording ends a second after the question: its answer is still timed in real time,
+    // as a microphone's silence would go on (it was played out the moment the input ended, and
+    // its first audio counted before its first token).
+    let t = &turns[0];
+    let ms = |key: &str| t[key].as_f64().unwrap();
+    assert!(ms("voice_to_voice_ms") > ms("first_token_ms"), "{t}");
+    assert_ne!(t["ended_by"], "input end", "{t}");
 }
 
 /// A long answer, and `reply` spoken over it by `voice` 2.5 s after the question, with barge-in.

@@ -215,6 +215,10 @@ pub fn run_with(
             &path,
             pace,
             Duration::from_secs(1),
+            {
+                let cx = cx.clone();
+                move || cx.turns.idle()
+            },
             stop.clone(),
             tx_frames,
         )?),

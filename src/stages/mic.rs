@@ -86,12 +86,23 @@ impl Framer {
     }
 }
 
+/// The most silence a paced recording is followed by while the pipeline is still busy.
+const MOST_SILENCE_AFTER: Duration = Duration::from_secs(120);
+/// How long the pipeline must stay idle before that silence ends.
+const SETTLE: Duration = Duration::from_millis(500);
+
 /// Plays a recording into the pipeline, followed by `tail` of silence (so the last answer has
-/// time to be heard in the output). Errors opening the file come back before the thread starts.
+/// time to be heard in the output). Paced in real time, the silence then goes on, as a
+/// microphone's would, until `idle()` (nobody speaking, nothing being answered) or
+/// `MOST_SILENCE_AFTER`: a question at the very end of a recording is ended and answered as it
+/// would be live, and its answer's time is real time (after a short tail it was played out at
+/// once, and its first audio counted from the end of the input, before its first token).
+/// Errors opening the file come back before the thread starts.
 pub fn file_source(
     path: &Path,
     pace: Pace,
     tail: Duration,
+    idle: impl Fn() -> bool + Send + 'static,
     stop: Arc<AtomicBool>,
     tx: Sender<AudioFrame>,
 ) -> Result<JoinHandle<Result<(), MicError>>, MicError> {
@@ -102,8 +113,13 @@ pub fn file_source(
             let t0 = Instant::now();
             let mut framer = Framer::new(tx);
             let at = |end: u64| t0 + Duration::from_secs_f64(end as f64 / SAMPLE_RATE as f64);
-            let tail_samples = (tail.as_secs_f64() * SAMPLE_RATE as f64) as usize;
-            let mut tail_left = Some(tail_samples);
+            let samples = |d: Duration| (d.as_secs_f64() * SAMPLE_RATE as f64) as usize;
+            let mut tail_left = Some(samples(tail));
+            let mut more_left = match pace {
+                Pace::Realtime => samples(MOST_SILENCE_AFTER),
+                Pace::Fast => 0,
+            };
+            let mut idle_since: Option<Instant> = None;
             loop {
                 if stop.load(Ordering::Acquire) {
                     return Ok(());
@@ -112,6 +128,18 @@ pub fn file_source(
                     Some(c) => c,
                     None => match tail_left.take() {
                         Some(n) => vec![0.0; n],
+                        // Idle for a while, not a moment: a question held back during an
+                        // answer starts its turn with the frames after the answer's end.
+                        None if more_left > 0
+                            && idle_since.is_none_or(|t| t.elapsed() < SETTLE) =>
+                        {
+                            more_left = more_left.saturating_sub(FRAME);
+                            idle_since = match idle() {
+                                true => idle_since.or(Some(Instant::now())),
+                                false => None,
+                            };
+                            vec![0.0; FRAME]
+                        }
                         None => return Ok(()),
                     },
                 };
