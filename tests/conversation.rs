@@ -176,7 +176,13 @@ async fn a_conversation_keeps_what_it_sees_only_in_the_store_it_names() {
     use tokio_tungstenite::tungstenite::Message;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap().to_string();
-    let s = Server::start_with(&[("SEESAY_DATA_DIR", data.as_str())], "");
+    // Two places: the first conversation's stages may still be reading the photo (OCR, seconds
+    // on two cores) when the second connects, and the default (one on two cores) would make it
+    // wait for them.
+    let s = Server::start_with(
+        &[("SEESAY_DATA_DIR", data.as_str())],
+        "[server]\nmax_sessions = 2\n",
+    );
     // A name that is not a plain name is refused before the conversation starts.
     let url = format!("ws://127.0.0.1:{}/v1/conversation?memory=../x", s.http);
     match tokio_tungstenite::connect_async(url).await {
