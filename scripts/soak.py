@@ -171,8 +171,13 @@ async def conversation(port, idx, barge_in, pcm_questions, deadline, out):
             # With barge-in, now and then the next question cuts into the answer.
             gap = rng.uniform(1.5, 3.0) if barge_in and rng.random() < 0.4 else rng.uniform(7, 10)
             await stream(b"\0" * int(gap * RATE) * 2)
-        # Let the last answers finish, then hang up.
-        await stream(b"\0" * RATE * 2 * 12)
+        # Let the last answers finish (silence goes on, a second at a time, until every turn
+        # that began has ended, for at least 12 s and at most 60 s), then hang up: a turn whose
+        # client left before its answer came is not one that vanished.
+        waited = 0
+        while waited < 12 or (waited < 60 and any(rec["ended"].get(t, 0) == 0 for t in rec["started"])):
+            await stream(b"\0" * RATE * 2)
+            waited += 1
         await ws.close()
         await listening
 
