@@ -48,6 +48,43 @@ fn half_duplex_answers_a_question_asked_during_an_answer_after_it() {
 }
 
 #[test]
+fn half_duplex_answers_two_questions_asked_during_an_answer_in_order() {
+    // The second question used to replace the first while both waited for the answer to end.
+    let t = Instant::now();
+    let mut h = start(
+        false,
+        Fakes {
+            words: 8,
+            long: &[1],
+            ..Fakes::default()
+        },
+    );
+    h.ask(1);
+    h.wait_for("audio of turn 1", |u| {
+        matches!(u, Update::Audio { turn: 1, .. })
+    });
+    h.ask(2);
+    h.ask(3);
+    h.wait_for("turn 3 done", |u| done(u, 3));
+    let (result, seen, models, tokens) = h.finish();
+    let summary = result.unwrap();
+    let heard: Vec<_> = summary
+        .turns
+        .iter()
+        .map(|m| m.transcript.as_str())
+        .collect();
+    assert_eq!(
+        heard,
+        ["question 1", "question 2", "question 3"],
+        "{}",
+        brief(&seen)
+    );
+    assert!(summary.turns.iter().all(|m| !m.interrupted));
+    no_stage_left(&models, &tokens);
+    under_a_second(t);
+}
+
+#[test]
 fn a_question_heard_faster_than_real_time_during_an_answer_is_not_lost() {
     // The whole question arrives before the recogniser has heard its first fraction of a second
     // (a client sending a recording at once, or a recogniser slowed by load): that first

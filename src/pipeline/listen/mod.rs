@@ -8,6 +8,7 @@
 //! nor seesay's own voice coming back (`text::interrupt`). A false start lets the answer go on.
 //! In half duplex, such a question is kept and answered once the answer is over.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,6 +37,8 @@ const MAX_PROBES: usize = 3;
 /// With barge-in, the answer pauses the moment speech over it begins and goes on if it turns out
 /// to mean nothing; speech not judged within this many samples lets it go on meanwhile.
 const HOLD_AT_MOST: u64 = SAMPLE_RATE as u64 * 3 / 2;
+/// Questions asked during an answer that wait for it to end (half duplex).
+const MAX_HELD: usize = 4;
 
 /// What the VAD stage needs besides its channels.
 pub(crate) struct Listening {
@@ -110,7 +113,9 @@ struct Listener {
     ending: Ending,
     candidate: Option<Candidate>,
     /// Half duplex: a question asked during the answer, answered once it is over.
-    held: Option<(Vec<f32>, u64)>,
+    /// Half duplex: questions asked during the answer, answered in order once it is over (a
+    /// second one asked before the first was taken up replaced it, and was never answered).
+    held: VecDeque<(Vec<f32>, u64)>,
 }
 
 /// `Err(None)`: the next stage is gone, the loop ends quietly; `Err(Some(e))`: it failed.
@@ -140,7 +145,7 @@ pub(crate) fn vad_loop(
         rolled: 0,
         ending: Ending::default(),
         candidate: None,
-        held: None,
+        held: VecDeque::new(),
     };
     let never = crossbeam_channel::never();
     let mut feedback = Some(feedback);
@@ -252,6 +257,7 @@ impl Listener {
                     at_s = start as f64 / SAMPLE_RATE as f64,
                     "speech during the answer"
                 );
+                self.unjudged_waits();
                 self.candidate = Some(Candidate {
                     start,
                     probes: 0,
@@ -272,7 +278,7 @@ impl Listener {
                     match c.meant.is_some() {
                         // Half duplex: kept, answered after the answer.
                         true => {
-                            self.held = Some((audio, speech_end));
+                            self.keep_for_later((audio, speech_end));
                             self.candidate = None;
                         }
                         false => {
@@ -353,12 +359,40 @@ impl Listener {
         }
     }
 
-    /// Half duplex: once the answer is over, the question asked during it gets its turn.
+    /// New speech over the answer while the last has ended but is not yet judged (its verdict
+    /// would find no candidate): half duplex, it waits for the answer's end like a question, and
+    /// its transcript then says what it was (it was lost: a second question asked right after a
+    /// first replaced it). With barge-in the new speech is judged instead.
+    fn unjudged_waits(&mut self) {
+        let Some(c) = self.candidate.take() else {
+            return;
+        };
+        if let (false, false, Some(question)) = (self.l.barge_in, c.dismissed, c.ended) {
+            tracing::info!("speech during the answer, not yet judged, waits for its end");
+            self.keep_for_later(question);
+        }
+    }
+
+    /// Half duplex: a question asked during the answer waits for its end (at most `MAX_HELD`;
+    /// past that the oldest is given up, and the log says so).
+    fn keep_for_later(&mut self, question: (Vec<f32>, u64)) {
+        if self.held.len() == MAX_HELD {
+            tracing::warn!(
+                "{MAX_HELD} questions already wait for the answer to end; the oldest is given up"
+            );
+            self.held.pop_front();
+        }
+        self.held.push_back(question);
+    }
+
+    /// Half duplex: once the answer is over, the first question asked during it gets its turn.
     fn answer_held(&mut self) -> Step {
-        if self.held.is_none() || self.cx.turns.busy() {
+        if self.cx.turns.busy() {
             return Ok(());
         }
-        let (audio, speech_end) = self.held.take().expect("checked");
+        let Some((audio, speech_end)) = self.held.pop_front() else {
+            return Ok(());
+        };
         self.begin("a question asked during the answer is taken up");
         self.ending.by = "silence";
         self.end_turn(audio, speech_end)
@@ -437,7 +471,7 @@ impl Listener {
             Some(words) => {
                 tracing::info!(%words, "a question during the answer; it is answered next");
                 if let Some((audio, speech_end)) = c.ended.take() {
-                    self.held = Some((audio, speech_end));
+                    self.keep_for_later((audio, speech_end));
                     self.candidate = None;
                 } else {
                     c.meant = Some(words);
