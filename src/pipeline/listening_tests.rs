@@ -47,10 +47,8 @@ fn half_duplex_answers_a_question_asked_during_an_answer_after_it() {
     });
 }
 
-#[test]
-fn half_duplex_answers_two_questions_asked_during_an_answer_in_order() {
-    // The second question used to replace the first while both waited for the answer to end.
-    let t = Instant::now();
+/// Half duplex, question 1 asked and its long answer begun.
+fn answering_at_length() -> super::tests::Harness {
     let mut h = start(
         false,
         Fakes {
@@ -63,6 +61,14 @@ fn half_duplex_answers_two_questions_asked_during_an_answer_in_order() {
     h.wait_for("audio of turn 1", |u| {
         matches!(u, Update::Audio { turn: 1, .. })
     });
+    h
+}
+
+#[test]
+fn half_duplex_answers_two_questions_asked_during_an_answer_in_order() {
+    // The second question used to replace the first while both waited for the answer to end.
+    let t = Instant::now();
+    let mut h = answering_at_length();
     h.ask(2);
     h.ask(3);
     h.wait_for("turn 3 done", |u| done(u, 3));
@@ -82,6 +88,25 @@ fn half_duplex_answers_two_questions_asked_during_an_answer_in_order() {
     assert!(summary.turns.iter().all(|m| !m.interrupted));
     no_stage_left(&models, &tokens);
     under_a_second(t);
+}
+
+#[test]
+fn half_duplex_lets_a_backchannel_go_and_answers_the_question_right_after_it() {
+    // "Mm-hmm" (amplitude 0.95), then at once a question, both during the answer: the
+    // backchannel, set aside while its verdict comes, is not answered; the question is.
+    let mut h = answering_at_length();
+    h.push(&vec![0.95; FRAME * 8]);
+    h.push(&vec![0.0; FRAME * 4]);
+    h.ask(2);
+    h.wait_for("turn 2 done", |u| done(u, 2));
+    let (result, seen, ..) = h.finish();
+    let heard: Vec<_> = result
+        .unwrap()
+        .turns
+        .iter()
+        .map(|m| m.transcript.clone())
+        .collect();
+    assert_eq!(heard, ["question 1", "question 2"], "{}", brief(&seen));
 }
 
 #[test]

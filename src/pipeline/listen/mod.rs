@@ -26,6 +26,7 @@ use crate::stages::vad::{Endpointer, SpeechDetector, VadEvent};
 use crate::stages::wake::WakeDetector;
 use crate::text::interrupt;
 
+mod aside;
 mod pauses;
 
 use pauses::Speculation;
@@ -116,6 +117,8 @@ struct Listener {
     /// Half duplex: questions asked during the answer, answered in order once it is over (a
     /// second one asked before the first was taken up replaced it, and was never answered).
     held: VecDeque<(Vec<f32>, u64)>,
+    /// Speech over the answer that ended unjudged when new speech began (`unjudged_waits`).
+    aside: Option<Candidate>,
 }
 
 /// `Err(None)`: the next stage is gone, the loop ends quietly; `Err(Some(e))`: it failed.
@@ -146,6 +149,7 @@ pub(crate) fn vad_loop(
         ending: Ending::default(),
         candidate: None,
         held: VecDeque::new(),
+        aside: None,
     };
     let never = crossbeam_channel::never();
     let mut feedback = Some(feedback);
@@ -177,7 +181,9 @@ pub(crate) fn vad_loop(
                 if s.cx.turns.clock.stopped() {
                     break;
                 }
-                s.answer_held().and_then(|()| s.probe())
+                s.answer_held()
+                    .and_then(|()| s.probe_aside())
+                    .and_then(|()| s.probe())
             },
         };
         s.hold_playback();
@@ -189,6 +195,12 @@ pub(crate) fn vad_loop(
     s.cx.turns.clock.hold(false);
     if s.cx.turns.clock.stopped() {
         return Ok(());
+    }
+    if !s.held.is_empty() {
+        tracing::warn!(
+            questions = s.held.len(),
+            "the input ended with questions asked during the last answer not yet answered"
+        );
     }
     // End of input: an utterance still under way is answered.
     if let Some(VadEvent::End { audio, speech_end }) = s.l.ep.flush() {
@@ -231,6 +243,7 @@ impl Listener {
 
     fn hear(&mut self, frame: AudioFrame, end: u64) -> Step {
         self.answer_held()?;
+        self.probe_aside()?;
         let p = self
             .l
             .vad
@@ -257,7 +270,7 @@ impl Listener {
                     at_s = start as f64 / SAMPLE_RATE as f64,
                     "speech during the answer"
                 );
-                self.unjudged_waits();
+                self.unjudged_waits()?;
                 self.candidate = Some(Candidate {
                     start,
                     probes: 0,
@@ -359,20 +372,6 @@ impl Listener {
         }
     }
 
-    /// New speech over the answer while the last has ended but is not yet judged (its verdict
-    /// would find no candidate): half duplex, it waits for the answer's end like a question, and
-    /// its transcript then says what it was (it was lost: a second question asked right after a
-    /// first replaced it). With barge-in the new speech is judged instead.
-    fn unjudged_waits(&mut self) {
-        let Some(c) = self.candidate.take() else {
-            return;
-        };
-        if let (false, false, Some(question)) = (self.l.barge_in, c.dismissed, c.ended) {
-            tracing::info!("speech during the answer, not yet judged, waits for its end");
-            self.keep_for_later(question);
-        }
-    }
-
     /// Half duplex: a question asked during the answer waits for its end (at most `MAX_HELD`;
     /// past that the oldest is given up, and the log says so).
     fn keep_for_later(&mut self, question: (Vec<f32>, u64)) {
@@ -382,12 +381,15 @@ impl Listener {
             );
             self.held.pop_front();
         }
-        self.held.push_back(question);
+        // In the order they were asked (one set aside may be judged after a later one).
+        let at = self.held.partition_point(|q| q.1 <= question.1);
+        self.held.insert(at, question);
     }
 
     /// Half duplex: once the answer is over, the first question asked during it gets its turn.
     fn answer_held(&mut self) -> Step {
-        if self.cx.turns.busy() {
+        // Speech set aside and not yet judged may be the first question.
+        if self.cx.turns.busy() || self.aside.is_some() {
             return Ok(());
         }
         let Some((audio, speech_end)) = self.held.pop_front() else {
@@ -450,6 +452,9 @@ impl Listener {
 
     /// A probe's transcript: does the speech mean to interrupt?
     fn heard(&mut self, start: u64, text: &str) -> Step {
+        if self.judge_aside(start, text) {
+            return self.probe_aside();
+        }
         let Some(c) = self.candidate.as_mut().filter(|c| c.start == start) else {
             return Ok(());
         };
