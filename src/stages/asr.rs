@@ -443,8 +443,9 @@ fn check_language(ctx: &WhisperContext, model: &str, language: &str) -> Result<(
     Ok(())
 }
 
-/// Signs that Whisper lost its way: a segment ends well after the audio does, or the same text
-/// comes back segment after segment.
+/// Signs that Whisper lost its way: a segment ends well after the audio does, or the same words
+/// come back segment after segment (in any case: "and you tell me where the nearest train
+/// station is." then "And you tell me ..." went through as a transcript).
 /// `window` is the audio context in seconds: a short context often stretches the last timestamp a
 /// little past the audio with the right text (2.2 s of audio, "0.00-4.00 What is the largest
 /// ocean?"), so only a segment ending past the context itself counts.
@@ -452,7 +453,15 @@ pub fn derailed(segments: &[Segment], offset: f64, secs: f64, window: f64) -> bo
     let past_end = segments
         .iter()
         .any(|s| s.end > offset + secs.max(window) + 1.0);
-    let repeats = segments.windows(2).any(|w| w[0].text == w[1].text);
+    let words = |t: &str| -> Vec<String> {
+        t.split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(str::to_lowercase)
+            .collect()
+    };
+    let repeats = segments
+        .windows(2)
+        .any(|w| words(&w[0].text) == words(&w[1].text));
     past_end || repeats
 }
 
@@ -484,6 +493,12 @@ mod tests {
         assert!(derailed(&[seg(10.0, 35.7, "a")], 10.0, 3.5, 8.0));
         assert!(derailed(
             &[seg(0.0, 1.0, "x y"), seg(1.0, 2.0, "x y")],
+            0.0,
+            3.0,
+            8.0
+        ));
+        assert!(derailed(
+            &[seg(0.0, 1.5, "and you go?"), seg(1.5, 3.0, "And you go.")],
             0.0,
             3.0,
             8.0
