@@ -398,7 +398,7 @@ async def main():
     crashed = [repr(r) for r in results if isinstance(r, Exception)]
     # Churn: conversations opened, asked one question and closed, one after another; memory
     # must come back to its level (per-conversation state is freed).
-    churn = []
+    churn, churn_refused = [], []
     for i in range(12):
         try:
             async with ws_client.connect(f"ws://127.0.0.1:{http_port}/v1/conversation", max_size=None) as ws:
@@ -410,6 +410,9 @@ async def main():
                             break
                 except asyncio.TimeoutError:
                     pass
+        except websockets.exceptions.InvalidStatus as e:
+            # The one before may still be winding down (a place is free once its stages stop).
+            churn_refused.append(e.response.status_code)
         except Exception as e:
             crashed.append(f"churn: {e!r}")
         await asyncio.sleep(1)
@@ -462,6 +465,7 @@ async def main():
                         "after_first_minute": rss_first, "end": rss_end,
                         "slope_mb_per_min": round(slope([(x / 60, y) for x, y, _ in after]), 2)}
     report["churn_rss_mb"] = {"after_2": round(churn[0]), "after_12": round(churn[1])} if len(churn) == 2 else None
+    report["churn_refused"] = churn_refused
     report["children_rss_mb"] = [(round(x), round(y)) for x, y in children]
     report["threads"] = {"series": [(round(x), n) for x, _, n in series],
                          "min": min(threads) if threads else None, "max": max(threads) if threads else None}
