@@ -176,12 +176,24 @@ pub fn white_noise(n: usize, width: f32, seed: u32) -> Vec<f32> {
 /// A 16 kHz recording: for each (text, seconds of silence before it), the question spoken by the
 /// Piper voice. Returns the file and, per question, (start, end) in seconds.
 pub fn questions(dir: &Path, parts: &[(&str, f64)], tail: f64) -> (PathBuf, Vec<(f64, f64)>) {
+    questions_in(dir, parts, tail, &[])
+}
+
+/// `questions`, spoken by `seesay ARGS say` (ARGS: e.g. a config with a steadier voice).
+pub fn questions_in(
+    dir: &Path,
+    parts: &[(&str, f64)],
+    tail: f64,
+    args: &[&str],
+) -> (PathBuf, Vec<(f64, f64)>) {
     let mut pcm: Vec<f32> = Vec::new();
     let mut spans = Vec::new();
     for (i, (text, before)) in parts.iter().enumerate() {
         pcm.extend(vec![0.0; (before * 16_000.0) as usize]);
         let wav = dir.join(format!("q{i}.wav"));
-        ok(seesay(&["say", text, "-o", wav.to_str().unwrap()]));
+        let mut say = args.to_vec();
+        say.extend(["say", text, "-o", wav.to_str().unwrap()]);
+        ok(seesay(&say));
         let q = seesay::media::audio::read_file(&wav, 16_000).unwrap();
         let start = pcm.len() as f64 / 16_000.0;
         pcm.extend(q);
