@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::fakes::Fakes;
 use super::messages::Update;
-use super::tests::{brief, done, no_stage_left, start, started, under_a_second};
+use super::tests::{brief, done, no_stage_left, start, started, transcripts, under_a_second};
 use crate::stages::vad::FRAME;
 
 /// Half duplex: question 2, spoken while question 1 is answered, does not interrupt it; it is
@@ -22,11 +22,7 @@ fn answered_after_the_answer(f: Fakes) {
     h.wait_for("turn 2 done", |u| done(u, 2));
     let (result, seen, models, tokens) = h.finish();
     let summary = result.unwrap();
-    let heard: Vec<_> = summary
-        .turns
-        .iter()
-        .map(|m| m.transcript.as_str())
-        .collect();
+    let heard = transcripts(&summary);
     assert_eq!(heard, ["question 1", "question 2"], "{}", brief(&seen));
     assert!(!summary.turns[0].interrupted);
     assert_eq!(seen.iter().filter_map(started).collect::<Vec<_>>(), [1, 2]);
@@ -74,11 +70,7 @@ fn half_duplex_answers_two_questions_asked_during_an_answer_in_order() {
     h.wait_for("turn 3 done", |u| done(u, 3));
     let (result, seen, models, tokens) = h.finish();
     let summary = result.unwrap();
-    let heard: Vec<_> = summary
-        .turns
-        .iter()
-        .map(|m| m.transcript.as_str())
-        .collect();
+    let heard = transcripts(&summary);
     assert_eq!(
         heard,
         ["question 1", "question 2", "question 3"],
@@ -100,13 +92,13 @@ fn half_duplex_lets_a_backchannel_go_and_answers_the_question_right_after_it() {
     h.ask(2);
     h.wait_for("turn 2 done", |u| done(u, 2));
     let (result, seen, ..) = h.finish();
-    let heard: Vec<_> = result
-        .unwrap()
-        .turns
-        .iter()
-        .map(|m| m.transcript.clone())
-        .collect();
-    assert_eq!(heard, ["question 1", "question 2"], "{}", brief(&seen));
+    let summary = result.unwrap();
+    assert_eq!(
+        transcripts(&summary),
+        ["question 1", "question 2"],
+        "{}",
+        brief(&seen)
+    );
 }
 
 #[test]

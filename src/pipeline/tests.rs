@@ -186,6 +186,15 @@ pub(super) fn brief(seen: &[Update]) -> String {
     seen.iter().map(line).collect::<Vec<_>>().join("\n")
 }
 
+/// What was heard, turn by turn.
+pub(super) fn transcripts(summary: &RunSummary) -> Vec<&str> {
+    summary
+        .turns
+        .iter()
+        .map(|m| m.transcript.as_str())
+        .collect()
+}
+
 pub(super) fn started(u: &Update) -> Option<u64> {
     match u {
         Update::SpeechStarted { turn } => Some(*turn),
@@ -241,12 +250,7 @@ fn two_turns_are_answered_in_order() {
     h.wait_for("turn 2 done", |u| done(u, 2));
     let (result, seen, models, tokens) = h.finish();
     let summary = result.unwrap();
-    let heard: Vec<_> = summary
-        .turns
-        .iter()
-        .map(|m| m.transcript.as_str())
-        .collect();
-    assert_eq!(heard, ["question 1", "question 2"]);
+    assert_eq!(transcripts(&summary), ["question 1", "question 2"]);
     assert!(summary.turns[1]
         .answer
         .starts_with("Answer0 to question 2."));
