@@ -4,10 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::TrySendError;
-
-use super::{Candidate, Listener, Step};
-use crate::pipeline::messages::{Purpose, Utterance};
+use super::{send_probe, Candidate, Listener, Step};
 use crate::pipeline::models::lock;
 use crate::text::interrupt;
 
@@ -42,21 +39,10 @@ impl Listener {
         let (Some((audio, _)), false) = (&c.ended, waiting) else {
             return Ok(());
         };
-        let u = Utterance {
-            turn: self.cx.turns.current(),
-            audio: audio.clone(),
-            speech_end: c.start,
-            purpose: Purpose::Probe,
-            stop: None,
-        };
-        match self.tx.try_send(u) {
-            Ok(()) => {
-                (c.in_flight, c.whole) = (Some(Instant::now()), true);
-                Ok(())
-            }
-            Err(TrySendError::Full(_)) => Ok(()),
-            Err(TrySendError::Disconnected(_)) => Err(None),
+        if send_probe(&self.tx, self.cx.turns.current(), audio.clone(), c.start)? {
+            (c.in_flight, c.whole) = (Some(Instant::now()), true);
         }
+        Ok(())
     }
 
     /// A transcript of the speech set aside by `unjudged_waits`: if whole, a question waits for

@@ -420,23 +420,12 @@ impl Listener {
             }
             None => return Ok(()),
         };
-        let u = Utterance {
-            turn: self.cx.turns.current(),
-            audio,
-            speech_end: c.start,
-            purpose: Purpose::Probe,
-            stop: None,
-        };
-        match self.tx.try_send(u) {
-            Ok(()) => {
-                c.in_flight = Some(Instant::now());
-                c.whole = c.ended.is_some();
-                c.probes += 1;
-                Ok(())
-            }
-            Err(TrySendError::Full(_)) => Ok(()),
-            Err(TrySendError::Disconnected(_)) => Err(None),
+        if send_probe(&self.tx, self.cx.turns.current(), audio, c.start)? {
+            c.in_flight = Some(Instant::now());
+            c.whole = c.ended.is_some();
+            c.probes += 1;
         }
+        Ok(())
     }
 
     fn feedback(&mut self, f: Feedback) -> Step {
@@ -533,5 +522,27 @@ impl Listener {
             stop: None,
         };
         self.tx.send(u).map_err(|_| None)
+    }
+}
+
+/// Sends speech heard during an answer (begun at `start`, which names its transcript) to ASR
+/// if it has room; whether it went.
+fn send_probe(
+    tx: &Sender<Utterance>,
+    turn: u64,
+    audio: Vec<f32>,
+    start: u64,
+) -> Result<bool, Option<PipelineError>> {
+    let u = Utterance {
+        turn,
+        audio,
+        speech_end: start,
+        purpose: Purpose::Probe,
+        stop: None,
+    };
+    match tx.try_send(u) {
+        Ok(()) => Ok(true),
+        Err(TrySendError::Full(_)) => Ok(false),
+        Err(TrySendError::Disconnected(_)) => Err(None),
     }
 }
