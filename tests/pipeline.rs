@@ -131,17 +131,20 @@ fn two_questions_get_two_answers_in_order() {
 #[test]
 fn speaking_over_an_answer_stops_it() {
     let dir = tempfile::tempdir().unwrap();
-    // The second question comes 2.5 s after the first ends, while the (long) answer plays.
+    // The second question comes 4.5 s after the first ends, while the (long) answer plays: the
+    // answer's first audio comes 2.0-2.5 s after the question here, later on a loaded machine, and
+    // an answer that has not begun when the user speaks again is dropped, not interrupted.
     let (input, spans) = questions(
         dir.path(),
         &[
             ("Tell me about the history of France.", 1.0),
-            ("What do bees make?", 2.5),
+            ("What do bees make?", 4.5),
         ],
         6.0,
     );
     let (_, out, turns) = run_recording(dir.path(), &input, &["--barge-in"]);
-    assert_eq!(turns.len(), 2, "{turns:?}");
+    eprintln!("{turns:?}");
+    assert_eq!(turns.len(), 2, "{turns:?}\n{}", log_tail(dir.path(), 40));
     assert_eq!(turns[0]["interrupted"], true, "{}", turns[0]);
     assert!(words(turns[1]["transcript"].as_str().unwrap()).contains(&"bees".into()));
 
