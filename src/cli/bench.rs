@@ -244,7 +244,8 @@ pub fn run(cfg: &Config, a: BenchArgs) -> Result<()> {
         let store = Store::from_config(&cfg.models)?;
         let photo = store.resolve("sample-chelsea")?;
         let img = load_image(&photo, cfg.vision.max_side)?;
-        let mut captioner = caption::open(&cfg.vision, &store)?;
+        let engine = super::chat::llm_for_vision(cfg, &store)?;
+        let mut captioner = caption::open(&cfg.vision, &store, engine.as_ref())?;
         let mut caption = String::new();
         let secs = time_median(a.runs, || {
             caption = captioner.caption(&img)?;

@@ -14,7 +14,7 @@ use seesay::media::image::{image_files, load_image};
 use seesay::memory::{time, Kind, Memory};
 use seesay::stages::caption;
 use seesay::stages::embed::Embedder;
-use seesay::stages::llm::{self, Conversation, Finish, LlmError};
+use seesay::stages::llm::{self, Conversation, Engine, Finish, LlmError};
 use seesay::stages::{lock, Cancel};
 use seesay::store::Store;
 use seesay::text::splitter::SentenceSplitter;
@@ -101,12 +101,13 @@ pub fn chat(mut cfg: Config, a: ChatArgs) -> Result<()> {
         }
     }
     let store = Store::from_config(&cfg.models)?;
+    let engine = llm::Engine::load(&cfg.llm, &store, 1)?;
     let scene = match &a.image {
-        Some(path) => Some(caption_image(&cfg, &store, path)?),
+        Some(path) => Some(caption_image(&cfg, &store, path, Some(&engine))?),
         None => None,
     };
     let mut speech = Speech::start(&cfg, &a.speech)?;
-    let mut model = llm::open(&cfg.llm, &store)?;
+    let mut model = engine.chat(&cfg.llm)?;
     let memory =
         open_memory(&cfg, &store, a.no_memory, scene.as_deref())?.map(|m| Arc::new(Mutex::new(m)));
     // Timers end on their own thread: their text is printed when it comes.
@@ -199,11 +200,20 @@ pub(super) fn open_memory(
     Ok(Some(m))
 }
 
+/// The language model's engine, loaded only for a captioner that runs in its server
+/// (`caption::in_llm_server`).
+pub(crate) fn llm_for_vision(cfg: &Config, store: &Store) -> Result<Option<Engine>> {
+    Ok(match caption::in_llm_server(&cfg.vision) {
+        true => Some(Engine::load(&cfg.llm, store, 1)?),
+        false => None,
+    })
+}
+
 /// Describes one image with the configured captioner, logging how long it took.
-fn caption_image(cfg: &Config, store: &Store, path: &Path) -> Result<String> {
+fn caption_image(cfg: &Config, store: &Store, path: &Path, llm: Option<&Engine>) -> Result<String> {
     let img = load_image(path, cfg.vision.max_side)?;
     let mut captioner =
-        caption::open_with_reading(&cfg.vision, &cfg.read, &cfg.tts.onnxruntime, store)?;
+        caption::open_with_reading(&cfg.vision, &cfg.read, &cfg.tts.onnxruntime, store, llm)?;
     let t = std::time::Instant::now();
     let caption = captioner.caption(&img)?;
     tracing::debug!(image = %path.display(), ms = t.elapsed().as_millis() as u64, %caption, "captioned");
@@ -225,8 +235,14 @@ pub fn describe(mut cfg: Config, a: DescribeArgs) -> Result<()> {
     }
     let store = Store::from_config(&cfg.models)?;
     let speech = Speech::start(&cfg, &a.speech)?;
-    let mut captioner =
-        caption::open_with_reading(&cfg.vision, &cfg.read, &cfg.tts.onnxruntime, &store)?;
+    let engine = llm_for_vision(&cfg, &store)?;
+    let mut captioner = caption::open_with_reading(
+        &cfg.vision,
+        &cfg.read,
+        &cfg.tts.onnxruntime,
+        &store,
+        engine.as_ref(),
+    )?;
     let mut failed = 0;
     for f in &files {
         let result = load_image(f, cfg.vision.max_side)

@@ -60,17 +60,18 @@ impl Models {
         let vad = SileroVad::open(&cfg.vad, &cfg.tts.onnxruntime, &store)?;
         let vad_path = store.resolve(&cfg.vad.model)?;
         let engine = llm::Engine::load(&cfg.llm, &store, conversations)?;
-        let llm_cfg = cfg.llm.clone();
-        let chat: ChatMaker = Arc::new(move || engine.chat(&llm_cfg));
         let captioner = match captioner {
             true => Some(caption::open_with_reading(
                 &cfg.vision,
                 &cfg.read,
                 &cfg.tts.onnxruntime,
                 &store,
+                Some(&engine),
             )?),
             false => None,
         };
+        let llm_cfg = cfg.llm.clone();
+        let chat: ChatMaker = Arc::new(move || engine.chat(&llm_cfg));
         let turn = match cfg.turn.semantic {
             true => Some(SmartTurn::open(&cfg.turn, &cfg.tts.onnxruntime, &store)?),
             false => None,

@@ -18,7 +18,7 @@ pub enum CaptionError {
     Inference(String),
     #[error("remote vision model at {url}: {detail}")]
     Remote { url: String, detail: String },
-    #[error("unknown vision.backend '{0}': use efficientnet, blip or openai")]
+    #[error("unknown vision.backend '{0}': use efficientnet, blip, llama.cpp or openai")]
     Backend(String),
     #[error(transparent)]
     Model(#[from] ModelError),
@@ -34,11 +34,21 @@ impl CaptionError {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct VisionConfig {
-    /// `efficientnet` (offline ImageNet labels), `blip` (BLIP captioning weights in `blip_dir`)
-    /// or `openai` (an OpenAI-compatible vision model).
+    /// `efficientnet` (offline ImageNet labels), `blip` (BLIP captioning weights in `blip_dir`),
+    /// `llama.cpp` (a vision-language GGUF model and its projector, run by a private
+    /// llama-server) or `openai` (an OpenAI-compatible vision model).
     pub backend: String,
-    /// efficientnet: a name from `seesay models list` or a safetensors path.
+    /// efficientnet: a name from `seesay models list` or a safetensors path. llama.cpp: the
+    /// vision-language model's GGUF file (a name or a path); empty: the language model's
+    /// server, when `llm.mmproj` gives it a projector.
     pub model: String,
+    /// llama.cpp: the model's vision projector (its `mmproj` GGUF file, a name or a path).
+    pub mmproj: String,
+    /// llama.cpp: the llama-server binary; empty: `$SEESAY_LLAMA_SERVER`, else the one
+    /// scripts/setup builds.
+    pub llama_server: String,
+    /// llama.cpp: the server's context, in tokens (an image takes from 64 to a few thousand).
+    pub context_tokens: usize,
     /// efficientnet: the class names (torchvision's `_meta.py`), a model name or a path.
     pub labels: String,
     /// efficientnet: how many classes the description may mention.
@@ -46,7 +56,7 @@ pub struct VisionConfig {
     /// blip: a folder with `config.json`, `model.safetensors` and `tokenizer.json` (the layout of
     /// Salesforce/blip-image-captioning-base or -large).
     pub blip_dir: String,
-    /// blip and openai: longest caption, in tokens.
+    /// blip, llama.cpp and openai: longest caption, in tokens.
     pub max_tokens: usize,
     /// Images wider or taller than this many pixels are refused before they are decoded.
     pub max_side: u32,
@@ -57,9 +67,9 @@ pub struct VisionConfig {
     pub remote_model: String,
     /// openai: API key; empty reads `$SEESAY_VISION_API_KEY`, then `$OPENAI_API_KEY`.
     pub api_key: String,
-    /// openai: the instruction sent with the image.
+    /// llama.cpp and openai: the instruction sent with the image.
     pub prompt: String,
-    /// openai: seconds to wait for the server.
+    /// llama.cpp and openai: seconds to wait for the server.
     pub timeout_s: u64,
 }
 
@@ -68,6 +78,9 @@ impl Default for VisionConfig {
         VisionConfig {
             backend: "efficientnet".into(),
             model: "efficientnet-lite0".into(),
+            mmproj: String::new(),
+            llama_server: String::new(),
+            context_tokens: 4096,
             labels: "imagenet-labels".into(),
             top_k: 3,
             blip_dir: String::new(),

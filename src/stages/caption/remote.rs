@@ -25,12 +25,22 @@ impl RemoteCaptioner {
             cfg.timeout_s,
         )
         .map_err(|(url, detail)| CaptionError::Remote { url, detail })?;
-        Ok(RemoteCaptioner {
+        Ok(RemoteCaptioner::at(
             endpoint,
-            model: env_or("SEESAY_VISION_MODEL", &cfg.remote_model),
+            &env_or("SEESAY_VISION_MODEL", &cfg.remote_model),
+            cfg,
+        ))
+    }
+
+    /// A captioner on `endpoint` (a server seesay runs itself), asking for `model` with the
+    /// prompt and caption length of `cfg`.
+    pub fn at(endpoint: Endpoint, model: &str, cfg: &VisionConfig) -> RemoteCaptioner {
+        RemoteCaptioner {
+            endpoint,
+            model: model.to_string(),
             prompt: cfg.prompt.clone(),
             max_tokens: cfg.max_tokens,
-        })
+        }
     }
 
     /// The request body: one user message with a text part and an `image_url` part.

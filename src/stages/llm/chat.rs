@@ -66,6 +66,10 @@ pub struct LlmConfig {
     pub context_tokens: usize,
     /// CPU threads of the local engine; 0: the machine's share for the language model.
     pub threads: usize,
+    /// The vision projector of `model` (llama.cpp engine; a GGUF `mmproj` file, a name or a path),
+    /// for a vision-language model: the server then also takes images (`image_url` parts of the
+    /// API). Empty: text only.
+    pub mmproj: String,
     /// The llama-server binary (llama.cpp engine). Empty: `$SEESAY_LLAMA_SERVER`, else the one
     /// scripts/setup builds in the cache.
     pub llama_server: String,
@@ -98,6 +102,7 @@ impl Default for LlmConfig {
             seed: 299_792_458,
             context_tokens: 2048,
             threads: 0,
+            mmproj: String::new(),
             llama_server: String::new(),
             base_url: "http://127.0.0.1:8080/v1".into(),
             remote_model: "default".into(),

@@ -9,6 +9,7 @@ pub mod conversation;
 pub mod llama;
 pub mod local;
 pub mod remote;
+pub mod server;
 mod slots;
 
 use std::sync::{Arc, Mutex};
@@ -36,11 +37,18 @@ impl Engine {
     pub fn load(cfg: &LlmConfig, store: &Store, slots: usize) -> Result<Engine, LlmError> {
         cfg.check()?;
         match (cfg.backend.as_str(), cfg.engine.as_str()) {
-            ("local", "llama.cpp") => Ok(Engine::Llama(llama::LlamaServer::start(
-                cfg,
-                &store.resolve(&cfg.model)?,
-                slots,
-            )?)),
+            ("local", "llama.cpp") => {
+                let mmproj = match cfg.mmproj.as_str() {
+                    "" => None,
+                    m => Some(store.resolve(m)?),
+                };
+                Ok(Engine::Llama(llama::LlamaServer::start(
+                    cfg,
+                    &store.resolve(&cfg.model)?,
+                    mmproj.as_deref(),
+                    slots,
+                )?))
+            }
             ("local", "candle") => Ok(Engine::Candle(Arc::new(Mutex::new(
                 local::LocalModel::load(&store.resolve(&cfg.model)?, cfg)?,
             )))),
