@@ -1,6 +1,7 @@
 //! The source tree's shape, checked: every `use` and path of `src/` resolved to the file it
 //! names, then (1) no module imports from a layer above its own, (2) no import circle among the
-//! files, (3) no file over 600 lines and at most 14 entries at the top of `src/`. The layers, top
+//! files, (3) no file over 600 lines and at most 14 entries at the top of `src/`, (4) no function
+//! over 100 lines (a function reads as a short list of named steps). The layers, top
 //! to bottom, as the README's source layout describes them:
 //!
 //! cli (the binary) → server → pipeline → config → tools → memory → stages → store → media | text | host
@@ -353,6 +354,62 @@ fn files_stay_small_and_the_top_of_src_stays_short() {
     assert!(long.is_empty(), "files over 600 lines: {long:?}");
     let top = std::fs::read_dir(src()).unwrap().count();
     assert!(top <= 14, "src/ has {top} entries at its top level");
+}
+
+/// The functions of a file's text longer than `limit` lines: (name, first line, lines). A
+/// function starts at a line with `fn name` (not a declaration ending in `;`) and ends at the
+/// first later line that is its indentation followed by `}` (rustfmt's layout).
+fn long_functions(text: &str, limit: usize) -> Vec<(String, usize, usize)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let code = line.trim_start();
+        let indent = &line[..line.len() - code.len()];
+        let Some(at) = code.find("fn ") else { continue };
+        let head = &code[..at];
+        let is_fn = head.split_whitespace().all(|w| {
+            w == "pub" || w.starts_with("pub(") || matches!(w, "async" | "const" | "unsafe")
+        });
+        // Not a declaration (`;`) nor a function on one line (`{ ... }`).
+        let one_line = code.contains('{') && code.matches('{').count() == code.matches('}').count();
+        if !is_fn || code.trim_end().ends_with(';') || one_line {
+            continue;
+        }
+        let name: String = code[at + 3..]
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        let close = format!("{indent}}}");
+        if let Some(end) = (i + 1..lines.len()).find(|&j| lines[j].trim_end() == close) {
+            let n = end - i + 1;
+            if n > limit {
+                out.push((name, i + 1, n));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn no_function_is_over_100_lines() {
+    // The check finds a long function, and not a short one or a declaration.
+    let body = "        step();\n".repeat(100);
+    let sample = format!(
+        "impl X {{\n    fn short(&self) {{}}\n    fn decl(&self);\n    pub(crate) fn long(&self) {{\n{body}    }}\n}}\n"
+    );
+    assert_eq!(long_functions(&sample, 100), [("long".to_string(), 4, 102)]);
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    let long: Vec<String> = files
+        .iter()
+        .flat_map(|f| {
+            let text = std::fs::read_to_string(f).unwrap();
+            long_functions(&text, 100)
+                .into_iter()
+                .map(move |(name, at, n)| format!("{}:{at} {name} ({n} lines)", f.display()))
+        })
+        .collect();
+    assert!(long.is_empty(), "functions over 100 lines: {long:#?}");
 }
 
 #[test]

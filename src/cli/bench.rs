@@ -106,19 +106,7 @@ fn time_median(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
 }
 
 pub fn run(cfg: &Config, a: BenchArgs) -> Result<()> {
-    if a.print_paragraph {
-        outln!("{TTS_PARAGRAPH}");
-        return Ok(());
-    }
-    if a.print_llm_model {
-        outln!("{}", cfg.llm.model);
-        return Ok(());
-    }
-    if a.print_llama_server {
-        outln!(
-            "{}",
-            seesay::stages::llm::llama::server_binary(&cfg.llm.llama_server).display()
-        );
+    if print_requested(cfg, &a) {
         return Ok(());
     }
     let mut cfg = cfg.clone();
@@ -129,146 +117,48 @@ pub fn run(cfg: &Config, a: BenchArgs) -> Result<()> {
     if cfg!(debug_assertions) {
         eprintln!("warning: this is a debug build; build with --release for meaningful numbers");
     }
+    let report = bench_stages(cfg, &a)?;
+    if a.json {
+        outln!("{}", serde_json::Value::Object(report));
+    }
+    Ok(())
+}
+
+/// Prints what one of the `--print-*` flags asks for; false if none was given.
+fn print_requested(cfg: &Config, a: &BenchArgs) -> bool {
+    if a.print_paragraph {
+        outln!("{TTS_PARAGRAPH}");
+        return true;
+    }
+    if a.print_llm_model {
+        outln!("{}", cfg.llm.model);
+        return true;
+    }
+    if a.print_llama_server {
+        outln!(
+            "{}",
+            seesay::stages::llm::llama::server_binary(&cfg.llm.llama_server).display()
+        );
+        return true;
+    }
+    false
+}
+
+/// Runs the stages `--stage` names, in a fixed order; the report of each, by name.
+fn bench_stages(cfg: &Config, a: &BenchArgs) -> Result<serde_json::Map<String, serde_json::Value>> {
     let mut report = serde_json::Map::new();
     report.insert("runs".into(), a.runs.into());
     if a.stage == "asr" || a.stage == "all" {
-        let store = Store::from_config(&cfg.models)?;
-        let wav = store.resolve("sample-jfk")?;
-        let pcm = audio::read_file(&wav, SAMPLE_RATE)?;
-        let audio_s = pcm.len() as f64 / SAMPLE_RATE as f64;
-        let mut model = asr::open_whisper(&cfg.asr, &store)?;
-        let mut words = String::new();
-        let secs = time_median(a.runs, || {
-            words = plain_text(&model.transcribe(&pcm, 0.0)?);
-            Ok(())
-        })?;
-        // Reference in the same process: Whisper's standard 30 s context, as whisper.cpp runs it.
-        model.set_fit_audio_context(false);
-        let full = time_median(a.runs, || {
-            model.transcribe(&pcm, 0.0).map(|_| ()).map_err(Into::into)
-        })?;
-        model.set_fit_audio_context(cfg.asr.fit_audio_context);
-        eprintln!(
-            "asr  {:<22} audio {audio_s:5.1} s  median {:6.0} ms  RTF {:.3}  ({:.0}x real time); \
-             full 30 s context {:.0} ms ({:.2}x)",
-            model.name(),
-            secs * 1000.0,
-            secs / audio_s,
-            audio_s / secs,
-            full * 1000.0,
-            full / secs
-        );
-        report.insert(
-            "asr".into(),
-            serde_json::json!({"model": model.name(), "threads": cfg.asr.threads(), "audio_s": audio_s,
-                "median_ms": secs * 1000.0, "rtf": secs / audio_s, "text": words,
-                "full_context_median_ms": full * 1000.0}),
-        );
+        report.insert("asr".into(), bench_asr(cfg, a.runs)?);
     }
     if a.stage == "tts" || a.stage == "all" {
-        let mut voice = tts::open_piper(&cfg.tts, &Store::from_config(&cfg.models)?)?;
-        let mut audio_s = 0.0;
-        let secs = time_median(a.runs, || {
-            let pcm = tts::speak_all(&mut voice, TTS_PARAGRAPH, 0)?;
-            audio_s = pcm.len() as f64 / voice.sample_rate() as f64;
-            Ok(())
-        })?;
-        // First sentence alone: what a listener waits for before speech starts.
-        let first = split_sentences(TTS_PARAGRAPH).remove(0);
-        let first_s = time_median(a.runs, || {
-            voice.synthesize(&first).map(|_| ()).map_err(Into::into)
-        })?;
-        eprintln!(
-            "tts  {:<22} audio {audio_s:5.1} s  median {:6.0} ms  RTF {:.3}  ({:.0}x real time); first sentence {:.0} ms",
-            cfg.tts.voice,
-            secs * 1000.0,
-            secs / audio_s,
-            audio_s / secs,
-            first_s * 1000.0
-        );
-        report.insert(
-            "tts".into(),
-            serde_json::json!({"voice": cfg.tts.voice, "audio_s": audio_s, "median_ms": secs * 1000.0,
-                "rtf": secs / audio_s, "first_sentence_ms": first_s * 1000.0}),
-        );
+        report.insert("tts".into(), bench_tts(cfg, a.runs)?);
     }
     if a.stage == "llm" || a.stage == "all" {
-        let store = Store::from_config(&cfg.models)?;
-        let mut llm = llm::open(&cfg.llm, &store)?;
-        let cancel = Cancel::new();
-        let (mut prefill, mut generate, mut first) = (Vec::new(), Vec::new(), Vec::new());
-        let mut stats = None;
-        for i in 0..=a.runs.max(1) {
-            // Each run's prompt differs from its first token, so no engine can reuse a cached
-            // prefill: every run computes its whole prompt.
-            let msgs = [
-                Message::new(Role::System, format!("[{i}] {}", cfg.llm.system_prompt)),
-                Message::new(
-                    Role::User,
-                    "Explain in a few sentences why the sky is blue during the day and red at sunset.",
-                ),
-            ];
-            llm.generate(&msgs, &cancel, &mut |_| {})?;
-            let s = llm
-                .stats()
-                .context("this backend reports no token timings")?;
-            if i > 0 {
-                // Run 0 warms up.
-                prefill.push(s.prefilled as f64 / s.prefill_s);
-                generate.push(s.generated as f64 / s.generate_s);
-                first.push(s.prefill_s * 1000.0);
-            }
-            stats = Some(s);
-        }
-        let s = stats.expect("at least one run");
-        let (p, g, f) = (
-            median(&mut prefill),
-            median(&mut generate),
-            median(&mut first),
-        );
-        eprintln!(
-            "llm  {:<22} prompt {} tokens: prefill {p:.0} tok/s ({f:.0} ms); generation {g:.0} tok/s ({} tokens)",
-            llm.describe(),
-            s.prompt_tokens,
-            s.generated
-        );
-        report.insert(
-            "llm".into(),
-            serde_json::json!({"model": llm.describe(), "engine": cfg.llm.engine,
-                "threads": seesay::host::thread_count(cfg.llm.threads, seesay::host::Budget::machine().llm),
-                "prompt_tokens": s.prompt_tokens, "prefilled": s.prefilled, "generated": s.generated,
-                "prefill_tok_s": p, "prefill_ms": f, "generate_tok_s": g}),
-        );
+        report.insert("llm".into(), bench_llm(cfg, a.runs)?);
     }
     if a.stage == "vision" || a.stage == "all" {
-        let store = Store::from_config(&cfg.models)?;
-        let photo = store.resolve("sample-chelsea")?;
-        let img = load_image(&photo, cfg.vision.max_side)?;
-        let engine = super::chat::llm_for_vision(cfg, &store)?;
-        let mut captioner = caption::open(&cfg.vision, &store, engine.as_ref())?;
-        let mut caption = String::new();
-        let secs = time_median(a.runs, || {
-            caption = captioner.caption(&img)?;
-            Ok(())
-        })?;
-        // The decode of the photo is part of each frame's cost too.
-        let decode = time_median(a.runs, || {
-            load_image(&photo, cfg.vision.max_side)?;
-            Ok(())
-        })?;
-        eprintln!(
-            "vision {:<20} {}x{} photo: caption {:.0} ms per frame (+ {:.1} ms PNG decode): {caption}",
-            captioner.describe(),
-            img.width(),
-            img.height(),
-            secs * 1000.0,
-            decode * 1000.0
-        );
-        report.insert(
-            "vision".into(),
-            serde_json::json!({"captioner": captioner.describe(), "caption_ms": secs * 1000.0,
-                "decode_ms": decode * 1000.0, "caption": caption}),
-        );
+        report.insert("vision".into(), bench_vision(cfg, a.runs)?);
         report.insert("read".into(), super::bench_read::run(cfg, a.runs)?);
     }
     if a.stage == "memory" {
@@ -309,10 +199,150 @@ pub fn run(cfg: &Config, a: BenchArgs) -> Result<()> {
             a.stage
         );
     }
-    if a.json {
-        outln!("{}", serde_json::Value::Object(report));
+    Ok(report)
+}
+
+/// `--stage asr`: Whisper on the JFK sample, fitted to the audio and with the full 30 s context.
+fn bench_asr(cfg: &Config, runs: usize) -> Result<serde_json::Value> {
+    let store = Store::from_config(&cfg.models)?;
+    let wav = store.resolve("sample-jfk")?;
+    let pcm = audio::read_file(&wav, SAMPLE_RATE)?;
+    let audio_s = pcm.len() as f64 / SAMPLE_RATE as f64;
+    let mut model = asr::open_whisper(&cfg.asr, &store)?;
+    let mut words = String::new();
+    let secs = time_median(runs, || {
+        words = plain_text(&model.transcribe(&pcm, 0.0)?);
+        Ok(())
+    })?;
+    // Reference in the same process: Whisper's standard 30 s context, as whisper.cpp runs it.
+    model.set_fit_audio_context(false);
+    let full = time_median(runs, || {
+        model.transcribe(&pcm, 0.0).map(|_| ()).map_err(Into::into)
+    })?;
+    model.set_fit_audio_context(cfg.asr.fit_audio_context);
+    eprintln!(
+        "asr  {:<22} audio {audio_s:5.1} s  median {:6.0} ms  RTF {:.3}  ({:.0}x real time); \
+         full 30 s context {:.0} ms ({:.2}x)",
+        model.name(),
+        secs * 1000.0,
+        secs / audio_s,
+        audio_s / secs,
+        full * 1000.0,
+        full / secs
+    );
+    Ok(
+        serde_json::json!({"model": model.name(), "threads": cfg.asr.threads(), "audio_s": audio_s,
+            "median_ms": secs * 1000.0, "rtf": secs / audio_s, "text": words,
+            "full_context_median_ms": full * 1000.0}),
+    )
+}
+
+/// `--stage tts`: Piper on the benchmark paragraph, and on its first sentence alone.
+fn bench_tts(cfg: &Config, runs: usize) -> Result<serde_json::Value> {
+    let mut voice = tts::open_piper(&cfg.tts, &Store::from_config(&cfg.models)?)?;
+    let mut audio_s = 0.0;
+    let secs = time_median(runs, || {
+        let pcm = tts::speak_all(&mut voice, TTS_PARAGRAPH, 0)?;
+        audio_s = pcm.len() as f64 / voice.sample_rate() as f64;
+        Ok(())
+    })?;
+    // First sentence alone: what a listener waits for before speech starts.
+    let first = split_sentences(TTS_PARAGRAPH).remove(0);
+    let first_s = time_median(runs, || {
+        voice.synthesize(&first).map(|_| ()).map_err(Into::into)
+    })?;
+    eprintln!(
+        "tts  {:<22} audio {audio_s:5.1} s  median {:6.0} ms  RTF {:.3}  ({:.0}x real time); first sentence {:.0} ms",
+        cfg.tts.voice,
+        secs * 1000.0,
+        secs / audio_s,
+        audio_s / secs,
+        first_s * 1000.0
+    );
+    Ok(
+        serde_json::json!({"voice": cfg.tts.voice, "audio_s": audio_s, "median_ms": secs * 1000.0,
+            "rtf": secs / audio_s, "first_sentence_ms": first_s * 1000.0}),
+    )
+}
+
+/// `--stage llm`: prefill and generation speed of the language model (run 0 warms up).
+fn bench_llm(cfg: &Config, runs: usize) -> Result<serde_json::Value> {
+    let store = Store::from_config(&cfg.models)?;
+    let mut llm = llm::open(&cfg.llm, &store)?;
+    let cancel = Cancel::new();
+    let (mut prefill, mut generate, mut first) = (Vec::new(), Vec::new(), Vec::new());
+    let mut stats = None;
+    for i in 0..=runs.max(1) {
+        // Each run's prompt differs from its first token, so no engine can reuse a cached
+        // prefill: every run computes its whole prompt.
+        let msgs = [
+            Message::new(Role::System, format!("[{i}] {}", cfg.llm.system_prompt)),
+            Message::new(
+                Role::User,
+                "Explain in a few sentences why the sky is blue during the day and red at sunset.",
+            ),
+        ];
+        llm.generate(&msgs, &cancel, &mut |_| {})?;
+        let s = llm
+            .stats()
+            .context("this backend reports no token timings")?;
+        if i > 0 {
+            // Run 0 warms up.
+            prefill.push(s.prefilled as f64 / s.prefill_s);
+            generate.push(s.generated as f64 / s.generate_s);
+            first.push(s.prefill_s * 1000.0);
+        }
+        stats = Some(s);
     }
-    Ok(())
+    let s = stats.expect("at least one run");
+    let (p, g, f) = (
+        median(&mut prefill),
+        median(&mut generate),
+        median(&mut first),
+    );
+    eprintln!(
+        "llm  {:<22} prompt {} tokens: prefill {p:.0} tok/s ({f:.0} ms); generation {g:.0} tok/s ({} tokens)",
+        llm.describe(),
+        s.prompt_tokens,
+        s.generated
+    );
+    Ok(
+        serde_json::json!({"model": llm.describe(), "engine": cfg.llm.engine,
+        "threads": seesay::host::thread_count(cfg.llm.threads, seesay::host::Budget::machine().llm),
+        "prompt_tokens": s.prompt_tokens, "prefilled": s.prefilled, "generated": s.generated,
+        "prefill_tok_s": p, "prefill_ms": f, "generate_tok_s": g}),
+    )
+}
+
+/// `--stage vision`: the captioner's time per frame on the sample photo, and the photo's decode.
+fn bench_vision(cfg: &Config, runs: usize) -> Result<serde_json::Value> {
+    let store = Store::from_config(&cfg.models)?;
+    let photo = store.resolve("sample-chelsea")?;
+    let img = load_image(&photo, cfg.vision.max_side)?;
+    let engine = super::chat::llm_for_vision(cfg, &store)?;
+    let mut captioner = caption::open(&cfg.vision, &store, engine.as_ref())?;
+    let mut caption = String::new();
+    let secs = time_median(runs, || {
+        caption = captioner.caption(&img)?;
+        Ok(())
+    })?;
+    // The decode of the photo is part of each frame's cost too.
+    let decode = time_median(runs, || {
+        load_image(&photo, cfg.vision.max_side)?;
+        Ok(())
+    })?;
+    eprintln!(
+        "vision {:<20} {}x{} photo: caption {:.0} ms per frame (+ {:.1} ms PNG decode): {caption}",
+        captioner.describe(),
+        img.width(),
+        img.height(),
+        secs * 1000.0,
+        decode * 1000.0
+    );
+    Ok(
+        serde_json::json!({"captioner": captioner.describe(), "caption_ms": secs * 1000.0,
+            "decode_ms": decode * 1000.0, "caption": caption}),
+    )
 }
 
 /// The 95th percentile (nearest rank).

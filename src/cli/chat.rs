@@ -14,7 +14,7 @@ use seesay::media::image::{image_files, load_image};
 use seesay::memory::{time, Kind, Memory};
 use seesay::stages::caption;
 use seesay::stages::embed::Embedder;
-use seesay::stages::llm::{self, Conversation, Engine, Finish, LlmError};
+use seesay::stages::llm::{self, ChatModel, Conversation, Engine, Finish, LlmConfig, LlmError};
 use seesay::stages::{lock, Cancel};
 use seesay::store::Store;
 use seesay::text::splitter::SentenceSplitter;
@@ -66,12 +66,56 @@ pub struct DescribeArgs {
     pub speech: SpeechArgs,
 }
 
-pub fn chat(mut cfg: Config, a: ChatArgs) -> Result<()> {
-    let llm = &mut cfg.llm;
-    if let Some(m) = a.model {
+pub fn chat(mut cfg: Config, mut a: ChatArgs) -> Result<()> {
+    apply_llm_args(&mut cfg.llm, &mut a);
+    let interactive = a.prompt.is_none() && std::io::stdin().is_terminal();
+    let one_shot = one_shot_prompt(a.prompt.take(), interactive)?;
+    let store = Store::from_config(&cfg.models)?;
+    let engine = llm::Engine::load(&cfg.llm, &store, 1)?;
+    let scene = match &a.image {
+        Some(path) => Some(caption_image(&cfg, &store, path, Some(&engine))?),
+        None => None,
+    };
+    let speech = Speech::start(&cfg, &a.speech)?;
+    let model = engine.chat(&cfg.llm)?;
+    let memory =
+        open_memory(&cfg, &store, a.no_memory, scene.as_deref())?.map(|m| Arc::new(Mutex::new(m)));
+    let tools = chat_tools(&cfg, memory.as_ref());
+    let mut conv = Conversation::new(&cfg.llm);
+    conv.set_tools(tools.system_prompt());
+    conv.set_scene(scene);
+    let mut asker = Asker {
+        model,
+        tools,
+        memory,
+        cancel: Cancel::new(),
+        max_tokens: cfg.llm.max_tokens,
+    };
+    let describe = asker.model.describe();
+    if let Some(p) = one_shot {
+        asker.ask(&mut conv, &p, speech.as_ref())?;
+        return finish_speech(speech);
+    }
+    eprintln!("chatting with {describe} (empty line or Ctrl-D to quit)");
+    let stdin = std::io::stdin();
+    loop {
+        eprint!("> ");
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line)? == 0 || line.trim().is_empty() {
+            return finish_speech(speech);
+        }
+        if let Err(e) = asker.ask(&mut conv, &line, speech.as_ref()) {
+            eprintln!("error: {}", super::one_line(&e));
+        }
+    }
+}
+
+/// Applies `--model`, `--backend`, `--temperature`, `--max-tokens` and `--system`.
+fn apply_llm_args(llm: &mut LlmConfig, a: &mut ChatArgs) {
+    if let Some(m) = a.model.take() {
         llm.model = m;
     }
-    if let Some(b) = a.backend {
+    if let Some(b) = a.backend.take() {
         llm.backend = b;
     }
     if let Some(t) = a.temperature {
@@ -80,11 +124,15 @@ pub fn chat(mut cfg: Config, a: ChatArgs) -> Result<()> {
     if let Some(n) = a.max_tokens {
         llm.max_tokens = n;
     }
-    if let Some(s) = a.system {
+    if let Some(s) = a.system.take() {
         llm.system_prompt = s;
     }
-    let interactive = a.prompt.is_none() && std::io::stdin().is_terminal();
-    let one_shot = match a.prompt {
+}
+
+/// The one question to answer: `prompt`, else all of standard input unless `interactive`
+/// (then `None`). An empty question is an error.
+fn one_shot_prompt(prompt: Option<String>, interactive: bool) -> Result<Option<String>> {
+    let one_shot = match prompt {
         Some(p) => Some(p),
         None if interactive => None,
         None => {
@@ -100,83 +148,76 @@ pub fn chat(mut cfg: Config, a: ChatArgs) -> Result<()> {
             return Err(LlmError::EmptyPrompt.into());
         }
     }
-    let store = Store::from_config(&cfg.models)?;
-    let engine = llm::Engine::load(&cfg.llm, &store, 1)?;
-    let scene = match &a.image {
-        Some(path) => Some(caption_image(&cfg, &store, path, Some(&engine))?),
-        None => None,
-    };
-    let mut speech = Speech::start(&cfg, &a.speech)?;
-    let mut model = engine.chat(&cfg.llm)?;
-    let memory =
-        open_memory(&cfg, &store, a.no_memory, scene.as_deref())?.map(|m| Arc::new(Mutex::new(m)));
+    Ok(one_shot)
+}
+
+/// The chat's tools (timers that print when they end, the memory as a notebook), each question
+/// offered those its words point at.
+fn chat_tools(cfg: &Config, memory: Option<&Arc<Mutex<Memory>>>) -> Routed {
     // Timers end on their own thread: their text is printed when it comes.
     let timers = Timers::new(|text| outln!("\n{text}"));
     let reach = Reach {
         timers: Some(timers),
         notebook: memory
-            .clone()
+            .cloned()
             .map(|m| Arc::new(MemoryNotebook::new(m)) as Arc<dyn Notebook>),
         ..Reach::default()
     };
     let usable = cfg.tools.for_model(&cfg.llm);
-    let tools = Routed::new(tools::standard(&usable, &cfg.images, reach), &usable);
-    let mut conv = Conversation::new(&cfg.llm);
-    conv.set_tools(tools.system_prompt());
-    conv.set_scene(scene);
-    let cancel = Cancel::new();
-    let describe = model.describe();
-    let mut ask = |conv: &mut Conversation, q: &str| -> Result<()> {
-        if let Some(m) = &memory {
+    Routed::new(tools::standard(&usable, &cfg.images, reach), &usable)
+}
+
+/// Waits for the speech still to be spoken, if any.
+fn finish_speech(speech: Option<Speech>) -> Result<()> {
+    match speech {
+        Some(s) => s.finish(),
+        None => Ok(()),
+    }
+}
+
+/// What answering a question needs: the model, its tools and the memory store.
+struct Asker {
+    model: Box<dyn ChatModel>,
+    tools: Routed,
+    memory: Option<Arc<Mutex<Memory>>>,
+    cancel: Cancel,
+    /// `llm.max_tokens`, named when an answer is cut there.
+    max_tokens: usize,
+}
+
+impl Asker {
+    /// Answers `q`: memories recalled for it, the answer streamed to standard output (and
+    /// spoken), the exchange recorded in the conversation and the memory.
+    fn ask(&mut self, conv: &mut Conversation, q: &str, speech: Option<&Speech>) -> Result<()> {
+        if let Some(m) = &self.memory {
             conv.set_recalled(Some(lock(m).recall_context(q, time::now())?));
         }
-        conv.with_tools(tools.with_tools(q));
-        let msgs = conv.prompt_for(model.as_mut(), q)?;
+        conv.with_tools(self.tools.with_tools(q));
+        let msgs = conv.prompt_for(self.model.as_mut(), q)?;
         let mut out = std::io::stdout().lock();
         let mut splitter = SentenceSplitter::new(4);
-        let registry = tools.for_question(q);
-        let said = tools::answer(model.as_mut(), &msgs, registry, &cancel, &mut |chunk| {
+        let registry = self.tools.for_question(q);
+        let model = self.model.as_mut();
+        let said = tools::answer(model, &msgs, registry, &self.cancel, &mut |chunk| {
             let _ = out.write_all(chunk.as_bytes());
             let _ = out.flush();
-            if let Some(s) = &speech {
+            if let Some(s) = speech {
                 splitter.push(chunk).into_iter().for_each(|p| s.say(p));
             }
         })?;
         let (answer, finish) = (said.text, said.finish);
-        if let Some(s) = &speech {
+        if let Some(s) = speech {
             splitter.finish().into_iter().for_each(|p| s.say(p));
         }
         let _ = writeln!(out);
         if finish == Finish::Length {
-            tracing::warn!("answer cut at llm.max_tokens ({})", cfg.llm.max_tokens);
+            tracing::warn!("answer cut at llm.max_tokens ({})", self.max_tokens);
         }
         conv.record(q, &answer);
-        if let Some(m) = &memory {
+        if let Some(m) = &self.memory {
             lock(m).add_at(Kind::Said, q, None, time::now(), "chat")?;
         }
         Ok(())
-    };
-    if let Some(p) = one_shot {
-        ask(&mut conv, &p)?;
-        return match speech.take() {
-            Some(s) => s.finish(),
-            None => Ok(()),
-        };
-    }
-    eprintln!("chatting with {describe} (empty line or Ctrl-D to quit)");
-    let stdin = std::io::stdin();
-    loop {
-        eprint!("> ");
-        let mut line = String::new();
-        if stdin.lock().read_line(&mut line)? == 0 || line.trim().is_empty() {
-            return match speech.take() {
-                Some(s) => s.finish(),
-                None => Ok(()),
-            };
-        }
-        if let Err(e) = ask(&mut conv, &line) {
-            eprintln!("error: {}", super::one_line(&e));
-        }
     }
 }
 

@@ -22,105 +22,180 @@ const SUPERSEDED_GRACE: Duration = Duration::from_secs(10);
 /// reason) or `TurnFailed`, also when a stage drops it without a word, or the run ends.
 pub(crate) fn collect(
     rx: Receiver<Event>,
-    mut sink: Option<std::io::BufWriter<std::fs::File>>,
+    sink: Option<std::io::BufWriter<std::fs::File>>,
     updates: Option<Sender<Update>>,
     t0: Instant,
 ) -> Vec<TurnMetrics> {
-    use std::io::Write;
-    let publish = |u: Update| {
-        if let Some(tx) = &updates {
-            let _ = tx.send(u);
-        }
+    let mut c = Collector {
+        sink,
+        updates,
+        t0,
+        open: HashMap::new(),
+        closed: HashSet::new(),
+        given_up: HashMap::new(),
+        done: Vec::new(),
     };
-    struct Partial {
-        m: TurnMetrics,
-        end_at: Option<Instant>,
-        /// When a newer turn began.
-        superseded: Option<Instant>,
-    }
-    let mut open: HashMap<u64, Partial> = HashMap::new();
-    // Turns already reported ended (late events about them are ignored), the newest few.
-    let mut closed: HashSet<u64> = HashSet::new();
-    fn close(
-        open: &mut HashMap<u64, Partial>,
-        closed: &mut HashSet<u64>,
-        turn: u64,
-    ) -> Option<Partial> {
-        closed.insert(turn);
-        closed.retain(|&t| t + 1000 > turn);
-        open.remove(&turn)
-    }
-    // Turns dropped as superseded, and when: their own end, should it still come, is logged.
-    let mut given_up: HashMap<u64, Instant> = HashMap::new();
-    let mut done = Vec::new();
     loop {
         let ev = match rx.recv_timeout(Duration::from_secs(1)) {
             Ok(ev) => Some(ev),
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => break,
         };
-        let overdue: Vec<u64> = open
+        c.give_up_overdue();
+        if let Some(ev) = ev {
+            c.event(ev);
+        }
+    }
+    c.end()
+}
+
+/// A turn being reported.
+struct Partial {
+    m: TurnMetrics,
+    end_at: Option<Instant>,
+    /// When a newer turn began.
+    superseded: Option<Instant>,
+}
+
+impl Partial {
+    fn new(turn: u64) -> Partial {
+        Partial {
+            m: TurnMetrics {
+                turn,
+                ..Default::default()
+            },
+            end_at: None,
+            superseded: None,
+        }
+    }
+
+    /// Milliseconds from the end of the user's speech to `at`.
+    fn since_end(&self, at: Instant) -> f64 {
+        self.end_at.map_or(0.0, |e| ms_between(e, at))
+    }
+}
+
+/// The collector's state.
+struct Collector {
+    sink: Option<std::io::BufWriter<std::fs::File>>,
+    updates: Option<Sender<Update>>,
+    t0: Instant,
+    open: HashMap<u64, Partial>,
+    /// Turns already reported ended (late events about them are ignored), the newest few.
+    closed: HashSet<u64>,
+    /// Turns dropped as superseded, and when: their own end, should it still come, is logged.
+    given_up: HashMap<u64, Instant>,
+    done: Vec<TurnMetrics>,
+}
+
+impl Collector {
+    fn publish(&self, u: Update) {
+        if let Some(tx) = &self.updates {
+            let _ = tx.send(u);
+        }
+    }
+
+    /// Marks `turn` reported; returns what was collected of it.
+    fn close(&mut self, turn: u64) -> Option<Partial> {
+        self.closed.insert(turn);
+        self.closed.retain(|&t| t + 1000 > turn);
+        self.open.remove(&turn)
+    }
+
+    /// Turns superseded long ago that never reported an end are reported dropped.
+    fn give_up_overdue(&mut self) {
+        let overdue: Vec<u64> = self
+            .open
             .iter()
             .filter(|(_, p)| p.superseded.is_some_and(|s| s.elapsed() > SUPERSEDED_GRACE))
             .map(|(t, _)| *t)
             .collect();
         for turn in overdue {
             tracing::warn!(turn, "a superseded turn reported no end; dropping it");
-            close(&mut open, &mut closed, turn);
-            given_up.insert(turn, Instant::now());
-            publish(Update::TurnDropped {
+            self.close(turn);
+            self.given_up.insert(turn, Instant::now());
+            self.publish(Update::TurnDropped {
                 turn,
                 reason: "superseded",
             });
         }
-        let Some(ev) = ev else { continue };
-        if closed.contains(&ev.turn) {
-            if matches!(
-                ev.what,
-                What::Done { .. } | What::Dropped(_) | What::Failed(_)
-            ) {
-                if let Some(at) = given_up.remove(&ev.turn) {
-                    // Late, not lost: a stage was slow to drop it (a shared model under load).
-                    tracing::warn!(
-                        turn = ev.turn,
-                        late_s = at.elapsed().as_secs_f64(),
-                        "a turn dropped as superseded reported its end after all"
-                    );
-                }
-            }
-            given_up.retain(|&t, _| t + 1000 > ev.turn);
-            continue;
+    }
+
+    /// One event from a stage.
+    fn event(&mut self, ev: Event) {
+        if self.closed.contains(&ev.turn) {
+            self.late(&ev);
+            return;
         }
-        if let What::Delta(text) = ev.what {
-            publish(Update::AnswerText {
+        match ev.what {
+            What::Delta(text) => self.publish(Update::AnswerText {
                 turn: ev.turn,
                 text,
-            });
-            continue;
-        }
-        if let What::SpeechDuringAnswer = ev.what {
+            }),
             // Only while the turn is open (an answer that is over has been reported).
-            if let Some(p) = open.get_mut(&ev.turn) {
-                p.m.speech_during_answer += 1;
+            What::SpeechDuringAnswer => {
+                if let Some(p) = self.open.get_mut(&ev.turn) {
+                    p.m.speech_during_answer += 1;
+                }
             }
-            continue;
+            What::Failed(error) => {
+                tracing::error!(turn = ev.turn, "turn failed: {error}");
+                self.close(ev.turn);
+                self.publish(Update::TurnFailed {
+                    turn: ev.turn,
+                    error,
+                });
+            }
+            What::Dropped(reason) => {
+                tracing::info!(
+                    turn = ev.turn,
+                    reason,
+                    "the turn ends without an answer spoken"
+                );
+                self.close(ev.turn);
+                self.publish(Update::TurnDropped {
+                    turn: ev.turn,
+                    reason,
+                });
+            }
+            What::Done {
+                interrupted,
+                audio_s,
+            } => self.done(ev.turn, interrupted, audio_s),
+            _ => self.record(ev),
         }
+    }
+
+    /// An event about a turn already reported: only a late end is worth a line.
+    fn late(&mut self, ev: &Event) {
+        if matches!(
+            ev.what,
+            What::Done { .. } | What::Dropped(_) | What::Failed(_)
+        ) {
+            if let Some(at) = self.given_up.remove(&ev.turn) {
+                // Late, not lost: a stage was slow to drop it (a shared model under load).
+                tracing::warn!(
+                    turn = ev.turn,
+                    late_s = at.elapsed().as_secs_f64(),
+                    "a turn dropped as superseded reported its end after all"
+                );
+            }
+        }
+        self.given_up.retain(|&t, _| t + 1000 > ev.turn);
+    }
+
+    /// A step of an open turn (it opens with its first event), into its figures.
+    fn record(&mut self, ev: Event) {
         if let What::Began = ev.what {
-            for p in open.values_mut().filter(|p| p.m.turn < ev.turn) {
+            for p in self.open.values_mut().filter(|p| p.m.turn < ev.turn) {
                 p.superseded.get_or_insert(ev.at);
             }
         }
-        let p = open.entry(ev.turn).or_insert_with(|| Partial {
-            m: TurnMetrics {
-                turn: ev.turn,
-                ..Default::default()
-            },
-            end_at: None,
-            superseded: None,
-        });
-        let since_end = |p: &Partial, at: Instant| p.end_at.map_or(0.0, |e| ms_between(e, at));
+        let p = self
+            .open
+            .entry(ev.turn)
+            .or_insert_with(|| Partial::new(ev.turn));
         match ev.what {
-            What::Began => {}
             What::Speech {
                 start_s,
                 end_s,
@@ -134,17 +209,18 @@ pub(crate) fn collect(
                 p.m.speech_start_s = start_s;
                 p.m.speech_end_s = end_s;
                 p.end_at = Some(end_at);
-                p.m.endpoint_ms = since_end(p, ev.at);
+                p.m.endpoint_ms = p.since_end(ev.at);
             }
             What::Transcript(t) => {
-                p.m.transcript_ms = since_end(p, ev.at);
-                publish(Update::Transcript {
-                    turn: ev.turn,
-                    text: t.clone(),
-                });
+                p.m.transcript_ms = p.since_end(ev.at);
+                let text = t.clone();
                 p.m.transcript = t;
+                self.publish(Update::Transcript {
+                    turn: ev.turn,
+                    text,
+                });
             }
-            What::FirstToken => p.m.first_token_ms = since_end(p, ev.at),
+            What::FirstToken => p.m.first_token_ms = p.since_end(ev.at),
             What::Answer {
                 text,
                 cancelled,
@@ -153,73 +229,56 @@ pub(crate) fn collect(
                 p.m.answer = text;
                 p.m.interrupted |= cancelled;
                 p.m.tool_calls = calls;
-                p.m.said_at_s = ev.at.saturating_duration_since(t0).as_secs_f64();
+                p.m.said_at_s = ev.at.saturating_duration_since(self.t0).as_secs_f64();
             }
             What::Announcement(text) => {
                 p.m.answer = text;
                 p.m.announcement = true;
-                p.m.said_at_s = ev.at.saturating_duration_since(t0).as_secs_f64();
+                p.m.said_at_s = ev.at.saturating_duration_since(self.t0).as_secs_f64();
             }
-            What::FirstAudioReady => p.m.first_audio_ready_ms = since_end(p, ev.at),
-            What::FirstAudio(at) => p.m.voice_to_voice_ms = since_end(p, at),
-            What::Failed(error) => {
-                tracing::error!(turn = ev.turn, "turn failed: {error}");
-                close(&mut open, &mut closed, ev.turn);
-                publish(Update::TurnFailed {
-                    turn: ev.turn,
-                    error,
-                });
-            }
-            What::Dropped(reason) => {
-                tracing::info!(
-                    turn = ev.turn,
-                    reason,
-                    "the turn ends without an answer spoken"
-                );
-                close(&mut open, &mut closed, ev.turn);
-                publish(Update::TurnDropped {
-                    turn: ev.turn,
-                    reason,
-                });
-            }
-            What::Delta(_) | What::SpeechDuringAnswer => {}
-            What::Done {
-                interrupted,
-                audio_s,
-            } => {
-                let Some(mut p) = close(&mut open, &mut closed, ev.turn) else {
-                    continue;
-                };
-                p.m.interrupted |= interrupted;
-                p.m.answer_audio_s = audio_s;
-                let m = p.m;
-                tracing::info!(
-                    turn = m.turn,
-                    transcript = %m.transcript,
-                    answer = %m.answer,
-                    "turn {}: endpoint {:.0} ms, transcript {:.0} ms, first token {:.0} ms, first audio {:.0} ms{}",
-                    m.turn, m.endpoint_ms, m.transcript_ms, m.first_token_ms, m.voice_to_voice_ms,
-                    if m.interrupted { " (interrupted)" } else { "" }
-                );
-                if let Some(f) = &mut sink {
-                    let line = serde_json::to_string(&m).unwrap_or_default();
-                    if writeln!(f, "{line}").and_then(|_| f.flush()).is_err() {
-                        tracing::error!("cannot write the metrics file");
-                    }
-                }
-                publish(Update::TurnDone(m.clone()));
-                done.push(m);
-            }
+            What::FirstAudioReady => p.m.first_audio_ready_ms = p.since_end(ev.at),
+            What::FirstAudio(at) => p.m.voice_to_voice_ms = p.since_end(at),
+            _ => {}
         }
     }
-    // The run is over: turns still open end here, in order.
-    let mut left: Vec<u64> = open.keys().copied().collect();
-    left.sort_unstable();
-    for turn in left {
-        publish(Update::TurnDropped {
-            turn,
-            reason: "the conversation ended",
-        });
+
+    /// The answer was played out (or interrupted): the turn's figures are logged, written and
+    /// reported.
+    fn done(&mut self, turn: u64, interrupted: bool, audio_s: f64) {
+        use std::io::Write;
+        // (A turn whose first event is its end is reported too, with what little it has.)
+        let mut p = self.close(turn).unwrap_or_else(|| Partial::new(turn));
+        p.m.interrupted |= interrupted;
+        p.m.answer_audio_s = audio_s;
+        let m = p.m;
+        tracing::info!(
+            turn = m.turn,
+            transcript = %m.transcript,
+            answer = %m.answer,
+            "turn {}: endpoint {:.0} ms, transcript {:.0} ms, first token {:.0} ms, first audio {:.0} ms{}",
+            m.turn, m.endpoint_ms, m.transcript_ms, m.first_token_ms, m.voice_to_voice_ms,
+            if m.interrupted { " (interrupted)" } else { "" }
+        );
+        if let Some(f) = &mut self.sink {
+            let line = serde_json::to_string(&m).unwrap_or_default();
+            if writeln!(f, "{line}").and_then(|_| f.flush()).is_err() {
+                tracing::error!("cannot write the metrics file");
+            }
+        }
+        self.publish(Update::TurnDone(m.clone()));
+        self.done.push(m);
     }
-    done
+
+    /// The run is over: turns still open end here, in order.
+    fn end(self) -> Vec<TurnMetrics> {
+        let mut left: Vec<u64> = self.open.keys().copied().collect();
+        left.sort_unstable();
+        for turn in left {
+            self.publish(Update::TurnDropped {
+                turn,
+                reason: "the conversation ended",
+            });
+        }
+        self.done
+    }
 }

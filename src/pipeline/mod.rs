@@ -18,6 +18,7 @@
 //! Shutdown is by dropping senders: when the source ends, each stage drains and returns in turn.
 //! A stage that fails (or panics) ends the run: everything stops and its error is reported.
 
+mod answering;
 mod error;
 #[cfg(test)]
 mod fakes;
@@ -142,51 +143,16 @@ pub fn run_with(
             "client output needs an updates channel",
         ));
     }
-    let metrics_file = match &opts.metrics {
-        Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p).map_err(
-            |error| PipelineError::Metrics {
-                path: p.clone(),
-                error,
-            },
-        )?)),
-        None => None,
-    };
-
+    let metrics_file = open_metrics(&opts)?;
     // Opened first: a path that cannot be written fails before any work is done.
-    let mut wav_out = match &opts.output {
+    let wav_out = match &opts.output {
         Output::File(path) => Some(WavWriter::create(path, models.voice_rate, None)?),
         _ => None,
     };
-
-    let (tx_ev, rx_ev) = crossbeam_channel::unbounded::<Event>();
-    let cx = Arc::new(Context {
-        turns: Turns::default(),
-        input_pos: AtomicU64::new(0),
-        stop: stop.clone(),
-        abort,
-        scene: Mutex::new(None),
-        speaking: Mutex::new(String::new()),
-        t0: Instant::now(),
-        events: tx_ev,
-        updates: opts.updates.clone(),
-        failure: Mutex::new(None),
-        order: Mutex::new(()),
-        memory: opts.memory.clone(),
-    });
-    let collector = {
-        let (updates, t0) = (opts.updates.clone(), cx.t0);
-        std::thread::Builder::new()
-            .name("metrics".into())
-            .spawn(move || metrics::collect(rx_ev, metrics_file, updates, t0))
-            .map_err(|error| PipelineError::Spawn {
-                name: "metrics",
-                error,
-            })?
-    };
+    let (cx, collector) = start_context(&opts, stop.clone(), abort, metrics_file)?;
 
     // A description of the first picture before anything is heard, then the rest in the
-    // background.
-    // Whether the model may `look`: there is a picture to describe.
+    // background. Whether the model may `look`: there is a picture to describe.
     let camera = opts.image.is_some() || opts.frames.is_some() || opts.camera.is_some();
     let eyes = seeing::Eyes {
         image: opts.image,
@@ -195,12 +161,7 @@ pub fn run_with(
     };
     let mut stages: Vec<JoinHandle<Option<()>>> = seeing::start_seeing(cfg, models, eyes, &cx)?;
 
-    let (tx_frames, mut rx_frames) = crossbeam_channel::bounded::<AudioFrame>(64);
-    let (tx_utt, rx_utt) = crossbeam_channel::bounded::<Utterance>(2);
-    let (tx_heard, rx_heard) = crossbeam_channel::bounded::<Heard>(2);
-    let (tx_say, rx_say) = crossbeam_channel::bounded::<Say>(16);
-    let (tx_play, rx_play) = crossbeam_channel::bounded::<Play>(16);
-
+    let (tx_frames, rx_frames) = crossbeam_channel::bounded::<AudioFrame>(64);
     let mic_dropped = Arc::new(AtomicU64::new(0));
     // A live microphone and speaker: what the speaker plays is taken out of the microphone.
     let echo = (matches!(opts.input, Input::Mic)
@@ -210,102 +171,24 @@ pub fn run_with(
     if echo.is_some() {
         tracing::info!("echo cancellation on (WebRTC AEC3)");
     }
-    let source = match opts.input {
-        Input::File { path, pace } => Some(mic::file_source(
-            &path,
-            pace,
-            Duration::from_secs(1),
-            {
-                let cx = cx.clone();
-                move || cx.turns.idle()
-            },
-            stop.clone(),
-            tx_frames,
-        )?),
-        Input::Mic => Some(mic::mic_source(
-            &cfg.pipeline.input_device,
-            stop.clone(),
-            mic_dropped.clone(),
-            echo.clone().map(EchoCanceller::new).transpose()?,
-            tx_frames,
-        )?),
-        Input::Frames(rx) => {
-            rx_frames = rx;
-            None
-        }
+    let input = Sources {
+        stop: stop.clone(),
+        mic_dropped: mic_dropped.clone(),
+        echo: echo.clone(),
     };
-
-    let semantic = cfg.turn.semantic;
-    let ep = match semantic {
-        true => Endpointer::with_pause(&cfg.vad, cfg.turn.pause_ms, cfg.turn.max_silence_ms),
-        false => Endpointer::new(&cfg.vad),
-    };
-    let wake = match cfg.pipeline.wake_word.as_str() {
-        "" => None,
-        word => Some(Wake {
-            detector: (models.wake)(word)?,
-            word: word.to_string(),
-            threshold: cfg.pipeline.wake_threshold,
-            follow_up: (cfg.pipeline.follow_up_s.max(0.0) * SAMPLE_RATE as f32) as u64,
-            awake_until: 0,
-        }),
-    };
-    let listening = Listening {
-        wake,
-        vad,
-        ep,
-        barge_in: cfg.pipeline.barge_in.allowed(echo.is_some()),
-        turn: semantic.then(|| Judging {
-            cfg: cfg.turn.clone(),
-            model: models.turn.clone(),
-        }),
-    };
-    let (tx_hint, rx_hint) = crossbeam_channel::bounded::<Feedback>(64);
-    let cx2 = cx.clone();
-    stages.push(spawn("vad", &cx, move || {
-        listen::vad_loop(listening, rx_frames, rx_hint, tx_utt, cx2)
-    })?);
-    let (asr, cx2, hints) = (models.asr.clone(), cx.clone(), tx_hint.clone());
-    stages.push(spawn("asr", &cx, move || {
-        loops::asr_loop(asr, rx_utt, tx_heard, hints, cx2)
-    })?);
-    // The tools are described in the system prompt of the questions that may need one
-    // (`Hands::routed`); the rest are read against the prompt prefilled without them.
-    let hands = hands::Hands::new(cfg, &cx, camera);
-    let mut conv = Conversation::new(&cfg.llm);
-    conv.set_tools(hands.tools.system_prompt());
-    let words = cfg.pipeline.first_clause_words;
-    let (llm, cores, cx2) = ((models.llm)()?, models.asr.clone(), cx.clone());
-    stages.push(spawn("llm", &cx, move || {
-        loops::llm_loop(
-            llm, hands, cores, conv, words, semantic, rx_heard, tx_say, tx_hint, cx2,
-        )
-    })?);
-    let rate = models.voice_rate;
-    let gap = cfg.tts.sentence_silence_ms;
-    let (voice, cx2) = (models.voice.clone(), cx.clone());
-    stages.push(spawn("tts", &cx, move || {
-        loops::tts_loop(voice, gap, rx_say, tx_play, cx2)
-    })?);
-    let max = opts.max_turns;
-    let cx2 = cx.clone();
-    let sink = match &opts.output {
-        Output::File(_) => {
-            let file = wav_out.take().expect("opened for file output");
-            spawn("sink", &cx, move || {
-                sinks::timeline_loop(rate, max, file, rx_play, cx2).map(|(n, f)| (n, Some(f)))
-            })?
-        }
-        Output::Client => spawn("client", &cx, move || {
-            sinks::client_loop(rate, max, rx_play, cx2).map(|n| (n, None))
-        })?,
-        Output::Speaker => {
-            let dev = cfg.pipeline.output_device.clone();
-            spawn("speaker", &cx, move || {
-                sinks::speaker_loop(rate, dev, echo, max, rx_play, cx2).map(|n| (n, None))
-            })?
-        }
-    };
+    let (source, rx_frames) = input.start(cfg, opts.input, &cx, tx_frames, rx_frames)?;
+    let listening = listening(cfg, models, vad, echo.is_some())?;
+    let rx_play = start_stages(cfg, models, listening, rx_frames, camera, &cx, &mut stages)?;
+    let sink = start_sink(
+        cfg,
+        models,
+        opts.output,
+        opts.max_turns,
+        wav_out,
+        echo,
+        rx_play,
+        &cx,
+    )?;
 
     let (written, file) = sink.join().ok().flatten().unwrap_or_default();
     // The conversation is over: a camera (which never ends by itself) and its captioner stop.
@@ -332,7 +215,224 @@ pub fn run_with(
     }
     Ok(RunSummary {
         turns,
-        output_s: written as f64 / rate as f64,
+        output_s: written as f64 / models.voice_rate as f64,
         mic_dropped: mic_dropped.load(Ordering::Relaxed),
+    })
+}
+
+/// The metrics file, created (empty) before the run starts.
+fn open_metrics(
+    opts: &RunOptions,
+) -> Result<Option<std::io::BufWriter<std::fs::File>>, PipelineError> {
+    let Some(p) = &opts.metrics else {
+        return Ok(None);
+    };
+    let file = std::fs::File::create(p).map_err(|error| PipelineError::Metrics {
+        path: p.clone(),
+        error,
+    })?;
+    Ok(Some(std::io::BufWriter::new(file)))
+}
+
+/// What the stages share, and the thread that collects their events into per-turn figures.
+fn start_context(
+    opts: &RunOptions,
+    stop: Arc<AtomicBool>,
+    abort: Arc<AtomicBool>,
+    metrics_file: Option<std::io::BufWriter<std::fs::File>>,
+) -> Result<(Arc<Context>, JoinHandle<Vec<TurnMetrics>>), PipelineError> {
+    let (tx_ev, rx_ev) = crossbeam_channel::unbounded::<Event>();
+    let cx = Arc::new(Context {
+        turns: Turns::default(),
+        input_pos: AtomicU64::new(0),
+        stop,
+        abort,
+        scene: Mutex::new(None),
+        speaking: Mutex::new(String::new()),
+        t0: Instant::now(),
+        events: tx_ev,
+        updates: opts.updates.clone(),
+        failure: Mutex::new(None),
+        order: Mutex::new(()),
+        memory: opts.memory.clone(),
+    });
+    let (updates, t0) = (opts.updates.clone(), cx.t0);
+    let collector = std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || metrics::collect(rx_ev, metrics_file, updates, t0))
+        .map_err(|error| PipelineError::Spawn {
+            name: "metrics",
+            error,
+        })?;
+    Ok((cx, collector))
+}
+
+/// What an audio source needs besides its input.
+struct Sources {
+    stop: Arc<AtomicBool>,
+    mic_dropped: Arc<AtomicU64>,
+    echo: Option<Arc<EchoReference>>,
+}
+
+impl Sources {
+    /// Starts the source thread (none for frames from a client, which come on their own
+    /// channel); returns it and the channel the VAD stage reads.
+    #[allow(clippy::type_complexity)]
+    fn start(
+        self,
+        cfg: &Config,
+        input: Input,
+        cx: &Arc<Context>,
+        tx_frames: Sender<AudioFrame>,
+        rx_frames: Receiver<AudioFrame>,
+    ) -> Result<
+        (
+            Option<JoinHandle<Result<(), mic::MicError>>>,
+            Receiver<AudioFrame>,
+        ),
+        PipelineError,
+    > {
+        let source = match input {
+            Input::File { path, pace } => mic::file_source(
+                &path,
+                pace,
+                Duration::from_secs(1),
+                {
+                    let cx = cx.clone();
+                    move || cx.turns.idle()
+                },
+                self.stop,
+                tx_frames,
+            )?,
+            Input::Mic => mic::mic_source(
+                &cfg.pipeline.input_device,
+                self.stop,
+                self.mic_dropped,
+                self.echo.map(EchoCanceller::new).transpose()?,
+                tx_frames,
+            )?,
+            Input::Frames(rx) => return Ok((None, rx)),
+        };
+        Ok((Some(source), rx_frames))
+    }
+}
+
+/// The VAD stage's settings: the end of turn, the wake word, barge-in.
+fn listening(
+    cfg: &Config,
+    models: &Models,
+    vad: Box<dyn crate::stages::vad::SpeechDetector>,
+    echo_cancelled: bool,
+) -> Result<Listening, PipelineError> {
+    let semantic = cfg.turn.semantic;
+    let ep = match semantic {
+        true => Endpointer::with_pause(&cfg.vad, cfg.turn.pause_ms, cfg.turn.max_silence_ms),
+        false => Endpointer::new(&cfg.vad),
+    };
+    let wake = match cfg.pipeline.wake_word.as_str() {
+        "" => None,
+        word => Some(Wake {
+            detector: (models.wake)(word)?,
+            word: word.to_string(),
+            threshold: cfg.pipeline.wake_threshold,
+            follow_up: (cfg.pipeline.follow_up_s.max(0.0) * SAMPLE_RATE as f32) as u64,
+            awake_until: 0,
+        }),
+    };
+    Ok(Listening {
+        wake,
+        vad,
+        ep,
+        barge_in: cfg.pipeline.barge_in.allowed(echo_cancelled),
+        turn: semantic.then(|| Judging {
+            cfg: cfg.turn.clone(),
+            model: models.turn.clone(),
+        }),
+    })
+}
+
+/// Starts the VAD, ASR, LLM and TTS stages; returns the channel of audio to play.
+fn start_stages(
+    cfg: &Config,
+    models: &Models,
+    listening: Listening,
+    rx_frames: Receiver<AudioFrame>,
+    camera: bool,
+    cx: &Arc<Context>,
+    stages: &mut Vec<JoinHandle<Option<()>>>,
+) -> Result<Receiver<Play>, PipelineError> {
+    let (tx_utt, rx_utt) = crossbeam_channel::bounded::<Utterance>(2);
+    let (tx_heard, rx_heard) = crossbeam_channel::bounded::<Heard>(2);
+    let (tx_say, rx_say) = crossbeam_channel::bounded::<Say>(16);
+    let (tx_play, rx_play) = crossbeam_channel::bounded::<Play>(16);
+    let (tx_hint, rx_hint) = crossbeam_channel::bounded::<Feedback>(64);
+    let cx2 = cx.clone();
+    stages.push(spawn("vad", cx, move || {
+        listen::vad_loop(listening, rx_frames, rx_hint, tx_utt, cx2)
+    })?);
+    let (asr, cx2, hints) = (models.asr.clone(), cx.clone(), tx_hint.clone());
+    stages.push(spawn("asr", cx, move || {
+        loops::asr_loop(asr, rx_utt, tx_heard, hints, cx2)
+    })?);
+    // The tools are described in the system prompt of the questions that may need one
+    // (`Hands::routed`); the rest are read against the prompt prefilled without them.
+    let hands = hands::Hands::new(cfg, cx, camera);
+    let mut conv = Conversation::new(&cfg.llm);
+    conv.set_tools(hands.tools.system_prompt());
+    let answering = answering::Answering {
+        llm: (models.llm)()?,
+        hands,
+        cores: models.asr.clone(),
+        conv,
+        first_clause_words: cfg.pipeline.first_clause_words,
+        judge_turns: cfg.turn.semantic,
+        tx: tx_say,
+        hints: tx_hint,
+        cx: cx.clone(),
+    };
+    stages.push(spawn("llm", cx, move || {
+        answering::llm_loop(answering, rx_heard)
+    })?);
+    let gap = cfg.tts.sentence_silence_ms;
+    let (voice, cx2) = (models.voice.clone(), cx.clone());
+    stages.push(spawn("tts", cx, move || {
+        loops::tts_loop(voice, gap, rx_say, tx_play, cx2)
+    })?);
+    Ok(rx_play)
+}
+
+/// What the sink thread returns: samples written, and the WAV file to finish (file output).
+type SinkEnd = Option<(usize, Option<WavWriter>)>;
+
+/// Starts the output: a WAV timeline, a client, or the speaker.
+#[allow(clippy::too_many_arguments)]
+fn start_sink(
+    cfg: &Config,
+    models: &Models,
+    output: Output,
+    max: Option<usize>,
+    wav_out: Option<WavWriter>,
+    echo: Option<Arc<EchoReference>>,
+    rx_play: Receiver<Play>,
+    cx: &Arc<Context>,
+) -> Result<JoinHandle<SinkEnd>, PipelineError> {
+    let rate = models.voice_rate;
+    let cx2 = cx.clone();
+    Ok(match output {
+        Output::File(_) => {
+            let file = wav_out.expect("opened for file output");
+            spawn("sink", cx, move || {
+                sinks::timeline_loop(rate, max, file, rx_play, cx2).map(|(n, f)| (n, Some(f)))
+            })?
+        }
+        Output::Client => spawn("client", cx, move || {
+            sinks::client_loop(rate, max, rx_play, cx2).map(|n| (n, None))
+        })?,
+        Output::Speaker => {
+            let dev = cfg.pipeline.output_device.clone();
+            spawn("speaker", cx, move || {
+                sinks::speaker_loop(rate, dev, echo, max, rx_play, cx2).map(|n| (n, None))
+            })?
+        }
     })
 }

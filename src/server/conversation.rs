@@ -26,12 +26,13 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::state::{ApiError, Shared};
+use crate::config::Config;
 use crate::media::audio::{from_pcm16, pcm16, SAMPLE_RATE};
 use crate::media::image::{data_uri_bytes, decode_image};
 use crate::memory::Memory;
-use crate::pipeline::{Input, Output, RunOptions, Update};
-use crate::stages::camera::{self, Frame, FrameSender};
-use crate::stages::mic::Framer;
+use crate::pipeline::{Input, Output, PipelineError, RunOptions, RunSummary, Update};
+use crate::stages::camera::{self, Frame, FrameReceiver, FrameSender};
+use crate::stages::mic::{AudioFrame, Framer};
 
 #[derive(Deserialize)]
 pub struct ConversationQuery {
@@ -168,10 +169,56 @@ async fn session(
     let (tx_up, rx_up) = crossbeam_channel::bounded::<Update>(64);
     let (tx_out, mut rx_out) = tokio::sync::mpsc::channel::<Update>(64);
     // Client → pipeline: audio through a source thread that cuts it into VAD frames.
-    let (tx_audio, mut rx_audio) = tokio::sync::mpsc::channel::<Vec<f32>>(64);
+    let (tx_audio, rx_audio) = tokio::sync::mpsc::channel::<Vec<f32>>(64);
     let (tx_frames, rx_frames) = crossbeam_channel::bounded(64);
     let (tx_pictures, rx_pictures) = camera::frame_slot();
-    let threads = std::thread::Builder::new()
+    if let Err(e) = spawn_bridges(rx_up, tx_out, rx_audio, tx_frames) {
+        let _ = close(&mut socket, bad(1011, format!("cannot start: {e}"))).await;
+        return;
+    }
+    let mut cfg = st.cfg.clone();
+    cfg.pipeline.barge_in = barge_in.into();
+    cfg.pipeline.wake_word = wake_word;
+    let cfg_wake = cfg.pipeline.wake_word.clone();
+    let opts = client_run_options(rx_frames, rx_pictures, tx_up, memory);
+    let runner = start_pipeline(cfg, &st, opts, &stop, &abort);
+    tracing::info!(barge_in, "conversation started");
+
+    let ready = ready_message(&st, barge_in, cfg_wake);
+    let mut exchange = Exchange::new(&st);
+    // What the client sends into the pipeline (dropped: the input has ended).
+    let mut inputs = Some((tx_audio, tx_pictures));
+    if socket.send(ready).await.is_ok() {
+        exchange
+            .run(&mut socket, &st, &mut inputs, &mut rx_out)
+            .await;
+    }
+    // Stop everything: no more input, cancel the answer in flight, nobody reads updates.
+    abort.store(true, Ordering::Release);
+    stop.store(true, Ordering::Release);
+    drop(inputs);
+    drop(rx_out);
+    let failed = pipeline_failure(runner.await);
+    let mut closing = exchange.closing;
+    if let Some(e) = &failed {
+        tracing::error!("conversation failed: {e}");
+        closing.get_or_insert(bad(1011, e.clone()));
+    }
+    if let Some(b) = closing {
+        let _ = close(&mut socket, b).await;
+    }
+    tracing::info!(secs = t0.elapsed().as_secs_f64(), "conversation ended");
+}
+
+/// Starts the two bridge threads: pipeline updates to the tokio side (`ws-out`), and the
+/// client's audio cut into VAD frames (`ws-source`).
+fn spawn_bridges(
+    rx_up: crossbeam_channel::Receiver<Update>,
+    tx_out: tokio::sync::mpsc::Sender<Update>,
+    mut rx_audio: tokio::sync::mpsc::Receiver<Vec<f32>>,
+    tx_frames: crossbeam_channel::Sender<AudioFrame>,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
         .name("ws-out".into())
         .spawn(move || {
             for u in rx_up {
@@ -191,130 +238,201 @@ async fn session(
                         }
                     }
                 })
-        });
-    if let Err(e) = threads {
-        let _ = close(&mut socket, bad(1011, format!("cannot start: {e}"))).await;
-        return;
-    }
-    let mut cfg = st.cfg.clone();
-    cfg.pipeline.barge_in = barge_in.into();
-    cfg.pipeline.wake_word = wake_word;
-    let cfg_wake = cfg.pipeline.wake_word.clone();
-    let models = st.models.clone();
-    let (stop2, abort2) = (stop.clone(), abort.clone());
-    let runner = tokio::task::spawn_blocking(move || {
-        let opts = RunOptions {
-            input: Input::Frames(rx_frames),
-            output: Output::Client,
-            image: None,
-            camera: Some(rx_pictures),
-            frames: None,
-            metrics: None,
-            max_turns: None,
-            updates: Some(tx_up),
-            // Only a store the client named (`memory=NAME`).
-            memory,
-        };
-        crate::pipeline::run_with(&cfg, &models, opts, stop2, abort2)
-    });
-    tracing::info!(barge_in, "conversation started");
+        })
+        .map(|_| ())
+}
 
+/// The `ready` message: the sample rates both ways, and the settings this conversation has.
+fn ready_message(st: &Shared, barge_in: bool, wake_word: String) -> Message {
     let ready = json!({
         "type": "ready",
         "input_sample_rate": SAMPLE_RATE,
         "output_sample_rate": st.models.voice_rate,
         "barge_in": barge_in,
-        "wake_word": cfg_wake,
+        "wake_word": wake_word,
     });
-    let mut closing: Option<Bad> = None;
-    let mut stopping = st.stopping.subscribe();
-    // Shutting down: no more input; the turn in progress is answered, then the socket closes.
-    let mut draining = false;
-    // What the client sends into the pipeline (dropped: the input has ended).
-    let mut inputs = Some((tx_audio, tx_pictures));
-    // A client that goes quiet (a browser streams audio all the time) gives its slot back.
-    let idle = std::time::Duration::from_secs(st.cfg.server.request_timeout_s.max(1));
-    let mut deadline = tokio::time::Instant::now() + idle;
-    if socket
-        .send(Message::Text(ready.to_string().into()))
-        .await
-        .is_ok()
-    {
-        loop {
-            tokio::select! {
-                msg = socket.recv() => {
-                    deadline = tokio::time::Instant::now() + idle;
-                    let msg = match msg {
-                        None | Some(Ok(Message::Close(_))) => break,
-                        Some(Err(e)) => {
-                            // A broken frame, or one over server.max_message_mb.
-                            tracing::warn!("closing a conversation: {e}");
-                            closing = Some(bad(PROTOCOL, format!("{e} (server.max_message_mb = {})", st.cfg.server.max_message_mb)));
-                            break;
-                        }
-                        Some(Ok(m)) => m,
-                    };
-                    let Some((tx_audio, tx_pictures)) = &inputs else { continue };
-                    if let Err(b) = incoming(&st, msg, tx_audio, tx_pictures).await {
-                        tracing::warn!(code = b.code, "closing a conversation: {}", b.reason);
-                        closing = Some(b);
-                        break;
-                    }
-                }
-                _ = super::state::stopped(&mut stopping), if !draining => {
-                    draining = true;
-                    // The end of the input: an utterance under way is answered, then the
-                    // pipeline ends, and with it this loop.
-                    inputs.take();
-                    let note = json!({"type": "shutting_down", "message": "the server is shutting down: the answer in progress finishes, then the conversation closes"});
-                    if socket.send(Message::Text(note.to_string().into())).await.is_err() {
-                        break;
-                    }
-                    closing = Some(bad(GOING_AWAY, "the server is shutting down"));
-                }
-                _ = tokio::time::sleep_until(deadline), if !draining => {
-                    closing = Some(bad(POLICY, format!(
-                        "nothing from the client for {} s (server.request_timeout_s)",
-                        idle.as_secs()
-                    )));
-                    break;
-                }
-                up = rx_out.recv() => {
-                    let Some(up) = up else { break }; // the pipeline ended
-                    observe(&st, &up);
-                    // A client that stops reading (its buffers full) holds the conversation
-                    // for `request_timeout_s` at most.
-                    match tokio::time::timeout(idle, socket.send(outgoing(up))).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => break,
-                        Err(_) => {
-                            tracing::warn!("closing a conversation: its client stopped reading");
-                            break;
-                        }
-                    }
-                }
-            }
-        }
+    Message::Text(ready.to_string().into())
+}
+
+/// The pipeline's options for a client: its frames and pictures in, updates out.
+fn client_run_options(
+    rx_frames: crossbeam_channel::Receiver<AudioFrame>,
+    rx_pictures: FrameReceiver,
+    tx_up: crossbeam_channel::Sender<Update>,
+    memory: Option<Arc<Mutex<Memory>>>,
+) -> RunOptions {
+    RunOptions {
+        input: Input::Frames(rx_frames),
+        output: Output::Client,
+        image: None,
+        camera: Some(rx_pictures),
+        frames: None,
+        metrics: None,
+        max_turns: None,
+        updates: Some(tx_up),
+        // Only a store the client named (`memory=NAME`).
+        memory,
     }
-    // Stop everything: no more input, cancel the answer in flight, nobody reads updates.
-    abort.store(true, Ordering::Release);
-    stop.store(true, Ordering::Release);
-    drop(inputs);
-    drop(rx_out);
-    let result = runner.await;
-    let failed = match result {
+}
+
+/// Runs the pipeline on a blocking thread over the server's shared models.
+fn start_pipeline(
+    cfg: Config,
+    st: &Shared,
+    opts: RunOptions,
+    stop: &Arc<AtomicBool>,
+    abort: &Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Result<RunSummary, PipelineError>> {
+    let models = st.models.clone();
+    let (stop2, abort2) = (stop.clone(), abort.clone());
+    tokio::task::spawn_blocking(move || {
+        crate::pipeline::run_with(&cfg, &models, opts, stop2, abort2)
+    })
+}
+
+/// Why the pipeline failed, if it did (or panicked).
+fn pipeline_failure(
+    result: Result<Result<RunSummary, PipelineError>, tokio::task::JoinError>,
+) -> Option<String> {
+    match result {
         Ok(Ok(_)) => None,
         Ok(Err(e)) => Some(format!("{e:#}")),
         Err(e) => Some(format!("the pipeline panicked: {e}")),
-    };
-    if let Some(e) = &failed {
-        tracing::error!("conversation failed: {e}");
-        closing.get_or_insert(bad(1011, e.clone()));
     }
-    if let Some(b) = closing {
-        let _ = close(&mut socket, b).await;
+}
+
+/// What the client sends into the pipeline: audio and camera pictures.
+type Inputs = (tokio::sync::mpsc::Sender<Vec<f32>>, FrameSender);
+
+/// The messages to and from one client, and what ends them.
+struct Exchange {
+    /// Why the socket is to be closed, once that is known.
+    closing: Option<Bad>,
+    stopping: tokio::sync::watch::Receiver<bool>,
+    /// Shutting down: no more input; the turn in progress is answered, then the socket closes.
+    draining: bool,
+    /// A client that goes quiet (a browser streams audio all the time) gives its slot back.
+    idle: Duration,
+    deadline: tokio::time::Instant,
+}
+
+impl Exchange {
+    /// Nothing closing yet; the client's idle time counts from now.
+    fn new(st: &Shared) -> Exchange {
+        let idle = std::time::Duration::from_secs(st.cfg.server.request_timeout_s.max(1));
+        Exchange {
+            closing: None,
+            stopping: st.stopping.subscribe(),
+            draining: false,
+            idle,
+            deadline: tokio::time::Instant::now() + idle,
+        }
     }
-    tracing::info!(secs = t0.elapsed().as_secs_f64(), "conversation ended");
+
+    /// Passes messages both ways until the client, the pipeline or the server ends them.
+    async fn run(
+        &mut self,
+        socket: &mut WebSocket,
+        st: &Shared,
+        inputs: &mut Option<Inputs>,
+        rx_out: &mut tokio::sync::mpsc::Receiver<Update>,
+    ) {
+        loop {
+            let go_on = tokio::select! {
+                msg = socket.recv() => self.take_message(st, msg, inputs).await,
+                _ = super::state::stopped(&mut self.stopping), if !self.draining => {
+                    self.drain(socket, inputs).await
+                }
+                _ = tokio::time::sleep_until(self.deadline), if !self.draining => self.quiet(),
+                up = rx_out.recv() => send_update(socket, st, up, self.idle).await,
+            };
+            if !go_on {
+                break;
+            }
+        }
+    }
+
+    /// A message from the client, passed into the pipeline; false: the conversation ends.
+    async fn take_message(
+        &mut self,
+        st: &Shared,
+        msg: Option<Result<Message, axum::Error>>,
+        inputs: &Option<Inputs>,
+    ) -> bool {
+        self.deadline = tokio::time::Instant::now() + self.idle;
+        let msg = match msg {
+            None | Some(Ok(Message::Close(_))) => return false,
+            Some(Err(e)) => {
+                // A broken frame, or one over server.max_message_mb.
+                tracing::warn!("closing a conversation: {e}");
+                let limit = st.cfg.server.max_message_mb;
+                let reason = format!("{e} (server.max_message_mb = {limit})");
+                self.closing = Some(bad(PROTOCOL, reason));
+                return false;
+            }
+            Some(Ok(m)) => m,
+        };
+        let Some((tx_audio, tx_pictures)) = inputs else {
+            return true;
+        };
+        if let Err(b) = incoming(st, msg, tx_audio, tx_pictures).await {
+            tracing::warn!(code = b.code, "closing a conversation: {}", b.reason);
+            self.closing = Some(b);
+            return false;
+        }
+        true
+    }
+
+    /// The server is shutting down: the input ends and the client is told; false if it is gone.
+    async fn drain(&mut self, socket: &mut WebSocket, inputs: &mut Option<Inputs>) -> bool {
+        self.draining = true;
+        // The end of the input: an utterance under way is answered, then the
+        // pipeline ends, and with it this loop.
+        inputs.take();
+        let note = json!({"type": "shutting_down", "message": "the server is shutting down: the answer in progress finishes, then the conversation closes"});
+        if socket
+            .send(Message::Text(note.to_string().into()))
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        self.closing = Some(bad(GOING_AWAY, "the server is shutting down"));
+        true
+    }
+
+    /// The client has been quiet too long: the conversation ends.
+    fn quiet(&mut self) -> bool {
+        self.closing = Some(bad(
+            POLICY,
+            format!(
+                "nothing from the client for {} s (server.request_timeout_s)",
+                self.idle.as_secs()
+            ),
+        ));
+        false
+    }
+}
+
+/// An update from the pipeline, sent to the client; false: the conversation ends.
+async fn send_update(
+    socket: &mut WebSocket,
+    st: &Shared,
+    up: Option<Update>,
+    idle: Duration,
+) -> bool {
+    let Some(up) = up else { return false }; // the pipeline ended
+    observe(st, &up);
+    // A client that stops reading (its buffers full) holds the conversation
+    // for `request_timeout_s` at most.
+    match tokio::time::timeout(idle, socket.send(outgoing(up))).await {
+        Ok(Ok(())) => true,
+        Ok(Err(_)) => false,
+        Err(_) => {
+            tracing::warn!("closing a conversation: its client stopped reading");
+            false
+        }
+    }
 }
 
 /// Sends an `error` message, then closes with `b`'s code.

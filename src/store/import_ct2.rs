@@ -15,96 +15,116 @@ use super::ggml::{io, write_atomically, write_ggml, Hparams, ImportError, Quanti
 
 /// Reads every variable of a CTranslate2 `model.bin` stream (binary version 6).
 pub fn read_ct2(mut r: impl Read) -> Result<HashMap<String, Tensor>, ImportError> {
-    let bad = |m: &str| ImportError::Format(m.to_string());
-    let rd = |r: &mut dyn Read, n: usize| -> Result<Vec<u8>, ImportError> {
-        // Grows as bytes arrive: a damaged length cannot make it allocate gigabytes up front.
-        let mut b = Vec::new();
-        r.take(n as u64)
-            .read_to_end(&mut b)
-            .map_err(|e| bad(&format!("cannot read ({e})")))?;
-        if b.len() < n {
-            return Err(bad("truncated file"));
-        }
-        Ok(b)
-    };
-    let u32_ = |r: &mut dyn Read| -> Result<u32, ImportError> {
-        Ok(u32::from_le_bytes(rd(r, 4)?.try_into().unwrap()))
-    };
-    let string = |r: &mut dyn Read| -> Result<String, ImportError> {
-        let n = u16::from_le_bytes(rd(r, 2)?.try_into().unwrap()) as usize;
-        let mut b = rd(r, n)?;
-        b.pop(); // trailing NUL
-        String::from_utf8(b).map_err(|_| bad("variable name is not UTF-8"))
-    };
-    let version = u32_(&mut r)?;
+    let version = read_u32(&mut r)?;
     if version != 6 {
         return Err(bad(&format!(
             "binary version {version}, only 6 is supported"
         )));
     }
-    let spec = string(&mut r)?;
+    let spec = read_string(&mut r)?;
     if spec != "WhisperSpec" {
         return Err(bad(&format!("model spec is {spec}, not WhisperSpec")));
     }
-    let _revision = u32_(&mut r)?;
-    let count = u32_(&mut r)?;
+    let _revision = read_u32(&mut r)?;
+    let count = read_u32(&mut r)?;
     let mut raw: HashMap<String, Tensor> = HashMap::new();
     for _ in 0..count {
-        let name = string(&mut r)?;
-        let rank = rd(&mut r, 1)?[0] as usize;
-        let shape = (0..rank)
-            .map(|_| u32_(&mut r).map(|d| d as usize))
-            .collect::<Result<Vec<_>, _>>()?;
-        let dtype = rd(&mut r, 1)?[0];
-        let nbytes = u32_(&mut r)? as usize;
-        let elems = shape
-            .iter()
-            .try_fold(1usize, |n, &d| n.checked_mul(d))
-            .filter(|&n| n <= 1 << 31)
-            .ok_or_else(|| bad(&format!("{name}: implausible shape {shape:?}")))?;
-        let width = match dtype {
-            0 | 3 => 4,
-            2 | 4 | 5 => 2,
-            1 => 1,
-            _ => return Err(bad(&format!("{name}: unsupported dtype {dtype}"))),
-        };
-        if nbytes != elems * width {
-            return Err(bad(&format!(
-                "{name}: {nbytes} bytes for shape {shape:?} of {width}-byte values"
-            )));
-        }
-        let bytes = rd(&mut r, nbytes)?;
-        let data: Vec<f32> = match (dtype, width) {
-            (0, 4) => bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-            (4, 2) => bytes
-                .chunks_exact(2)
-                .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            (5, 2) => bytes
-                .chunks_exact(2)
-                .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            (1, 1) => bytes.iter().map(|&b| b as i8 as f32).collect(),
-            (2, 2) => bytes
-                .chunks_exact(2)
-                .map(|c| i16::from_le_bytes([c[0], c[1]]) as f32)
-                .collect(),
-            (3, 4) => bytes
-                .chunks_exact(4)
-                .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f32)
-                .collect(),
-            _ => {
-                return Err(bad(&format!(
-                    "{name}: unsupported dtype {dtype} ({nbytes} bytes for {elems} values)"
-                )))
-            }
-        };
-        raw.insert(name, Tensor { shape, data });
+        let (name, tensor) = read_variable(&mut r)?;
+        raw.insert(name, tensor);
     }
-    // int8 weights carry a per-row scale: w = q / scale.
+    apply_int8_scales(&mut raw)?;
+    Ok(raw)
+}
+
+/// A format error with this message.
+fn bad(m: &str) -> ImportError {
+    ImportError::Format(m.to_string())
+}
+
+/// Exactly `n` bytes from `r`, or a "truncated file" error.
+fn read_bytes(r: &mut dyn Read, n: usize) -> Result<Vec<u8>, ImportError> {
+    // Grows as bytes arrive: a damaged length cannot make it allocate gigabytes up front.
+    let mut b = Vec::new();
+    r.take(n as u64)
+        .read_to_end(&mut b)
+        .map_err(|e| bad(&format!("cannot read ({e})")))?;
+    if b.len() < n {
+        return Err(bad("truncated file"));
+    }
+    Ok(b)
+}
+
+/// One little-endian u32.
+fn read_u32(r: &mut dyn Read) -> Result<u32, ImportError> {
+    Ok(u32::from_le_bytes(read_bytes(r, 4)?.try_into().unwrap()))
+}
+
+/// One string: a u16 length, then that many bytes ending in a NUL.
+fn read_string(r: &mut dyn Read) -> Result<String, ImportError> {
+    let n = u16::from_le_bytes(read_bytes(r, 2)?.try_into().unwrap()) as usize;
+    let mut b = read_bytes(r, n)?;
+    b.pop(); // trailing NUL
+    String::from_utf8(b).map_err(|_| bad("variable name is not UTF-8"))
+}
+
+/// One variable: its name, shape, dtype and values (as f32), its size checked against its shape.
+fn read_variable(r: &mut dyn Read) -> Result<(String, Tensor), ImportError> {
+    let name = read_string(r)?;
+    let rank = read_bytes(r, 1)?[0] as usize;
+    let shape = (0..rank)
+        .map(|_| read_u32(r).map(|d| d as usize))
+        .collect::<Result<Vec<_>, _>>()?;
+    let dtype = read_bytes(r, 1)?[0];
+    let nbytes = read_u32(r)? as usize;
+    let elems = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .filter(|&n| n <= 1 << 31)
+        .ok_or_else(|| bad(&format!("{name}: implausible shape {shape:?}")))?;
+    let width = match dtype {
+        0 | 3 => 4,
+        2 | 4 | 5 => 2,
+        1 => 1,
+        _ => return Err(bad(&format!("{name}: unsupported dtype {dtype}"))),
+    };
+    if nbytes != elems * width {
+        return Err(bad(&format!(
+            "{name}: {nbytes} bytes for shape {shape:?} of {width}-byte values"
+        )));
+    }
+    let bytes = read_bytes(r, nbytes)?;
+    let data = decode_values(&bytes, dtype, width).ok_or_else(|| {
+        bad(&format!(
+            "{name}: unsupported dtype {dtype} ({nbytes} bytes for {elems} values)"
+        ))
+    })?;
+    Ok((name, Tensor { shape, data }))
+}
+
+/// The values of `bytes` as f32, by dtype and width; `None` for a combination not read.
+fn decode_values(bytes: &[u8], dtype: u8, width: usize) -> Option<Vec<f32>> {
+    let two = |f: fn([u8; 2]) -> f32| -> Vec<f32> {
+        bytes.chunks_exact(2).map(|c| f([c[0], c[1]])).collect()
+    };
+    let four = |f: fn([u8; 4]) -> f32| -> Vec<f32> {
+        bytes
+            .chunks_exact(4)
+            .map(|c| f(c.try_into().unwrap()))
+            .collect()
+    };
+    Some(match (dtype, width) {
+        (0, 4) => four(f32::from_le_bytes),
+        (4, 2) => two(|b| f16::from_le_bytes(b).to_f32()),
+        (5, 2) => two(|b| bf16::from_le_bytes(b).to_f32()),
+        (1, 1) => bytes.iter().map(|&b| b as i8 as f32).collect(),
+        (2, 2) => two(|b| i16::from_le_bytes(b) as f32),
+        (3, 4) => four(|b| i32::from_le_bytes(b) as f32),
+        _ => return None,
+    })
+}
+
+/// int8 weights carry a per-row scale: w = q / scale. Divides them out, removing the scales.
+fn apply_int8_scales(raw: &mut HashMap<String, Tensor>) -> Result<(), ImportError> {
     let scaled: Vec<String> = raw
         .keys()
         .filter(|k| k.ends_with("/weight_scale"))
@@ -131,7 +151,7 @@ pub fn read_ct2(mut r: impl Read) -> Result<HashMap<String, Tensor>, ImportError
             row.iter_mut().for_each(|v| *v /= s);
         }
     }
-    Ok(raw)
+    Ok(())
 }
 
 fn get<'a>(t: &'a HashMap<String, Tensor>, name: &str) -> Result<&'a Tensor, ImportError> {
@@ -177,122 +197,138 @@ pub fn rename(
     h: &Hparams,
 ) -> Result<Vec<(String, Tensor)>, ImportError> {
     let mut out: Vec<(String, Tensor)> = Vec::new();
-    let mut put = |name: String, src: &Tensor| out.push((name, src.clone()));
-    // Splits a fused [k*d, d] matrix (or [k*d] bias) into k parts.
-    fn split(src: &Tensor, k: usize) -> Vec<Tensor> {
-        let n = src.data.len() / k;
-        let mut shape = src.shape.clone();
-        shape[0] /= k;
-        src.data
-            .chunks(n)
-            .map(|c| Tensor {
-                shape: shape.clone(),
-                data: c.to_vec(),
-            })
-            .collect()
-    }
     for side in ["encoder", "decoder"] {
         let (layers, pos) = if side == "encoder" {
             (h.n_audio_layer, "encoder.positional_embedding")
         } else {
             (h.n_text_layer, "decoder.positional_embedding")
         };
-        put(
-            pos.into(),
-            get(t, &format!("{side}/position_encodings/encodings"))?,
-        );
+        let src = get(t, &format!("{side}/position_encodings/encodings"))?;
+        out.push((pos.into(), src.clone()));
         for i in 0..layers {
-            let ct = |s: &str| format!("{side}/layer_{i}/{s}");
-            let gg = |s: &str| format!("{side}.blocks.{i}.{s}");
-            put(
-                gg("attn_ln.weight"),
-                get(t, &ct("self_attention/layer_norm/gamma"))?,
-            );
-            put(
-                gg("attn_ln.bias"),
-                get(t, &ct("self_attention/layer_norm/beta"))?,
-            );
-            let w = split(get(t, &ct("self_attention/linear_0/weight"))?, 3);
-            let b = split(get(t, &ct("self_attention/linear_0/bias"))?, 3);
-            put(gg("attn.query.weight"), &w[0]);
-            put(gg("attn.query.bias"), &b[0]);
-            put(gg("attn.key.weight"), &w[1]);
-            put(gg("attn.value.weight"), &w[2]);
-            put(gg("attn.value.bias"), &b[2]);
-            put(
-                gg("attn.out.weight"),
-                get(t, &ct("self_attention/linear_1/weight"))?,
-            );
-            put(
-                gg("attn.out.bias"),
-                get(t, &ct("self_attention/linear_1/bias"))?,
-            );
+            let mut layer = LayerRenamer {
+                t,
+                out: &mut out,
+                side,
+                i,
+            };
+            layer.self_attention()?;
             if side == "decoder" {
-                put(
-                    gg("cross_attn_ln.weight"),
-                    get(t, &ct("attention/layer_norm/gamma"))?,
-                );
-                put(
-                    gg("cross_attn_ln.bias"),
-                    get(t, &ct("attention/layer_norm/beta"))?,
-                );
-                put(
-                    gg("cross_attn.query.weight"),
-                    get(t, &ct("attention/linear_0/weight"))?,
-                );
-                put(
-                    gg("cross_attn.query.bias"),
-                    get(t, &ct("attention/linear_0/bias"))?,
-                );
-                let w = split(get(t, &ct("attention/linear_1/weight"))?, 2);
-                let b = split(get(t, &ct("attention/linear_1/bias"))?, 2);
-                put(gg("cross_attn.key.weight"), &w[0]);
-                put(gg("cross_attn.value.weight"), &w[1]);
-                put(gg("cross_attn.value.bias"), &b[1]);
-                put(
-                    gg("cross_attn.out.weight"),
-                    get(t, &ct("attention/linear_2/weight"))?,
-                );
-                put(
-                    gg("cross_attn.out.bias"),
-                    get(t, &ct("attention/linear_2/bias"))?,
-                );
+                layer.cross_attention()?;
             }
-            put(gg("mlp_ln.weight"), get(t, &ct("ffn/layer_norm/gamma"))?);
-            put(gg("mlp_ln.bias"), get(t, &ct("ffn/layer_norm/beta"))?);
-            put(gg("mlp.0.weight"), get(t, &ct("ffn/linear_0/weight"))?);
-            put(gg("mlp.0.bias"), get(t, &ct("ffn/linear_0/bias"))?);
-            put(gg("mlp.2.weight"), get(t, &ct("ffn/linear_1/weight"))?);
-            put(gg("mlp.2.bias"), get(t, &ct("ffn/linear_1/bias"))?);
+            layer.mlp()?;
         }
     }
+    rename_outer(t, &mut out)?;
+    Ok(out)
+}
+
+/// Splits a fused [k*d, d] matrix (or [k*d] bias) into k parts.
+fn split(src: &Tensor, k: usize) -> Vec<Tensor> {
+    let n = src.data.len() / k;
+    let mut shape = src.shape.clone();
+    shape[0] /= k;
+    src.data
+        .chunks(n)
+        .map(|c| Tensor {
+            shape: shape.clone(),
+            data: c.to_vec(),
+        })
+        .collect()
+}
+
+/// Appends one encoder or decoder layer's tensors to `out` in whisper.cpp's names.
+struct LayerRenamer<'a> {
+    t: &'a HashMap<String, Tensor>,
+    out: &'a mut Vec<(String, Tensor)>,
+    side: &'a str,
+    i: usize,
+}
+
+impl<'a> LayerRenamer<'a> {
+    /// This layer's tensor `ct` (its CTranslate2 name).
+    fn get(&self, ct: &str) -> Result<&'a Tensor, ImportError> {
+        get(self.t, &format!("{}/layer_{}/{ct}", self.side, self.i))
+    }
+
+    /// Appends a copy of `src` as this layer's tensor `gg` (its whisper.cpp name).
+    fn put(&mut self, gg: &str, src: &Tensor) {
+        let name = format!("{}.blocks.{}.{gg}", self.side, self.i);
+        self.out.push((name, src.clone()));
+    }
+
+    /// Copies this layer's tensor `ct` as `gg`.
+    fn copy(&mut self, gg: &str, ct: &str) -> Result<(), ImportError> {
+        self.put(gg, self.get(ct)?);
+        Ok(())
+    }
+
+    /// Self-attention: its norm, the fused QKV split in three (the key has no bias), its output.
+    fn self_attention(&mut self) -> Result<(), ImportError> {
+        self.copy("attn_ln.weight", "self_attention/layer_norm/gamma")?;
+        self.copy("attn_ln.bias", "self_attention/layer_norm/beta")?;
+        let w = split(self.get("self_attention/linear_0/weight")?, 3);
+        let b = split(self.get("self_attention/linear_0/bias")?, 3);
+        self.put("attn.query.weight", &w[0]);
+        self.put("attn.query.bias", &b[0]);
+        self.put("attn.key.weight", &w[1]);
+        self.put("attn.value.weight", &w[2]);
+        self.put("attn.value.bias", &b[2]);
+        self.copy("attn.out.weight", "self_attention/linear_1/weight")?;
+        self.copy("attn.out.bias", "self_attention/linear_1/bias")
+    }
+
+    /// A decoder layer's cross-attention: its norm, query, the fused KV split in two, output.
+    fn cross_attention(&mut self) -> Result<(), ImportError> {
+        self.copy("cross_attn_ln.weight", "attention/layer_norm/gamma")?;
+        self.copy("cross_attn_ln.bias", "attention/layer_norm/beta")?;
+        self.copy("cross_attn.query.weight", "attention/linear_0/weight")?;
+        self.copy("cross_attn.query.bias", "attention/linear_0/bias")?;
+        let w = split(self.get("attention/linear_1/weight")?, 2);
+        let b = split(self.get("attention/linear_1/bias")?, 2);
+        self.put("cross_attn.key.weight", &w[0]);
+        self.put("cross_attn.value.weight", &w[1]);
+        self.put("cross_attn.value.bias", &b[1]);
+        self.copy("cross_attn.out.weight", "attention/linear_2/weight")?;
+        self.copy("cross_attn.out.bias", "attention/linear_2/bias")
+    }
+
+    /// The feed-forward block: its norm and two linear layers.
+    fn mlp(&mut self) -> Result<(), ImportError> {
+        self.copy("mlp_ln.weight", "ffn/layer_norm/gamma")?;
+        self.copy("mlp_ln.bias", "ffn/layer_norm/beta")?;
+        self.copy("mlp.0.weight", "ffn/linear_0/weight")?;
+        self.copy("mlp.0.bias", "ffn/linear_0/bias")?;
+        self.copy("mlp.2.weight", "ffn/linear_1/weight")?;
+        self.copy("mlp.2.bias", "ffn/linear_1/bias")
+    }
+}
+
+/// The tensors outside the layers: convolutions, final norms and the token embedding.
+fn rename_outer(
+    t: &HashMap<String, Tensor>,
+    out: &mut Vec<(String, Tensor)>,
+) -> Result<(), ImportError> {
     for i in 1..=2 {
-        put(
-            format!("encoder.conv{i}.weight"),
-            get(t, &format!("encoder/conv{i}/weight"))?,
-        );
+        let weight = get(t, &format!("encoder/conv{i}/weight"))?;
+        out.push((format!("encoder.conv{i}.weight"), weight.clone()));
         let mut bias = get(t, &format!("encoder/conv{i}/bias"))?.clone();
         bias.shape = vec![bias.shape[0], 1];
-        put(format!("encoder.conv{i}.bias"), &bias);
+        out.push((format!("encoder.conv{i}.bias"), bias));
     }
-    put(
-        "encoder.ln_post.weight".into(),
-        get(t, "encoder/layer_norm/gamma")?,
-    );
-    put(
-        "encoder.ln_post.bias".into(),
-        get(t, "encoder/layer_norm/beta")?,
-    );
-    put(
-        "decoder.token_embedding.weight".into(),
-        get(t, "decoder/embeddings/weight")?,
-    );
-    put(
-        "decoder.ln.weight".into(),
-        get(t, "decoder/layer_norm/gamma")?,
-    );
-    put("decoder.ln.bias".into(), get(t, "decoder/layer_norm/beta")?);
-    Ok(out)
+    for (gg, ct) in [
+        ("encoder.ln_post.weight", "encoder/layer_norm/gamma"),
+        ("encoder.ln_post.bias", "encoder/layer_norm/beta"),
+        (
+            "decoder.token_embedding.weight",
+            "decoder/embeddings/weight",
+        ),
+        ("decoder.ln.weight", "decoder/layer_norm/gamma"),
+        ("decoder.ln.bias", "decoder/layer_norm/beta"),
+    ] {
+        out.push((gg.into(), get(t, ct)?.clone()));
+    }
+    Ok(())
 }
 
 /// GPT-2's byte-level alphabet: the printable character each byte is written as, inverted.

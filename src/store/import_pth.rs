@@ -152,6 +152,30 @@ pub fn read_legacy_pth_from(
     mut r: impl BufRead,
     path: &Path,
 ) -> Result<Vec<(String, Tensor)>, ImportError> {
+    check_magic(&mut r, path)?;
+    let _protocol = read_pickle(&mut r, path)?;
+    let _sys_info = read_pickle(&mut r, path)?;
+    let state = read_pickle(&mut r, path)?;
+    let keys = read_pickle(&mut r, path)?;
+    let refs = tensor_refs(state, path)?;
+    let keys: Vec<String> = match keys {
+        Object::List(k) => k.into_iter().filter_map(|o| o.unicode().ok()).collect(),
+        _ => return Err(bad(path, "no storage key list after the state dict")),
+    };
+    let storages = read_storages(&mut r, path, &keys, &refs)?;
+    let mut out = Vec::new();
+    for (name, t) in refs {
+        if name.ends_with("num_batches_tracked") {
+            continue;
+        }
+        let tensor = build_tensor(&name, &t, &storages, path)?;
+        out.push((name, tensor));
+    }
+    Ok(out)
+}
+
+/// Reads the magic number torch writes first; an error if it is not there.
+fn check_magic(r: &mut impl BufRead, path: &Path) -> Result<(), ImportError> {
     let mut magic = [0u8; 15];
     r.read_exact(&mut magic)
         .map_err(|_| bad(path, "too short to be a PyTorch checkpoint"))?;
@@ -161,11 +185,11 @@ pub fn read_legacy_pth_from(
             "not a legacy PyTorch checkpoint (no magic number; zip checkpoints are read by candle directly)",
         ));
     }
-    let _protocol = read_pickle(&mut r, path)?;
-    let _sys_info = read_pickle(&mut r, path)?;
-    let state = read_pickle(&mut r, path)?;
-    let keys = read_pickle(&mut r, path)?;
+    Ok(())
+}
 
+/// The state dict's tensors, by name, in order: where each lives.
+fn tensor_refs(state: Object, path: &Path) -> Result<Vec<(String, TensorRef)>, ImportError> {
     // The state dict is an OrderedDict (candle's reader makes it a Dict); torch may BUILD it with
     // a `_metadata` attribute afterwards.
     let items = match state {
@@ -186,17 +210,22 @@ pub fn read_legacy_pth_from(
             None => return Err(bad(path, format!("entry {name} is not a plain tensor"))),
         }
     }
+    Ok(refs)
+}
 
-    let keys: Vec<String> = match keys {
-        Object::List(k) => k.into_iter().filter_map(|o| o.unicode().ok()).collect(),
-        _ => return Err(bad(path, "no storage key list after the state dict")),
-    };
+/// Each storage's raw bytes, in the order of `keys`, each after its element count.
+fn read_storages(
+    r: &mut impl BufRead,
+    path: &Path,
+    keys: &[String],
+    refs: &[(String, TensorRef)],
+) -> Result<HashMap<String, Vec<u8>>, ImportError> {
     let dtype_of: HashMap<&str, DType> = refs
         .iter()
         .map(|(_, t)| (t.storage.as_str(), t.dtype))
         .collect();
     let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
-    for key in &keys {
+    for key in keys {
         let mut n = [0u8; 8];
         r.read_exact(&mut n)
             .map_err(|_| bad(path, format!("truncated before storage {key}")))?;
@@ -208,7 +237,7 @@ pub fn read_legacy_pth_from(
             .ok_or_else(|| bad(path, format!("storage {key} claims {count} elements")))?;
         // Grows as bytes arrive: a damaged count cannot allocate gigabytes up front.
         let mut bytes = Vec::new();
-        (&mut r)
+        (&mut *r)
             .take(len as u64)
             .read_to_end(&mut bytes)
             .map_err(|e| bad(path, format!("storage {key}: {e}")))?;
@@ -217,57 +246,67 @@ pub fn read_legacy_pth_from(
         }
         storages.insert(key.clone(), bytes);
     }
+    Ok(storages)
+}
 
-    let mut out = Vec::new();
-    for (name, t) in refs {
-        if name.ends_with("num_batches_tracked") {
-            continue;
-        }
-        let bytes = storages
-            .get(&t.storage)
-            .ok_or_else(|| bad(path, format!("{name}: storage {} is missing", t.storage)))?;
-        let esize = t.dtype.size_in_bytes();
-        let all = Tensor::from_raw_buffer(bytes, t.dtype, &[bytes.len() / esize], &Device::Cpu)
-            .map_err(|e| bad(path, e))?;
-        let numel = t
-            .shape
-            .iter()
-            .try_fold(1usize, |n, &d| n.checked_mul(d))
-            .filter(|&n| n <= MAX_ELEMENTS)
-            .ok_or_else(|| bad(path, format!("{name}: implausible shape {:?}", t.shape)))?;
-        // Every element read must lie inside the storage.
-        let last = t
-            .shape
-            .iter()
-            .zip(&t.stride)
-            .try_fold(t.offset, |at, (&d, &s)| {
-                at.checked_add(d.saturating_sub(1).checked_mul(s)?)
-            });
-        if t.shape.len() != t.stride.len()
-            || (numel > 0 && last.is_none_or(|l| l >= bytes.len() / esize))
-        {
-            return Err(bad(
-                path,
-                format!(
-                    "{name}: shape {:?}, strides {:?} and offset {} reach outside its storage",
-                    t.shape, t.stride, t.offset
-                ),
-            ));
-        }
-        // Gather through the strides (all contiguous in practice, but do not assume it).
-        let tensor = if is_contiguous(&t.shape, &t.stride) {
-            all.narrow(0, t.offset, numel)
-                .and_then(|x| x.reshape(t.shape.as_slice()))
-        } else {
-            let idx: Vec<u32> = strided_indices(&t.shape, &t.stride, t.offset);
-            Tensor::new(idx.as_slice(), &Device::Cpu)
-                .and_then(|i| all.index_select(&i, 0))
-                .and_then(|x| x.reshape(t.shape.as_slice()))
-        }
-        .map_err(|e| bad(path, format!("{name}: {e}")))?;
-        out.push((name, tensor));
+/// The tensor `t` describes, taken out of its storage (its extent checked first).
+fn build_tensor(
+    name: &str,
+    t: &TensorRef,
+    storages: &HashMap<String, Vec<u8>>,
+    path: &Path,
+) -> Result<Tensor, ImportError> {
+    let bytes = storages
+        .get(&t.storage)
+        .ok_or_else(|| bad(path, format!("{name}: storage {} is missing", t.storage)))?;
+    let esize = t.dtype.size_in_bytes();
+    let all = Tensor::from_raw_buffer(bytes, t.dtype, &[bytes.len() / esize], &Device::Cpu)
+        .map_err(|e| bad(path, e))?;
+    let numel = t
+        .shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .filter(|&n| n <= MAX_ELEMENTS)
+        .ok_or_else(|| bad(path, format!("{name}: implausible shape {:?}", t.shape)))?;
+    check_extent(name, t, numel, bytes.len() / esize, path)?;
+    // Gather through the strides (all contiguous in practice, but do not assume it).
+    if is_contiguous(&t.shape, &t.stride) {
+        all.narrow(0, t.offset, numel)
+            .and_then(|x| x.reshape(t.shape.as_slice()))
+    } else {
+        let idx: Vec<u32> = strided_indices(&t.shape, &t.stride, t.offset);
+        Tensor::new(idx.as_slice(), &Device::Cpu)
+            .and_then(|i| all.index_select(&i, 0))
+            .and_then(|x| x.reshape(t.shape.as_slice()))
     }
-    Ok(out)
+    .map_err(|e| bad(path, format!("{name}: {e}")))
+}
+
+/// Every element `t` reads (`numel` of them) must lie inside its storage of `elements`.
+fn check_extent(
+    name: &str,
+    t: &TensorRef,
+    numel: usize,
+    elements: usize,
+    path: &Path,
+) -> Result<(), ImportError> {
+    let last = t
+        .shape
+        .iter()
+        .zip(&t.stride)
+        .try_fold(t.offset, |at, (&d, &s)| {
+            at.checked_add(d.saturating_sub(1).checked_mul(s)?)
+        });
+    if t.shape.len() != t.stride.len() || (numel > 0 && last.is_none_or(|l| l >= elements)) {
+        return Err(bad(
+            path,
+            format!(
+                "{name}: shape {:?}, strides {:?} and offset {} reach outside its storage",
+                t.shape, t.stride, t.offset
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The most elements one tensor may have (a billion f32s: 4 GB).

@@ -1,0 +1,295 @@
+//! The LLM stage: transcripts in, sentences out while the answer is being written. Between
+//! questions it prefills the prompt's fixed start and speaks announcements (timers); at a pause
+//! it prefills the question heard so far and reads how likely the turn is to end there.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use super::error::PipelineError;
+use super::hands::{announce, Hands};
+use super::messages::{Feedback, Heard, Say, ToolCall, What};
+use super::models::{lock, Locked};
+use super::turns::Context;
+use crate::stages::asr::Transcriber;
+use crate::stages::llm::{open_ended, ChatModel, Conversation, Finish, Message};
+use crate::stages::Cancel;
+use crate::text::splitter::SentenceSplitter;
+use crate::tools;
+
+/// What the LLM stage is given.
+pub(crate) struct Answering {
+    pub llm: Box<dyn ChatModel>,
+    pub hands: Hands,
+    /// Held while the model reads or prefills the user's words (short steps), so the recogniser
+    /// and the model never compute at once: on the same cores both thread pools spin while they
+    /// wait for each other, and each step took up to 8 times as long (a 90 ms transcript and a
+    /// 50 ms reading both took 750 ms).
+    pub cores: Locked<Box<dyn Transcriber>>,
+    pub conv: Conversation,
+    pub first_clause_words: usize,
+    /// Whether pauses are judged with the model's reading of the words (`turn.semantic`).
+    pub judge_turns: bool,
+    pub tx: Sender<Say>,
+    pub hints: Sender<Feedback>,
+    pub cx: Arc<Context>,
+}
+
+/// The stage's state between messages.
+struct Stage {
+    a: Answering,
+    /// The prompt's fixed start (the system prompt with what the camera shows, and the turns so
+    /// far) is computed before anyone speaks, and again when the picture changes while nobody
+    /// speaks, so a question waits only for its own tokens.
+    scene: Option<String>,
+    warmed: bool,
+    /// The last reading of the user's words (turn, words, probability): a pause whose words were
+    /// all heard by the last reading made while the user spoke needs no new one.
+    last_read: Option<(u64, String, f32)>,
+}
+
+/// Whether the stage goes on, or the stage after it is gone.
+type Going = bool;
+
+/// The LLM stage's loop.
+pub(crate) fn llm_loop(mut a: Answering, rx: Receiver<Heard>) -> Result<(), PipelineError> {
+    let _stage = tracing::info_span!("llm").entered();
+    // With memory, the system prompt says how recalled lines come (the same words for every
+    // question): prefilled with the rest before anyone speaks.
+    if a.cx.memory.is_some() {
+        a.conv.set_recalled(Some(Vec::new()));
+    }
+    let mut s = Stage {
+        a,
+        scene: None,
+        warmed: false,
+        last_read: None,
+    };
+    loop {
+        let going = match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(h) => s.heard(h),
+            Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) => s.between_questions(),
+        };
+        if !going {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+impl Stage {
+    /// Nobody speaks: an announcement is said, or the prompt's start is prefilled.
+    fn between_questions(&mut self) -> Going {
+        let cx = self.a.cx.clone();
+        if cx.turns.idle() {
+            if let Ok(text) = self.a.hands.announcements.try_recv() {
+                return announce(text, &self.a.tx, &cx);
+            }
+        }
+        let now = lock(&cx.scene).clone();
+        if (!self.warmed || now != self.scene) && cx.turns.idle() {
+            self.scene = now;
+            self.a.conv.set_scene(self.scene.clone());
+            self.warmed = true;
+            let cores = self.a.cores.clone();
+            let _cores = lock(&cores);
+            if let Err(e) = self.a.llm.warm_up(&self.a.conv.preamble()) {
+                tracing::warn!("could not prefill the system prompt: {e}");
+            }
+        }
+        true
+    }
+
+    /// A transcript: at a pause, read it ahead; at the end of a turn, answer it.
+    fn heard(&mut self, h: Heard) -> Going {
+        let cx = self.a.cx.clone();
+        let _turn = tracing::debug_span!("turn", turn = h.turn).entered();
+        if cx.turns.is_stale(h.turn) {
+            match h.speculative {
+                true => self.no_reading(&h),
+                false => {
+                    cx.event(h.turn, What::Dropped("interrupted"));
+                    cx.turns.finish(h.turn);
+                }
+            }
+            return true;
+        }
+        self.scene = lock(&cx.scene).clone();
+        let conv = &mut self.a.conv;
+        conv.set_scene(self.scene.clone());
+        conv.set_recalled(self.a.hands.recall(&cx, &h.text));
+        conv.with_tools(self.a.hands.tools.with_tools(&h.text));
+        if h.speculative {
+            self.read_ahead(&h);
+            return true;
+        }
+        let msgs = match self.a.conv.prompt_for(self.a.llm.as_mut(), &h.text) {
+            Ok(m) => m,
+            Err(e) => {
+                cx.event(h.turn, What::Failed(format!("language model: {e}")));
+                cx.turns.finish(h.turn);
+                return true;
+            }
+        };
+        self.answer(&h, &msgs)
+    }
+
+    /// Tells the VAD stage there is no reading of this pause.
+    fn no_reading(&self, h: &Heard) {
+        let _ = self.a.hints.try_send(Feedback::EndOfTurn {
+            turn: h.turn,
+            speech_end: h.speech_end,
+            text_p: None,
+        });
+    }
+
+    /// The user paused: prefill the question as heard so far (if they go on, the next prompt
+    /// shares less of it and the work is simply not reused) and, when the turn is being judged,
+    /// read how likely it is to end there.
+    fn read_ahead(&mut self, h: &Heard) {
+        let cores = self.a.cores.clone();
+        let cores = lock(&cores);
+        let t = Instant::now();
+        let text_p = self.reading(h);
+        self.last_read = text_p.map(|p| (h.turn, open_ended(&h.text).to_string(), p));
+        if text_p.is_none() {
+            let a = &mut self.a;
+            match a
+                .conv
+                .prompt_for(a.llm.as_mut(), &h.text)
+                .and_then(|msgs| a.llm.warm_up(&msgs))
+            {
+                Ok(()) => {}
+                Err(e) => tracing::debug!("speculative prefill failed: {e}"),
+            }
+        }
+        tracing::debug!(
+            ms = t.elapsed().as_millis() as u64,
+            text = %h.text,
+            ?text_p,
+            "prefilled the question heard so far"
+        );
+        drop(cores);
+        let _ = self.a.hints.try_send(Feedback::EndOfTurn {
+            turn: h.turn,
+            speech_end: h.speech_end,
+            text_p,
+        });
+    }
+
+    /// The model's probability that the turn ends after the words heard so far (the last
+    /// reading, when it read these very words), if turns are judged.
+    fn reading(&mut self, h: &Heard) -> Option<f32> {
+        let words = open_ended(&h.text);
+        let a = &mut self.a;
+        match &self.last_read {
+            Some((turn, read, p)) if a.judge_turns && *turn == h.turn && read == words => Some(*p),
+            _ if a.judge_turns => a
+                .conv
+                .prompt_for(a.llm.as_mut(), words)
+                .and_then(|msgs| a.llm.end_of_turn(&msgs))
+                .unwrap_or_else(|e| {
+                    tracing::debug!("no end-of-turn reading: {e}");
+                    None
+                }),
+            _ => None,
+        }
+    }
+
+    /// Writes the answer, sending each sentence to the voice as soon as it is complete.
+    fn answer(&mut self, h: &Heard, msgs: &[Message]) -> Going {
+        let cx = self.a.cx.clone();
+        let cancel = Cancel::for_turn(cx.turns.clock.clone(), h.turn);
+        let mut splitter = SentenceSplitter::new(self.a.first_clause_words);
+        let mut first = true;
+        let mut gone = false;
+        // What went to the voice: whole sentences (and the first clause).
+        let mut spoken: Vec<String> = Vec::new();
+        lock(&cx.speaking).clear();
+        let a = &mut self.a;
+        let registry = a.hands.tools.for_question(&h.text);
+        let tx = &a.tx;
+        let result = tools::answer(a.llm.as_mut(), msgs, registry, &cancel, &mut |chunk| {
+            if first {
+                first = false;
+                cx.event(h.turn, What::FirstToken);
+            }
+            lock(&cx.speaking).push_str(chunk);
+            if cx.updates.is_some() {
+                cx.event(h.turn, What::Delta(chunk.to_string()));
+            }
+            for text in splitter.push(chunk) {
+                spoken.push(text.clone());
+                gone |= tx.send(Say::Sentence { turn: h.turn, text }).is_err();
+            }
+        });
+        if gone {
+            return false;
+        }
+        match result {
+            Ok(answer) => self.answered(h, answer, splitter, spoken),
+            Err(e) => cx.event(h.turn, What::Failed(format!("language model: {e}"))),
+        }
+        self.a.tx.send(Say::End { turn: h.turn }).is_ok()
+    }
+
+    /// The answer is written: its last sentences go to the voice, the conversation keeps it,
+    /// and the turn's record gets it.
+    fn answered(
+        &mut self,
+        h: &Heard,
+        answer: tools::Answer,
+        mut splitter: SentenceSplitter,
+        mut spoken: Vec<String>,
+    ) {
+        let cx = self.a.cx.clone();
+        let tools::Answer {
+            text: mut answer,
+            finish,
+            calls,
+        } = answer;
+        let cancelled = finish == Finish::Cancelled;
+        let rest = splitter.finish();
+        // An answer cut by llm.max_tokens ends with its last whole sentence: the words after it
+        // are not spoken (unless there is no whole sentence at all).
+        let cut = finish == Finish::Length && !spoken.is_empty();
+        if !cancelled && !cut {
+            for text in rest {
+                spoken.push(text.clone());
+                let _ = self.a.tx.send(Say::Sentence { turn: h.turn, text });
+            }
+        }
+        if cut {
+            answer = spoken.join(" ");
+        }
+        if !answer.is_empty() {
+            self.a.conv.record(&h.text, &answer);
+            self.a.hands.keep_said(&cx, &h.text);
+            // The history as the template writes it is prefilled again once nobody speaks (the
+            // cache holds the answer as generated, whose tokens may differ), so the next
+            // question pays only for its own words.
+            self.warmed = false;
+        }
+        let calls = calls
+            .into_iter()
+            .map(|c| ToolCall {
+                at_s: c.ended.saturating_duration_since(cx.t0).as_secs_f64(),
+                name: c.name,
+                arguments: c.arguments,
+                result: c.result,
+                ms: c.ms,
+                ok: c.ok,
+            })
+            .collect();
+        cx.event(
+            h.turn,
+            What::Answer {
+                text: answer,
+                cancelled,
+                calls,
+            },
+        );
+    }
+}
