@@ -243,3 +243,63 @@ fn a_language_model_with_a_projector_also_describes_the_image() {
         "llm.mmproj",
     );
 }
+
+#[test]
+fn the_picture_comes_with_the_question_to_a_model_that_takes_images() {
+    use seesay::stages::llm::{Conversation, Engine};
+    use seesay::stages::Cancel;
+    let dir = tempfile::tempdir().unwrap();
+    let (model, mmproj) = tiny_vlm(dir.path());
+    let cfg = LlmConfig {
+        model: model.display().to_string(),
+        mmproj: mmproj.display().to_string(),
+        max_tokens: 4,
+        ..LlmConfig::default()
+    };
+    let store = seesay::store::Store::from_config(&Default::default()).unwrap();
+    let engine = Engine::load(&cfg, &store, 1).unwrap();
+    assert!(engine.takes_images());
+    let mut llm = engine.chat(&cfg).unwrap();
+    let mut conv = Conversation::new(&cfg);
+    // The prompt tokens the server counted for the question, as the conversation asks it.
+    let mut ask = |conv: &mut Conversation| {
+        let msgs = conv.prompt_for(llm.as_mut(), "What is this?").unwrap();
+        llm.generate(&msgs, &Cancel::new(), &mut |_| {}).unwrap();
+        llm.stats().unwrap().prompt_tokens
+    };
+    let without = ask(&mut conv);
+    let photo = image::open(model_path("sample-chelsea")).unwrap().to_rgb8();
+    let uri = seesay::media::image::jpeg_data_uri(&photo).unwrap();
+    conv.set_picture(Some(uri.into()));
+    let with = ask(&mut conv);
+    // The tiny projector makes 16 tokens of a picture.
+    assert!(
+        with >= without + 16,
+        "{without} prompt tokens without the picture, {with} with it"
+    );
+}
+
+#[test]
+fn a_screenshot_goes_to_the_vision_language_model_for_its_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, mmproj) = tiny_vlm(dir.path());
+    let cfg = dir.path().join("config.toml");
+    let toml = format!(
+        "[vision]\nbackend = \"llama.cpp\"\nmodel = {:?}\nmmproj = {:?}\n",
+        model.display().to_string(),
+        mmproj.display().to_string()
+    );
+    std::fs::write(&cfg, toml).unwrap();
+    let page = model_path("sample-page");
+    let said = ok(seesay(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "describe",
+        "--as",
+        "html",
+        page.to_str().unwrap(),
+    ]));
+    // What the random model wrote, not the layout of the text read (which starts with a doctype).
+    assert!(!said.trim().is_empty());
+    assert!(!said.contains("<!doctype"), "{said}");
+}

@@ -10,7 +10,7 @@ use clap::Args;
 
 use super::speech::{Speech, SpeechArgs};
 use seesay::config::Config;
-use seesay::media::image::{image_files, load_image};
+use seesay::media::image::{image_files, jpeg_data_uri, load_image};
 use seesay::memory::{time, Kind, Memory};
 use seesay::stages::caption;
 use seesay::stages::embed::Embedder;
@@ -55,11 +55,12 @@ pub struct DescribeArgs {
     /// Image files or folders of images (PNG, JPEG, WebP, BMP, GIF).
     #[arg(required = true, value_name = "IMAGE")]
     pub images: Vec<PathBuf>,
-    /// Captioner: efficientnet, blip or openai (default: vision.backend).
+    /// Captioner: efficientnet, blip, llama.cpp or openai (default: vision.backend).
     #[arg(long)]
     pub backend: Option<String>,
     /// What to write: text (a description) or html (a screenshot as a web page: its headings,
-    /// paragraphs and buttons, from the text read in it; one image).
+    /// paragraphs and buttons, from the text read in it, or written by the vision-language
+    /// model when vision.backend is llama.cpp or openai; one image).
     #[arg(long = "as", value_name = "FORMAT", default_value = "text")]
     pub format: String,
     #[command(flatten)]
@@ -84,6 +85,11 @@ pub fn chat(mut cfg: Config, mut a: ChatArgs) -> Result<()> {
     let mut conv = Conversation::new(&cfg.llm);
     conv.set_tools(tools.system_prompt());
     conv.set_scene(scene);
+    if let (Some(path), true) = (&a.image, engine.takes_images()) {
+        // A model that takes images sees the picture itself too.
+        let img = load_image(path, cfg.vision.max_side)?;
+        conv.set_picture(Some(Arc::from(jpeg_data_uri(&img)?)));
+    }
     let mut asker = Asker {
         model,
         tools,

@@ -9,6 +9,7 @@ use clap::Args;
 
 use seesay::config::Config;
 use seesay::media::image::{image_files, load_image};
+use seesay::stages::caption;
 use seesay::stages::read::{html, Reader, TextLine};
 use seesay::store::Store;
 
@@ -94,12 +95,57 @@ pub fn screenshot_html(cfg: &Config, files: &[PathBuf]) -> Result<()> {
         bail!("--as html takes one image ({} given)", files.len());
     };
     let store = Store::from_config(&cfg.models)?;
-    let mut reader = Reader::open(&cfg.read, &cfg.tts.onnxruntime, &store)?;
     let img = load_image(file, cfg.vision.max_side)?;
+    if matches!(cfg.vision.backend.as_str(), "llama.cpp" | "openai") {
+        outln!("{}", model_html(cfg, &store, &img)?);
+        return Ok(());
+    }
+    let mut reader = Reader::open(&cfg.read, &cfg.tts.onnxruntime, &store)?;
     let lines = reader.read(&img)?;
     if lines.is_empty() {
         bail!("{}: no text found to lay out", file.display());
     }
     outln!("{}", html::page_html(&img, &lines));
     Ok(())
+}
+
+/// What a vision-language model is asked for a screenshot.
+const HTML_PROMPT: &str = "This is a screenshot of a web page. Write one HTML document, with its \
+     CSS in a <style> element, that reproduces it: the same text in the same order, headings, \
+     paragraphs, buttons, links, cards and navigation as such, the same colours and layout. \
+     Answer with the HTML only.";
+
+/// With a vision-language model configured (`vision.backend` llama.cpp or openai), the picture
+/// itself goes to it, asked for the page's code; the HTML out of its answer.
+fn model_html(cfg: &Config, store: &Store, img: &image::RgbImage) -> Result<String> {
+    let mut vision = cfg.vision.clone();
+    vision.prompt = HTML_PROMPT.into();
+    vision.max_tokens = vision.max_tokens.max(2048);
+    let engine = super::chat::llm_for_vision(cfg, store)?;
+    let mut model = caption::open(&vision, store, engine.as_ref())?;
+    Ok(html_of(&model.caption(img)?))
+}
+
+/// The code in a model's answer: what is inside a fenced block (```html ... ```), if there is
+/// one, else the answer.
+fn html_of(answer: &str) -> String {
+    let Some((_, rest)) = answer.split_once("```") else {
+        return answer.trim().to_string();
+    };
+    let body = rest.split_once('\n').map_or("", |(_, b)| b);
+    body.split_once("```")
+        .map_or(body, |(code, _)| code)
+        .trim()
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_code_is_taken_out_of_its_fence() {
+        let fenced = "Here it is:\n```html\n<h1>Hi</h1>\n```\nDone.";
+        assert_eq!(super::html_of(fenced), "<h1>Hi</h1>");
+        assert_eq!(super::html_of(" <p>plain</p>\n"), "<p>plain</p>");
+        assert_eq!(super::html_of("```\n<p>open"), "<p>open");
+    }
 }

@@ -119,6 +119,7 @@ impl Stage {
         self.scene = lock(&cx.scene).clone();
         let conv = &mut self.a.conv;
         conv.set_scene(self.scene.clone());
+        conv.set_picture(lock(&cx.picture).clone());
         conv.set_recalled(self.a.hands.recall(&cx, &h.text));
         conv.with_tools(self.a.hands.tools.with_tools(&h.text));
         if h.speculative {

@@ -126,12 +126,16 @@ impl ChatModel for FakeLlm {
             return Ok(("Timer set.".to_string(), Finish::Stop));
         }
         let long = self.long.iter().any(|id| q == format!("question {id}"));
+        let seen = match messages.last().is_some_and(|m| m.image.is_some()) {
+            true => " (seen)",
+            false => "",
+        };
         let mut answer = String::new();
         for i in 0..if long { self.words } else { 3 } {
             if cancel.is_cancelled() {
                 return Ok((answer, Finish::Cancelled));
             }
-            let word = format!("Answer{i} to {q}. ");
+            let word = format!("Answer{i} to {q}{seen}. ");
             self.tokens.fetch_add(1, Ordering::SeqCst);
             on_text(&word);
             answer.push_str(&word);
@@ -204,6 +208,9 @@ pub(super) struct Fakes {
     pub(super) asr_short: usize,
     pub(super) asr_ms: u64,
     pub(super) timer_on: &'static [u32],
+    /// The language model takes images: each answer says whether a picture came with the
+    /// question ("(seen)").
+    pub(super) llm_sees: bool,
 }
 
 impl Default for Fakes {
@@ -221,6 +228,7 @@ impl Default for Fakes {
             asr_short: 0,
             asr_ms: 0,
             timer_on: &[],
+            llm_sees: false,
         }
     }
 }

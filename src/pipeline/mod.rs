@@ -248,6 +248,7 @@ fn start_context(
         stop,
         abort,
         scene: Mutex::new(None),
+        picture: Mutex::new(None),
         speaking: Mutex::new(String::new()),
         t0: Instant::now(),
         events: tx_ev,

@@ -43,6 +43,9 @@ pub struct Models {
     /// Wake-word detectors, for pipelines with `pipeline.wake_word`.
     pub wake: WakeMaker,
     pub voice_rate: u32,
+    /// The language model takes images (`llm.mmproj`): the camera's frame itself comes with each
+    /// question, besides its description.
+    pub llm_sees: bool,
 }
 
 impl Models {
@@ -70,6 +73,7 @@ impl Models {
             )?),
             false => None,
         };
+        let llm_sees = engine.takes_images();
         let llm_cfg = cfg.llm.clone();
         let chat: ChatMaker = Arc::new(move || engine.chat(&llm_cfg));
         let turn = match cfg.turn.semantic {
@@ -87,6 +91,7 @@ impl Models {
             OpenWakeWord::open(&cfg.pipeline.wake_word, &store)?;
         }
         let mut models = Models::new(asr, voice, chat, captioner, maker);
+        models.llm_sees = llm_sees;
         models.wake = Arc::new(move |word: &str| {
             Ok(Box::new(OpenWakeWord::open(word, &store)?) as Box<dyn WakeDetector>)
         });
@@ -119,6 +124,7 @@ impl Models {
             vad,
             turn: None,
             wake: Arc::new(|word: &str| Err(WakeError::Unknown(word.to_string()))),
+            llm_sees: false,
         }
     }
 }

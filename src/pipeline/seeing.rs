@@ -14,7 +14,7 @@ use super::messages::Update;
 use super::models::{lock, Locked, Models};
 use super::turns::{spawn, Context};
 use crate::config::Config;
-use crate::media::image::{image_files, load_image};
+use crate::media::image::{image_files, jpeg_data_uri, load_image};
 use crate::stages::camera::{
     capture, frame_slot, CameraError, FolderSource, Frame, FrameReceiver, FrameSource, SceneChange,
 };
@@ -52,10 +52,11 @@ pub(crate) fn start_seeing(
     let captioner = models.captioner.clone().ok_or(PipelineError::Options(
         "the models were loaded without a captioner",
     ))?;
+    let sees = models.llm_sees;
     let mut scene = SceneChange::new(cfg.pipeline.scene_change);
     let mut stages = Vec::new();
     if let Some(mut source) = source {
-        describe_first(source.as_mut(), &captioner, &mut scene, cx)?;
+        describe_first(source.as_mut(), &captioner, &mut scene, sees, cx)?;
         let (tx, rx) = frame_slot();
         let interval = Duration::from_secs_f32(cfg.pipeline.frame_interval_s.max(0.01));
         stages.push(spawn("frames", cx, move || {
@@ -67,7 +68,7 @@ pub(crate) fn start_seeing(
     if let Some(rx) = pictures {
         let cx2 = cx.clone();
         stages.push(spawn("captioner", cx, move || {
-            caption_loop(captioner, rx, scene, cx2)
+            caption_loop(captioner, rx, scene, sees, cx2)
         })?);
     }
     Ok(stages)
@@ -79,6 +80,7 @@ fn describe_first(
     source: &mut dyn FrameSource,
     captioner: &Locked<Box<dyn Captioner>>,
     scene: &mut SceneChange,
+    sees: bool,
     cx: &Context,
 ) -> Result<(), PipelineError> {
     let first = source.grab()?.ok_or_else(|| CameraError::Frames {
@@ -93,7 +95,7 @@ fn describe_first(
     };
     let verdict = scene.check(&frame.image);
     let text = lock(captioner).caption(&frame.image)?;
-    announce(cx, frame, text);
+    announce(cx, frame, text, sees);
     scene.described(verdict);
     Ok(())
 }
@@ -114,6 +116,7 @@ fn caption_loop(
     captioner: Locked<Box<dyn Captioner>>,
     rx: FrameReceiver,
     mut scene: SceneChange,
+    sees: bool,
     cx: Arc<Context>,
 ) -> Result<(), PipelineError> {
     let _stage = tracing::info_span!("captioner").entered();
@@ -130,7 +133,7 @@ fn caption_loop(
         let captioned = lock(&captioner).caption(&frame.image);
         match captioned {
             Ok(text) => {
-                announce(&cx, frame, text);
+                announce(&cx, frame, text, sees);
                 scene.described(verdict);
             }
             Err(e) => tracing::warn!("describing {} failed: {e}", frame.source),
@@ -139,10 +142,17 @@ fn caption_loop(
     Ok(())
 }
 
-/// A new scene was described: the language model is told, the client hears of it.
-fn announce(cx: &Context, frame: Frame, text: String) {
+/// A new scene was described: the language model is told (and shown the frame, when it takes
+/// images), the client hears of it.
+fn announce(cx: &Context, frame: Frame, text: String, sees: bool) {
     tracing::info!(image = %frame.source, caption = %text, "the camera shows");
     *lock(&cx.scene) = Some(text.clone());
+    if sees {
+        match jpeg_data_uri(&frame.image) {
+            Ok(uri) => *lock(&cx.picture) = Some(Arc::from(uri)),
+            Err(e) => tracing::warn!("the frame cannot be shown to the language model: {e}"),
+        }
+    }
     // Kept when it differs from what was last seen (the camera's view of an unchanged room is
     // kept once), with a thumbnail.
     if let Some(m) = &cx.memory {

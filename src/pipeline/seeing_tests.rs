@@ -95,6 +95,25 @@ fn watch(
     scene_change: f32,
     caption_ms: u64,
 ) -> Eyes {
+    watch_with(
+        script,
+        then,
+        interval_s,
+        scene_change,
+        caption_ms,
+        Fakes::default(),
+    )
+}
+
+/// `watch`, with the other stages' fakes set.
+fn watch_with(
+    script: Vec<Shot>,
+    then: Shot,
+    interval_s: f32,
+    scene_change: f32,
+    caption_ms: u64,
+    fakes: Fakes,
+) -> Eyes {
     let grabs = Arc::new(AtomicUsize::new(0));
     let dropped = Arc::new(AtomicBool::new(false));
     let calls = Arc::new(AtomicUsize::new(0));
@@ -113,7 +132,7 @@ fn watch(
         scene_change,
     };
     Eyes {
-        harness: start_seeing(false, Fakes::default(), Some(sight)),
+        harness: start_seeing(false, fakes, Some(sight)),
         grabs,
         dropped,
         calls,
@@ -227,4 +246,25 @@ fn a_camera_that_comes_back_is_described_again() {
     assert!(seq >= 3, "{seq}");
     let (result, _, _, _) = eyes.harness.finish();
     result.expect("the run ends cleanly");
+}
+
+#[test]
+fn a_language_model_that_takes_images_is_shown_the_frame_with_the_question() {
+    for sees in [true, false] {
+        let fakes = Fakes {
+            llm_sees: sees,
+            ..Fakes::default()
+        };
+        let mut eyes = watch_with(vec![Shot::Grey(40)], Shot::End, 0.02, 0.03, 1, fakes);
+        next_caption(&mut eyes.harness);
+        eyes.harness.ask(1);
+        let answer = match eyes.harness.wait_for("turn 1 done", |u| done(u, 1)) {
+            Update::TurnDone(m) => m.answer,
+            _ => unreachable!(),
+        };
+        let (result, _, _, _) = eyes.harness.finish();
+        result.expect("the run ends cleanly");
+        // The fake model says "(seen)" when a picture came with the question.
+        assert_eq!(answer.contains("(seen)"), sees, "{answer}");
+    }
 }

@@ -354,6 +354,7 @@ mod tests {
             stop: Arc::new(AtomicBool::new(false)),
             abort: Arc::new(AtomicBool::new(false)),
             scene: Mutex::new(None),
+            picture: Mutex::new(None),
             speaking: Mutex::new(String::new()),
             t0: Instant::now(),
             events: crossbeam_channel::unbounded().0,

@@ -85,10 +85,11 @@ pub(super) fn start_seeing(barge_in: bool, f: Fakes, sight: Option<Sight>) -> Ha
         captioner,
         Arc::new(move || Ok(Box::new(FakeVad { frames: 0, fail_at }) as Box<dyn SpeechDetector>)),
     );
-    let models = match f.semantic {
+    let mut models = match f.semantic {
         true => models.with_turn(Box::new(FakeTurn)),
         false => models,
     };
+    models.llm_sees = f.llm_sees;
     let mut cfg = Config::default();
     cfg.pipeline.barge_in = barge_in.into();
     cfg.turn.semantic = f.semantic;

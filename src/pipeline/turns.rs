@@ -65,6 +65,8 @@ pub(crate) struct Context {
     /// Drop queued audio instead of playing it out (Ctrl-C).
     pub abort: Arc<AtomicBool>,
     pub scene: Mutex<Option<String>>,
+    /// The described frame itself (a JPEG data URI), when the language model takes images.
+    pub picture: Mutex<Option<Arc<str>>>,
     /// The answer being written and spoken now, to tell seesay's own voice coming back through
     /// the microphone from the user's.
     pub speaking: Mutex<String>,

@@ -17,7 +17,7 @@ use super::state::{blocking, json_body, speak, stream_blocking, ApiError, Feed, 
 use super::tool_calls::{self, Offered};
 use crate::media::audio::{self, pcm16};
 use crate::media::encode::{self, AudioFormat};
-use crate::media::image::{data_uri_bytes, decode_image};
+use crate::media::image::{data_uri_bytes, decode_image, jpeg_data_uri};
 use crate::media::wav::wav_header;
 use crate::pipeline::{lock, Locked};
 use crate::stages::asr::{self, AsrError, Transcriber};
@@ -341,6 +341,7 @@ impl ChatJob {
     /// prompt.
     fn prepare(&mut self, st: &Shared) -> Result<Vec<Message>, ApiError> {
         let mut captions = Vec::new();
+        let mut picture = None;
         for (i, bytes) in self.images.iter().enumerate() {
             let img = decode_image(bytes, &format!("image {}", i + 1), st.cfg.vision.max_side)
                 .map_err(|e| ApiError::bad(e.to_string()))?;
@@ -350,6 +351,7 @@ impl ChatJob {
             })?;
             captions.push(lock(captioner).caption(&img).map_err(ApiError::internal)?);
             st.metrics.observe("caption", t.elapsed().as_secs_f64());
+            picture = Some(img);
         }
         let msgs = std::mem::take(&mut self.msgs);
         let mut system: Vec<String> = msgs
@@ -375,6 +377,12 @@ impl ChatJob {
         let system = self.offered.system_prompt(&system.join(" "));
         let mut out = vec![Message::new(Role::System, system)];
         out.extend(msgs.into_iter().filter(|m| m.role != Role::System));
+        // A model that takes images (`llm.mmproj`) is shown the last picture itself too, with
+        // the last question.
+        let question = out.iter_mut().rev().find(|m| m.role == Role::User);
+        if let (true, Some(img), Some(m)) = (st.models.llm_sees, picture, question) {
+            m.image = Some(jpeg_data_uri(&img).map_err(ApiError::internal)?.into());
+        }
         Ok(out)
     }
 

@@ -2,6 +2,8 @@
 //! chunks (`ChatModel`, `WordChunker`), why it ended (`Finish`) and how fast (`GenStats`); with
 //! the settings (`LlmConfig`) and errors (`LlmError`) of the stage.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::stages::Cancel;
@@ -154,14 +156,46 @@ pub enum Role {
 pub struct Message {
     pub role: Role,
     pub content: String,
+    /// A picture that comes with the words (a `data:image/...;base64,` URI), for a model that
+    /// takes images (`llm.mmproj`): sent as an `image_url` part.
+    pub image: Option<Arc<str>>,
 }
+
+/// Prompt tokens counted for a picture when a prompt is fitted to the context: vision-language
+/// models take from 64 (SmolVLM, one tile) to a few thousand (Qwen2.5-VL, a large picture);
+/// the server refuses a prompt that does not fit.
+pub const IMAGE_TOKENS: usize = 1024;
 
 impl Message {
     pub fn new(role: Role, content: impl Into<String>) -> Message {
         Message {
             role,
             content: content.into(),
+            image: None,
         }
+    }
+
+    /// The message with `image` (a data URI) attached.
+    pub fn with_image(mut self, image: Option<Arc<str>>) -> Message {
+        self.image = image;
+        self
+    }
+
+    /// The message as an OpenAI-compatible API takes it: its text, or a text part and an
+    /// `image_url` part when a picture comes with it.
+    pub fn to_json(&self) -> serde_json::Value {
+        match &self.image {
+            None => serde_json::json!({"role": self.role, "content": self.content}),
+            Some(url) => serde_json::json!({"role": self.role, "content": [
+                {"type": "text", "text": self.content},
+                {"type": "image_url", "image_url": {"url": url.as_ref()}},
+            ]}),
+        }
+    }
+
+    /// The tokens its picture takes, as counted when a prompt is fitted (`IMAGE_TOKENS`).
+    pub fn image_tokens(&self) -> usize {
+        self.image.as_ref().map_or(0, |_| IMAGE_TOKENS)
     }
 }
 

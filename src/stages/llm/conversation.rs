@@ -2,6 +2,8 @@
 //! and the next question in; the messages the model sees out, trimmed to the token budget (the
 //! oldest turns go first; a question that cannot fit is refused, never cut).
 
+use std::sync::Arc;
+
 use super::chat::{ChatModel, LlmConfig, LlmError, Message, Role};
 
 /// How a caption is put before the user's words for the language model.
@@ -40,6 +42,9 @@ pub struct Conversation {
     /// The newest camera caption, told to the model with the system prompt (small models use it
     /// far better there than inside the question) and never kept in memory.
     scene: Option<String>,
+    /// The newest camera frame itself (a data URI), for a model that takes images: it comes
+    /// with the next question (never kept in memory).
+    picture: Option<Arc<str>>,
     /// What memory recalled for the next question (`Some(empty)`: nothing relevant), told
     /// before the question in its message; `None` when no memory is in use.
     recalled: Option<Vec<String>>,
@@ -57,6 +62,7 @@ impl Conversation {
             with_tools: false,
             turns: Vec::new(),
             scene: None,
+            picture: None,
             recalled: None,
             budget: cfg.context_tokens,
             reserve: cfg.max_tokens,
@@ -89,14 +95,16 @@ impl Conversation {
         loop {
             let mut msgs: Vec<Message> = system.iter().cloned().collect();
             msgs.extend(self.turns.iter().cloned());
-            msgs.push(Message::new(Role::User, question.as_str()));
+            msgs.push(Message::new(Role::User, question.as_str()).with_image(self.picture.clone()));
             if model.fits(&msgs, limit)? {
                 return Ok(msgs);
             }
             if !checked_alone {
                 checked_alone = true;
                 let mut alone: Vec<Message> = system.iter().cloned().collect();
-                alone.push(Message::new(Role::User, question.as_str()));
+                alone.push(
+                    Message::new(Role::User, question.as_str()).with_image(self.picture.clone()),
+                );
                 let needed = model.count_tokens(&alone)?;
                 if needed > limit {
                     // Refused whole: memory is kept, nothing is truncated silently.
@@ -172,6 +180,12 @@ impl Conversation {
     /// Sets (or clears) what the camera shows now: the next question is asked with it.
     pub fn set_scene(&mut self, caption: Option<String>) {
         self.scene = caption.filter(|c| !c.trim().is_empty());
+    }
+
+    /// Sets (or clears) the picture that comes with the next questions: the camera's frame
+    /// itself, for a model that takes images.
+    pub fn set_picture(&mut self, picture: Option<Arc<str>>) {
+        self.picture = picture;
     }
 
     pub fn turns(&self) -> usize {

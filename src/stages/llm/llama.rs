@@ -92,6 +92,8 @@ impl LlamaModel {
     }
 }
 
+/// The messages' words, for the server to render with the model's template (to count or read
+/// them): their pictures are counted apart (`Message::image_tokens`).
 fn messages_json(messages: &[Message]) -> serde_json::Value {
     messages
         .iter()
@@ -135,13 +137,17 @@ impl ChatModel for LlamaModel {
             "/tokenize",
             json!({"content": prompt["prompt"], "add_special": false}),
         )?;
-        Ok(tokens["tokens"].as_array().map_or(0, Vec::len))
+        let pictures: usize = messages.iter().map(Message::image_tokens).sum();
+        Ok(tokens["tokens"].as_array().map_or(0, Vec::len) + pictures)
     }
 
     /// A token is at least one byte (and each message's template adds a few): text well inside
     /// the budget by that bound is not sent for counting, which saves two round trips a turn.
     fn fits(&mut self, messages: &[Message], limit: usize) -> Result<bool, LlmError> {
-        let bound: usize = messages.iter().map(|m| m.content.len() + 16).sum();
+        let bound: usize = messages
+            .iter()
+            .map(|m| m.content.len() + 16 + m.image_tokens())
+            .sum();
         if bound <= limit {
             return Ok(true);
         }
@@ -156,9 +162,8 @@ impl ChatModel for LlamaModel {
         self.cfg = cfg.clone();
     }
 
-    /// Prefills `messages` into this conversation's slot (one token is generated and dropped),
-    /// so the next question computes only its own tokens.
-    /// Prefills `messages`. A conversation so far (not ending with the user) is prefilled up to
+    /// Prefills `messages` into this conversation's slot, so the next question computes only its
+    /// own tokens. A conversation so far (not ending with the user) is prefilled up to
     /// where the next user message's words go, the template's user header included, so the
     /// next reading of a user's words pays for those words alone.
     fn warm_up(&mut self, messages: &[Message]) -> Result<(), LlmError> {

@@ -61,6 +61,12 @@ impl Engine {
         }
     }
 
+    /// Whether the model takes images: a llama.cpp server with a vision projector
+    /// (`llm.mmproj`).
+    pub fn takes_images(&self) -> bool {
+        matches!(self, Engine::Llama(server) if server.takes_images())
+    }
+
     /// A chat model of its own for one conversation or request.
     pub fn chat(&self, cfg: &LlmConfig) -> Result<Box<dyn ChatModel>, LlmError> {
         Ok(match self {

@@ -67,7 +67,7 @@ impl ChatModel for RemoteModel {
     ) -> Result<(String, Finish), LlmError> {
         let mut body = serde_json::json!({
             "model": self.model,
-            "messages": messages.iter().map(|m| serde_json::json!({"role": m.role, "content": m.content})).collect::<Vec<_>>(),
+            "messages": messages.iter().map(Message::to_json).collect::<Vec<_>>(),
             "stream": true,
             "temperature": self.cfg.temperature,
             "top_p": self.cfg.top_p,
@@ -138,7 +138,10 @@ impl ChatModel for RemoteModel {
 
     /// Servers count tokens themselves; this estimate (4 characters a token) only trims memory.
     fn count_tokens(&mut self, messages: &[Message]) -> Result<usize, LlmError> {
-        Ok(messages.iter().map(|m| m.content.len() / 4 + 4).sum())
+        Ok(messages
+            .iter()
+            .map(|m| m.content.len() / 4 + 4 + m.image_tokens())
+            .sum())
     }
 
     fn set_config(&mut self, cfg: &LlmConfig) {
