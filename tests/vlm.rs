@@ -42,6 +42,19 @@ fn tiny_vlm(dir: &Path) -> (PathBuf, PathBuf) {
     (dir.join("tiny-vlm.gguf"), dir.join("tiny-vlm-mmproj.gguf"))
 }
 
+/// Writes `dir`/config.toml: the model and its projector in `[section]` (vision or llm), then
+/// `rest` (more of that section, then other sections).
+fn config_file(dir: &Path, section: &str, model: &Path, mmproj: &Path, rest: &str) -> PathBuf {
+    let cfg = dir.join("config.toml");
+    let toml = format!(
+        "[{section}]\nmodel = {:?}\nmmproj = {:?}\n{rest}",
+        model.display().to_string(),
+        mmproj.display().to_string()
+    );
+    std::fs::write(&cfg, toml).unwrap();
+    cfg
+}
+
 fn vision_config(model: &Path, mmproj: &Path) -> VisionConfig {
     VisionConfig {
         backend: "llama.cpp".into(),
@@ -103,14 +116,8 @@ fn a_vision_language_model_takes_the_image_and_answers() {
 fn describe_runs_the_configured_vision_language_model() {
     let dir = tempfile::tempdir().unwrap();
     let (model, mmproj) = tiny_vlm(dir.path());
-    let cfg = dir.path().join("config.toml");
-    let toml = format!(
-        "[vision]\nbackend = \"llama.cpp\"\nmodel = {:?}\nmmproj = {:?}\nmax_tokens = 8\n\
-         [read]\nenabled = false\n",
-        model.display().to_string(),
-        mmproj.display().to_string()
-    );
-    std::fs::write(&cfg, toml).unwrap();
+    let rest = "backend = \"llama.cpp\"\nmax_tokens = 8\n[read]\nenabled = false\n";
+    let cfg = config_file(dir.path(), "vision", &model, &mmproj, rest);
     let photo = model_path("sample-chelsea");
     let o = seesay_env(
         &[
@@ -192,14 +199,9 @@ fn a_bad_projector_is_a_clear_error() {
 fn a_language_model_with_a_projector_also_describes_the_image() {
     let dir = tempfile::tempdir().unwrap();
     let (model, mmproj) = tiny_vlm(dir.path());
-    let cfg = dir.path().join("config.toml");
-    let toml = format!(
-        "[llm]\nmodel = {:?}\nmmproj = {:?}\nmax_tokens = 8\n\
-         [vision]\nbackend = \"llama.cpp\"\nmodel = \"\"\nmax_tokens = 8\n[read]\nenabled = false\n",
-        model.display().to_string(),
-        mmproj.display().to_string()
-    );
-    std::fs::write(&cfg, toml).unwrap();
+    let rest = "max_tokens = 8\n[vision]\nbackend = \"llama.cpp\"\nmodel = \"\"\nmax_tokens = 8\n\
+                [read]\nenabled = false\n";
+    let cfg = config_file(dir.path(), "llm", &model, &mmproj, rest);
     let photo = model_path("sample-chelsea");
     let o = seesay_env(
         &[
@@ -283,13 +285,13 @@ fn the_picture_comes_with_the_question_to_a_model_that_takes_images() {
 fn a_screenshot_goes_to_the_vision_language_model_for_its_code() {
     let dir = tempfile::tempdir().unwrap();
     let (model, mmproj) = tiny_vlm(dir.path());
-    let cfg = dir.path().join("config.toml");
-    let toml = format!(
-        "[vision]\nbackend = \"llama.cpp\"\nmodel = {:?}\nmmproj = {:?}\n",
-        model.display().to_string(),
-        mmproj.display().to_string()
+    let cfg = config_file(
+        dir.path(),
+        "vision",
+        &model,
+        &mmproj,
+        "backend = \"llama.cpp\"\n",
     );
-    std::fs::write(&cfg, toml).unwrap();
     let page = model_path("sample-page");
     let said = ok(seesay(&[
         "--config",
