@@ -181,14 +181,16 @@ impl Message {
         self
     }
 
-    /// The message as an OpenAI-compatible API takes it: its text, or a text part and an
-    /// `image_url` part when a picture comes with it.
+    /// The message as an OpenAI-compatible API takes it: its text, or an `image_url` part and
+    /// a text part when a picture comes with it. The picture comes first: the words of a question
+    /// change from one reading at a pause to the next, and what comes before them stays cached
+    /// in the server, the picture's tokens with it.
     pub fn to_json(&self) -> serde_json::Value {
         match &self.image {
             None => serde_json::json!({"role": self.role, "content": self.content}),
             Some(url) => serde_json::json!({"role": self.role, "content": [
-                {"type": "text", "text": self.content},
                 {"type": "image_url", "image_url": {"url": url.as_ref()}},
+                {"type": "text", "text": self.content},
             ]}),
         }
     }
