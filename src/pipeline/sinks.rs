@@ -203,21 +203,13 @@ pub(crate) fn speaker_loop(
     cx: Arc<Context>,
 ) -> Result<usize, PipelineError> {
     let mut spk = LiveSpeaker::open(&device, cx.turns.clock.clone(), echo.clone())?;
-    // A speaker whose stream broke is opened again, a few times a run, before the run fails.
-    let mut reopens = 3;
+    let mut reopening = Reopening::default();
     let mut audio = TurnAudio::new();
     let mut open = true;
     while open || !audio.queue.is_empty() || !audio.ended.is_empty() {
         if let Ok(e) = spk.errors.try_recv() {
-            if reopens == 0 {
-                return Err(PipelineError::Speaker(SpeakerError::Device(
-                    Direction::Output.failed(e),
-                )));
-            }
-            reopens -= 1;
-            tracing::warn!("the speaker failed ({e}); opening it again");
             drop(spk);
-            spk = LiveSpeaker::open(&device, cx.turns.clock.clone(), echo.clone())?;
+            spk = reopen(&device, &echo, &mut reopening, e, &cx)?;
         }
         if open {
             match rx.recv_timeout(Duration::from_millis(5)) {
@@ -261,6 +253,66 @@ pub(crate) fn speaker_loop(
         }
     }
     Ok(0)
+}
+
+/// How many times in a row a broken speaker is opened again before the run fails.
+const REOPENS_IN_A_ROW: u32 = 6;
+
+/// A broken speaker is opened again after a pause that doubles with each failure in a row (0.1 s
+/// to 3.2 s, so a sound server that restarts has time to come back); the run fails at the
+/// seventh failure in a row. Failures a minute apart are not in a row: a kiosk that runs for
+/// months survives a glitch a day.
+#[derive(Default)]
+struct Reopening {
+    failures: u32,
+    last: Option<Instant>,
+}
+
+impl Reopening {
+    /// After the speaker failed with `e`: the pause before it is opened again, or the run's error.
+    fn after_failure(&mut self, e: String) -> Result<Duration, PipelineError> {
+        if self
+            .last
+            .is_some_and(|t| t.elapsed() > Duration::from_secs(60))
+        {
+            self.failures = 0;
+        }
+        self.last = Some(Instant::now());
+        self.failures += 1;
+        if self.failures > REOPENS_IN_A_ROW {
+            return Err(PipelineError::Speaker(SpeakerError::Device(
+                Direction::Output.failed(e),
+            )));
+        }
+        Ok(Duration::from_millis(100 << (self.failures - 1)))
+    }
+}
+
+/// Opens the speaker again after it broke with `e`, pausing before each try (the pause ends
+/// early when the run is aborted); the run's error once it failed too often in a row.
+fn reopen(
+    device: &str,
+    echo: &Option<Arc<EchoReference>>,
+    reopening: &mut Reopening,
+    e: String,
+    cx: &Context,
+) -> Result<LiveSpeaker, PipelineError> {
+    let mut why = e;
+    loop {
+        let pause = reopening.after_failure(why.clone())?;
+        tracing::warn!(
+            pause_ms = pause.as_millis() as u64,
+            "the speaker failed ({why}); opening it again"
+        );
+        let until = Instant::now() + pause;
+        while Instant::now() < until && !cx.aborted() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        match LiveSpeaker::open(device, cx.turns.clock.clone(), echo.clone()) {
+            Ok(spk) => return Ok(spk),
+            Err(e) => why = e.to_string(),
+        }
+    }
 }
 
 /// The sink for a client (a WebSocket): audio goes out as soon as it is synthesised and the client
@@ -363,6 +415,26 @@ mod tests {
             order: Mutex::new(()),
             memory: None,
         }
+    }
+
+    #[test]
+    fn a_broken_speaker_is_opened_again_with_growing_pauses_then_the_run_fails() {
+        let mut r = Reopening::default();
+        let pauses: Vec<u128> = (0..REOPENS_IN_A_ROW)
+            .map(|_| r.after_failure("gone".into()).unwrap().as_millis())
+            .collect();
+        assert_eq!(pauses, [100, 200, 400, 800, 1600, 3200]);
+        assert!(
+            r.after_failure("gone".into()).is_err(),
+            "the seventh in a row"
+        );
+        // A failure a minute after the last is the first of a new row.
+        let mut r = Reopening::default();
+        for _ in 0..REOPENS_IN_A_ROW {
+            r.after_failure("gone".into()).unwrap();
+        }
+        r.last = Instant::now().checked_sub(Duration::from_secs(61));
+        assert_eq!(r.after_failure("gone".into()).unwrap().as_millis(), 100);
     }
 
     #[test]
