@@ -61,9 +61,9 @@ pub fn open(
 
 /// The language model's server, which must take images.
 fn llm_server(llm: Option<&Engine>) -> Result<Arc<LlamaServer>, CaptionError> {
-    match llm {
-        Some(Engine::Llama(server)) if server.takes_images() => Ok(server.clone()),
-        _ => Err(CaptionError::Load {
+    match llm.and_then(Engine::vision_server) {
+        Some(server) => Ok(server.clone()),
+        None => Err(CaptionError::Load {
             path: "vision.model".into(),
             detail: "it is empty, which asks the language model's llama.cpp server to read \
                      images, but that model has no projector: set llm.mmproj, or give \

@@ -64,7 +64,15 @@ impl Engine {
     /// Whether the model takes images: a llama.cpp server with a vision projector
     /// (`llm.mmproj`).
     pub fn takes_images(&self) -> bool {
-        matches!(self, Engine::Llama(server) if server.takes_images())
+        self.vision_server().is_some()
+    }
+
+    /// The llama.cpp server, if it runs a vision projector (it can describe pictures too).
+    pub fn vision_server(&self) -> Option<&Arc<llama::LlamaServer>> {
+        match self {
+            Engine::Llama(server) if server.takes_images() => Some(server),
+            _ => None,
+        }
     }
 
     /// A chat model of its own for one conversation or request.
