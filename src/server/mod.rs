@@ -10,6 +10,7 @@ pub mod handle;
 pub mod memory;
 pub mod metrics;
 pub mod openai;
+pub mod priority;
 pub mod state;
 pub mod tool_calls;
 pub mod transcribe;
@@ -160,7 +161,7 @@ async fn guard(st: Shared, req: Request, next: Next) -> Response {
     let watching = matches!(route.as_str(), "/healthz" | "/metrics");
     let permit = match st.slots.clone().try_acquire_owned() {
         Ok(p) => {
-            st.admitted();
+            st.admitted("server.max_concurrent");
             Some(p)
         }
         Err(_) if watching => None,

@@ -30,8 +30,9 @@ use crate::tools::parse::Gate;
 use crate::tools::results_message;
 
 /// Transcribes 16 kHz audio window by window, in `language` if given. The shared recogniser is
-/// locked for one window at a time (with the language set for it, and put back after), so a long
-/// upload does not hold up the conversations.
+/// locked for one window at a time (with the language set for it, and put back after), and each
+/// window waits for conversations' turns under way (`priority`), so a long upload (or a Wyoming
+/// transcription) does not hold up the conversations.
 pub fn transcribe_pcm(
     st: &Shared,
     pcm: &[f32],
@@ -43,12 +44,14 @@ pub fn transcribe_pcm(
         model: &'a Locked<Box<dyn Transcriber>>,
         language: Option<&'a str>,
         cancel: &'a Cancel,
+        urgent: &'a super::priority::Urgent,
     }
     impl Transcriber for Windowed<'_> {
         fn transcribe(&mut self, pcm: &[f32], offset: f64) -> Result<Vec<Segment>, AsrError> {
             if self.cancel.is_cancelled() {
                 return Err(AsrError::Inference("cancelled".into()));
             }
+            self.urgent.give_way_blocking();
             let mut m = lock(self.model);
             let previous = self.language.map(|l| m.set_language(l)).transpose()?;
             let result = m.transcribe(pcm, offset);
@@ -68,6 +71,7 @@ pub fn transcribe_pcm(
         model: &st.models.asr,
         language,
         cancel,
+        urgent: &st.urgent,
     };
     let chunks = [Ok::<_, AsrError>(pcm.to_vec())];
     let (_, segments) =

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::metrics::Metrics;
+use super::priority::Urgent;
 use crate::config::Config;
 use crate::pipeline::{lock, Locked, Models, PipelineError};
 use crate::stages::asr::{self, AsrError, Transcriber};
@@ -91,32 +92,44 @@ pub struct AppState {
     pub embedder: std::sync::Mutex<Option<Arc<Embedder>>>,
     /// The multilingual model translations use (`asr.translate_model`), loaded on first use.
     pub translator: std::sync::Mutex<Option<Locked<Box<dyn Transcriber>>>>,
-    /// Work is being refused (the log says so once, until work is admitted again).
-    pub over: std::sync::atomic::AtomicBool,
+    /// The limits (`server.max_sessions`, `server.max_concurrent`) at which work is being
+    /// refused: the log says so once, until work is admitted under that limit again.
+    pub over: std::sync::Mutex<std::collections::HashSet<&'static str>>,
+    /// Conversations' turns under way, which requests wait for (`priority`).
+    pub urgent: Arc<Urgent>,
 }
 
 impl AppState {
-    /// Work was refused for want of room: logged once, not per refusal.
-    pub fn refused(&self, what: &str, setting: &str) {
-        if !self.over.swap(true, std::sync::atomic::Ordering::Relaxed) {
+    /// Work was refused for want of room under `setting`: logged once, not per refusal.
+    pub fn refused(&self, what: &str, setting: &'static str) {
+        if lock(&self.over).insert(setting) {
             tracing::warn!(
-                "over capacity: {what} refused with 429 ({setting}); said once until work is admitted again"
+                "over capacity: {what} refused with 429 ({setting}); said once until one is admitted again"
             );
         }
     }
 
-    /// Work was admitted: the next refusal is logged again.
-    pub fn admitted(&self) {
-        self.over.store(false, std::sync::atomic::Ordering::Relaxed);
+    /// Work was admitted under `setting`: its next refusal is logged again.
+    pub fn admitted(&self, setting: &'static str) {
+        if lock(&self.over).remove(setting) {
+            tracing::info!("back under capacity ({setting}): work is admitted again");
+        }
     }
 
     /// Loads every model (conversations load their own VAD; `Models::load` checks it now, so a
     /// broken file fails at start, not at the first conversation).
     pub fn load(mut cfg: Config) -> Result<AppState, PipelineError> {
-        // Conversations and requests run at once: the stages share the cores (unless the
-        // config says otherwise).
+        // Past these, new work is refused (429) so that what was admitted stays fast.
         let cores = crate::host::cores();
-        let share = crate::host::Budget::serving(cores);
+        let (sessions, concurrent) = (cfg.server.sessions(cores), cfg.server.concurrent(cores));
+        // Several conversations run at once: their stages share the cores (unless the config
+        // says otherwise). One alone (the default on two cores) gets every core for each step,
+        // as in `seesay run`: its recogniser and model take turns, and requests wait for its
+        // turns (`priority`).
+        let share = match sessions {
+            1 => crate::host::Budget::for_cores(cores),
+            _ => crate::host::Budget::serving(cores),
+        };
         for (threads, n) in [
             (&mut cfg.asr.threads, share.asr),
             (&mut cfg.llm.threads, share.llm),
@@ -126,8 +139,6 @@ impl AppState {
                 *threads = n;
             }
         }
-        // Past these, new work is refused (429) so that what was admitted stays fast.
-        let (sessions, concurrent) = (cfg.server.sessions(cores), cfg.server.concurrent(cores));
         tracing::info!(
             conversations = sessions,
             requests = concurrent,
@@ -152,6 +163,7 @@ impl AppState {
             embedder: Default::default(),
             translator: Default::default(),
             over: Default::default(),
+            urgent: Default::default(),
         })
     }
 
@@ -209,13 +221,15 @@ impl AppState {
 
 pub type Shared = Arc<AppState>;
 
-/// Runs blocking model work with the request time limit. The work gets a cancel token: when the
-/// limit passes (504) or the client goes away, it is cancelled, so it stops at its next check
-/// instead of running on for nobody. A panic in it is logged and answered with 500.
+/// Runs blocking model work with the request time limit, once conversations' turns under way
+/// have their first audio (`priority`). The work gets a cancel token: when the limit passes
+/// (504) or the client goes away, it is cancelled, so it stops at its next check instead of
+/// running on for nobody. A panic in it is logged and answered with 500.
 pub async fn blocking<T: Send + 'static>(
     st: &Shared,
     f: impl FnOnce(&Cancel) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
+    gave_way(st, st.urgent.give_way().await);
     within(
         Duration::from_secs(st.cfg.server.request_timeout_s.max(1)),
         f,
@@ -330,9 +344,14 @@ impl<T> Feed<T> {
     }
 }
 
+/// How long a request waited for conversations, in the metrics (`request_gave_way`).
+pub fn gave_way(st: &AppState, waited: Duration) {
+    st.metrics.observe("request_gave_way", waited.as_secs_f64());
+}
+
 /// Runs `f` on a blocking thread that feeds the returned stream (`capacity` items ahead of the
-/// client at most) within the request time limit. A panic in `f` is logged and, as `on_panic`'s
-/// item, the stream's last word.
+/// client at most) within the request time limit, once conversations' turns under way have
+/// their first audio. A panic in `f` is logged and, as `on_panic`'s item, the stream's last word.
 pub fn stream_blocking<T: Send + 'static>(
     st: &Shared,
     capacity: usize,
@@ -345,7 +364,9 @@ pub fn stream_blocking<T: Send + 'static>(
         cancel: Cancel::new(),
         deadline: Instant::now() + Duration::from_secs(st.cfg.server.request_timeout_s.max(1)),
     };
+    let st = st.clone();
     tokio::task::spawn_blocking(move || {
+        gave_way(&st, st.urgent.give_way_blocking());
         if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&feed))) {
             let m = payload_text(payload.as_ref());
             tracing::error!("a streamed response's worker panicked: {m}");
@@ -358,8 +379,8 @@ pub fn stream_blocking<T: Send + 'static>(
 /// Speaks `text` sentence by sentence on the shared voice, at `speed` if given, handing each
 /// sentence's audio (with the configured pause after it) to `out` as soon as it is synthesised;
 /// `out` returns false to stop. The voice is locked for one sentence at a time and never while
-/// `out` waits on a client, so a slow client holds up nobody else. Text with nothing to say gives
-/// no audio.
+/// `out` waits on a client, so a slow client holds up nobody else; before each sentence it waits
+/// for conversations' turns under way (`priority`). Text with nothing to say gives no audio.
 pub fn speak(
     st: &Shared,
     text: &str,
@@ -368,6 +389,7 @@ pub fn speak(
 ) -> Result<(), TtsError> {
     let gap_ms = st.cfg.tts.sentence_silence_ms;
     for sentence in split_sentences(text) {
+        st.urgent.give_way_blocking();
         let t = std::time::Instant::now();
         let pcm = {
             let mut voice = lock(&st.models.voice);
