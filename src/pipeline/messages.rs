@@ -31,6 +31,10 @@ pub enum Update {
     TurnDropped { turn: u64, reason: &'static str },
     /// A stage failed on this turn; the conversation goes on.
     TurnFailed { turn: u64, error: String },
+    /// Speech heard during an answer was let go, not taken as a question: `why` says what it
+    /// was taken for ("no words", "a backchannel", "seesay's own voice"), `heard` what the
+    /// recogniser heard.
+    SpeechIgnored { heard: String, why: &'static str },
 }
 
 /// Why an utterance goes to ASR.

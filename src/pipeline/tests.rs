@@ -450,7 +450,7 @@ fn turn_numbers_never_skip_or_repeat() {
         | Update::TurnDropped { turn, .. }
         | Update::TurnFailed { turn, .. } => Some(*turn),
         Update::TurnDone(m) => Some(m.turn),
-        Update::Caption { .. } | Update::WakeWord { .. } => None,
+        Update::Caption { .. } | Update::WakeWord { .. } | Update::SpeechIgnored { .. } => None,
     };
     assert!(seen.iter().filter_map(named).all(|t| (1..=5).contains(&t)));
     no_stage_left(&models, &tokens);

@@ -8,7 +8,8 @@
 //!
 //! Server → client: text messages `ready`, `speech_started` (stop playing older turns: barge-in),
 //! `transcript`, `answer` (pieces of the answer as it is written), `caption`, `turn_done` (the
-//! turn's latency figures), `turn_dropped`, `error`; binary messages of answer audio: a 4-byte
+//! turn's latency figures), `turn_dropped`, `speech_ignored` (speech during an answer let go),
+//! `error`; binary messages of answer audio: a 4-byte
 //! little-endian turn number, then 16-bit little-endian PCM at `ready.output_sample_rate`.
 //!
 //! A message the server cannot read closes that connection (code 1003 or 1007) with the reason;
@@ -25,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::priority::Urgency;
 use super::state::{ApiError, Shared};
 use crate::config::Config;
 use crate::media::audio::{from_pcm16, pcm16, SAMPLE_RATE};
@@ -84,6 +86,7 @@ pub async fn conversation(
         .into_response();
     };
     permit.forget();
+    st.admitted("server.max_sessions");
     let slot = Slot(st.clone());
     // A client's own echo is its business (the web page relies on the browser's echo
     // cancellation and asks for barge-in); unasked, "auto" means off.
@@ -314,6 +317,8 @@ struct Exchange {
     /// A client that goes quiet (a browser streams audio all the time) gives its slot back.
     idle: Duration,
     deadline: tokio::time::Instant,
+    /// Requests wait while this conversation's turn is under way.
+    urgency: Urgency,
 }
 
 impl Exchange {
@@ -326,6 +331,7 @@ impl Exchange {
             draining: false,
             idle,
             deadline: tokio::time::Instant::now() + idle,
+            urgency: Urgency::new(st.urgent.clone()),
         }
     }
 
@@ -344,7 +350,12 @@ impl Exchange {
                     self.drain(socket, inputs).await
                 }
                 _ = tokio::time::sleep_until(self.deadline), if !self.draining => self.quiet(),
-                up = rx_out.recv() => send_update(socket, st, up, self.idle).await,
+                up = rx_out.recv() => {
+                    if let Some(up) = &up {
+                        self.urgency.update(up);
+                    }
+                    send_update(socket, st, up, self.idle).await
+                }
             };
             if !go_on {
                 break;
@@ -520,8 +531,17 @@ async fn incoming(
     }
 }
 
-/// Records a finished turn's figures in the server's metrics.
+/// Records how each turn ended (and speech let go) and a finished turn's figures in the
+/// server's metrics.
 fn observe(st: &Shared, up: &Update) {
+    match up {
+        Update::TurnDone(m) if m.interrupted => st.metrics.count("turns", "interrupted"),
+        Update::TurnDone(_) => st.metrics.count("turns", "answered"),
+        Update::TurnDropped { reason, .. } => st.metrics.count("turns", reason),
+        Update::TurnFailed { .. } => st.metrics.count("turns", "failed"),
+        Update::SpeechIgnored { why, .. } => st.metrics.count("speech_ignored", why),
+        _ => {}
+    }
     if let Update::TurnDone(m) = up {
         st.metrics
             .observe("conversation_transcript", m.transcript_ms / 1000.0);
@@ -558,6 +578,9 @@ fn outgoing(up: Update) -> Message {
         }
         Update::TurnFailed { turn, error } => {
             json!({"type": "error", "turn": turn, "message": error})
+        }
+        Update::SpeechIgnored { heard, why } => {
+            json!({"type": "speech_ignored", "heard": heard, "reason": why})
         }
     };
     Message::Text(v.to_string().into())

@@ -9,6 +9,8 @@ use std::sync::Mutex;
 pub struct Metrics {
     requests: Mutex<std::collections::BTreeMap<(String, u16), u64>>,
     stages: Mutex<std::collections::BTreeMap<&'static str, Histogram>>,
+    /// Conversations' turns by how they ended, and speech let go by what it was taken for.
+    counts: Mutex<std::collections::BTreeMap<(&'static str, &'static str), u64>>,
     pub active: AtomicU64,
     /// WebSocket conversations open now.
     pub conversations: AtomicU64,
@@ -29,6 +31,12 @@ impl Metrics {
         *r.entry((route.to_string(), status)).or_default() += 1;
     }
 
+    /// Counts one `what` (`turns`, `speech_ignored`) of kind `kind`.
+    pub fn count(&self, what: &'static str, kind: &'static str) {
+        let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        *c.entry((what, kind)).or_default() += 1;
+    }
+
     pub fn observe(&self, stage: &'static str, secs: f64) {
         let mut s = self.stages.lock().unwrap_or_else(|e| e.into_inner());
         let h = s.entry(stage).or_default();
@@ -39,6 +47,21 @@ impl Metrics {
         }
         h.sum += secs;
         h.n += 1;
+    }
+
+    /// `seesay_turns_total{outcome}` and `seesay_speech_ignored_total{why}`.
+    fn render_counts(&self, out: &mut String) {
+        use std::fmt::Write;
+        out.push_str("# HELP seesay_turns_total Conversations' turns by how they ended (answered, interrupted, failed, or the reason one was dropped).\n# TYPE seesay_turns_total counter\n");
+        out.push_str("# HELP seesay_speech_ignored_total Speech during an answer let go, by what it was taken for.\n# TYPE seesay_speech_ignored_total counter\n");
+        for ((what, kind), n) in self.counts.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let label = match *what {
+                "turns" => "outcome",
+                _ => "why",
+            };
+            let kind = kind.replace('"', "'");
+            let _ = writeln!(out, "seesay_{what}_total{{{label}=\"{kind}\"}} {n}");
+        }
     }
 
     pub fn render(&self) -> String {
@@ -78,6 +101,7 @@ impl Metrics {
             "seesay_conversations {}",
             self.conversations.load(Ordering::Relaxed)
         );
+        self.render_counts(&mut out);
         out += "# HELP seesay_stage_seconds Time spent in each model stage.\n# TYPE seesay_stage_seconds histogram\n";
         for (stage, h) in self.stages.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             for (i, b) in BUCKETS.iter().enumerate() {

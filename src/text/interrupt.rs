@@ -81,6 +81,15 @@ fn is_filler(word: &str) -> bool {
         || (w.len() >= 2 && w.starts_with(['u', 'a', 'e', 'o']) && hums(&w[1..]))
 }
 
+/// What speech that did not mean to interrupt (`meant` is `None`) was taken for.
+pub fn let_go_as(heard: &str) -> &'static str {
+    match no_words(heard) {
+        true => "no words",
+        false if meant(heard, "").is_none() => "a backchannel",
+        false => "seesay's own voice",
+    }
+}
+
 /// Did the recogniser hear no word at all (nothing, or only its notes on sounds: "(coughs)")?
 pub fn no_words(heard: &str) -> bool {
     words(heard).is_empty()
@@ -168,6 +177,14 @@ mod tests {
         assert!(super::sure("what"));
         assert!(super::sure("tell about animal"));
         assert!(super::sure("bees honey"));
+    }
+
+    #[test]
+    fn speech_let_go_says_what_it_was_taken_for() {
+        use super::let_go_as;
+        assert_eq!(let_go_as(""), "no words");
+        assert_eq!(let_go_as("Mm-hmm."), "a backchannel");
+        assert_eq!(let_go_as("the capital of France"), "seesay's own voice");
     }
 
     #[test]

@@ -64,7 +64,13 @@ impl Listener {
                 self.keep_for_later(q);
             }
             _ => {
-                tracing::info!(heard = %text, "not a question (no words, a backchannel or an echo)")
+                let why = interrupt::let_go_as(text);
+                tracing::info!(heard = %text, why, "not a question");
+                self.cx
+                    .publish(crate::pipeline::messages::Update::SpeechIgnored {
+                        heard: text.to_string(),
+                        why,
+                    });
             }
         }
         true

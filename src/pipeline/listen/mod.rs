@@ -472,7 +472,12 @@ impl Listener {
                 }
             }
             None if c.ended.is_some() && c.whole => {
-                tracing::info!(heard = %text, "not an interruption (no words, a backchannel or an echo); the answer goes on");
+                let why = interrupt::let_go_as(text);
+                tracing::info!(heard = %text, why, "not an interruption; the answer goes on");
+                self.cx.publish(Update::SpeechIgnored {
+                    heard: text.to_string(),
+                    why,
+                });
                 self.candidate = None;
             }
             // The speech ended after this probe was sent (audio that comes faster than real
