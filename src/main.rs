@@ -9,6 +9,7 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
+    seesay::host::limit_malloc_arenas();
     let cli = cli::Cli::parse();
     let level = match cli.verbose {
         0 => "warn",
