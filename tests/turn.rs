@@ -95,8 +95,10 @@ fn kennedy_is_not_cut_off_after_fellow_americans() {
     assert_ne!(t["ended_by"], "input end", "{t}");
 }
 
-/// A long answer, and `reply` spoken over it by `voice` 2.5 s after the question, with barge-in.
-fn spoken_over(voice: &str, reply: &str) -> Vec<serde_json::Value> {
+/// A long answer, and `reply` spoken over it by `voice` 2.5 s after the question, with barge-in;
+/// the turns, and the end of what seesay logged (its decisions about the speech over the answer,
+/// for a failure to show).
+fn spoken_over(voice: &str, reply: &str) -> (Vec<serde_json::Value>, String) {
     let dir = tempfile::tempdir().unwrap();
     let silence = |s: f64| vec![0.0f32; (s * RATE as f64) as usize];
     let mut pcm = silence(0.5);
@@ -110,7 +112,8 @@ fn spoken_over(voice: &str, reply: &str) -> Vec<serde_json::Value> {
     pcm.extend(silence(8.0));
     let input = dir.path().join("input.wav");
     seesay::media::wav::write_wav(&input, &pcm, RATE as u32).unwrap();
-    run_with(dir.path(), &input, 60, &["--barge-in"])
+    let turns = run_with(dir.path(), &input, 60, &["--barge-in"]);
+    (turns, log_tail(dir.path(), 40))
 }
 
 /// (Piper's "Mm-hmm." does not sound like a hum: Whisper tiny.en hears "in a month", which
@@ -118,18 +121,21 @@ fn spoken_over(voice: &str, reply: &str) -> Vec<serde_json::Value> {
 #[test]
 fn a_backchannel_does_not_interrupt_but_words_do() {
     for (voice, backchannel) in [("espeak", "Mm-hmm."), ("piper", "Uh-huh.")] {
-        let turns = spoken_over(voice, backchannel);
-        assert_eq!(turns.len(), 1, "{voice} {backchannel}: {turns:?}");
-        assert_eq!(turns[0]["interrupted"], false, "{}", turns[0]);
+        let (turns, log) = spoken_over(voice, backchannel);
+        assert_eq!(turns.len(), 1, "{voice} {backchannel}: {turns:?}\n{log}");
+        assert_eq!(turns[0]["interrupted"], false, "{}\n{log}", turns[0]);
     }
     // Interrupted while it speaks (turn_done, interrupted), or, on a machine slow enough that
     // the answer has not begun 2.5 s later, before its first word (turn_dropped: no figures).
-    let turns = spoken_over("piper", "Wait, stop.");
+    let (turns, log) = spoken_over("piper", "Wait, stop.");
     let (last, before) = turns.split_last().expect("a turn");
-    assert!(before.len() <= 1, "{turns:?}");
-    assert!(before.iter().all(|t| t["interrupted"] == true), "{turns:?}");
+    assert!(before.len() <= 1, "{turns:?}\n{log}");
+    assert!(
+        before.iter().all(|t| t["interrupted"] == true),
+        "{turns:?}\n{log}"
+    );
     assert!(
         words(last["transcript"].as_str().unwrap()).contains(&"stop".into()),
-        "{last}"
+        "{last}\n{log}"
     );
 }
