@@ -112,6 +112,17 @@ pub fn limit_malloc_arenas() {
     }
 }
 
+/// Hands memory that was freed back to the system (glibc keeps freed memory in its arenas,
+/// to be used again, and returns only what lies at an arena's top): called when a conversation
+/// has ended and its stages are gone, so what it used does not stay counted in the server's RSS.
+pub fn give_back_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free pages; it is safe to call at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// The CPU cores this process may use.
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())

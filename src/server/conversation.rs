@@ -202,6 +202,7 @@ async fn session(
     drop(inputs);
     drop(rx_out);
     let failed = pipeline_failure(runner.await);
+    crate::host::give_back_freed_memory();
     let mut closing = exchange.closing;
     if let Some(e) = &failed {
         tracing::error!("conversation failed: {e}");
