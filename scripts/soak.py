@@ -1,7 +1,8 @@
 """Soak and load test of `seesay serve`, run by scripts/soak: traffic to 127.0.0.1 only.
 
-For MINUTES: N WebSocket conversations speak real questions in real time (some with barge-in,
-interrupting answers), API clients send transcription, speech and streamed chat requests, Wyoming
+For MINUTES: N clients hold WebSocket conversations in sessions of a few minutes, speaking real
+questions in real time (some with barge-in, interrupting answers); past the server's capacity
+they are refused (429) and call again after Retry-After. API clients send transcription, speech and streamed chat requests, Wyoming
 clients transcribe and synthesise, and garbage goes to every port. Then the server is stopped with
 SIGTERM. Reports turns per conversation (every turn that began must end: done, dropped with a
 reason, or failed), request outcomes and latency percentiles, RSS and thread count over time.
@@ -102,22 +103,40 @@ async def http_request(port, method, path, body=b"", headers=None, timeout=120):
     return await asyncio.to_thread(run)
 
 
-async def conversation(port, idx, barge_in, pcm_questions, deadline, out):
-    """Streams questions in real time (silence between) and records what the server says."""
+# A word that names each question in a transcript: a turn whose transcript names two questions
+# is two questions merged into one turn (asked with a short gap), which is accounted for.
+KEYS = ["italy", "spider", "bees", "ocean", "plus", "sky", "sun", "week", "cows", "hot"]
+
+
+async def conversation(port, idx, barge_in, pcm_questions, deadline, out, session_s):
+    """A client that talks to the server in sessions of about `session_s` (questions in real time,
+    silence between), hangs up, and calls again; refused (429), it comes back after Retry-After,
+    as a client should. Records what the server says, turn by turn."""
     rec = {"conversation": idx, "barge_in": barge_in, "asked": 0, "started": set(),
            "done": 0, "interrupted": 0, "dropped": {}, "failed": 0, "ended": {}, "errors": [],
-           "closed": None, "v2v": [], "refused": None}
+           "closed": [], "v2v": [], "refused": 0, "retry_after": set(), "sessions": 0,
+           "heard": {}, "ignored": {}}
     out.append(rec)
     uri = f"ws://127.0.0.1:{port}/v1/conversation?barge_in={'true' if barge_in else 'false'}"
     rng = random.Random(idx)
+    while time.monotonic() < deadline - 20:
+        try:
+            ws = await ws_client.connect(uri, max_size=None)
+        except websockets.exceptions.InvalidStatus as e:
+            # Past server.max_sessions: refused (429 with Retry-After), as it should be.
+            rec["refused"] += 1
+            wait = e.response.headers.get("Retry-After")
+            rec["retry_after"].add(wait)
+            await asyncio.sleep(float(wait or 2) + rng.uniform(0, 1))
+            continue
+        rec["sessions"] += 1
+        end = min(deadline, time.monotonic() + rng.uniform(0.75, 1.25) * session_s)
+        await talk(ws, rec, rec["sessions"], barge_in, pcm_questions, end, rng)
+
+
+async def talk(ws, rec, session, barge_in, pcm_questions, deadline, rng):
+    """One session: questions until `deadline`, then the last answers, then it hangs up."""
     chunk = 640  # 20 ms
-    try:
-        ws = await ws_client.connect(uri, max_size=None)
-    except websockets.exceptions.InvalidStatus as e:
-        # Past server.max_sessions: refused (429 with Retry-After), as it should be.
-        rec["refused"] = e.response.status_code
-        rec["retry_after"] = e.response.headers.get("Retry-After")
-        return
     async with ws:
 
         async def reader():
@@ -126,9 +145,14 @@ async def conversation(port, idx, barge_in, pcm_questions, deadline, out):
                     if isinstance(msg, bytes):
                         continue
                     e = json.loads(msg)
-                    t, turn = e.get("type"), e.get("turn")
+                    t, turn = e.get("type"), (session, e.get("turn"))
                     if t == "speech_started":
                         rec["started"].add(turn)
+                    elif t == "speech_ignored":  # let go, and said so: accounted for
+                        why = e.get("reason", "?")
+                        rec["ignored"][why] = rec["ignored"].get(why, 0) + 1
+                    elif t == "transcript":
+                        rec["heard"][turn] = e.get("text", "")
                     elif t == "turn_done":
                         rec["done"] += 1
                         rec["interrupted"] += bool(e.get("interrupted"))
@@ -139,16 +163,16 @@ async def conversation(port, idx, barge_in, pcm_questions, deadline, out):
                         reason = e.get("reason", "?")
                         rec["dropped"][reason] = rec["dropped"].get(reason, 0) + 1
                         rec["ended"][turn] = rec["ended"].get(turn, 0) + 1
-                    elif t == "error" and turn is not None:  # a turn that failed
+                    elif t == "error" and e.get("turn") is not None:  # a turn that failed
                         rec["failed"] += 1
                         rec["ended"][turn] = rec["ended"].get(turn, 0) + 1
                         rec["errors"].append(e.get("message"))
                     elif t == "error":
                         rec["errors"].append(e.get("message"))
             except websockets.exceptions.ConnectionClosed as c:
-                rec["closed"] = c.rcvd.code if c.rcvd else 1006
+                rec["closed"].append(c.rcvd.code if c.rcvd else 1006)
             else:
-                rec["closed"] = ws.close_code
+                rec["closed"].append(ws.close_code)
 
         listening = asyncio.create_task(reader())
         start = time.monotonic()
@@ -175,7 +199,8 @@ async def conversation(port, idx, barge_in, pcm_questions, deadline, out):
         # that began has ended, for at least 12 s and at most 60 s), then hang up: a turn whose
         # client left before its answer came is not one that vanished.
         waited = 0
-        while waited < 12 or (waited < 60 and any(rec["ended"].get(t, 0) == 0 for t in rec["started"])):
+        ours = lambda: [t for t in rec["started"] if t[0] == session]
+        while waited < 12 or (waited < 60 and any(rec["ended"].get(t, 0) == 0 for t in ours())):
             await stream(b"\0" * RATE * 2)
             waited += 1
         await ws.close()
@@ -346,12 +371,16 @@ def slope(points):
 async def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=10)
-    ap.add_argument("--conversations", type=int, default=4)
-    ap.add_argument("--barge-in", type=int, default=2, help="how many conversations interrupt")
+    ap.add_argument("--conversations", type=int, default=3,
+                    help="clients that call in sessions (refused past the server's capacity, "
+                         "they call again after Retry-After)")
+    ap.add_argument("--barge-in", type=int, default=1, help="how many of them interrupt")
+    ap.add_argument("--session-minutes", type=float, default=2,
+                    help="about how long a client stays before it hangs up and calls again")
     ap.add_argument("--report", default="soak-report.json")
-    ap.add_argument("--max-sessions", type=int, default=None,
-                    help="server.max_sessions (default: one more than --conversations; 0: the "
-                         "server's own default, derived from the cores)")
+    ap.add_argument("--max-sessions", type=int, default=0,
+                    help="server.max_sessions (0, the default: the server's own capacity, "
+                         "derived from the cores)")
     ap.add_argument("--no-api", action="store_true",
                     help="conversations only: no API, Wyoming or garbage traffic beside them")
     a = ap.parse_args()
@@ -360,8 +389,7 @@ async def main():
     http_port, wy_port = free_port(), free_port()
     cfg = os.path.join(work, "config.toml")
     with open(cfg, "w") as f:
-        sessions = a.conversations + 1 if a.max_sessions is None else a.max_sessions
-        f.write(f"[server]\nmax_sessions = {sessions}\nshutdown_timeout_s = 20\n"
+        f.write(f"[server]\nmax_sessions = {a.max_sessions}\nshutdown_timeout_s = 20\n"
                 f"[llm]\nmax_tokens = 48\n")
     print(f"soak: preparing {len(QUESTIONS)} spoken questions", file=sys.stderr)
     pcm_questions = []
@@ -387,7 +415,8 @@ async def main():
     print(f"soak: {a.conversations} conversations ({a.barge_in} with barge-in){beside} for "
           f"{a.minutes:g} min; server pid {server.pid}, log {log.name}", file=sys.stderr)
     stats, convs, series, children = Stats(), [], [], []
-    tasks = [conversation(http_port, i, i < a.barge_in, pcm_questions, deadline, convs)
+    tasks = [conversation(http_port, i, i < a.barge_in, pcm_questions, deadline, convs,
+                          a.session_minutes * 60)
              for i in range(a.conversations)]
     if not a.no_api:
         tasks += [api_client(http_port, stats, deadline, os.path.join(work, "q0.wav")),
@@ -434,12 +463,19 @@ async def main():
     for c in convs:
         lost = sorted(t for t in c["started"] if c["ended"].get(t, 0) != 1)
         vanished += len(lost)
+        # Questions in each transcript (by the word that names each): two or more in one turn
+        # were merged into it.
+        named = [sum(k in text.lower() for k in KEYS) for text in c["heard"].values()]
+        merged = sum(n - 1 for n in named if n > 1)
         report["conversations"].append({
             "conversation": c["conversation"], "barge_in": c["barge_in"], "asked": c["asked"],
-            "turns": len(c["started"]), "done": c["done"], "interrupted": c["interrupted"],
+            "sessions": c["sessions"], "turns": len(c["started"]), "merged": merged,
+            "ignored": c["ignored"],
+            "unaccounted": c["asked"] - len(c["started"]) - merged - sum(c["ignored"].values()),
+            "done": c["done"], "interrupted": c["interrupted"],
             "dropped": c["dropped"], "failed": c["failed"], "vanished": lost,
-            "errors": c["errors"][:3], "closed": c["closed"], "refused": c["refused"],
-            "retry_after": c.get("retry_after"),
+            "errors": c["errors"][:3], "closed": sorted(set(c["closed"])), "refused": c["refused"],
+            "retry_after": sorted(c["retry_after"], key=str),
             "first_audio_s": {"n": len(c["v2v"]), "p50": percentile(c["v2v"], 50),
                               "p95": percentile(c["v2v"], 95)}})
     every_v2v = [v for c in convs for v in c["v2v"]]
@@ -472,15 +508,18 @@ async def main():
     json.dump(report, open(a.report, "w"), indent=1, default=list)
 
     fmt = lambda v: f"{v:7.2f}" if v is not None else "      -"
-    print("\nconversation  barge-in  asked  turns  done(interrupted)  dropped             failed  vanished  first audio p50/p95 s")
+    print("\nclient  barge-in  sessions  refused  asked  turns  merged  ignored  unaccounted  done(interrupted)  dropped                 failed  vanished  first audio p50/p95 s")
     for c in report["conversations"]:
-        if c["refused"]:
-            print(f"{c['conversation']:>12}  refused: {c['refused']}, Retry-After: {c['retry_after']}")
-            continue
         fa = c["first_audio_s"]
-        print(f"{c['conversation']:>12}  {str(c['barge_in']):>8}  {c['asked']:>5}  {c['turns']:>5}  "
-              f"{c['done']:>4}({c['interrupted']:>2})          {json.dumps(c['dropped']):<18}  {c['failed']:>6}  {len(c['vanished']):>8}"
+        print(f"{c['conversation']:>6}  {str(c['barge_in']):>8}  {c['sessions']:>8}  {c['refused']:>7}  {c['asked']:>5}  {c['turns']:>5}  "
+              f"{c['merged']:>6}  {sum(c['ignored'].values()):>7}  {c['unaccounted']:>11}  {c['done']:>4}({c['interrupted']:>2})          {json.dumps(c['dropped']):<22}  {c['failed']:>6}  {len(c['vanished']):>8}"
               f"  {fmt(fa['p50'])} {fmt(fa['p95'])}")
+    for c in report["conversations"]:
+        if c["ignored"]:
+            print(f"client {c['conversation']}: speech during answers let go: {c['ignored']}")
+    refusals = sorted({r for c in report["conversations"] for r in c["retry_after"]}, key=str)
+    print(f"conversations refused (429, Retry-After {refusals}): "
+          f"{sum(c['refused'] for c in report['conversations'])}; a refused client called again")
     fa = report["first_audio_s"]
     print(f"first audio after the end of speech, every answered turn: n {fa['n']}, p50 {fmt(fa['p50'])} s, p95 {fmt(fa['p95'])} s")
     print("\nrequests            n    ok  refused  failed         p50 s   p95 s   max s")

@@ -208,8 +208,9 @@ pub struct ServerConfig {
     pub request_timeout_s: u64,
     /// Conversations over WebSocket at once; more get 429. Each has its own VAD and history
     /// and shares the models with everything else. 0 (the default): one for every two cores
-    /// (two cores measured: one conversation alone waits 3.8 s for its first audio at the
-    /// median, two at once 5.7 s; see the README's paragraph on capacity).
+    /// (two cores measured: one conversation beside API traffic, first audio 1.3 s at the
+    /// median; two at once, 3.1 s; see the README's paragraph on capacity). One alone gets
+    /// every core for each step; several share them out.
     pub max_sessions: usize,
     /// Largest message a WebSocket client may send (audio or a camera snapshot), in MB.
     pub max_message_mb: usize,
