@@ -536,7 +536,7 @@ async fn incoming(
 /// server's metrics.
 fn observe(st: &Shared, up: &Update) {
     match up {
-        Update::TurnDone(m) if m.interrupted => st.metrics.count("turns", "interrupted"),
+        Update::TurnDone(m) if m.interrupted => st.metrics.count("turns", "cut"),
         Update::TurnDone(_) => st.metrics.count("turns", "answered"),
         Update::TurnDropped { reason, .. } => st.metrics.count("turns", reason),
         Update::TurnFailed { .. } => st.metrics.count("turns", "failed"),

@@ -52,7 +52,7 @@ impl Metrics {
     /// `seesay_turns_total{outcome}` and `seesay_speech_ignored_total{why}`.
     fn render_counts(&self, out: &mut String) {
         use std::fmt::Write;
-        out.push_str("# HELP seesay_turns_total Conversations' turns by how they ended (answered, interrupted, failed, or the reason one was dropped).\n# TYPE seesay_turns_total counter\n");
+        out.push_str("# HELP seesay_turns_total Conversations' turns by how they ended (answered, cut by the user while spoken, failed, or why one was dropped: no words, interrupted before its first word, ...).\n# TYPE seesay_turns_total counter\n");
         out.push_str("# HELP seesay_speech_ignored_total Speech during an answer let go, by what it was taken for.\n# TYPE seesay_speech_ignored_total counter\n");
         for ((what, kind), n) in self.counts.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             let label = match *what {
