@@ -63,15 +63,7 @@ impl Listener {
                 tracing::info!(%words, "a question during the answer; it is answered next");
                 self.keep_for_later(q);
             }
-            _ => {
-                let why = interrupt::let_go_as(text);
-                tracing::info!(heard = %text, why, "not a question");
-                self.cx
-                    .publish(crate::pipeline::messages::Update::SpeechIgnored {
-                        heard: text.to_string(),
-                        why,
-                    });
-            }
+            _ => self.let_go(text, "not a question"),
         }
         true
     }

@@ -472,12 +472,7 @@ impl Listener {
                 }
             }
             None if c.ended.is_some() && c.whole => {
-                let why = interrupt::let_go_as(text);
-                tracing::info!(heard = %text, why, "not an interruption; the answer goes on");
-                self.cx.publish(Update::SpeechIgnored {
-                    heard: text.to_string(),
-                    why,
-                });
+                self.let_go(text, "not an interruption; the answer goes on");
                 self.candidate = None;
             }
             // The speech ended after this probe was sent (audio that comes faster than real
@@ -498,6 +493,17 @@ impl Listener {
             }
         }
         Ok(())
+    }
+
+    /// Speech over the answer that means nothing (`interrupt::meant` is `None`) is let go: the
+    /// log says so (`note`) and the client is told what it was taken for.
+    fn let_go(&self, text: &str, note: &str) {
+        let why = interrupt::let_go_as(text);
+        tracing::info!(heard = %text, why, "{note}");
+        self.cx.publish(Update::SpeechIgnored {
+            heard: text.to_string(),
+            why,
+        });
     }
 
     /// Reports the end of the user's speech and hands the utterance to ASR.
