@@ -29,7 +29,7 @@ pub fn wyoming_event(data: &[u8]) {
 /// A conversation's WebSocket messages: text (JSON with a data-URI snapshot) and binary (PCM).
 pub fn ws_message(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = seesay::server::conversation::client_image(text, 64);
+        let _ = seesay::server::client::client_message(text, 64);
     }
     let _ = seesay::media::audio::from_pcm16(data);
 }

@@ -67,7 +67,7 @@ fn the_seeds_parse() {
     .unwrap();
     assert_eq!(p.len(), 2);
     let image = seed("ws_message", "image.json");
-    seesay::server::conversation::client_image(std::str::from_utf8(&image).unwrap(), 64).unwrap();
+    seesay::server::client::client_message(std::str::from_utf8(&image).unwrap(), 64).unwrap();
     let req = serde_json::from_slice(&seed("chat_request", "image.json")).unwrap();
     let (msgs, images) = seesay::server::openai::chat_messages(&req).unwrap();
     assert_eq!((msgs.len(), images.len()), (1, 1));

@@ -475,6 +475,7 @@ fn bench_pipeline(cfg: &Config, turns: usize, voice_name: &str) -> Result<serde_
             updates: None,
             // The benchmark measures the conversation itself, the same run after run.
             memory: None,
+            typed: None,
         },
         Arc::new(AtomicBool::new(false)),
         Arc::new(AtomicBool::new(false)),

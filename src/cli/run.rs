@@ -133,6 +133,7 @@ pub fn run(mut cfg: Config, a: RunArgs) -> Result<()> {
             frames,
             updates: None,
             memory,
+            typed: None,
         },
         stop,
         abort,

@@ -221,3 +221,49 @@ fn a_fragment_at_a_pause_waits_for_the_rest_of_the_question() {
         .count();
     assert_eq!(started, 1, "{}", brief(&seen));
 }
+
+/// A typed question is a turn of its own at once: with no recogniser in the way, and stopping
+/// the answer under way even in half duplex (typing is never seesay's echo or a backchannel).
+#[test]
+fn a_typed_question_is_answered_and_stops_the_answer_under_way() {
+    let t = Instant::now();
+    let mut h = start(
+        false,
+        Fakes {
+            words: 200,
+            long: &[1],
+            token_ms: 3,
+            voice_ms: 15,
+            ..Fakes::default()
+        },
+    );
+    h.ask(1);
+    h.wait_for("audio of turn 1", |u| {
+        matches!(u, Update::Audio { turn: 1, .. })
+    });
+    h.type_question("question 2");
+    h.wait_for("turn 2 done", |u| done(u, 2));
+    h.type_question("question 3");
+    h.wait_for("turn 3 done", |u| done(u, 3));
+    let (result, seen, models, tokens) = h.finish();
+    let summary = result.unwrap();
+    let heard = transcripts(&summary);
+    assert_eq!(
+        heard,
+        ["question 1", "question 2", "question 3"],
+        "{}",
+        brief(&seen)
+    );
+    assert!(summary.turns[0].interrupted, "{}", brief(&seen));
+    assert!(summary.turns[2]
+        .answer
+        .starts_with("Answer0 to question 3."));
+    assert_eq!(summary.turns[1].ended_by, "typed");
+    // No audio of turn 1 after turn 2 began.
+    let began2 = seen.iter().position(|u| started(u) == Some(2)).unwrap();
+    assert!(!seen[began2..]
+        .iter()
+        .any(|u| matches!(u, Update::Audio { turn: 1, .. })));
+    no_stage_left(&models, &tokens);
+    under_a_second(t);
+}

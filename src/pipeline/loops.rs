@@ -33,7 +33,7 @@ pub(crate) fn asr_loop(
     let _stage = tracing::info_span!("asr").entered();
     // (turn, speech end, transcript) of the last speculative transcription.
     let mut ahead: Option<(u64, u64, String)> = None;
-    for u in rx {
+    for mut u in rx {
         let _turn = tracing::debug_span!("turn", turn = u.turn).entered();
         if u.purpose == Purpose::Probe {
             probe(&asr, &u, &hints);
@@ -55,8 +55,11 @@ pub(crate) fn asr_loop(
             }
             continue;
         }
-        let reuse = match ahead.take() {
-            Some((turn, end, text)) if !speculative && turn == u.turn && end == u.speech_end => {
+        let reuse = match (u.typed.take(), ahead.take()) {
+            (Some(typed), _) => Some(Ok(typed)),
+            (None, Some((turn, end, text)))
+                if !speculative && turn == u.turn && end == u.speech_end =>
+            {
                 tracing::debug!("using the transcript made during the pause");
                 Some(Ok(text))
             }

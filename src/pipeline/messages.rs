@@ -59,6 +59,8 @@ pub(crate) struct Utterance {
     /// A speculation's token: cancelled once it no longer matters (the user went on speaking,
     /// or a pause superseded a reading), it is dropped, or stopped while being transcribed.
     pub stop: Option<Cancel>,
+    /// A typed question's words: nothing to transcribe (`audio` is empty).
+    pub typed: Option<String>,
 }
 
 /// The transcript of an utterance. A speculative one (of the audio up to a pause) is only

@@ -102,6 +102,8 @@ pub struct RunOptions {
     /// Where what the camera showed and what was said is kept, and recalled for each question
     /// (`None`: nothing is kept or recalled).
     pub memory: Option<Arc<Mutex<Memory>>>,
+    /// Questions typed by the client, each answered as a turn of its own (as if spoken).
+    pub typed: Option<Receiver<String>>,
 }
 
 /// What a run produced.
@@ -177,7 +179,8 @@ pub fn run_with(
         echo: echo.clone(),
     };
     let (source, rx_frames) = input.start(cfg, opts.input, &cx, tx_frames, rx_frames)?;
-    let listening = listening(cfg, models, vad, echo.is_some())?;
+    let mut listening = listening(cfg, models, vad, echo.is_some())?;
+    listening.typed = opts.typed.unwrap_or_else(crossbeam_channel::never);
     let rx_play = start_stages(cfg, models, listening, rx_frames, camera, &cx, &mut stages)?;
     let sink = start_sink(
         cfg,
@@ -349,6 +352,7 @@ fn listening(
             cfg: cfg.turn.clone(),
             model: models.turn.clone(),
         }),
+        typed: crossbeam_channel::never(),
     })
 }
 

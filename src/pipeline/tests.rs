@@ -25,6 +25,7 @@ use super::fakes::*;
 /// A pipeline on fake stages, fed frame by frame, with the client's updates collected.
 pub(super) struct Harness {
     framer: Option<Framer>,
+    typed: crossbeam_channel::Sender<String>,
     updates: Receiver<Update>,
     seen: Vec<Update>,
     run: JoinHandle<Result<RunSummary, PipelineError>>,
@@ -104,6 +105,7 @@ pub(super) fn start_seeing(barge_in: bool, f: Fakes, sight: Option<Sight>) -> Ha
     cfg.tools.live = true;
     let (tx_frames, rx_frames) = crossbeam_channel::bounded(64);
     let (tx_up, updates) = crossbeam_channel::unbounded();
+    let (typed, rx_typed) = crossbeam_channel::bounded(4);
     let m = models.clone();
     let run = std::thread::spawn(move || {
         let opts = RunOptions {
@@ -116,12 +118,14 @@ pub(super) fn start_seeing(barge_in: bool, f: Fakes, sight: Option<Sight>) -> Ha
             max_turns: None,
             updates: Some(tx_up),
             memory: None,
+            typed: Some(rx_typed),
         };
         let flag = || Arc::new(AtomicBool::new(false));
         run_with(&cfg, &m, opts, flag(), flag())
     });
     Harness {
         framer: Some(Framer::new(tx_frames)),
+        typed,
         updates,
         seen: Vec::new(),
         run,
@@ -143,6 +147,11 @@ impl Harness {
     pub(super) fn ask(&mut self, id: u32) {
         self.push(&vec![0.3 + id as f32 / 10.0; FRAME * 10]);
         self.push(&vec![0.0; FRAME * 5]);
+    }
+
+    /// A question typed by the client.
+    pub(super) fn type_question(&self, text: &str) {
+        self.typed.send(text.into()).unwrap();
     }
 
     /// Collects updates until one matches, and returns it (fails after a few seconds).

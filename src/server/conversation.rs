@@ -4,7 +4,9 @@
 //! hears in that store of `/v1/memory` and recalls from it; without it, nothing is kept.
 //!
 //! Client → server: binary messages of 16 kHz mono 16-bit little-endian PCM, any length;
-//! text messages `{"type": "image", "data": "data:image/jpeg;base64,..."}` (a camera snapshot).
+//! text messages `{"type": "image", "data": "data:image/jpeg;base64,..."}` (a camera snapshot)
+//! and `{"type": "text", "text": "..."}` (a typed question, answered as a turn of its own).
+//! Both ways, the messages are read and written in `client.rs`.
 //!
 //! Server → client: text messages `ready`, `speech_started` (stop playing older turns: barge-in),
 //! `transcript`, `answer` (pieces of the answer as it is written), `caption`, `turn_done` (the
@@ -26,14 +28,15 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::client::{bad, incoming, outgoing, Bad, Inputs, FAILED, GOING_AWAY, POLICY, PROTOCOL};
+
 use super::priority::Urgency;
 use super::state::{ApiError, Shared};
 use crate::config::Config;
-use crate::media::audio::{from_pcm16, pcm16, SAMPLE_RATE};
-use crate::media::image::{data_uri_bytes, decode_image};
+use crate::media::audio::SAMPLE_RATE;
 use crate::memory::Memory;
 use crate::pipeline::{Input, Output, PipelineError, RunOptions, RunSummary, Update};
-use crate::stages::camera::{self, Frame, FrameReceiver, FrameSender};
+use crate::stages::camera::{self, FrameReceiver};
 use crate::stages::mic::{AudioFrame, Framer};
 
 #[derive(Deserialize)]
@@ -134,30 +137,6 @@ pub async fn conversation(
         })
 }
 
-/// Why a connection is closed: the close code and the reason.
-#[derive(Debug)]
-pub struct Bad {
-    pub code: u16,
-    pub reason: String,
-}
-
-fn bad(code: u16, reason: impl Into<String>) -> Bad {
-    Bad {
-        code,
-        reason: reason.into(),
-    }
-}
-
-/// 1003: a kind of message the server does not take; 1007: a message it cannot read.
-const UNSUPPORTED: u16 = 1003;
-const INVALID: u16 = 1007;
-/// 1002: a frame the WebSocket layer refused (broken, or too big).
-const PROTOCOL: u16 = 1002;
-/// 1008: the client broke a rule (it went quiet for too long).
-const POLICY: u16 = 1008;
-/// 1001: the server is going away (shutting down).
-const GOING_AWAY: u16 = 1001;
-
 async fn session(
     mut socket: WebSocket,
     st: Shared,
@@ -176,21 +155,27 @@ async fn session(
     let (tx_frames, rx_frames) = crossbeam_channel::bounded(64);
     let (tx_pictures, rx_pictures) = camera::frame_slot();
     if let Err(e) = spawn_bridges(rx_up, tx_out, rx_audio, tx_frames) {
-        let _ = close(&mut socket, bad(1011, format!("cannot start: {e}"))).await;
+        let _ = close(&mut socket, bad(FAILED, format!("cannot start: {e}"))).await;
         return;
     }
     let mut cfg = st.cfg.clone();
     cfg.pipeline.barge_in = barge_in.into();
     cfg.pipeline.wake_word = wake_word;
     let cfg_wake = cfg.pipeline.wake_word.clone();
-    let opts = client_run_options(rx_frames, rx_pictures, tx_up, memory);
+    let (tx_typed, rx_typed) = crossbeam_channel::bounded::<String>(4);
+    let mut opts = client_run_options(rx_frames, rx_pictures, tx_up, memory);
+    opts.typed = Some(rx_typed);
     let runner = start_pipeline(cfg, &st, opts, &stop, &abort);
     tracing::info!(barge_in, "conversation started");
 
     let ready = ready_message(&st, barge_in, cfg_wake);
     let mut exchange = Exchange::new(&st);
     // What the client sends into the pipeline (dropped: the input has ended).
-    let mut inputs = Some((tx_audio, tx_pictures));
+    let mut inputs = Some(Inputs {
+        audio: tx_audio,
+        pictures: tx_pictures,
+        typed: tx_typed,
+    });
     if socket.send(ready).await.is_ok() {
         exchange
             .run(&mut socket, &st, &mut inputs, &mut rx_out)
@@ -206,7 +191,7 @@ async fn session(
     let mut closing = exchange.closing;
     if let Some(e) = &failed {
         tracing::error!("conversation failed: {e}");
-        closing.get_or_insert(bad(1011, e.clone()));
+        closing.get_or_insert(bad(FAILED, e.clone()));
     }
     if let Some(b) = closing {
         let _ = close(&mut socket, b).await;
@@ -276,6 +261,7 @@ fn client_run_options(
         updates: Some(tx_up),
         // Only a store the client named (`memory=NAME`).
         memory,
+        typed: None,
     }
 }
 
@@ -304,9 +290,6 @@ fn pipeline_failure(
         Err(e) => Some(format!("the pipeline panicked: {e}")),
     }
 }
-
-/// What the client sends into the pipeline: audio and camera pictures.
-type Inputs = (tokio::sync::mpsc::Sender<Vec<f32>>, FrameSender);
 
 /// The messages to and from one client, and what ends them.
 struct Exchange {
@@ -384,10 +367,10 @@ impl Exchange {
             }
             Some(Ok(m)) => m,
         };
-        let Some((tx_audio, tx_pictures)) = inputs else {
+        let Some(inputs) = inputs else {
             return true;
         };
-        if let Err(b) = incoming(st, msg, tx_audio, tx_pictures).await {
+        if let Err(b) = incoming(st, msg, inputs).await {
             tracing::warn!(code = b.code, "closing a conversation: {}", b.reason);
             self.closing = Some(b);
             return false;
@@ -460,78 +443,6 @@ async fn close(socket: &mut WebSocket, b: Bad) -> Result<(), axum::Error> {
         .await
 }
 
-#[derive(Deserialize)]
-struct ClientMessage {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    data: String,
-}
-
-/// A client's text message: JSON with a `type`; the one type there is, `image`, carries a data
-/// URI, decoded here (to at most `max_side` pixels a side). Errors name the close code.
-pub fn client_image(text: &str, max_side: u32) -> Result<image::RgbImage, Bad> {
-    let m: ClientMessage = serde_json::from_str(text).map_err(|e| {
-        bad(
-            INVALID,
-            format!("a text message must be JSON with a \"type\": {e}"),
-        )
-    })?;
-    match m.kind.as_str() {
-        "image" => {
-            let bytes = data_uri_bytes(&m.data).map_err(|e| bad(INVALID, format!("image: {e}")))?;
-            decode_image(&bytes, "the snapshot", max_side).map_err(|e| bad(INVALID, e.to_string()))
-        }
-        other => Err(bad(
-            UNSUPPORTED,
-            format!("unknown message type {other:?} (expected \"image\", or binary audio)"),
-        )),
-    }
-}
-
-/// Handles one message from the client.
-async fn incoming(
-    st: &Shared,
-    msg: Message,
-    audio: &tokio::sync::mpsc::Sender<Vec<f32>>,
-    pictures: &FrameSender,
-) -> Result<(), Bad> {
-    match msg {
-        Message::Binary(bytes) => {
-            let samples = from_pcm16(&bytes).ok_or_else(|| {
-                bad(
-                    INVALID,
-                    format!(
-                        "audio must be 16-bit PCM: a binary message of {} bytes is not whole samples",
-                        bytes.len()
-                    ),
-                )
-            })?;
-            // Waits when the pipeline is behind: the socket's reading slows, nothing is dropped.
-            audio
-                .send(samples)
-                .await
-                .map_err(|_| bad(1011, "the pipeline has stopped"))
-        }
-        Message::Text(text) => {
-            let max_side = st.cfg.vision.max_side;
-            let text = text.to_string();
-            let image = tokio::task::spawn_blocking(move || client_image(&text, max_side))
-                .await
-                .map_err(|e| bad(1011, e.to_string()))??;
-            pictures.put(Frame {
-                seq: 0,
-                image: Arc::new(image),
-                source: "the client's camera".into(),
-                at: Instant::now(),
-            });
-            Ok(())
-        }
-        // Pings are answered by the WebSocket layer.
-        _ => Ok(()),
-    }
-}
-
 /// Records how each turn ended (and speech let go) and a finished turn's figures in the
 /// server's metrics.
 fn observe(st: &Shared, up: &Update) {
@@ -551,38 +462,4 @@ fn observe(st: &Shared, up: &Update) {
         st.metrics
             .observe("conversation_voice_to_voice", m.voice_to_voice_ms / 1000.0);
     }
-}
-
-/// An update as a WebSocket message.
-fn outgoing(up: Update) -> Message {
-    let v = match up {
-        Update::Audio { turn, pcm } => {
-            let mut b = Vec::with_capacity(4 + pcm.len() * 2);
-            b.extend((turn as u32).to_le_bytes());
-            b.extend(pcm16(&pcm));
-            return Message::Binary(b.into());
-        }
-        Update::SpeechStarted { turn } => json!({"type": "speech_started", "turn": turn}),
-        Update::WakeWord { word } => json!({"type": "wake_word", "word": word}),
-        Update::Transcript { turn, text } => {
-            json!({"type": "transcript", "turn": turn, "text": text})
-        }
-        Update::AnswerText { turn, text } => json!({"type": "answer", "turn": turn, "text": text}),
-        Update::Caption { text, .. } => json!({"type": "caption", "text": text}),
-        Update::TurnDone(m) => {
-            let mut v = serde_json::to_value(&m).unwrap_or_default();
-            v["type"] = "turn_done".into();
-            v
-        }
-        Update::TurnDropped { turn, reason } => {
-            json!({"type": "turn_dropped", "turn": turn, "reason": reason})
-        }
-        Update::TurnFailed { turn, error } => {
-            json!({"type": "error", "turn": turn, "message": error})
-        }
-        Update::SpeechIgnored { heard, why } => {
-            json!({"type": "speech_ignored", "heard": heard, "reason": why})
-        }
-    };
-    Message::Text(v.to_string().into())
 }

@@ -28,6 +28,7 @@ use crate::text::interrupt;
 
 mod aside;
 mod pauses;
+mod typed;
 
 use pauses::Speculation;
 
@@ -50,6 +51,8 @@ pub(crate) struct Listening {
     pub turn: Option<Judging>,
     /// Answer only after a wake word (`pipeline.wake_word`).
     pub wake: Option<Wake>,
+    /// Questions typed by the client (`never()` when there is no such client).
+    pub typed: Receiver<String>,
 }
 
 /// Wake-word mode: seesay listens after the wake word, and for follow-ups after each answer.
@@ -158,6 +161,13 @@ pub(crate) fn vad_loop(
             recv(rx) -> m => match m {
                 Ok(frame) if !s.cx.turns.clock.stopped() => s.frame(frame),
                 _ => break,
+            },
+            recv(s.l.typed) -> m => match m {
+                Ok(text) => s.typed(text),
+                Err(_) => {
+                    s.l.typed = crossbeam_channel::never();
+                    Ok(())
+                }
             },
             recv(feedback.as_ref().unwrap_or(&never)) -> f => match f {
                 // Frames that came meanwhile first: a verdict on a pause must know whether the
@@ -531,6 +541,7 @@ impl Listener {
             speech_end,
             purpose: Purpose::Final,
             stop: None,
+            typed: None,
         };
         self.tx.send(u).map_err(|_| None)
     }
@@ -550,6 +561,7 @@ fn send_probe(
         speech_end: start,
         purpose: Purpose::Probe,
         stop: None,
+        typed: None,
     };
     match tx.try_send(u) {
         Ok(()) => Ok(true),

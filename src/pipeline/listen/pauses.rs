@@ -187,6 +187,7 @@ impl Listener {
             speech_end,
             purpose: Purpose::Pause,
             stop: Some(stop.clone()),
+            typed: None,
         };
         match self.tx.try_send(u) {
             Ok(()) => Ok(Some(stop)),
