@@ -54,13 +54,15 @@ impl DevTools {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_web_page_talks_in_headless_chromium() {
+/// Headless Chromium on `url`, with `microphone` (a WAV file) as its microphone; the page's
+/// DevTools connection.
+async fn open_page(
+    url: &str,
+    microphone: &std::path::Path,
+    dir: &std::path::Path,
+) -> (Killed, DevTools) {
     let chromium = std::env::var("SEESAY_TEST_CHROMIUM").unwrap_or_else(|_| "chromium".into());
-    let s = Server::start_with(&[], "[llm]\nmax_tokens = 48\n");
-    let dir = tempfile::tempdir().unwrap();
-    let (question, _) = questions(dir.path(), &[("What is the capital of France?", 1.5)], 5.0);
-    let profile = dir.path().join("profile");
+    let profile = dir.join("profile");
     let child = Command::new(&chromium)
         .args([
             "--headless=new",
@@ -71,21 +73,21 @@ async fn the_web_page_talks_in_headless_chromium() {
             "--use-fake-device-for-media-stream",
             &format!(
                 "--use-file-for-fake-audio-capture={}%noloop",
-                question.display()
+                microphone.display()
             ),
             "--autoplay-policy=no-user-gesture-required",
             "--remote-debugging-port=0",
             &format!("--user-data-dir={}", profile.display()),
             "--window-size=1000,900",
-            &s.url("/?autostart=1"),
+            url,
         ])
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("chromium.log")).unwrap())
+        .stderr(std::fs::File::create(dir.join("chromium.log")).unwrap())
         .spawn()
         .unwrap_or_else(|e| {
             panic!("cannot start {chromium} ({e}): scripts/test installs Debian's chromium")
         });
-    let _browser = Killed(child);
+    let browser = Killed(child);
     // Chromium writes the DevTools port it picked into the profile.
     let t = Instant::now();
     let port = loop {
@@ -97,7 +99,7 @@ async fn the_web_page_talks_in_headless_chromium() {
         assert!(
             t.elapsed() < Duration::from_secs(60),
             "chromium did not start: {}",
-            std::fs::read_to_string(dir.path().join("chromium.log")).unwrap_or_default()
+            std::fs::read_to_string(dir.join("chromium.log")).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(100));
     };
@@ -115,23 +117,73 @@ async fn the_web_page_talks_in_headless_chromium() {
         .iter()
         .find(|p| p["type"] == "page")
         .unwrap_or_else(|| panic!("no page: {pages}"));
-    let url = page["webSocketDebuggerUrl"].as_str().unwrap();
-    let mut dt = DevTools {
-        ws: tokio_tungstenite::connect_async(url).await.unwrap().0,
+    let ws = page["webSocketDebuggerUrl"].as_str().unwrap();
+    let dt = DevTools {
+        ws: tokio_tungstenite::connect_async(ws).await.unwrap().0,
         id: 0,
     };
+    (browser, dt)
+}
+
+impl DevTools {
+    /// What the page has seen (`window.seesay`).
+    async fn state(&mut self) -> serde_json::Value {
+        let text = self.eval("JSON.stringify(window.seesay)").await;
+        serde_json::from_str(text.as_str().unwrap_or("{}")).unwrap()
+    }
+
+    /// Waits (at most `secs`) for the page's state to pass `until`; returns it.
+    async fn wait(
+        &mut self,
+        what: &str,
+        secs: u64,
+        server: &Server,
+        until: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let t = Instant::now();
+        loop {
+            let state = self.state().await;
+            if until(&state) {
+                return state;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(secs),
+                "{what}: not within {secs} s: {state}\nserver log:\n{}",
+                server.log()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// A PNG of the page, written to the test artefacts as `name`.
+    async fn screenshot(&mut self, name: &str) -> Vec<u8> {
+        let shot = self
+            .call(
+                "Page.captureScreenshot",
+                serde_json::json!({"format": "png"}),
+            )
+            .await;
+        let png = base64_decode(shot["data"].as_str().unwrap());
+        assert!(png.starts_with(b"\x89PNG"));
+        let path = artifacts().join(name);
+        std::fs::write(&path, &png).unwrap();
+        eprintln!("screenshot: {} ({} bytes)", path.display(), png.len());
+        png
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_page_talks_in_headless_chromium() {
+    let s = Server::start_with(&[], "[llm]\nmax_tokens = 48\n");
+    let dir = tempfile::tempdir().unwrap();
+    let (question, _) = questions(dir.path(), &[("What is the capital of France?", 1.5)], 5.0);
+    let (_browser, mut dt) = open_page(&s.url("/?autostart=1"), &question, dir.path()).await;
 
     // Wait for the answer: the transcript on the page, its audio received, its figures shown.
-    let t = Instant::now();
     let mut snapped = false;
+    let t = Instant::now();
     let state = loop {
-        let state: serde_json::Value = serde_json::from_str(
-            dt.eval("JSON.stringify(window.seesay)")
-                .await
-                .as_str()
-                .unwrap_or("{}"),
-        )
-        .unwrap();
+        let state = dt.state().await;
         if !snapped && state["status"] == "listening" {
             // The fake camera's picture, through the snapshot button.
             dt.eval("document.getElementById('snap').click()").await;
@@ -150,20 +202,11 @@ async fn the_web_page_talks_in_headless_chromium() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    let shot = dt
-        .call(
-            "Page.captureScreenshot",
-            serde_json::json!({"format": "png"}),
-        )
-        .await;
-    let png = base64_decode(shot["data"].as_str().unwrap());
-    let path = artifacts().join("web-page.png");
-    std::fs::write(&path, &png).unwrap();
-    eprintln!(
-        "screenshot: {} ({} bytes)\npage state: {state}",
-        path.display(),
-        png.len()
-    );
+    dt.screenshot("web-page.png").await;
+    eprintln!("page state: {state}");
+    // The microphone's level moved with the question; the devices were listed.
+    assert!(state["levelPeak"].as_f64().unwrap() > 0.01, "{state}");
+    assert!(state["devices"]["mic"].as_u64().unwrap() >= 1, "{state}");
 
     let turns = state["turns"].as_object().unwrap();
     let (_, turn) = turns.iter().find(|(_, t)| !t["done"].is_null()).unwrap();
@@ -188,7 +231,6 @@ async fn the_web_page_talks_in_headless_chromium() {
         .await;
     assert!(shown.as_str().unwrap().contains("first audio"), "{shown}");
     assert_eq!(state["errors"], serde_json::json!([]), "{state}");
-    assert!(png.starts_with(b"\x89PNG"));
     // Stop: the page hangs up and the server ends the conversation.
     assert_eq!(
         s.get("/metrics").matches("seesay_conversations 1").count(),
@@ -205,4 +247,105 @@ async fn the_web_page_talks_in_headless_chromium() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A typed question is answered; the page follows the system's colours (screenshots light and
+/// dark); a server that crashes shows an error on the page, which reconnects by itself once the
+/// server is back, and is answered again. The microphone is silent: only typing asks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_answers_typing_goes_dark_and_reconnects_after_a_crash() {
+    let mut s = Server::start_with(&[], "[llm]\nmax_tokens = 48\n");
+    let dir = tempfile::tempdir().unwrap();
+    let silence = dir.path().join("silence.wav");
+    seesay::media::wav::write_wav(&silence, &vec![0.0; 16_000 * 30], 16_000).unwrap();
+    let (_browser, mut dt) = open_page(&s.url("/?autostart=1"), &silence, dir.path()).await;
+    dt.wait("ready", 60, &s, |st| st["status"] == "listening")
+        .await;
+
+    let first = ask(&mut dt, &s, "What is the capital of France?").await;
+    assert!(
+        first["figures"].as_str().unwrap().starts_with("typed"),
+        "{first}"
+    );
+    dt.screenshot("web-page-light.png").await;
+    let light = dt
+        .eval("getComputedStyle(document.body).backgroundColor")
+        .await;
+    dt.call(
+        "Emulation.setEmulatedMedia",
+        serde_json::json!({"features": [{"name": "prefers-color-scheme", "value": "dark"}]}),
+    )
+    .await;
+    let dark = dt
+        .eval("getComputedStyle(document.body).backgroundColor")
+        .await;
+    assert_eq!(light, "rgb(255, 255, 255)");
+    assert_eq!(dark, "rgb(21, 25, 29)");
+    dt.screenshot("web-page-dark.png").await;
+
+    // A crash: nothing said to the page. It says so and reconnects once the server is back.
+    s.crash_and_restart();
+    let state = dt
+        .wait("reconnected", 60, &s, |st| {
+            st["connects"] == 2 && st["status"] == "listening"
+        })
+        .await;
+    let errors = state["errors"].to_string();
+    assert!(errors.contains("connection lost"), "{state}");
+    let second = ask(&mut dt, &s, "What is two plus two?").await;
+    assert!(
+        second["answer"].as_str().unwrap().contains('4')
+            || second["answer"]
+                .as_str()
+                .unwrap()
+                .to_lowercase()
+                .contains("four"),
+        "{second}"
+    );
+    // Oldest first: the first conversation's turn above the second's.
+    let rows = dt
+        .eval("[...document.querySelectorAll('.turn .you')].map((e) => e.textContent)")
+        .await;
+    assert_eq!(
+        rows,
+        serde_json::json!(["What is the capital of France?", "What is two plus two?"])
+    );
+}
+
+/// Types `question` into the page's box and waits for its answer; returns the turn as the page
+/// holds it (with the figures it shows).
+async fn ask(dt: &mut DevTools, s: &Server, question: &str) -> serde_json::Value {
+    let typed = serde_json::to_string(question).unwrap();
+    dt.eval(&format!(
+        "document.getElementById('question').value = {typed}; \
+         document.getElementById('ask').requestSubmit()"
+    ))
+    .await;
+    let state = dt
+        .wait("the typed question answered", 90, s, |st| {
+            st["turns"].as_object().is_some_and(|t| {
+                t.values()
+                    .any(|t| t["transcript"] == question && !t["done"].is_null())
+            })
+        })
+        .await;
+    let (n, turn) = state["turns"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(_, t)| t["transcript"] == question)
+        .unwrap();
+    assert!(turn["audioBytes"].as_u64().unwrap() > 10_000, "{turn}");
+    assert!(
+        !turn["answer"].as_str().unwrap().trim().is_empty(),
+        "{turn}"
+    );
+    let figures = dt
+        .eval(&format!(
+            "window.seesay.turns[{n}].div.querySelector('.figures').textContent"
+        ))
+        .await;
+    let mut turn = turn.clone();
+    turn["figures"] = figures;
+    turn
 }

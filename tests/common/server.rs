@@ -25,10 +25,12 @@ pub fn free_port() -> u16 {
 
 /// A running `seesay serve`, killed when dropped.
 pub struct Server {
-    child: Child,
+    child: Option<Child>,
     pub http: u16,
     pub wyoming: u16,
     log: std::path::PathBuf,
+    cfg: std::path::PathBuf,
+    env: Vec<(String, String)>,
     _dir: tempfile::TempDir,
 }
 
@@ -44,42 +46,77 @@ impl Server {
         let cfg = dir.path().join("config.toml");
         std::fs::write(&cfg, config).unwrap();
         let (http, wyoming) = (free_port(), free_port());
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut s = Server {
+            child: None,
+            http,
+            wyoming,
+            log,
+            cfg,
+            env,
+            _dir: dir,
+        };
+        s.spawn();
+        s
+    }
+
+    /// Starts the server process (its log appended to) and waits until it answers.
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_seesay"))
             .args([
                 "--config",
-                cfg.to_str().unwrap(),
+                self.cfg.to_str().unwrap(),
                 "serve",
                 "--listen",
-                &format!("127.0.0.1:{http}"),
+                &format!("127.0.0.1:{}", self.http),
                 "--wyoming",
-                &format!("127.0.0.1:{wyoming}"),
+                &format!("127.0.0.1:{}", self.wyoming),
             ])
             .env(
                 "RUST_LOG",
                 std::env::var("SEESAY_TEST_SERVER_LOG").unwrap_or_else(|_| "seesay=info".into()),
             )
-            .envs(env.iter().copied())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
+            .stderr(log)
             .spawn()
             .unwrap();
-        let s = Server {
-            child,
-            http,
-            wyoming,
-            log,
-            _dir: dir,
-        };
+        self.child = Some(child);
         let t = Instant::now();
-        while ureq::get(&s.url("/healthz")).call().is_err() {
+        while ureq::get(&self.url("/healthz")).call().is_err() {
             assert!(
                 t.elapsed() < Duration::from_secs(60),
                 "server did not start: {}",
-                s.log()
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        s
+    }
+
+    /// Kills the server (SIGKILL: a crash, nothing said to its clients) and starts it again on
+    /// the same ports; returns once it answers.
+    pub fn crash_and_restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server is running").id()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -97,14 +134,14 @@ impl Server {
 
     /// Sends the server a signal (SIGTERM, SIGINT).
     pub fn signal(&self, sig: i32) {
-        assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
+        assert_eq!(unsafe { libc::kill(self.pid() as i32, sig) }, 0);
     }
 
     /// Waits up to `limit` for the server to exit.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let t = Instant::now();
         while t.elapsed() < limit {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 return Some(status);
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -114,8 +151,8 @@ impl Server {
 
     /// The server's resident memory (kB) and thread count, from /proc.
     pub fn rss_threads(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         let field = |name: &str| {
             status
                 .lines()
@@ -134,8 +171,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
         // For a person chasing a failure: SEESAY_TEST_SERVER_LOG_FILE keeps the server's log.
         if let Some(keep) = std::env::var_os("SEESAY_TEST_SERVER_LOG_FILE") {
             let _ = std::fs::copy(&self.log, keep);
