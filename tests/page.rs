@@ -349,3 +349,41 @@ async fn ask(dt: &mut DevTools, s: &Server, question: &str) -> serde_json::Value
     turn["figures"] = figures;
     turn
 }
+
+/// With auth on, the page asks for the token, and with the right one it connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_asks_for_the_token_when_auth_is_on() {
+    let s = Server::start_with(&[], "[server]\napi_key = \"s3cret\"\n");
+    let dir = tempfile::tempdir().unwrap();
+    let silence = dir.path().join("silence.wav");
+    seesay::media::wav::write_wav(&silence, &vec![0.0; 16_000 * 10], 16_000).unwrap();
+    let (_browser, mut dt) = open_page(&s.url("/?autostart=1"), &silence, dir.path()).await;
+    dt.wait("the token asked for", 30, &s, |st| {
+        st["status"] == "token needed"
+    })
+    .await;
+    let shown = dt
+        .eval("getComputedStyle(document.getElementById('auth')).display")
+        .await;
+    assert_eq!(shown, "flex");
+    dt.eval(
+        "document.getElementById('token').value = 'wrong'; \
+         document.getElementById('auth').requestSubmit()",
+    )
+    .await;
+    dt.wait("a wrong token refused", 30, &s, |st| {
+        st["status"] == "wrong token"
+    })
+    .await;
+    dt.eval(
+        "document.getElementById('token').value = 's3cret'; \
+         document.getElementById('auth').requestSubmit()",
+    )
+    .await;
+    let state = dt
+        .wait("connected with the token", 30, &s, |st| {
+            st["status"] == "listening"
+        })
+        .await;
+    assert_eq!(state["connects"], 1, "{state}");
+}
