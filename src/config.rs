@@ -220,6 +220,12 @@ pub struct ServerConfig {
     /// Web origins whose pages may call the API from a browser (CORS), e.g.
     /// ["https://app.example.com"]; ["*"] allows any; empty (the default) allows none.
     pub cors_origins: Vec<String>,
+    /// Wyoming connections at once (Home Assistant opens one per request, and one for each
+    /// satellite's wake-word stream); more are told `error` (code "busy") and closed.
+    pub wyoming_max_connections: usize,
+    /// Seconds a Wyoming connection may go without an event from its client before it is
+    /// closed (an `error` event with code "idle"); a wake-word stream sends audio all along.
+    pub wyoming_idle_timeout_s: u64,
 }
 
 impl Default for ServerConfig {
@@ -237,6 +243,8 @@ impl Default for ServerConfig {
             max_message_mb: 4,
             shutdown_timeout_s: 10,
             cors_origins: Vec::new(),
+            wyoming_max_connections: 16,
+            wyoming_idle_timeout_s: 300,
         }
     }
 }

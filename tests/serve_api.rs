@@ -376,3 +376,54 @@ async fn a_token_is_required_when_auth_is_on() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Wyoming connections past `server.wyoming_max_connections` are told "busy" and closed; one
+/// silent for `server.wyoming_idle_timeout_s` is told "idle" and closed, and its place is free.
+#[test]
+fn wyoming_connections_are_limited_and_idle_ones_closed() {
+    let s = Server::start_with(
+        &[],
+        "[server]\nwyoming_max_connections = 2\nwyoming_idle_timeout_s = 2\n",
+    );
+    let connect = || {
+        let sock = TcpStream::connect(("127.0.0.1", s.wyoming)).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        sock
+    };
+    // What a connection hears until it is closed.
+    let rest = |mut sock: TcpStream| {
+        let mut rest = Vec::new();
+        let _ = sock.read_to_end(&mut rest);
+        String::from_utf8_lossy(&rest).into_owned()
+    };
+    let held = [connect(), connect()];
+    // Both places taken (each has been accepted once it answers).
+    for sock in &held {
+        let mut w = sock.try_clone().unwrap();
+        w.write_all(b"{\"type\": \"describe\"}\n").unwrap();
+        let mut header = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(sock), &mut header).unwrap();
+        assert!(header.contains("\"info\""), "{header}");
+    }
+    let refused = rest(connect());
+    assert!(refused.contains("\"busy\""), "{refused}");
+    // The held ones go quiet: closed after 2 s, saying why.
+    let t = Instant::now();
+    for sock in held {
+        let said = rest(sock);
+        assert!(said.contains("\"idle\""), "{said}");
+    }
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+    // Their places are free again.
+    let mut sock = connect();
+    sock.write_all(b"{\"type\": \"describe\"}\n").unwrap();
+    let mut header = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(sock), &mut header).unwrap();
+    assert!(header.contains("\"info\""), "{header}");
+    let metrics = s.get("/metrics");
+    assert!(
+        metrics.contains("seesay_wyoming_connections_total{outcome=\"refused\"} 1"),
+        "{metrics}"
+    );
+}

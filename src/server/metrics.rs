@@ -49,14 +49,16 @@ impl Metrics {
         h.n += 1;
     }
 
-    /// `seesay_turns_total{outcome}` and `seesay_speech_ignored_total{why}`.
+    /// `seesay_turns_total{outcome}`, `seesay_speech_ignored_total{why}` and
+    /// `seesay_wyoming_connections_total{outcome}`.
     fn render_counts(&self, out: &mut String) {
         use std::fmt::Write;
         out.push_str("# HELP seesay_turns_total Conversations' turns by how they ended (answered, cut by the user while spoken, failed, or why one was dropped: no words, interrupted before its first word, ...).\n# TYPE seesay_turns_total counter\n");
         out.push_str("# HELP seesay_speech_ignored_total Speech during an answer let go, by what it was taken for.\n# TYPE seesay_speech_ignored_total counter\n");
+        out.push_str("# HELP seesay_wyoming_connections_total Wyoming connections admitted, or refused past server.wyoming_max_connections.\n# TYPE seesay_wyoming_connections_total counter\n");
         for ((what, kind), n) in self.counts.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             let label = match *what {
-                "turns" => "outcome",
+                "turns" | "wyoming_connections" => "outcome",
                 _ => "why",
             };
             let kind = kind.replace('"', "'");

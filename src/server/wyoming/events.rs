@@ -18,6 +18,10 @@ pub enum WyomingError {
     Failed(String),
     #[error("the server is shutting down")]
     ShuttingDown,
+    #[error("too many Wyoming connections at once ({0}: server.wyoming_max_connections)")]
+    Busy(usize),
+    #[error("nothing from the client for {0} s (server.wyoming_idle_timeout_s)")]
+    Idle(u64),
 }
 
 impl WyomingError {
@@ -28,6 +32,8 @@ impl WyomingError {
             WyomingError::Json(_) | WyomingError::Protocol(_) => "bad-request",
             WyomingError::Failed(_) => "failed",
             WyomingError::ShuttingDown => "shutdown",
+            WyomingError::Busy(_) => "busy",
+            WyomingError::Idle(_) => "idle",
         }
     }
 }
@@ -118,4 +124,3 @@ pub async fn write_event(
         .await
         .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
 }
-

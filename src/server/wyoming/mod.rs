@@ -9,6 +9,8 @@
 //! answer is written, then `handled` with the whole answer, or `not-handled`).
 //! A malformed event gets an `error` event and closes that connection only.
 
+use std::sync::Arc;
+
 use serde_json::{json, Value};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -73,9 +75,15 @@ fn info(st: &Shared) -> Value {
     })
 }
 
-/// Accepts connections until the process ends.
+/// The setting that limits Wyoming connections, named in the log and the metrics.
+const LIMIT: &str = "server.wyoming_max_connections";
+
+/// Accepts connections until the process ends; past `server.wyoming_max_connections` a new one
+/// is told it is refused (`error`, code "busy") and closed.
 pub async fn serve(listener: TcpListener, st: Shared) {
     let mut stopping = st.stopping.subscribe();
+    let most = st.cfg.server.wyoming_max_connections.max(1);
+    let slots = Arc::new(tokio::sync::Semaphore::new(most));
     loop {
         let (sock, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -89,19 +97,40 @@ pub async fn serve(listener: TcpListener, st: Shared) {
             },
             _ = super::state::stopped(&mut stopping) => return,
         };
-        let st = st.clone();
-        tokio::spawn(async move {
-            let _busy = super::Busy::new(&st);
-            let (r, mut w) = sock.into_split();
-            if let Err(e) = connection(BufReader::new(r), &mut w, &st).await {
-                tracing::info!(%peer, "wyoming connection closed: {e:#}");
-                // The client hears why (Wyoming's `error` event), unless the connection is gone.
-                if !matches!(e, WyomingError::Io(_)) {
-                    let error = json!({"text": e.to_string(), "code": e.code()});
-                    let _ = write_event(&mut w, "error", error, &[]).await;
-                }
-            }
-        });
+        let permit = slots.clone().try_acquire_owned().ok();
+        tokio::spawn(serve_one(sock, peer, permit, most, st.clone()));
+    }
+}
+
+/// One accepted connection, served if it got a place (`permit`); the client hears why it closes.
+async fn serve_one(
+    sock: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    most: usize,
+    st: Shared,
+) {
+    let _busy = super::Busy::new(&st);
+    let (r, mut w) = sock.into_split();
+    let result = match permit {
+        Some(_place) => {
+            st.admitted(LIMIT);
+            st.metrics.count("wyoming_connections", "admitted");
+            connection(BufReader::new(r), &mut w, &st).await
+        }
+        None => {
+            st.refused("a Wyoming connection", LIMIT);
+            st.metrics.count("wyoming_connections", "refused");
+            Err(WyomingError::Busy(most))
+        }
+    };
+    if let Err(e) = result {
+        tracing::info!(%peer, "wyoming connection closed: {e:#}");
+        // The client hears why (Wyoming's `error` event), unless the connection is gone.
+        if !matches!(e, WyomingError::Io(_)) {
+            let error = json!({"text": e.to_string(), "code": e.code()});
+            let _ = write_event(&mut w, "error", error, &[]).await;
+        }
     }
 }
 
@@ -234,13 +263,18 @@ async fn connection(
         wake: None,
     };
     let mut stopping = st.stopping.subscribe();
+    let idle_s = st.cfg.server.wyoming_idle_timeout_s.max(1);
+    let idle = std::time::Duration::from_secs(idle_s);
     loop {
         // Shutting down: the event being handled was finished; the client is told (an
         // `error` event with code "shutdown") and the connection closes.
         let ev = tokio::select! {
-            ev = read_event(&mut r) => match ev? {
-                Some(ev) => ev,
-                None => break,
+            ev = tokio::time::timeout(idle, read_event(&mut r)) => match ev {
+                Err(_) => return Err(WyomingError::Idle(idle_s)),
+                Ok(ev) => match ev? {
+                    Some(ev) => ev,
+                    None => break,
+                },
             },
             _ = super::state::stopped(&mut stopping) => return Err(WyomingError::ShuttingDown),
         };
