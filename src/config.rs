@@ -226,6 +226,9 @@ pub struct ServerConfig {
     /// Seconds a Wyoming connection may go without an event from its client before it is
     /// closed (an `error` event with code "idle"); a wake-word stream sends audio all along.
     pub wyoming_idle_timeout_s: u64,
+    /// Announce the Wyoming port over zeroconf (mDNS, `_wyoming._tcp`), so that Home Assistant
+    /// discovers seesay by itself. Off by default.
+    pub zeroconf: bool,
 }
 
 impl Default for ServerConfig {
@@ -245,6 +248,7 @@ impl Default for ServerConfig {
             cors_origins: Vec::new(),
             wyoming_max_connections: 16,
             wyoming_idle_timeout_s: 300,
+            zeroconf: false,
         }
     }
 }

@@ -427,3 +427,45 @@ fn wyoming_connections_are_limited_and_idle_ones_closed() {
         "{metrics}"
     );
 }
+
+/// With `server.zeroconf`, the Wyoming port is announced as `_wyoming._tcp` (how Home Assistant
+/// discovers it) and withdrawn when the server stops.
+#[test]
+fn wyoming_is_announced_over_zeroconf_and_withdrawn_at_exit() {
+    use mdns_sd::{ServiceDaemon, ServiceEvent};
+    let mut s = Server::start_with(&[], "[server]\nzeroconf = true\n");
+    let browser = ServiceDaemon::new().unwrap();
+    let events = browser.browse("_wyoming._tcp.local.").unwrap();
+    let next = |what: &str, hit: &dyn Fn(&ServiceEvent) -> bool| {
+        let t = Instant::now();
+        let mut seen = Vec::new();
+        while t.elapsed() < Duration::from_secs(10) {
+            if let Ok(ev) = events.recv_timeout(Duration::from_millis(200)) {
+                if hit(&ev) {
+                    return ev;
+                }
+                seen.push(format!("{ev:?}"));
+            }
+        }
+        panic!("no {what} within 10 s: {seen:?}");
+    };
+    let port = s.wyoming;
+    let found = next(
+        "announcement",
+        &|ev| matches!(ev, ServiceEvent::ServiceResolved(i) if i.get_port() == port),
+    );
+    let ServiceEvent::ServiceResolved(info) = found else {
+        unreachable!()
+    };
+    assert!(info.get_fullname().starts_with("seesay-"), "{info:?}");
+    let name = info.get_fullname().to_string();
+    s.signal(libc::SIGTERM);
+    assert!(s
+        .wait_exit(Duration::from_secs(15))
+        .is_some_and(|e| e.success()));
+    next(
+        "withdrawal",
+        &|ev| matches!(ev, ServiceEvent::ServiceRemoved(_, n) if *n == name),
+    );
+    let _ = browser.shutdown();
+}

@@ -20,6 +20,10 @@ pub struct ServeArgs {
     /// Wyoming address (default: server.wyoming_listen, 127.0.0.1:10300); "off" turns it off.
     #[arg(long, value_name = "ADDR")]
     pub wyoming: Option<String>,
+    /// Announce Wyoming over zeroconf (mDNS `_wyoming._tcp`) so that Home Assistant discovers
+    /// it (default: server.zeroconf, off).
+    #[arg(long)]
+    pub zeroconf: bool,
 }
 
 pub fn serve(mut cfg: Config, a: ServeArgs) -> Result<()> {
@@ -32,6 +36,7 @@ pub fn serve(mut cfg: Config, a: ServeArgs) -> Result<()> {
     if let Some(w) = a.wyoming {
         cfg.server.wyoming_listen = if w == "off" { String::new() } else { w };
     }
+    cfg.server.zeroconf |= a.zeroconf;
     seesay::server::serve(cfg, |at| {
         eprintln!(
             "seesay serving http://{} (open it in a browser to talk; the API is under /v1)",

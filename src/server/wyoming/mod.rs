@@ -17,6 +17,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpListener;
 
 mod events;
+pub mod zeroconf;
 
 use events::protocol;
 pub use events::{read_event, write_event, Event, WyomingError};
@@ -84,6 +85,17 @@ pub async fn serve(listener: TcpListener, st: Shared) {
     let mut stopping = st.stopping.subscribe();
     let most = st.cfg.server.wyoming_max_connections.max(1);
     let slots = Arc::new(tokio::sync::Semaphore::new(most));
+    // Withdrawn when this loop ends (the server stops).
+    let _announced = match (st.cfg.server.zeroconf, listener.local_addr()) {
+        (false, _) => None,
+        (true, Ok(addr)) => zeroconf::announce(addr)
+            .inspect_err(|e| tracing::warn!("server.zeroconf: cannot announce Wyoming: {e}"))
+            .ok(),
+        (true, Err(e)) => {
+            tracing::warn!("server.zeroconf: the Wyoming address is unknown: {e}");
+            None
+        }
+    };
     loop {
         let (sock, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
