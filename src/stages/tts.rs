@@ -212,8 +212,7 @@ impl PiperVoice {
             serde_json::from_str(&json).map_err(|e| voice_err(e.to_string()))?;
         let threads = host::thread_count(cfg.threads, host::Budget::machine().tts);
         let length_scale = model_cfg.inference.length_scale / cfg.rate;
-        let builder = ort::session::Session::builder()
-            .and_then(|b| b.with_intra_threads(threads).map_err(Into::into));
+        let builder = super::varying_inputs(threads);
         // With the `cuda` feature the CUDA execution provider is asked for; onnxruntime falls back
         // to the CPU (with a warning) when the loaded library has no CUDA support.
         #[cfg(feature = "cuda")]

@@ -221,8 +221,7 @@ fn session(path: &Path, threads: usize) -> Result<Session, ReadError> {
         detail,
     };
     host::onnxruntime_loaded().map_err(|e| fail(e.to_string()))?;
-    Session::builder()
-        .and_then(|b| b.with_intra_threads(threads).map_err(Into::into))
+    crate::stages::varying_inputs(threads)
         .and_then(|mut b| b.commit_from_file(path))
         .map_err(|e| fail(e.to_string()))
 }
