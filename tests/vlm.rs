@@ -12,7 +12,7 @@ use common::server::python;
 use common::*;
 use seesay::stages::caption::llama::LlamaCaptioner;
 use seesay::stages::caption::{Captioner, VisionConfig};
-use seesay::stages::llm::server::LlamaServer;
+use seesay::stages::llm::server::{Files, LlamaServer};
 use seesay::stages::llm::LlmConfig;
 
 /// The `gguf-py` folder of the llama.cpp source that scripts/setup built llama-server from.
@@ -100,7 +100,11 @@ fn a_vision_language_model_takes_the_image_and_answers() {
     assert!(captioner.describe().contains("tiny-vlm.gguf"));
 
     // The image became tokens of the prompt (the projector ran), on a server seesay supervises.
-    let server = LlamaServer::start(&LlmConfig::default(), &model, Some(&mmproj), 1).unwrap();
+    let files = Files {
+        mmproj: Some(mmproj.clone()),
+        ..Files::model(model.clone())
+    };
+    let server = LlamaServer::start(&LlmConfig::default(), &files, 1).unwrap();
     let uri = seesay::media::image::jpeg_data_uri(&photo).unwrap();
     let (without, with) = (
         prompt_tokens(&server, None),

@@ -271,7 +271,7 @@ fn bench_llm(cfg: &Config, runs: usize) -> Result<serde_json::Value> {
     let mut llm = llm::open(&cfg.llm, &store)?;
     let cancel = Cancel::new();
     let (mut prefill, mut generate, mut first) = (Vec::new(), Vec::new(), Vec::new());
-    let mut stats = None;
+    let (mut stats, mut answer) = (None, String::new());
     for i in 0..=runs.max(1) {
         // Each run's prompt differs from its first token, so no engine can reuse a cached
         // prefill: every run computes its whole prompt.
@@ -282,7 +282,7 @@ fn bench_llm(cfg: &Config, runs: usize) -> Result<serde_json::Value> {
                 "Explain in a few sentences why the sky is blue during the day and red at sunset.",
             ),
         ];
-        llm.generate(&msgs, &cancel, &mut |_| {})?;
+        answer = llm.generate(&msgs, &cancel, &mut |_| {})?.0;
         let s = llm
             .stats()
             .context("this backend reports no token timings")?;
@@ -310,7 +310,8 @@ fn bench_llm(cfg: &Config, runs: usize) -> Result<serde_json::Value> {
         serde_json::json!({"model": llm.describe(), "engine": cfg.llm.engine,
         "threads": seesay::host::thread_count(cfg.llm.threads, seesay::host::Budget::machine().llm),
         "prompt_tokens": s.prompt_tokens, "prefilled": s.prefilled, "generated": s.generated,
-        "prefill_tok_s": p, "prefill_ms": f, "generate_tok_s": g}),
+        "prefill_tok_s": p, "prefill_ms": f, "generate_tok_s": g, "answer": answer,
+        "draft_model": cfg.llm.draft_model}),
     )
 }
 

@@ -9,7 +9,7 @@ use image::RgbImage;
 
 use super::captioner::{CaptionError, Captioner, VisionConfig};
 use super::remote::RemoteCaptioner;
-use crate::stages::llm::server::{LlamaServer, START_LIMIT};
+use crate::stages::llm::server::{Files, LlamaServer, START_LIMIT};
 use crate::stages::llm::{LlmConfig, LlmError};
 use crate::stages::openai::Endpoint;
 use crate::store::Store;
@@ -51,11 +51,14 @@ impl LlamaCaptioner {
             max_tokens: cfg.max_tokens,
             ..LlmConfig::default()
         };
-        let server =
-            LlamaServer::start(&server_cfg, &model, Some(&mmproj), 1).map_err(|e| match e {
-                LlmError::Load { path, detail } => CaptionError::Load { path, detail },
-                other => load(other.to_string()),
-            })?;
+        let files = Files {
+            mmproj: Some(mmproj),
+            ..Files::model(model)
+        };
+        let server = LlamaServer::start(&server_cfg, &files, 1).map_err(|e| match e {
+            LlmError::Load { path, detail } => CaptionError::Load { path, detail },
+            other => load(other.to_string()),
+        })?;
         Ok(LlamaCaptioner::on(server, cfg))
     }
 

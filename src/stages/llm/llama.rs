@@ -13,7 +13,7 @@ use serde_json::json;
 use super::chat::{ChatModel, Finish, GenStats, LlmConfig, LlmError, Message, Role};
 use super::remote::RemoteModel;
 use super::server::START_LIMIT;
-pub use super::server::{server_binary, LlamaServer, LLAMA_CPP_SOURCE};
+pub use super::server::{server_binary, Files, LlamaServer, LLAMA_CPP_SOURCE};
 use super::slots::Slot;
 use crate::stages::openai::Endpoint;
 use crate::stages::Cancel;

@@ -38,15 +38,17 @@ impl Engine {
         cfg.check()?;
         match (cfg.backend.as_str(), cfg.engine.as_str()) {
             ("local", "llama.cpp") => {
-                let mmproj = match cfg.mmproj.as_str() {
-                    "" => None,
-                    m => Some(store.resolve(m)?),
+                let resolve = |name: &str| match name {
+                    "" => Ok(None),
+                    m => store.resolve(m).map(Some),
+                };
+                let files = llama::Files {
+                    model: store.resolve(&cfg.model)?,
+                    mmproj: resolve(&cfg.mmproj)?,
+                    draft: resolve(&cfg.draft_model)?,
                 };
                 Ok(Engine::Llama(llama::LlamaServer::start(
-                    cfg,
-                    &store.resolve(&cfg.model)?,
-                    mmproj.as_deref(),
-                    slots,
+                    cfg, &files, slots,
                 )?))
             }
             ("local", "candle") => Ok(Engine::Candle(Arc::new(Mutex::new(

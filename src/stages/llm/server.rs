@@ -59,17 +59,36 @@ pub struct LlamaServer {
     images: bool,
 }
 
+/// The model files a llama-server runs.
+pub struct Files {
+    pub model: PathBuf,
+    /// Its vision projector: the server then takes images too.
+    pub mmproj: Option<PathBuf>,
+    /// A draft model for speculative decoding (`llm.draft_model`).
+    pub draft: Option<PathBuf>,
+}
+
+impl Files {
+    /// Just a model.
+    pub fn model(model: PathBuf) -> Files {
+        Files {
+            model,
+            mmproj: None,
+            draft: None,
+        }
+    }
+}
+
 impl LlamaServer {
-    /// Starts a server for `model` (with `mmproj`, its vision projector: the server then takes
-    /// images too) with `slots` parallel sequences of `cfg.context_tokens` each and waits until
-    /// it answers.
+    /// Starts a server for `files` with `slots` parallel sequences of `cfg.context_tokens` each
+    /// and waits until it answers.
     pub fn start(
         cfg: &LlmConfig,
-        model: &Path,
-        mmproj: Option<&Path>,
+        files: &Files,
         slots: usize,
     ) -> Result<Arc<LlamaServer>, LlmError> {
         let exe = server_binary(&cfg.llama_server);
+        let (model, mmproj) = (files.model.as_path(), files.mmproj.as_deref());
         let what = match mmproj {
             Some(p) => format!("{} with projector {}", model.display(), p.display()),
             None => model.display().to_string(),
@@ -87,11 +106,14 @@ impl LlamaServer {
             )));
         }
         // A file that is not GGUF at all is told apart before a server is started for it.
-        for file in std::iter::once(model).chain(mmproj) {
+        for file in std::iter::once(model)
+            .chain(mmproj)
+            .chain(files.draft.as_deref())
+        {
             check_gguf(file)?;
         }
         let slots = slots.max(1);
-        let args = server_args(cfg, model, mmproj, slots);
+        let args = server_args(cfg, files, slots);
         let name = model
             .file_name()
             .unwrap_or_default()
@@ -204,11 +226,11 @@ fn check_gguf(file: &Path) -> Result<(), LlmError> {
 }
 
 /// llama-server's command line (without the port).
-fn server_args(cfg: &LlmConfig, model: &Path, mmproj: Option<&Path>, slots: usize) -> Vec<String> {
+fn server_args(cfg: &LlmConfig, files: &Files, slots: usize) -> Vec<String> {
     let threads = host::thread_count(cfg.threads, host::Budget::machine().llm);
     let mut args: Vec<String> = vec![
         "--model".into(),
-        model.display().to_string(),
+        files.model.display().to_string(),
         "--host".into(),
         "127.0.0.1".into(),
         "--ctx-size".into(),
@@ -227,8 +249,25 @@ fn server_args(cfg: &LlmConfig, model: &Path, mmproj: Option<&Path>, slots: usiz
         "--cache-ram".into(),
         "0".into(),
     ];
-    if let Some(p) = mmproj {
+    if let Some(p) = &files.mmproj {
         args.extend(["--mmproj".into(), p.display().to_string()]);
+    }
+    if let Some(d) = &files.draft {
+        args.extend([
+            "--model-draft".into(),
+            d.display().to_string(),
+            "--draft-max".into(),
+            cfg.draft_max.to_string(),
+            "--draft-min".into(),
+            cfg.draft_min.to_string(),
+            "--threads-draft".into(),
+            threads.to_string(),
+            "--threads-batch-draft".into(),
+            threads.to_string(),
+        ]);
+        if cfg!(feature = "cuda") {
+            args.extend(["--n-gpu-layers-draft".into(), "999".into()]);
+        }
     }
     if slots > 1 {
         // Serving several conversations, its threads sleep while they wait instead of
