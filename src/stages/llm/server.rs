@@ -256,9 +256,14 @@ fn server_args(cfg: &LlmConfig, files: &Files, slots: usize) -> Vec<String> {
         args.extend([
             "--model-draft".into(),
             d.display().to_string(),
-            "--draft-max".into(),
+            // Without a type the draft model is loaded but never asked.
+            "--spec-type".into(),
+            "draft-simple".into(),
+            "--spec-draft-p-min".into(),
+            cfg.draft_p_min.to_string(),
+            "--spec-draft-n-max".into(),
             cfg.draft_max.to_string(),
-            "--draft-min".into(),
+            "--spec-draft-n-min".into(),
             cfg.draft_min.to_string(),
             "--threads-draft".into(),
             threads.to_string(),
