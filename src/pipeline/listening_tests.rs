@@ -227,20 +227,7 @@ fn a_fragment_at_a_pause_waits_for_the_rest_of_the_question() {
 #[test]
 fn a_typed_question_is_answered_and_stops_the_answer_under_way() {
     let t = Instant::now();
-    let mut h = start(
-        false,
-        Fakes {
-            words: 200,
-            long: &[1],
-            token_ms: 3,
-            voice_ms: 15,
-            ..Fakes::default()
-        },
-    );
-    h.ask(1);
-    h.wait_for("audio of turn 1", |u| {
-        matches!(u, Update::Audio { turn: 1, .. })
-    });
+    let mut h = super::tests::answering_slowly(false);
     h.type_question("question 2");
     h.wait_for("turn 2 done", |u| done(u, 2));
     h.type_question("question 3");

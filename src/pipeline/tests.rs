@@ -271,12 +271,11 @@ fn two_turns_are_answered_in_order() {
     under_a_second(t);
 }
 
-#[test]
-fn barge_in_cancels_the_answer_within_one_token_and_drops_its_audio() {
-    let t = Instant::now();
-    // A long answer, slow to write and slow to speak: sentences and audio queue up.
+/// Question 1 asked and its answer playing: a long one, slow to write and slow to speak, so
+/// that sentences and audio queue up.
+pub(super) fn answering_slowly(barge_in: bool) -> Harness {
     let mut h = start(
-        true,
+        barge_in,
         Fakes {
             words: 200,
             long: &[1],
@@ -289,6 +288,13 @@ fn barge_in_cancels_the_answer_within_one_token_and_drops_its_audio() {
     h.wait_for("audio of turn 1", |u| {
         matches!(u, Update::Audio { turn: 1, .. })
     });
+    h
+}
+
+#[test]
+fn barge_in_cancels_the_answer_within_one_token_and_drops_its_audio() {
+    let t = Instant::now();
+    let mut h = answering_slowly(true);
     h.push(&vec![0.5; FRAME * 10]); // the user speaks over the answer
     h.wait_for("turn 2 starting", |u| started(u) == Some(2));
     let tokens_at_barge_in = h.tokens.load(Ordering::SeqCst);
