@@ -162,7 +162,9 @@ async fn session(
     cfg.pipeline.barge_in = barge_in.into();
     cfg.pipeline.wake_word = wake_word;
     let cfg_wake = cfg.pipeline.wake_word.clone();
-    let (tx_typed, rx_typed) = crossbeam_channel::bounded::<String>(4);
+    // Taken up at once unless the recogniser is busy; a client that types faster than that
+    // sixteen times over is closed.
+    let (tx_typed, rx_typed) = crossbeam_channel::bounded::<String>(16);
     let mut opts = client_run_options(rx_frames, rx_pictures, tx_up, memory);
     opts.typed = Some(rx_typed);
     let runner = start_pipeline(cfg, &st, opts, &stop, &abort);

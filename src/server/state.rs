@@ -104,7 +104,7 @@ impl AppState {
     pub fn refused(&self, what: &str, setting: &'static str) {
         if lock(&self.over).insert(setting) {
             tracing::warn!(
-                "over capacity: {what} refused with 429 ({setting}); said once until one is admitted again"
+                "over capacity: {what} refused ({setting}); said once until one is admitted again"
             );
         }
     }

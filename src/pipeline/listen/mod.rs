@@ -163,7 +163,8 @@ pub(crate) fn vad_loop(
                 _ => break,
             },
             recv(s.l.typed) -> m => match m {
-                Ok(text) => s.typed(text),
+                Ok(text) if !s.cx.turns.clock.stopped() => s.typed(text),
+                Ok(_) => break,
                 Err(_) => {
                     s.l.typed = crossbeam_channel::never();
                     Ok(())

@@ -9,7 +9,9 @@ use crate::pipeline::messages::{Ending, Purpose, Utterance, What};
 
 impl Listener {
     /// Begins a turn for `text` (an answer under way stops, as when the user speaks) and hands it
-    /// on. Speech under way or being judged is let go: the typed question replaces it.
+    /// on. Speech under way or being judged over the answer is let go: the typed question
+    /// replaces it. Questions already kept for the end of an answer (half duplex) are answered
+    /// after it. No wake word is needed: typing is addressed to seesay.
     pub(super) fn typed(&mut self, text: String) -> Step {
         self.candidate = None;
         self.l.ep.reset_at(self.now);

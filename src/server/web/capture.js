@@ -12,11 +12,13 @@ class Capture extends AudioWorkletProcessor {
     this.frame = rate / 50;
     this.buf = new Int16Array(this.frame);
     this.n = 0;
+    this.silence = new Float32Array(128);
   }
 
   process(inputs) {
-    const ch = inputs[0] && inputs[0][0];
-    if (!ch) return true;
+    // No microphone (or none yet): silence, so that the conversation goes on for typed questions
+    // (the server closes a client that sends nothing for a while).
+    const ch = (inputs[0] && inputs[0][0]) || this.silence;
     for (let i = 0; i < ch.length; i++) {
       this.sum += ch[i];
       this.count += 1;

@@ -15,10 +15,18 @@ pub struct Announcement {
     fullname: String,
 }
 
-/// Announces Wyoming at `addr`'s port as `seesay-HOSTNAME`, on every interface's addresses.
+/// Wyoming's usual port: a server on it is announced without a port in its name.
+const USUAL_PORT: u16 = 10300;
+
+/// Announces Wyoming at `addr`'s port as `seesay-HOSTNAME` (`seesay-HOSTNAME-PORT` off the
+/// usual port, so that two servers on one machine have names of their own), on every
+/// interface's addresses.
 pub fn announce(addr: SocketAddr) -> Result<Announcement, mdns_sd::Error> {
     let host = hostname();
-    let instance = format!("seesay-{host}");
+    let instance = match addr.port() {
+        USUAL_PORT => format!("seesay-{host}"),
+        port => format!("seesay-{host}-{port}"),
+    };
     let info = ServiceInfo::new(
         SERVICE,
         &instance,

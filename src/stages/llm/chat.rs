@@ -155,6 +155,35 @@ impl LlmConfig {
                 self.context_tokens, self.max_tokens
             ));
         }
+        self.check_draft()
+    }
+
+    /// The speculative decoding settings (`draft_*`).
+    fn check_draft(&self) -> Result<(), LlmError> {
+        let bad = |m: String| Err(LlmError::Setting(m));
+        if self.draft_model.is_empty() {
+            return Ok(());
+        }
+        if !self.mmproj.is_empty() {
+            return bad(
+                "llm.draft_model and llm.mmproj cannot be used together: llama-server \
+                        does not decode speculatively with a vision projector"
+                    .into(),
+            );
+        }
+        if self.draft_max == 0 || self.draft_min > self.draft_max {
+            return bad(format!(
+                "llm.draft_min ({}) and llm.draft_max ({}): draft_max must be at least 1 and \
+                 at least draft_min",
+                self.draft_min, self.draft_max
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.draft_p_min) {
+            return bad(format!(
+                "llm.draft_p_min is {}: use a probability from 0 to 1",
+                self.draft_p_min
+            ));
+        }
         Ok(())
     }
 }
@@ -420,5 +449,34 @@ mod tests {
         assert_eq!(c.push("The capital is Par"), Some("capital is "));
         assert_eq!(c.finish("The capital is Paris."), Some("Paris."));
         assert_eq!(c.finish("The capital is Paris."), None);
+    }
+
+    #[test]
+    fn draft_settings_that_cannot_work_are_refused() {
+        let draft = LlmConfig {
+            draft_model: "qwen2.5-coder-0.5b".into(),
+            ..LlmConfig::default()
+        };
+        assert!(draft.check().is_ok());
+        let with_eyes = LlmConfig {
+            mmproj: "projector".into(),
+            ..draft.clone()
+        };
+        assert!(with_eyes
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("mmproj"));
+        let upside_down = LlmConfig {
+            draft_min: 5,
+            draft_max: 3,
+            ..draft.clone()
+        };
+        assert!(upside_down.check().is_err());
+        let unsure = LlmConfig {
+            draft_p_min: 1.5,
+            ..draft
+        };
+        assert!(unsure.check().is_err());
     }
 }
