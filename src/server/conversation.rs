@@ -165,8 +165,7 @@ async fn session(
     // Taken up at once unless the recogniser is busy; a client that types faster than that
     // sixteen times over is closed.
     let (tx_typed, rx_typed) = crossbeam_channel::bounded::<String>(16);
-    let mut opts = client_run_options(rx_frames, rx_pictures, tx_up, memory);
-    opts.typed = Some(rx_typed);
+    let opts = client_run_options(rx_frames, rx_pictures, rx_typed, tx_up, memory);
     let runner = start_pipeline(cfg, &st, opts, &stop, &abort);
     tracing::info!(barge_in, "conversation started");
 
@@ -245,10 +244,11 @@ fn ready_message(st: &Shared, barge_in: bool, wake_word: String) -> Message {
     Message::Text(ready.to_string().into())
 }
 
-/// The pipeline's options for a client: its frames and pictures in, updates out.
+/// The pipeline's options for a client: its frames, pictures and typed questions in, updates out.
 fn client_run_options(
     rx_frames: crossbeam_channel::Receiver<AudioFrame>,
     rx_pictures: FrameReceiver,
+    rx_typed: crossbeam_channel::Receiver<String>,
     tx_up: crossbeam_channel::Sender<Update>,
     memory: Option<Arc<Mutex<Memory>>>,
 ) -> RunOptions {
@@ -263,7 +263,7 @@ fn client_run_options(
         updates: Some(tx_up),
         // Only a store the client named (`memory=NAME`).
         memory,
-        typed: None,
+        typed: Some(rx_typed),
     }
 }
 
