@@ -18,9 +18,11 @@ use crate::media::audio::{rms, SAMPLE_RATE};
 use crate::stages::Cancel;
 use crate::store::{ModelError, Store};
 use crate::text::transcript::Segment;
+use watch::Watch;
 
 pub mod remote;
 mod timed;
+mod watch;
 mod window;
 pub use timed::{Decode, Timed, Word};
 pub use window::{transcribe_stream, Windower};
@@ -241,26 +243,38 @@ impl WhisperModel {
         if self.cfg.fit_audio_context && secs < 29.0 {
             // 50 encoder frames per second of audio, with a margin. A short context is ~5x faster,
             // but Whisper was trained on 30 s and sometimes derails on it (timestamps past the end
-            // of the audio, text repeated in a loop): then the window is decoded again in full.
-            // Below about 8 s of context tiny.en looped on a 2.5 s utterance ("And so my fellow
-            // Americans." x 30) where 8 s gave the right text in 258 ms, whole process.
-            let ctx =
+            // of the audio, text repeated in a loop). Below about 8 s of context tiny.en looped on
+            // a 2.5 s utterance ("And so my fellow Americans." x 30) where 8 s gave the right text
+            // in 258 ms, whole process. Which lengths derail is chaotic (a 1.28 s question looped at
+            // 6 and 7 s of context, not at 8), so a derailed window is decoded again with twice
+            // the context (~0.1 s more) before the full one (~0.9 s on two cores).
+            let first =
                 (((secs + 1.5).max(self.cfg.min_context_s as f64) * 50.0).ceil() as i32).min(n_ctx);
-            let timed = self.run(samples, offset, ctx)?;
-            let segments: Vec<Segment> = timed.iter().map(|t| t.segment.clone()).collect();
-            if !derailed(&segments, offset, secs, ctx as f64 / 50.0) {
-                // Timestamps past the audio's end are clamped to it.
-                let end = offset + secs;
-                return Ok(timed.into_iter().map(|t| t.clamped(end)).collect());
+            for ctx in [first, first * 2].into_iter().filter(|&c| c < n_ctx) {
+                let Some(timed) = self.run(samples, offset, ctx)? else {
+                    tracing::debug!(
+                        ctx,
+                        secs,
+                        "short audio context ran away (a loop); decoding again with a longer one"
+                    );
+                    continue;
+                };
+                let segments: Vec<Segment> = timed.iter().map(|t| t.segment.clone()).collect();
+                if !derailed(&segments, offset, secs, ctx as f64 / 50.0) {
+                    // Timestamps past the audio's end are clamped to it.
+                    let end = offset + secs;
+                    return Ok(timed.into_iter().map(|t| t.clamped(end)).collect());
+                }
+                tracing::debug!(
+                    ctx,
+                    secs,
+                    segments = ?segments.iter().map(|s| format!("{:.2}-{:.2} {}", s.start, s.end, s.text)).collect::<Vec<_>>(),
+                    "short audio context derailed; decoding again with a longer one"
+                );
             }
-            tracing::debug!(
-                ctx,
-                secs,
-                segments = ?segments.iter().map(|s| format!("{:.2}-{:.2} {}", s.start, s.end, s.text)).collect::<Vec<_>>(),
-                "short audio context derailed; decoding again with the full context"
-            );
         }
-        self.run(samples, offset, n_ctx)
+        // The full context is not watched for loops: nothing is left to try after it.
+        Ok(self.run(samples, offset, n_ctx)?.unwrap_or_default())
     }
 
     fn run(
@@ -268,7 +282,7 @@ impl WhisperModel {
         samples: &[f32],
         offset: f64,
         audio_ctx: i32,
-    ) -> Result<Vec<Timed>, AsrError> {
+    ) -> Result<Option<Vec<Timed>>, AsrError> {
         let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
         params.set_n_threads(self.cfg.threads() as i32);
         params.set_language(Some(&self.cfg.language));
@@ -284,25 +298,29 @@ impl WhisperModel {
         params.set_token_timestamps(self.decode.words);
         // (whisper-rs 0.16's `set_abort_callback_safe` hands whisper.cpp a pointer of another
         // type than its trampoline reads: it aborted at once, or not at all.)
-        let stop = self.stop.clone();
-        if let Some(stop) = &stop {
-            // SAFETY: `stopped` reads the `Cancel` behind the pointer; `stop` outlives `full`,
-            // the only call that uses it, and is only read.
-            unsafe {
-                params.set_abort_callback(Some(stopped));
-                params.set_abort_callback_user_data(stop as *const Cancel as *mut c_void);
-            }
-        }
-        if audio_ctx < self.ctx.model_n_audio_ctx() {
+        let short = audio_ctx < self.ctx.model_n_audio_ctx();
+        let secs = samples.len() as f64 / SAMPLE_RATE as f64;
+        let watch = Watch::new(self.stop.clone(), secs, short);
+        // SAFETY: `watch` lives, unmoved, until `full`, the only call that uses it, returns.
+        unsafe { watch.install(&mut params) };
+        if short {
             // No temperature fallback on the short context: a derailed decode would otherwise be
             // repeated at five temperatures (seconds of work) before the full-context retry.
             params.set_temperature_inc(0.0);
         }
         let done = self.state.full(params, samples);
-        if stop.as_ref().is_some_and(Cancel::is_cancelled) {
+        if watch.stopped() {
             return Err(AsrError::Stopped);
         }
+        if watch.ran_away() {
+            return Ok(None);
+        }
         done.map_err(|e| AsrError::Inference(e.to_string()))?;
+        Ok(Some(self.segments(offset)?))
+    }
+
+    /// The segments of the last decode (Whisper's silence guesses dropped), `offset` seconds on.
+    fn segments(&self, offset: f64) -> Result<Vec<Timed>, AsrError> {
         let mut out = Vec::new();
         for seg in self.state.as_iter() {
             let text = seg
@@ -335,7 +353,7 @@ thread_local! {
 }
 
 /// whisper.cpp's log, to tracing (as whisper-rs's hook does), except that the "failed to encode"
-/// of a transcription stopped on purpose is only debug.
+/// of a transcription stopped on purpose (or given up as a loop) is only debug.
 unsafe extern "C" fn whisper_log(
     level: whisper_rs::whisper_rs_sys::ggml_log_level,
     text: *const std::ffi::c_char,
@@ -348,7 +366,8 @@ unsafe extern "C" fn whisper_log(
     // SAFETY: whisper.cpp passes a NUL-terminated string that lives for the call.
     let text = unsafe { std::ffi::CStr::from_ptr(text) }.to_string_lossy();
     let text = text.trim_end();
-    let stopped = STOPPING.with(|s| s.borrow().as_ref().is_some_and(Cancel::is_cancelled));
+    let stopped = STOPPING.with(|s| s.borrow().as_ref().is_some_and(Cancel::is_cancelled))
+        || watch::ran_away_here();
     match level {
         _ if text.is_empty() => {}
         sys::ggml_log_level_GGML_LOG_LEVEL_ERROR if !stopped => {
@@ -360,12 +379,6 @@ unsafe extern "C" fn whisper_log(
         sys::ggml_log_level_GGML_LOG_LEVEL_INFO => tracing::info!(target: "whisper", "{text}"),
         _ => tracing::debug!(target: "whisper", "{text}"),
     }
-}
-
-/// whisper.cpp's abort callback: has the `Cancel` that `data` points to been cancelled?
-unsafe extern "C" fn stopped(data: *mut c_void) -> bool {
-    // SAFETY: `run` passes a pointer to a `Cancel` that lives until `whisper_full` returns.
-    unsafe { (*(data as *const Cancel)).is_cancelled() }
 }
 
 impl Transcriber for WhisperModel {
