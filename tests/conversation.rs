@@ -168,6 +168,20 @@ async fn a_websocket_conversation_answers_sees_and_is_interrupted() {
         "{metrics}"
     );
     assert!(metrics.contains("seesay_conversations"), "{metrics}");
+    // Each of the four turns reported done is counted once by what ended it.
+    let endings: Vec<(&str, u64)> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("seesay_turn_endings_total{by=\""))
+        .filter_map(|l| l.split_once("\"} "))
+        .map(|(by, n)| (by, n.trim().parse().unwrap()))
+        .collect();
+    assert_eq!(endings.iter().map(|e| e.1).sum::<u64>(), 4, "{metrics}");
+    assert!(
+        endings
+            .iter()
+            .all(|(by, _)| ["model", "silence", "length"].contains(by)),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

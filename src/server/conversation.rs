@@ -445,6 +445,18 @@ async fn close(socket: &mut WebSocket, b: Bad) -> Result<(), axum::Error> {
         .await
 }
 
+/// What ended a user's turn, as a metric's label (the pipeline's `ended_by`).
+fn ending(by: &str) -> &'static str {
+    match by {
+        "model" => "model",
+        "silence" => "silence",
+        "length" => "length",
+        "typed" => "typed",
+        "input end" => "input end",
+        _ => "other",
+    }
+}
+
 /// Records how each turn ended (and speech let go) and a finished turn's figures in the
 /// server's metrics.
 fn observe(st: &Shared, up: &Update) {
@@ -457,6 +469,7 @@ fn observe(st: &Shared, up: &Update) {
         _ => {}
     }
     if let Update::TurnDone(m) = up {
+        st.metrics.count("turn_endings", ending(&m.ended_by));
         st.metrics
             .observe("conversation_transcript", m.transcript_ms / 1000.0);
         st.metrics

@@ -72,6 +72,12 @@ impl Listener {
         if Speculation::lost(&self.asked) {
             self.asked = None;
         }
+        if let Some(p) = self.unasked_pause() {
+            // The pause's transcript could not be asked for (the recogniser's queue was full):
+            // asked now that there is room, as the user is still silent.
+            let (turn, audio, speech_end) = (p.turn, p.audio.clone(), p.speech_end);
+            return self.ask(turn, audio, speech_end);
+        }
         let voiced_until = self.l.ep.voiced_until();
         if voiced_until.is_some_and(|end| self.asked.as_ref().is_some_and(|a| a.speech_end != end))
         {
@@ -107,6 +113,17 @@ impl Listener {
             self.rolled = len;
         }
         Ok(())
+    }
+
+    /// The pause waiting for its verdict, if nothing was asked about it and the recogniser's
+    /// queue has room now.
+    fn unasked_pause(&self) -> Option<&Pending> {
+        self.pending.as_ref().filter(|p| {
+            self.asked.is_none()
+                && !self.tx.is_full()
+                && p.turn == self.cx.turns.current()
+                && self.l.ep.paused_at(p.speech_end)
+        })
     }
 
     /// The language model's reading at a pause: judge it, or ask about the newest pause.
