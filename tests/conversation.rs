@@ -179,7 +179,7 @@ async fn a_websocket_conversation_answers_sees_and_is_interrupted() {
     assert!(
         endings
             .iter()
-            .all(|(by, _)| ["model", "silence", "length"].contains(by)),
+            .all(|(by, _)| ["model", "unsure", "silence", "length"].contains(by)),
         "{metrics}"
     );
 }

@@ -211,6 +211,10 @@ pub(super) struct Fakes {
     /// The language model takes images: each answer says whether a picture came with the
     /// question ("(seen)").
     pub(super) llm_sees: bool,
+    /// `turn.max_silence_ms` and `turn.unsure_silence_ms`: longer than any test waits, unless
+    /// a test says otherwise.
+    pub(super) max_silence_ms: u32,
+    pub(super) unsure_silence_ms: u32,
 }
 
 impl Default for Fakes {
@@ -229,6 +233,8 @@ impl Default for Fakes {
             asr_ms: 0,
             timer_on: &[],
             llm_sees: false,
+            max_silence_ms: 60_000,
+            unsure_silence_ms: 60_000,
         }
     }
 }

@@ -222,6 +222,43 @@ fn a_fragment_at_a_pause_waits_for_the_rest_of_the_question() {
     assert_eq!(started, 1, "{}", brief(&seen));
 }
 
+/// A pause the models judge not over, but without certainty, ends the turn once it has lasted
+/// `turn::patience_ms` (here 0.146 -> 2150 ms), sooner than the silence limit (3 s); not before.
+#[test]
+fn a_doubted_pause_ends_the_turn_after_its_patience_and_not_before() {
+    let mut h = start(
+        false,
+        Fakes {
+            semantic: true,
+            split: &[2],
+            max_silence_ms: 3000,
+            unsure_silence_ms: 100,
+            ..Fakes::default()
+        },
+    );
+    // "question 2 of" (the fake models: 0.98 and 0.01, a score of 0.146), then 2 s of silence.
+    h.push(&vec![0.5; FRAME * 10]);
+    h.push(&vec![0.0; FRAME * 5]);
+    std::thread::sleep(Duration::from_millis(300));
+    h.push(&vec![0.0; FRAME * 58]);
+    std::thread::sleep(Duration::from_millis(300));
+    let seen = h.seen();
+    assert!(
+        !seen
+            .iter()
+            .any(|u| matches!(u, Update::Transcript { .. } | Update::TurnDone(_))),
+        "ended before its patience: {}",
+        brief(seen)
+    );
+    // 2.24 s of silence.
+    h.push(&vec![0.0; FRAME * 7]);
+    h.wait_for("the answer", |u| matches!(u, Update::TurnDone(_)));
+    let (result, seen, ..) = h.finish();
+    let summary = result.unwrap();
+    assert_eq!(transcripts(&summary), ["question 2 of"], "{}", brief(&seen));
+    assert_eq!(summary.turns[0].ended_by, "unsure");
+}
+
 /// A typed question is a turn of its own at once: with no recogniser in the way, and stopping
 /// the answer under way even in half duplex (typing is never seesay's echo or a backchannel).
 #[test]

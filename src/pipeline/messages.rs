@@ -173,7 +173,9 @@ pub struct TurnMetrics {
     /// The user spoke again before the answer was over.
     pub interrupted: bool,
     /// What ended the user's turn: "model" (a pause judged final by the end-of-turn
-    /// signals), "silence" (`turn.max_silence_ms`, or `vad.min_silence_ms` without them),
+    /// signals), "unsure" (a pause they judged not over, but only just, lasted
+    /// `turn::patience_ms`), "silence" (`turn.max_silence_ms`, or `vad.min_silence_ms` without
+    /// them), "typed",
     /// "length" or "input end"; the two signals at the last pause (probabilities that the turn
     /// was over: Smart Turn's, the language model's), and the time from noticing that pause to
     /// the decision.

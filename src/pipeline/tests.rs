@@ -94,8 +94,9 @@ pub(super) fn start_seeing(barge_in: bool, f: Fakes, sight: Option<Sight>) -> Ha
     let mut cfg = Config::default();
     cfg.pipeline.barge_in = barge_in.into();
     cfg.turn.semantic = f.semantic;
-    // Longer than any test waits: only a decision at a pause can end a turn.
-    cfg.turn.max_silence_ms = 60_000;
+    // Longer than any test waits (unless it says): only a decision at a pause ends a turn.
+    cfg.turn.max_silence_ms = f.max_silence_ms;
+    cfg.turn.unsure_silence_ms = f.unsure_silence_ms;
     cfg.tts.sentence_silence_ms = 0;
     cfg.vad.min_speech_ms = 64;
     cfg.vad.min_silence_ms = 96;
@@ -169,6 +170,12 @@ impl Harness {
                 Err(_) => panic!("no {what} within 5 s; saw {}", brief(&self.seen)),
             }
         }
+    }
+
+    /// The updates so far.
+    pub(super) fn seen(&mut self) -> &[Update] {
+        self.seen.extend(self.updates.try_iter());
+        &self.seen
     }
 
     /// Drops the source and waits for the run to end; returns its result and every update.

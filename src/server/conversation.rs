@@ -450,6 +450,7 @@ fn ending(by: &str) -> &'static str {
     match by {
         "model" => "model",
         "silence" => "silence",
+        "unsure" => "unsure",
         "length" => "length",
         "typed" => "typed",
         "input end" => "input end",

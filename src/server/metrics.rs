@@ -56,7 +56,7 @@ impl Metrics {
         use std::fmt::Write;
         out.push_str("# HELP seesay_turns_total Conversations' turns by how they ended (answered, cut by the user while spoken, failed, or why one was dropped: no words, interrupted before its first word, ...).\n# TYPE seesay_turns_total counter\n");
         out.push_str("# HELP seesay_speech_ignored_total Speech during an answer let go, by what it was taken for.\n# TYPE seesay_speech_ignored_total counter\n");
-        out.push_str("# HELP seesay_turn_endings_total Answered turns by what ended the user's turn: the end-of-turn model at a pause, the silence limit (turn.max_silence_ms), the length limit, a typed question, the end of the input.\n# TYPE seesay_turn_endings_total counter\n");
+        out.push_str("# HELP seesay_turn_endings_total Answered turns by what ended the user's turn: the end-of-turn model at a pause, a pause it doubted lasting turn::patience_ms (unsure), the silence limit (turn.max_silence_ms), the length limit, a typed question, the end of the input.\n# TYPE seesay_turn_endings_total counter\n");
         out.push_str("# HELP seesay_wyoming_connections_total Wyoming connections admitted, or refused past server.wyoming_max_connections.\n# TYPE seesay_wyoming_connections_total counter\n");
         for ((what, kind), n) in self.counts.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             let label = match *what {

@@ -108,6 +108,9 @@ struct Listener {
     now: u64,
     last_at: Instant,
     pending: Option<Pending>,
+    /// A pause judged not over, but doubtfully: its speech end, and the sample at which the
+    /// turn ends if the user is still silent (`turn::patience_ms`).
+    unsure: Option<(u64, u64)>,
     /// The pause whose speculative transcript is being made.
     asked: Option<Speculation>,
     /// The speculation made while the user speaks (cut where it was sent), and how much of the
@@ -146,6 +149,7 @@ pub(crate) fn vad_loop(
         last_at: cx.t0,
         cx,
         pending: None,
+        unsure: None,
         asked: None,
         rolling: None,
         rolled: 0,
@@ -323,6 +327,7 @@ impl Listener {
             }
             _ if self.candidate.is_some() => self.probe()?,
             Some(_) => {}
+            None if self.waited_out(end) => self.end_unsure()?,
             None => self.roll(end, p)?,
         }
         Ok(())
@@ -376,7 +381,7 @@ impl Listener {
         let turn = self.cx.begin_turn();
         self.ending = Ending::default();
         // Speculations about the last turn's pauses no longer matter.
-        (self.pending, self.asked) = (None, None);
+        (self.pending, self.asked, self.unsure) = (None, None, None);
         tracing::debug!(turn, "{why}");
         if was_busy {
             tracing::info!(turn, "barge-in: the user speaks; the answer stops");

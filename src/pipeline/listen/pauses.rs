@@ -249,13 +249,42 @@ impl Listener {
             ms = self.ending.decision_ms,
             "end of turn?"
         );
-        match verdict
-            .complete
-            .then(|| self.l.ep.end_now(p.speech_end))
-            .flatten()
-        {
+        if !verdict.complete {
+            let ms = turn::patience_ms(&judging.cfg, verdict.score);
+            let wait = ms as u64 * SAMPLE_RATE as u64 / 1000;
+            self.unsure = Some((p.speech_end, p.speech_end + wait));
+            return Ok(());
+        }
+        self.end_now(p.speech_end)
+    }
+
+    /// Ends the turn at the pause that ended at `speech_end` (unless the user went on).
+    fn end_now(&mut self, speech_end: u64) -> Step {
+        match self.l.ep.end_now(speech_end) {
             Some(VadEvent::End { audio, speech_end }) => self.end_turn(audio, speech_end),
             _ => Ok(()),
         }
+    }
+
+    /// Has the pause judged doubtfully not over (`unsure`) lasted its patience by sample `now`?
+    /// Forgotten once the user goes on.
+    pub(super) fn waited_out(&mut self, now: u64) -> bool {
+        match self.unsure {
+            Some((speech_end, _)) if !self.l.ep.paused_at(speech_end) => {
+                self.unsure = None;
+                false
+            }
+            Some((_, until)) => now >= until,
+            None => false,
+        }
+    }
+
+    /// The doubtful pause has lasted its patience: the turn ends there.
+    pub(super) fn end_unsure(&mut self) -> Step {
+        let Some((speech_end, _)) = self.unsure.take() else {
+            return Ok(());
+        };
+        self.ending.by = "unsure";
+        self.end_now(speech_end)
     }
 }
