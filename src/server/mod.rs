@@ -33,7 +33,7 @@ use axum::{Json, Router};
 use tokio_stream::StreamExt;
 
 use self::state::{ApiError, AppState, Shared};
-use crate::config::Config;
+use crate::config::{Config, ServerConfig};
 use crate::pipeline::PipelineError;
 
 #[derive(Debug, thiserror::Error)]
@@ -296,6 +296,9 @@ pub struct Listening {
 /// every conversation and Wyoming connection, lets work in progress finish for up to
 /// `server.shutdown_timeout_s`, and returns; a second signal exits the process at once.
 pub fn serve(cfg: Config, ready: impl FnOnce(&Listening)) -> Result<(), ServerError> {
+    // The ports are taken first: a port in use fails at once, not after the models load, and
+    // no connection made while they load (to llama-server) can land on one of them.
+    let (listener, wyoming) = bind_ports(&cfg.server)?;
     let t = Instant::now();
     let st: Shared = Arc::new(AppState::load(cfg)?);
     tracing::info!(ms = t.elapsed().as_millis() as u64, "models loaded");
@@ -304,16 +307,8 @@ pub fn serve(cfg: Config, ready: impl FnOnce(&Listening)) -> Result<(), ServerEr
         .enable_all()
         .build()?;
     let result = rt.block_on(async move {
-        let bind = |addr: String, what: &'static str| async move {
-            tokio::net::TcpListener::bind(&addr)
-                .await
-                .map_err(|error| ServerError::Bind { addr, what, error })
-        };
-        let listener = bind(st.cfg.server.listen.clone(), "").await?;
-        let wyoming = match st.cfg.server.wyoming_listen.as_str() {
-            "" => None,
-            addr => Some(bind(addr.to_string(), " (Wyoming)").await?),
-        };
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let wyoming = wyoming.map(tokio::net::TcpListener::from_std).transpose()?;
         let mut signals = Signals::new()?;
         ready(&Listening {
             http: listener.local_addr()?,
@@ -360,6 +355,27 @@ pub fn serve(cfg: Config, ready: impl FnOnce(&Listening)) -> Result<(), ServerEr
     // Work still running on blocking threads (an answer past the deadline) is not waited for.
     rt.shutdown_timeout(std::time::Duration::from_millis(200));
     result
+}
+
+/// The HTTP listener and, if configured, Wyoming's (non-blocking, for tokio).
+fn bind_ports(
+    cfg: &ServerConfig,
+) -> Result<(std::net::TcpListener, Option<std::net::TcpListener>), ServerError> {
+    let bind = |addr: &str, what: &'static str| {
+        std::net::TcpListener::bind(addr)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|error| ServerError::Bind {
+                addr: addr.to_string(),
+                what,
+                error,
+            })
+    };
+    let http = bind(&cfg.listen, "")?;
+    let wyoming = match cfg.wyoming_listen.as_str() {
+        "" => None,
+        addr => Some(bind(addr, " (Wyoming)")?),
+    };
+    Ok((http, wyoming))
 }
 
 /// SIGINT (Ctrl-C) and SIGTERM (a service manager's stop), as one stream.

@@ -59,12 +59,32 @@ impl Server {
             env,
             _dir: dir,
         };
-        s.spawn();
+        s.spawn(true);
         s
     }
 
-    /// Starts the server process (its log appended to) and waits until it answers.
-    fn spawn(&mut self) {
+    /// Starts the server process (its log appended to) and waits until it answers. A port the
+    /// test picked can be taken before the server binds it (`free_port` frees it at once, and an
+    /// outgoing connection's source port may land on it): the server then exits with "Address
+    /// already in use", and is started again, on fresh ports if `fresh_ports`.
+    fn spawn(&mut self, fresh_ports: bool) {
+        for attempt in 1.. {
+            match self.try_spawn() {
+                Ok(()) => return,
+                Err(log) if attempt < 4 && log.contains("Address already in use") => {
+                    eprintln!("a port was taken before the server bound it; starting it again");
+                    if fresh_ports {
+                        (self.http, self.wyoming) = (free_port(), free_port());
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(log) => panic!("server did not start: {log}"),
+            }
+        }
+    }
+
+    /// One start: Ok once it answers; Err(its log) if it exited first.
+    fn try_spawn(&mut self) -> Result<(), String> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -92,6 +112,12 @@ impl Server {
         self.child = Some(child);
         let t = Instant::now();
         while ureq::get(&self.url("/healthz")).call().is_err() {
+            if let Some(child) = &mut self.child {
+                if child.try_wait().unwrap().is_some() {
+                    self.child = None;
+                    return Err(self.log());
+                }
+            }
             assert!(
                 t.elapsed() < Duration::from_secs(60),
                 "server did not start: {}",
@@ -99,13 +125,14 @@ impl Server {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+        Ok(())
     }
 
     /// Kills the server (SIGKILL: a crash, nothing said to its clients) and starts it again on
     /// the same ports; returns once it answers.
     pub fn crash_and_restart(&mut self) {
         self.kill();
-        self.spawn();
+        self.spawn(false);
     }
 
     fn kill(&mut self) {
