@@ -85,6 +85,23 @@ impl Transcriber for FakeAsr {
             text,
         }])
     }
+    /// Like whisper.cpp's abort callback: a speculation stopped while it is being transcribed
+    /// is given up.
+    fn transcribe_unless(
+        &mut self,
+        samples: &[f32],
+        offset: f64,
+        stop: &Cancel,
+    ) -> Result<Vec<Segment>, AsrError> {
+        if stop.is_cancelled() {
+            return Err(AsrError::Stopped);
+        }
+        let heard = self.transcribe(samples, offset)?;
+        match stop.is_cancelled() {
+            true => Err(AsrError::Stopped),
+            false => Ok(heard),
+        }
+    }
     fn set_language(&mut self, l: &str) -> Result<String, AsrError> {
         Ok(l.to_string())
     }

@@ -222,6 +222,34 @@ fn a_fragment_at_a_pause_waits_for_the_rest_of_the_question() {
     assert_eq!(started, 1, "{}", brief(&seen));
 }
 
+/// A reading of the speech so far sent at its last voiced frame covers the pause that follows:
+/// it used to be stopped there and asked again, and its stopped (empty) answer came back under
+/// the pause's name, so the pause was judged on its sound alone and a fragment ended the turn.
+/// The reading goes at the 16th voiced frame (the half second of audio it waits for: no pre-roll
+/// before the first speech), here the last; the recogniser is slow enough to be stopped.
+#[test]
+fn a_reading_sent_at_the_last_voiced_frame_is_the_pauses() {
+    let mut h = start(
+        false,
+        Fakes {
+            semantic: true,
+            split: &[2],
+            asr_ms: 120,
+            ..Fakes::default()
+        },
+    );
+    // "question 2 of" ... pause ... the rest.
+    h.push(&vec![0.5; FRAME * 16]);
+    h.push(&vec![0.0; FRAME * 5]);
+    std::thread::sleep(Duration::from_millis(500));
+    h.push(&vec![0.5; FRAME * 6]);
+    h.push(&vec![0.0; FRAME * 5]);
+    h.wait_for("the answer", |u| matches!(u, Update::TurnDone(_)));
+    let (result, seen, ..) = h.finish();
+    let summary = result.unwrap();
+    assert_eq!(transcripts(&summary), ["question 2"], "{}", brief(&seen));
+}
+
 /// A pause the models judge not over, but without certainty, ends the turn once it has lasted
 /// `turn::patience_ms` (here 0.146 -> 2150 ms), sooner than the silence limit (3 s); not before.
 #[test]

@@ -176,7 +176,14 @@ impl Listener {
     /// Hands the audio up to a pause to ASR for a speculative transcript, if ASR has room (a
     /// speculation must never delay a real utterance).
     /// A reading of the speech so far that is still being made is stopped: this one holds more.
+    /// A reading of the speech so far that ended where the pause begins (sent at the last voiced
+    /// frame) is the pause's: it is kept, not stopped and asked again (stopped, its empty answer
+    /// would come back under the pause's name and the pause be judged without the words).
     pub(super) fn ask(&mut self, turn: u64, audio: Vec<f32>, speech_end: u64) -> Step {
+        if Speculation::about(&self.rolling, turn, speech_end) {
+            self.asked = self.rolling.take();
+            return Ok(());
+        }
         Speculation::forget(&mut self.rolling);
         if let Some(stop) = self.speculate(turn, audio, speech_end)? {
             self.asked = Some(Speculation {
