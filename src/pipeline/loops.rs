@@ -67,8 +67,10 @@ pub(crate) fn asr_loop(
         };
         let going = match speculative {
             true => match guess(&asr, &u, &tx, &hints, &cx) {
+                // A guess with no words is not kept: the whole turn, with the silence after it,
+                // is heard afresh (an empty guess reused made a question "no words").
                 Guess::Made(text) => {
-                    ahead = Some((u.turn, u.speech_end, text));
+                    ahead = (!text.trim().is_empty()).then_some((u.turn, u.speech_end, text));
                     true
                 }
                 Guess::None => true,
