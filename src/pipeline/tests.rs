@@ -29,7 +29,7 @@ pub(super) struct Harness {
     updates: Receiver<Update>,
     seen: Vec<Update>,
     run: JoinHandle<Result<RunSummary, PipelineError>>,
-    pub(super) models: Models,
+    models: Models,
     tokens: Arc<AtomicUsize>,
 }
 
