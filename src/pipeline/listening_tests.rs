@@ -250,6 +250,42 @@ fn a_reading_sent_at_the_last_voiced_frame_is_the_pauses() {
     assert_eq!(transcripts(&summary), ["question 2"], "{}", brief(&seen));
 }
 
+/// In `seesay serve` a pause's transcript is given up when the shared recogniser is busy; the
+/// pause is then not ended on its sound alone (the fake Smart Turn hears every pause as final),
+/// once the model has read this conversation's words: asked again, and doubted if still unread.
+#[test]
+fn a_pause_whose_words_could_not_be_read_is_not_ended_on_its_sound() {
+    let mut h = start(
+        false,
+        Fakes {
+            semantic: true,
+            split: &[2],
+            ..Fakes::default()
+        },
+    );
+    h.ask(1);
+    h.wait_for("turn 1 done", |u| done(u, 1));
+    // "question 2 of" ... pause (the recogniser busy elsewhere for 400 ms) ... the rest.
+    let asr = h.models.asr.clone();
+    let busy = crate::pipeline::models::lock(&asr);
+    h.push(&vec![0.5; FRAME * 10]);
+    h.push(&vec![0.0; FRAME * 5]);
+    std::thread::sleep(Duration::from_millis(400));
+    drop(busy);
+    std::thread::sleep(Duration::from_millis(100));
+    h.push(&vec![0.5; FRAME * 6]);
+    h.push(&vec![0.0; FRAME * 5]);
+    h.wait_for("turn 2 done", |u| done(u, 2));
+    let (result, seen, ..) = h.finish();
+    let summary = result.unwrap();
+    assert_eq!(
+        transcripts(&summary),
+        ["question 1", "question 2"],
+        "{}",
+        brief(&seen)
+    );
+}
+
 /// A pause the models judge not over, but without certainty, ends the turn once it has lasted
 /// `turn::patience_ms` (here 0.146 -> 2150 ms), sooner than the silence limit (3 s); not before.
 #[test]

@@ -29,7 +29,7 @@ pub(super) struct Harness {
     updates: Receiver<Update>,
     seen: Vec<Update>,
     run: JoinHandle<Result<RunSummary, PipelineError>>,
-    models: Models,
+    pub(super) models: Models,
     tokens: Arc<AtomicUsize>,
 }
 

@@ -79,6 +79,8 @@ struct Pending {
     /// The utterance up to the pause, for Smart Turn should the text leave it open.
     audio: Vec<f32>,
     noticed: Instant,
+    /// Its transcript came back without a reading once and was asked for again.
+    asked_again: bool,
 }
 
 /// Speech heard while seesay answers, not yet known to mean anything.
@@ -117,9 +119,12 @@ struct Listener {
     /// utterance it held.
     rolling: Option<Speculation>,
     rolled: usize,
+    /// The language model has read the words at a pause of this conversation (a remote one
+    /// never does): from then on a pause whose words it could not read is not ended on its
+    /// sound alone.
+    words_read: bool,
     ending: Ending,
     candidate: Option<Candidate>,
-    /// Half duplex: a question asked during the answer, answered once it is over.
     /// Half duplex: questions asked during the answer, answered in order once it is over (a
     /// second one asked before the first was taken up replaced it, and was never answered).
     held: VecDeque<(Vec<f32>, u64)>,
@@ -153,6 +158,7 @@ pub(crate) fn vad_loop(
         asked: None,
         rolling: None,
         rolled: 0,
+        words_read: false,
         ending: Ending::default(),
         candidate: None,
         held: VecDeque::new(),

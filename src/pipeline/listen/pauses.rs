@@ -134,8 +134,12 @@ impl Listener {
         if Speculation::about(&self.rolling, turn, speech_end) {
             self.rolling = None;
         }
+        self.words_read |= text_p.is_some();
         match self.pending.take() {
-            Some(p) if p.turn == turn && p.speech_end == speech_end => self.judge(p, text_p),
+            Some(p) if p.turn == turn && p.speech_end == speech_end => match text_p {
+                None if self.words_read && !p.asked_again => self.ask_again(p),
+                _ => self.judge(p, text_p),
+            },
             // The answer is about an earlier pause; the newest one was not asked about (the
             // recogniser was busy): ask now, if the user is still silent.
             Some(p) if self.asked.is_none() && self.l.ep.paused_at(p.speech_end) => {
@@ -169,6 +173,7 @@ impl Listener {
             speech_end,
             audio,
             noticed,
+            asked_again: false,
         });
         Ok(())
     }
@@ -220,6 +225,18 @@ impl Listener {
         }
     }
 
+    /// The pause's words came back unread (the recogniser was busy elsewhere, the language
+    /// model's queue full, the speculation stopped): asked for once more while the user is silent.
+    fn ask_again(&mut self, mut p: Pending) -> Step {
+        if !self.l.ep.paused_at(p.speech_end) {
+            return Ok(());
+        }
+        p.asked_again = true;
+        self.ask(p.turn, p.audio.clone(), p.speech_end)?;
+        self.pending = Some(p);
+        Ok(())
+    }
+
     /// Judges a pause from the two signals, and ends the turn there if it is over (and the user
     /// has not gone on speaking).
     pub(super) fn judge(&mut self, p: Pending, text_p: Option<f32>) -> Step {
@@ -256,7 +273,12 @@ impl Listener {
             ms = self.ending.decision_ms,
             "end of turn?"
         );
-        if !verdict.complete {
+        // Without the words the sound alone only makes the turn doubtful: Smart Turn hears
+        // fragments in synthetic voices as final ("What is the capital of": 0.77), and a
+        // conversation cut there is answered wrong. (A model that never reads words leaves
+        // the sound to decide.)
+        let sound_alone = verdict.text.is_none() && self.words_read;
+        if !verdict.complete || sound_alone {
             let ms = turn::patience_ms(&judging.cfg, verdict.score);
             let wait = ms as u64 * SAMPLE_RATE as u64 / 1000;
             self.unsure = Some((p.speech_end, p.speech_end + wait));
