@@ -172,6 +172,9 @@ impl ChatModel for FakeLlm {
         let text = m.last().map(|m| m.content.clone()).unwrap_or_default();
         Ok(Some(if text.ends_with(" of") { 0.01 } else { 0.99 }))
     }
+    fn reads_turns(&self) -> bool {
+        true
+    }
 }
 
 /// Prosody that always sounds final (as synthetic voices do).

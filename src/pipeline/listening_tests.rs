@@ -251,8 +251,8 @@ fn a_reading_sent_at_the_last_voiced_frame_is_the_pauses() {
 }
 
 /// In `seesay serve` a pause's transcript is given up when the shared recogniser is busy; the
-/// pause is then not ended on its sound alone (the fake Smart Turn hears every pause as final),
-/// once the model has read this conversation's words: asked again, and doubted if still unread.
+/// pause is then not ended on its sound alone (the fake Smart Turn hears every pause as final)
+/// when the language model can read words: asked again, and doubted if still unread.
 #[test]
 fn a_pause_whose_words_could_not_be_read_is_not_ended_on_its_sound() {
     let mut h = start(

@@ -351,6 +351,7 @@ fn listening(
         turn: semantic.then(|| Judging {
             cfg: cfg.turn.clone(),
             model: models.turn.clone(),
+            reads: false, // known once the language model is made (`start_stages`)
         }),
         typed: crossbeam_channel::never(),
     })
@@ -360,12 +361,16 @@ fn listening(
 fn start_stages(
     cfg: &Config,
     models: &Models,
-    listening: Listening,
+    mut listening: Listening,
     rx_frames: Receiver<AudioFrame>,
     camera: bool,
     cx: &Arc<Context>,
     stages: &mut Vec<JoinHandle<Option<()>>>,
 ) -> Result<Receiver<Play>, PipelineError> {
+    let llm = (models.llm)()?;
+    if let Some(judging) = &mut listening.turn {
+        judging.reads = llm.reads_turns();
+    }
     let (tx_utt, rx_utt) = crossbeam_channel::bounded::<Utterance>(2);
     let (tx_heard, rx_heard) = crossbeam_channel::bounded::<Heard>(2);
     let (tx_say, rx_say) = crossbeam_channel::bounded::<Say>(16);
@@ -385,7 +390,7 @@ fn start_stages(
     let mut conv = Conversation::new(&cfg.llm);
     conv.set_tools(hands.tools.system_prompt());
     let answering = answering::Answering {
-        llm: (models.llm)()?,
+        llm,
         hands,
         cores: models.asr.clone(),
         conv,

@@ -70,6 +70,9 @@ pub(crate) struct Wake {
 pub(crate) struct Judging {
     pub cfg: TurnConfig,
     pub model: Option<Locked<Box<dyn TurnDetector>>>,
+    /// The language model reads words at pauses (a remote one cannot): a pause whose words it
+    /// could not read is then not ended on its sound alone.
+    pub reads: bool,
 }
 
 /// A pause waiting for the language model's view before it is judged.
@@ -119,10 +122,6 @@ struct Listener {
     /// utterance it held.
     rolling: Option<Speculation>,
     rolled: usize,
-    /// The language model has read the words at a pause of this conversation (a remote one
-    /// never does): from then on a pause whose words it could not read is not ended on its
-    /// sound alone.
-    words_read: bool,
     ending: Ending,
     candidate: Option<Candidate>,
     /// Half duplex: questions asked during the answer, answered in order once it is over (a
@@ -158,7 +157,6 @@ pub(crate) fn vad_loop(
         asked: None,
         rolling: None,
         rolled: 0,
-        words_read: false,
         ending: Ending::default(),
         candidate: None,
         held: VecDeque::new(),

@@ -134,10 +134,9 @@ impl Listener {
         if Speculation::about(&self.rolling, turn, speech_end) {
             self.rolling = None;
         }
-        self.words_read |= text_p.is_some();
         match self.pending.take() {
             Some(p) if p.turn == turn && p.speech_end == speech_end => match text_p {
-                None if self.words_read && !p.asked_again => self.ask_again(p),
+                None if self.reads_words() && !p.asked_again => self.ask_again(p),
                 _ => self.judge(p, text_p),
             },
             // The answer is about an earlier pause; the newest one was not asked about (the
@@ -225,6 +224,10 @@ impl Listener {
         }
     }
 
+    fn reads_words(&self) -> bool {
+        self.l.turn.as_ref().is_some_and(|j| j.reads)
+    }
+
     /// The pause's words came back unread (the recogniser was busy elsewhere, the language
     /// model's queue full, the speculation stopped): asked for once more while the user is silent.
     fn ask_again(&mut self, mut p: Pending) -> Step {
@@ -277,7 +280,7 @@ impl Listener {
         // fragments in synthetic voices as final ("What is the capital of": 0.77), and a
         // conversation cut there is answered wrong. (A model that never reads words leaves
         // the sound to decide.)
-        let sound_alone = verdict.text.is_none() && self.words_read;
+        let sound_alone = verdict.text.is_none() && judging.reads;
         if !verdict.complete || sound_alone {
             let ms = turn::patience_ms(&judging.cfg, verdict.score);
             let wait = ms as u64 * SAMPLE_RATE as u64 / 1000;

@@ -314,6 +314,10 @@ pub trait ChatModel: Send {
     fn end_of_turn(&mut self, _messages: &[Message]) -> Result<Option<f32>, LlmError> {
         Ok(None)
     }
+    /// Can `end_of_turn` tell at all (a remote model cannot)?
+    fn reads_turns(&self) -> bool {
+        false
+    }
 }
 
 /// `text` without the punctuation a recogniser puts at its end, for `ChatModel::end_of_turn`.

@@ -210,6 +210,10 @@ impl ChatModel for LlamaModel {
         self.last
     }
 
+    fn reads_turns(&self) -> bool {
+        true
+    }
+
     /// Renders the prompt with the server's template, cuts it after the user's text and asks
     /// this conversation's slot for the next token's distribution (the prefix stays cached for
     /// the answer).

@@ -343,6 +343,10 @@ impl ChatModel for LocalModel {
         Ok(self.encode(&self.render(messages)?)?.len())
     }
 
+    fn reads_turns(&self) -> bool {
+        true
+    }
+
     /// The prompt cut after the user's text, prefilled (reusing the cache where it extends
     /// it), and the next token's distribution read.
     fn end_of_turn(&mut self, messages: &[Message]) -> Result<Option<f32>, LlmError> {

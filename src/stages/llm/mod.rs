@@ -131,4 +131,7 @@ impl ChatModel for SharedModel {
     fn end_of_turn(&mut self, messages: &[Message]) -> Result<Option<f32>, LlmError> {
         lock(&self.model).end_of_turn(messages)
     }
+    fn reads_turns(&self) -> bool {
+        true
+    }
 }
