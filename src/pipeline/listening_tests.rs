@@ -286,6 +286,33 @@ fn a_pause_whose_words_could_not_be_read_is_not_ended_on_its_sound() {
     );
 }
 
+/// A pause left unread (the recogniser busy through both asks) is doubted; when the input
+/// already holds the doubt's wait (a client stops sending after its question), the turn ends
+/// then, not at a frame that never comes.
+#[test]
+fn a_doubted_pause_whose_wait_has_passed_ends_the_turn_without_more_frames() {
+    let mut h = start(
+        false,
+        Fakes {
+            semantic: true,
+            max_silence_ms: 3000,
+            unsure_silence_ms: 100,
+            ..Fakes::default()
+        },
+    );
+    let asr = h.models.asr.clone();
+    let busy = crate::pipeline::models::lock(&asr);
+    h.push(&vec![0.6; FRAME * 10]);
+    h.push(&vec![0.0; FRAME * 8]); // 256 ms of silence, then nothing more
+    std::thread::sleep(Duration::from_millis(700));
+    drop(busy);
+    h.wait_for("turn 1 done", |u| done(u, 1));
+    let (result, seen, ..) = h.finish();
+    let summary = result.unwrap();
+    assert_eq!(transcripts(&summary), ["question 3"], "{}", brief(&seen));
+    assert_eq!(summary.turns[0].ended_by, "unsure", "{}", brief(&seen));
+}
+
 /// A pause the models judge not over, but without certainty, ends the turn once it has lasted
 /// `turn::patience_ms` (here 0.146 -> 2150 ms), sooner than the silence limit (3 s); not before.
 #[test]

@@ -285,7 +285,12 @@ impl Listener {
             let ms = turn::patience_ms(&judging.cfg, verdict.score);
             let wait = ms as u64 * SAMPLE_RATE as u64 / 1000;
             self.unsure = Some((p.speech_end, p.speech_end + wait));
-            return Ok(());
+            // The input may hold the whole wait already (frames judged faster than real time, a
+            // client that stopped sending after its question): no later frame need come.
+            return match self.waited_out(self.now) {
+                true => self.end_unsure(),
+                false => Ok(()),
+            };
         }
         self.end_now(p.speech_end)
     }
