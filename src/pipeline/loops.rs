@@ -133,8 +133,8 @@ enum Guess {
 /// The decision at the pause waits for this transcript, so it waits for the recogniser too; it
 /// is the work the end of the turn would need anyway. But in `seesay serve` the recogniser is
 /// shared by every conversation and the API: a guess that would wait long for it is given up
-/// (the pause is judged by its silence), so the guesses of several conversations never hold up
-/// finished questions.
+/// (the pause is asked about again, then doubted: `listen::pauses`), so the guesses of several
+/// conversations never hold up finished questions.
 fn guess(
     asr: &Locked<Box<dyn Transcriber>>,
     u: &Utterance,
