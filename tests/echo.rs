@@ -75,6 +75,7 @@ fn conversation(
     // Info, not debug: the child's stderr is read only when it ends, and a full pipe would stall it.
     env.push(("RUST_LOG".into(), "seesay=info".into()));
     let turns = if second.is_some() { "2" } else { "1" };
+    let recording = pulse.recordings();
     let (m2, cfg2) = (m.display().to_string(), cfg.display().to_string());
     let run = std::thread::spawn(move || {
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -90,7 +91,8 @@ fn conversation(
         ];
         seesay_env(&args, &env, None, Duration::from_secs(150))
     });
-    std::thread::sleep(Duration::from_secs(3));
+    // The question as soon as seesay has opened the microphone (after loading its models).
+    pulse.wait_for_recording(recording);
     let play = |wav: &Path| {
         assert!(pulse
             .cmd("paplay")

@@ -258,6 +258,9 @@ fn live_conversation_through_real_audio_devices() {
         ])
         .spawn()
         .unwrap();
+    // The recorder's own stream first, so that the next one to record is seesay's.
+    pulse.wait_for_recording(0);
+    let recording = pulse.recordings();
     let m = dir.path().join("m.jsonl");
     let env = pulse.seesay_env();
     let m2 = m.display().to_string();
@@ -273,8 +276,10 @@ fn live_conversation_through_real_audio_devices() {
         ];
         seesay_env(&args, &env, None, Duration::from_secs(120))
     });
-    std::thread::sleep(Duration::from_secs(3));
-    // The user speaks into the microphone, in real time.
+    // The user speaks into the microphone, in real time, as soon as seesay has opened it (once
+    // its models have loaded, when it says "listening"). A fixed wait lost the first words
+    // whenever loading took longer than the wait.
+    pulse.wait_for_recording(recording);
     let spoke = pulse
         .cmd("paplay")
         .args(["--device=mic", models.to_str().unwrap()])

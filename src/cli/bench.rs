@@ -477,6 +477,7 @@ fn bench_pipeline(cfg: &Config, turns: usize, voice_name: &str) -> Result<serde_
             // The benchmark measures the conversation itself, the same run after run.
             memory: None,
             typed: None,
+            on_listening: None,
         },
         Arc::new(AtomicBool::new(false)),
         Arc::new(AtomicBool::new(false)),

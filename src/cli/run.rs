@@ -109,9 +109,11 @@ pub fn run(mut cfg: Config, a: RunArgs) -> Result<()> {
         (None, Input::File { .. }) => Output::File(PathBuf::from("reply.wav")),
         (None, _) => Output::Speaker,
     };
-    if matches!(input, Input::Mic) {
-        eprintln!("listening (Ctrl-C to stop)");
-    }
+    // Said once the microphone is open (after the models load): what is said before is not heard.
+    let on_listening = matches!(input, Input::Mic).then(|| {
+        eprintln!("loading the models ...");
+        Box::new(|| eprintln!("listening (Ctrl-C to stop)")) as Box<dyn FnOnce() + Send>
+    });
     let stop = Arc::new(AtomicBool::new(false));
     let abort = Arc::new(AtomicBool::new(false));
     // Ctrl-C sets a flag the pipeline polls; no thread waits on the signal.
@@ -134,6 +136,7 @@ pub fn run(mut cfg: Config, a: RunArgs) -> Result<()> {
             updates: None,
             memory,
             typed: None,
+            on_listening,
         },
         stop,
         abort,

@@ -104,6 +104,9 @@ pub struct RunOptions {
     pub memory: Option<Arc<Mutex<Memory>>>,
     /// Questions typed by the client, each answered as a turn of its own (as if spoken).
     pub typed: Option<Receiver<String>>,
+    /// Called once the input is open, so whatever is said from then on is heard (a microphone
+    /// opens after the models have loaded: seconds).
+    pub on_listening: Option<Box<dyn FnOnce() + Send>>,
 }
 
 /// What a run produced.
@@ -179,6 +182,9 @@ pub fn run_with(
         echo: echo.clone(),
     };
     let (source, rx_frames) = input.start(cfg, opts.input, &cx, tx_frames, rx_frames)?;
+    if let Some(listening) = opts.on_listening {
+        listening();
+    }
     let mut listening = listening(cfg, models, vad, echo.is_some())?;
     listening.typed = opts.typed.unwrap_or_else(crossbeam_channel::never);
     let rx_play = start_stages(cfg, models, listening, rx_frames, camera, &cx, &mut stages)?;

@@ -120,6 +120,7 @@ pub(super) fn start_seeing(barge_in: bool, f: Fakes, sight: Option<Sight>) -> Ha
             updates: Some(tx_up),
             memory: None,
             typed: Some(rx_typed),
+            on_listening: None,
         };
         let flag = || Arc::new(AtomicBool::new(false));
         run_with(&cfg, &m, opts, flag(), flag())

@@ -264,6 +264,7 @@ fn client_run_options(
         // Only a store the client named (`memory=NAME`).
         memory,
         typed: Some(rx_typed),
+        on_listening: None,
     }
 }
 

@@ -69,6 +69,27 @@ impl Pulse {
         env
     }
 
+    /// How many streams record from this server now.
+    pub fn recordings(&self) -> usize {
+        let out = self
+            .cmd("pactl")
+            .args(["list", "short", "source-outputs"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    }
+
+    /// Waits until more than `before` streams record (a program opened its microphone).
+    pub fn wait_for_recording(&self, before: usize) {
+        for _ in 0..600 {
+            if self.recordings() > before {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("nothing opened the microphone in 30 s");
+    }
+
     pub fn cmd(&self, program: &str) -> Command {
         let mut c = Command::new(program);
         c.envs(self.env.iter().map(|(k, v)| (k, v)));
