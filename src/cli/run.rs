@@ -64,18 +64,7 @@ pub struct RunArgs {
 }
 
 pub fn run(mut cfg: Config, a: RunArgs) -> Result<()> {
-    if a.barge_in {
-        cfg.pipeline.barge_in = BargeIn::On;
-    }
-    if a.half_duplex {
-        cfg.pipeline.barge_in = BargeIn::Off;
-    }
-    if let Some(w) = &a.wake_word {
-        cfg.pipeline.wake_word = w.clone();
-    }
-    if let Some(c) = &a.camera {
-        cfg.pipeline.camera = c.clone();
-    }
+    apply_flags(&mut cfg, &a);
     // Opened before any model loads: a missing or busy camera fails at once.
     let frames = match cfg.pipeline.camera.as_str() {
         _ if a.image.is_some() => None,
@@ -109,11 +98,13 @@ pub fn run(mut cfg: Config, a: RunArgs) -> Result<()> {
         (None, Input::File { .. }) => Output::File(PathBuf::from("reply.wav")),
         (None, _) => Output::Speaker,
     };
-    // Said once the microphone is open (after the models load): what is said before is not heard.
-    let on_listening = matches!(input, Input::Mic).then(|| {
+    // "listening" once the microphone is open (after the models load): speech before is not heard.
+    let live = matches!(input, Input::Mic);
+    if live {
         eprintln!("loading the models ...");
-        Box::new(|| eprintln!("listening (Ctrl-C to stop)")) as Box<dyn FnOnce() + Send>
-    });
+    }
+    let on_listening = live
+        .then(|| Box::new(|| eprintln!("listening (Ctrl-C to stop)")) as Box<dyn FnOnce() + Send>);
     let stop = Arc::new(AtomicBool::new(false));
     let abort = Arc::new(AtomicBool::new(false));
     // Ctrl-C sets a flag the pipeline polls; no thread waits on the signal.
@@ -141,6 +132,28 @@ pub fn run(mut cfg: Config, a: RunArgs) -> Result<()> {
         stop,
         abort,
     )?;
+    report(&summary, out_path);
+    Ok(())
+}
+
+/// The command line's settings over the configuration's.
+fn apply_flags(cfg: &mut Config, a: &RunArgs) {
+    if a.barge_in {
+        cfg.pipeline.barge_in = BargeIn::On;
+    }
+    if a.half_duplex {
+        cfg.pipeline.barge_in = BargeIn::Off;
+    }
+    if let Some(w) = &a.wake_word {
+        cfg.pipeline.wake_word = w.clone();
+    }
+    if let Some(c) = &a.camera {
+        cfg.pipeline.camera = c.clone();
+    }
+}
+
+/// What was heard and answered, with each turn's timing; dropped audio; the file written.
+fn report(summary: &pipeline::RunSummary, out_path: Option<PathBuf>) {
     for t in &summary.turns {
         outln!("heard:  {}", t.transcript);
         let cut = if t.interrupted { " [interrupted]" } else { "" };
@@ -162,5 +175,4 @@ pub fn run(mut cfg: Config, a: RunArgs) -> Result<()> {
     if let Some(p) = out_path {
         outln!("wrote:  {} ({:.1} s)", p.display(), summary.output_s);
     }
-    Ok(())
 }

@@ -182,8 +182,8 @@ pub fn run_with(
         echo: echo.clone(),
     };
     let (source, rx_frames) = input.start(cfg, opts.input, &cx, tx_frames, rx_frames)?;
-    if let Some(listening) = opts.on_listening {
-        listening();
+    if let Some(say) = opts.on_listening {
+        say();
     }
     let mut listening = listening(cfg, models, vad, echo.is_some())?;
     listening.typed = opts.typed.unwrap_or_else(crossbeam_channel::never);
