@@ -115,17 +115,21 @@ async def conversation(port, idx, barge_in, pcm_questions, deadline, out, sessio
     rec = {"conversation": idx, "barge_in": barge_in, "asked": 0, "started": set(),
            "done": 0, "interrupted": 0, "dropped": {}, "failed": 0, "ended": {}, "errors": [],
            "closed": [], "v2v": [], "refused": 0, "retry_after": set(), "sessions": 0,
-           "heard": {}, "ignored": {}}
+           "heard": {}, "ignored": {}, "after_end": [], "ended_by": {}}
     out.append(rec)
     uri = f"ws://127.0.0.1:{port}/v1/conversation?barge_in={'true' if barge_in else 'false'}"
     rng = random.Random(idx)
+    ticket = None
     while time.monotonic() < deadline - 20:
         try:
-            ws = await ws_client.connect(uri, max_size=None)
+            ws = await ws_client.connect(uri + (f"&ticket={ticket}" if ticket else ""), max_size=None)
+            ticket = None
         except websockets.exceptions.InvalidStatus as e:
-            # Past server.max_sessions: refused (429 with Retry-After), as it should be.
+            # Past server.max_sessions: refused (429 with Retry-After), as it should be; the
+            # ticket keeps the client's place in line when it calls again.
             rec["refused"] += 1
             wait = e.response.headers.get("Retry-After")
+            ticket = e.response.headers.get("Seesay-Ticket")
             rec["retry_after"].add(wait)
             await asyncio.sleep(float(wait or 2) + rng.uniform(0, 1))
             continue
@@ -158,6 +162,10 @@ async def talk(ws, rec, session, barge_in, pcm_questions, deadline, rng):
                         rec["interrupted"] += bool(e.get("interrupted"))
                         if not e.get("interrupted") and e.get("voice_to_voice_ms"):
                             rec["v2v"].append(e["voice_to_voice_ms"] / 1000)
+                            # What the load costs: from the end of turn being decided.
+                            rec["after_end"].append((e["voice_to_voice_ms"] - e.get("endpoint_ms", 0)) / 1000)
+                            by = e.get("ended_by", "?")
+                            rec["ended_by"][by] = rec["ended_by"].get(by, 0) + 1
                         rec["ended"][turn] = rec["ended"].get(turn, 0) + 1
                     elif t == "turn_dropped":
                         reason = e.get("reason", "?")
@@ -482,6 +490,14 @@ async def main():
     every_v2v = [v for c in convs for v in c["v2v"]]
     report["first_audio_s"] = {"n": len(every_v2v), "p50": percentile(every_v2v, 50),
                                "p95": percentile(every_v2v, 95)}
+    after_end = [v for c in convs for v in c["after_end"]]
+    report["first_audio_after_end_of_turn_s"] = {"n": len(after_end), "p50": percentile(after_end, 50),
+                                                 "p95": percentile(after_end, 95)}
+    ended_by = {}
+    for c in convs:
+        for by, n in c["ended_by"].items():
+            ended_by[by] = ended_by.get(by, 0) + n
+    report["turns_ended_by"] = ended_by
     valid_ok = valid_all = 0
     for kind, rs in sorted(stats.requests.items()):
         ok = [s for st, s in rs if st == 200]
@@ -523,6 +539,10 @@ async def main():
           f"{sum(c['refused'] for c in report['conversations'])}; a refused client called again")
     fa = report["first_audio_s"]
     print(f"first audio after the end of speech, every answered turn: n {fa['n']}, p50 {fmt(fa['p50'])} s, p95 {fmt(fa['p95'])} s")
+    fa = report["first_audio_after_end_of_turn_s"]
+    print(f"  of which after the end of turn was decided (what the load costs): p50 {fmt(fa['p50'])} s, "
+          f"p95 {fmt(fa['p95'])} s; turns ended by {report['turns_ended_by']} ('unsure': a pause the "
+          f"end-of-turn signals doubted, waited out)")
     print("\nrequests            n    ok  refused  failed         p50 s   p95 s   max s")
     for kind, r in report["requests"].items():
         print(f"{kind:<18} {r['n']:>3} {r['ok']:>5} {r['refused']:>8}  {json.dumps(r['failed']):<12} "

@@ -377,6 +377,56 @@ async fn a_token_is_required_when_auth_is_on() {
     }
 }
 
+/// A client refused a conversation (429) is given a ticket; shown when it calls again, the next
+/// free place is held for it: a client that calls at once without one (the one whose
+/// conversation just ended, say) does not take it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_client_keeps_its_place_in_line_with_its_ticket() {
+    let s = Server::start_with(&[], "[server]\nmax_sessions = 1\n");
+    let url = format!("ws://127.0.0.1:{}/v1/conversation", s.http);
+    // (status, ticket, message) of a refused call; 101 and no ticket when admitted.
+    let call = |query: String| {
+        let url = format!("{url}{query}");
+        async move {
+            match tokio_tungstenite::connect_async(&url).await {
+                Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                    let ticket = resp.headers().get("seesay-ticket");
+                    let ticket = ticket.map(|t| t.to_str().unwrap().parse::<u64>().unwrap());
+                    let body = String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default());
+                    (resp.status().as_u16(), ticket, body.into_owned(), None)
+                }
+                Err(e) => panic!("{e}"),
+                Ok((ws, _)) => (101, None, String::new(), Some(ws)),
+            }
+        }
+    };
+    let mut one = connect(&s, "").await;
+    let mut heard = Heard::default();
+    read_until(&mut one, &mut heard, Duration::from_secs(10), |h| {
+        !h.of("ready").is_empty()
+    })
+    .await;
+    // Refused, with a ticket; back with it, refused again and now in line.
+    let (code, ticket, body, _) = call(String::new()).await;
+    assert_eq!(code, 429, "{body}");
+    let ticket = ticket.expect("a refusal gives a ticket (Seesay-Ticket)");
+    assert!(body.contains(&format!("ticket={ticket}")), "{body}");
+    let (code, again, body, _) = call(format!("?ticket={ticket}")).await;
+    assert_eq!((code, again), (429, Some(ticket)), "{body}");
+    // The conversation ends; a client without a ticket calls at once: the place is held.
+    drop(one);
+    let (code, _, body, _) = call(String::new()).await;
+    assert_eq!(code, 429, "{body}");
+    assert!(
+        body.contains("held for a client refused before you"),
+        "{body}"
+    );
+    // The client in line comes back and is admitted.
+    let (code, _, body, admitted) = call(format!("?ticket={ticket}")).await;
+    assert_eq!(code, 101, "{body}");
+    drop(admitted);
+}
+
 /// Wyoming connections past `server.wyoming_max_connections` are told "busy" and closed; one
 /// silent for `server.wyoming_idle_timeout_s` is told "idle" and closed, and its place is free.
 /// (The idle time leaves the test 5 s to connect the third before the first two are closed.)

@@ -49,6 +49,9 @@ pub struct ConversationQuery {
     /// The memory store the conversation keeps what it sees and hears in, and recalls from
     /// (`/v1/memory`'s named stores). Without it, nothing is kept.
     memory: Option<String>,
+    /// The ticket a refusal (429) gave this client (`Seesay-Ticket`): shown when it calls again,
+    /// it keeps the client's place in line (`admission`).
+    ticket: Option<u64>,
 }
 
 /// Gives a conversation slot back when the session ends (or never starts).
@@ -62,6 +65,34 @@ impl Drop for Slot {
 
 /// How long a new conversation waits for a place when `server.max_sessions` are taken.
 const ADMIT_WAIT: Duration = Duration::from_secs(1);
+
+/// Takes a conversation's place for the client with `ticket`, or refuses it (429, with
+/// `Retry-After` and its ticket to come back with).
+async fn admit(st: &Shared, ticket: Option<u64>) -> Result<(), Response> {
+    // A conversation that just ended (a page reloading, a client reconnecting at once) frees
+    // its place as its stages wind down: a new one waits that long before it is refused.
+    let mut why = "too many conversations at once (server.max_sessions)";
+    if let Ok(Ok(permit)) = tokio::time::timeout(ADMIT_WAIT, st.sessions.acquire()).await {
+        let free = st.sessions.available_permits() + 1;
+        if st.line.may_enter(ticket, free, Instant::now()) {
+            permit.forget();
+            st.line.admitted(ticket);
+            st.admitted("server.max_sessions");
+            return Ok(());
+        }
+        why = "the free place is held for a client refused before you (server.max_sessions)";
+    }
+    st.refused("a conversation", "server.max_sessions");
+    let n = st.line.refused(ticket, Instant::now());
+    let mut resp = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!("{why}; call again after Retry-After with ?ticket={n} to keep your place in line"),
+    )
+    .into_response();
+    resp.headers_mut()
+        .insert("seesay-ticket", axum::http::HeaderValue::from(n));
+    Err(resp)
+}
 
 pub async fn conversation(
     State(st): State<Shared>,
@@ -78,18 +109,9 @@ pub async fn conversation(
             .into_response()
         }
     };
-    // A conversation that just ended (a page reloading, a client reconnecting at once) frees
-    // its place as its stages wind down: a new one waits that long before it is refused.
-    let Ok(Ok(permit)) = tokio::time::timeout(ADMIT_WAIT, st.sessions.acquire()).await else {
-        st.refused("a conversation", "server.max_sessions");
-        return ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many conversations at once (server.max_sessions)",
-        )
-        .into_response();
-    };
-    permit.forget();
-    st.admitted("server.max_sessions");
+    if let Err(refused) = admit(&st, q.ticket).await {
+        return refused;
+    }
     let slot = Slot(st.clone());
     // A client's own echo is its business (the web page relies on the browser's echo
     // cancellation and asks for barge-in); unasked, "auto" means off.

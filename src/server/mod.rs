@@ -5,6 +5,7 @@
 //! on its own port (`wyoming.rs`). Requests in, JSON / audio / server-sent events out. Inference
 //! runs on blocking threads, one request per model at a time; tokio does the network.
 
+pub mod admission;
 pub mod client;
 pub mod conversation;
 pub mod handle;

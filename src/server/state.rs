@@ -83,6 +83,8 @@ pub struct AppState {
     pub slots: Arc<tokio::sync::Semaphore>,
     /// Conversations (WebSockets) open at once.
     pub sessions: tokio::sync::Semaphore,
+    /// Refused conversations' clients in line for the next free place (`admission`).
+    pub line: super::admission::Line,
     /// Requests, streams, conversations and Wyoming connections in progress (`Busy`).
     pub busy: tokio::sync::watch::Sender<usize>,
     /// True once the server is shutting down: conversations and connections finish what they
@@ -164,6 +166,7 @@ impl AppState {
             translator: Default::default(),
             over: Default::default(),
             urgent: Default::default(),
+            line: Default::default(),
         })
     }
 
