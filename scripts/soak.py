@@ -410,7 +410,7 @@ async def main():
     log = open(os.path.join(work, "serve.log"), "w")
     server = subprocess.Popen([seesay, "--config", cfg, "serve", "--listen", f"127.0.0.1:{http_port}",
                                "--wyoming", f"127.0.0.1:{wy_port}"], stderr=log,
-                              env={**os.environ, "RUST_LOG": "seesay=info"})
+                              env={**os.environ, "RUST_LOG": os.environ.get("SEESAY_SOAK_LOG", "seesay=info")})
     t = time.monotonic()
     while True:
         st, _, _ = await http_request(http_port, "GET", "/healthz", timeout=2)
