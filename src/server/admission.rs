@@ -14,6 +14,8 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::stages::lock;
+
 /// How long after its last refusal a ticket stays in line: `Retry-After` (2 s) and the time a
 /// client may take to come back.
 pub const LAPSE: Duration = Duration::from_secs(5);
@@ -36,7 +38,7 @@ impl Line {
     /// May the client with `ticket` (None: without one) take a place now, when `free` places
     /// (its own among them) are free? Yes, unless as many clients ahead of it in line are due.
     pub fn may_enter(&self, ticket: Option<u64>, free: usize, now: Instant) -> bool {
-        let mut t = self.lock();
+        let mut t = lock(&self.inner);
         t.lapse(now);
         let ahead = t
             .issued
@@ -49,14 +51,14 @@ impl Line {
     /// The client with `ticket` was admitted: its ticket is used up.
     pub fn admitted(&self, ticket: Option<u64>) {
         if let Some(n) = ticket {
-            self.lock().issued.remove(&n);
+            lock(&self.inner).issued.remove(&n);
         }
     }
 
     /// The client with `ticket` was refused: the ticket to come back with (its own, still in
     /// line, or a new one at the end of the line).
     pub fn refused(&self, ticket: Option<u64>, now: Instant) -> u64 {
-        let mut t = self.lock();
+        let mut t = lock(&self.inner);
         t.lapse(now);
         if let Some(n) = ticket {
             if let Some(entry) = t.issued.get_mut(&n) {
@@ -72,15 +74,11 @@ impl Line {
 
     /// Tickets in line (held by clients who came back with them).
     pub fn waiting(&self) -> usize {
-        self.lock()
+        lock(&self.inner)
             .issued
             .values()
             .filter(|&&(_, back)| back)
             .count()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Tickets> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
