@@ -208,9 +208,10 @@ pub struct ServerConfig {
     pub request_timeout_s: u64,
     /// Conversations over WebSocket at once; more get 429. Each has its own VAD and history
     /// and shares the models with everything else. 0 (the default): one for every two cores
-    /// (two cores measured: one conversation beside API traffic, first audio 1.3 s at the
-    /// median; two at once, 3.1 s; see the README's paragraph on capacity). One alone gets
-    /// every core for each step; several share them out.
+    /// (two cores measured in ten-minute soaks: one conversation beside API traffic, first
+    /// audio 0.8-0.9 s at the median, 1.1-1.4 s at p95; two at once, 2.1 s at the median; see
+    /// the README's capacity curve). One alone gets every core for each step; several share
+    /// them out.
     pub max_sessions: usize,
     /// Largest message a WebSocket client may send (audio or a camera snapshot), in MB.
     pub max_message_mb: usize,

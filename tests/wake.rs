@@ -69,7 +69,12 @@ fn only_what_follows_the_wake_word_is_answered() {
         .iter()
         .map(|t| words(t["transcript"].as_str().unwrap()))
         .collect();
-    assert_eq!(heard.len(), 2, "{printed}\n{heard:?}");
+    assert_eq!(
+        heard.len(),
+        2,
+        "{printed}\n{heard:?}\n{}",
+        log_tail(dir.path(), 80)
+    );
     assert!(heard[0].contains(&"france".into()), "{heard:?}");
     assert!(!heard[0].contains(&"jarvis".into()), "{heard:?}");
     // The follow-up (Whisper tiny.en once heard its last word, "Italy", as "the lead"): not one

@@ -303,12 +303,23 @@ impl WhisperModel {
         let watch = Watch::new(self.stop.clone(), secs, short);
         // SAFETY: `watch` lives, unmoved, until `full`, the only call that uses it, returns.
         unsafe { watch.install(&mut params) };
-        if short {
+        match short {
             // No temperature fallback on the short context: a derailed decode would otherwise be
             // repeated at five temperatures (seconds of work) before the full-context retry.
-            params.set_temperature_inc(0.0);
+            true => params.set_temperature_inc(0.0),
+            // The full context keeps its fallback (a loop is decoded again, warmer), but each try
+            // ends its segment at the tokens such audio could hold: a loop otherwise runs to the
+            // decoder's 224 tokens at each of six temperatures, seconds of work while every
+            // conversation waits for the recogniser (a soak turn waited 5-9 s for its transcript).
+            false => params.set_max_tokens(watch::most_tokens(secs)),
         }
+        let t = std::time::Instant::now();
         let done = self.state.full(params, samples);
+        let ms = t.elapsed().as_millis() as u64;
+        match ms as f64 > SLOW_MS + SLOW_MS_PER_S * secs {
+            true => tracing::info!(ms, audio_ctx, secs, "slow transcription"),
+            false => tracing::debug!(ms, audio_ctx, secs, "transcribed"),
+        }
         if watch.stopped() {
             return Err(AsrError::Stopped);
         }
@@ -346,6 +357,11 @@ impl WhisperModel {
         Ok(out)
     }
 }
+
+/// A decode slower than this (ms, and ms per second of audio) is logged at info, with its audio
+/// context and length: a turn's recogniser normally takes 0.1-0.3 s, a whole 30 s window ~1-2 s.
+const SLOW_MS: f64 = 1000.0;
+const SLOW_MS_PER_S: f64 = 100.0;
 
 thread_local! {
     /// The token of the transcription under way on this thread, if it can be stopped.

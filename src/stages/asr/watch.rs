@@ -37,7 +37,7 @@ impl Watch {
         RAN_AWAY.with(|r| r.set(false));
         Watch {
             stop,
-            max_tokens: limit.then(|| (BASE_TOKENS + TOKENS_PER_S * secs).ceil() as i32),
+            max_tokens: limit.then(|| most_tokens(secs)),
             runaway: AtomicBool::new(false),
         }
     }
@@ -67,6 +67,11 @@ impl Watch {
     pub(super) fn stopped(&self) -> bool {
         self.stop.as_ref().is_some_and(Cancel::is_cancelled)
     }
+}
+
+/// The most tokens (text and timestamps) one segment of `secs` of speech could hold.
+pub(super) fn most_tokens(secs: f64) -> i32 {
+    (BASE_TOKENS + TOKENS_PER_S * secs).ceil() as i32
 }
 
 /// Did the decode under way on this thread run away (its "failed to decode" is expected)?
