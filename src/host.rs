@@ -103,7 +103,10 @@ pub fn lower_this_thread() {
 /// hold theirs gets an arena of its own, up to eight per core, and memory freed in one stays
 /// there: a server whose conversations come and go (each with its own stage threads) grew by
 /// 15-20 MB steps as new arenas filled, +15 % in ten minutes of `scripts/soak`. Called first
-/// thing in `main`, before any thread starts.
+/// thing in `main`, before any thread starts. (glibc's thresholds for handing memory back are
+/// left to adapt: fixed at 256 KiB and 1 MiB they made the soak's RSS steady, but every Piper
+/// synthesis then mapped its large buffers afresh, 55 % slower: 340-385 ms for the benchmark's
+/// first sentence instead of 206-208. The server trims instead: `give_back_freed_memory`.)
 pub fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt changes a malloc setting; called before any other thread exists.
@@ -114,7 +117,8 @@ pub fn limit_malloc_arenas() {
 
 /// Hands memory that was freed back to the system (glibc keeps freed memory in its arenas,
 /// to be used again, and returns only what lies at an arena's top): called when a conversation
-/// has ended and its stages are gone, so what it used does not stay counted in the server's RSS.
+/// has ended and its stages are gone, and by the server when it falls idle and every half
+/// minute, so what it used does not stay counted in its RSS.
 pub fn give_back_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free pages; it is safe to call at any time.
