@@ -403,36 +403,31 @@ impl Signals {
     }
 }
 
-/// Memory freed since is handed back to the system (glibc keeps freed pages in its arenas for
-/// later) once the server has been idle for a second, and every half minute while it is busy:
-/// its RSS follows what it holds, not what its busiest moment held. (Between two trims the RSS of
-/// `scripts/soak` swung between 338 and 449 MB, so where it ended was chance.)
+/// Hands memory freed since back to the system (glibc keeps freed pages in its arenas for
+/// later) every half minute, and once the server has been idle for a second: its RSS follows what
+/// it holds, not what its busiest moment held. (Between trims the RSS of `scripts/soak` swung
+/// between 338 and 449 MB, so where it ended was chance.) Ends when the server's state is gone.
 async fn give_back_memory(st: Shared) {
     let mut busy = st.busy.subscribe();
+    drop(st);
     let mut every = tokio::time::interval(std::time::Duration::from_secs(30));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut trimmed = false;
     loop {
+        let idle = *busy.borrow_and_update() == 0 && !trimmed;
         tokio::select! {
             _ = every.tick() => {}
-            idle = fell_idle(&mut busy) => if !idle { return },
+            changed = busy.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                trimmed = false;
+                continue;
+            }
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)), if idle => {}
         }
-        crate::host::give_back_freed_memory();
-    }
-}
-
-/// Waits until nothing has been in progress for a second; false when the server is gone.
-async fn fell_idle(busy: &mut tokio::sync::watch::Receiver<usize>) -> bool {
-    loop {
-        if busy.changed().await.is_err() {
-            return false;
-        }
-        if *busy.borrow_and_update() != 0 {
-            continue;
-        }
-        let second = std::time::Duration::from_secs(1);
-        match tokio::time::timeout(second, busy.changed()).await {
-            Err(_) => return true,
-            Ok(Err(_)) => return false,
-            Ok(Ok(())) => {}
-        }
+        trimmed = true;
+        // malloc_trim holds each arena while it walks it: not on one of the two async workers.
+        let _ = tokio::task::spawn_blocking(crate::host::give_back_freed_memory).await;
     }
 }

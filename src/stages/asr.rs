@@ -273,7 +273,7 @@ impl WhisperModel {
                 );
             }
         }
-        // The full context is not watched for loops: nothing is left to try after it.
+        // The full context is the last try: a loop there is cut at the token limit, not retried.
         Ok(self.run(samples, offset, n_ctx)?.unwrap_or_default())
     }
 
@@ -307,16 +307,18 @@ impl WhisperModel {
             // No temperature fallback on the short context: a derailed decode would otherwise be
             // repeated at five temperatures (seconds of work) before the full-context retry.
             true => params.set_temperature_inc(0.0),
-            // The full context keeps its fallback (a loop is decoded again, warmer), but each try
-            // ends its segment at the tokens such audio could hold: a loop otherwise runs to the
-            // decoder's 224 tokens at each of six temperatures, seconds of work while every
-            // conversation waits for the recogniser (a soak turn waited 5-9 s for its transcript).
+            // The full context ends a segment at the tokens such audio could hold: a loop there
+            // ran to the decoder's 220 tokens and failed, then again at each of five warmer
+            // temperatures, seconds of work while every conversation waited for the recogniser
+            // (a soak turn waited 5-9 s for its transcript). Cut there, a loop counts as done
+            // (whisper.cpp falls back only on low entropy or confidence), so it is kept once
+            // below.
             false => params.set_max_tokens(watch::most_tokens(secs)),
         }
         let t = std::time::Instant::now();
         let done = self.state.full(params, samples);
         let ms = t.elapsed().as_millis() as u64;
-        match ms as f64 > SLOW_MS + SLOW_MS_PER_S * secs {
+        match ms as f64 > SLOW_MS + SLOW_MS_PER_S * audio_ctx as f64 / 50.0 {
             true => tracing::info!(ms, audio_ctx, secs, "slow transcription"),
             false => tracing::debug!(ms, audio_ctx, secs, "transcribed"),
         }
@@ -327,7 +329,16 @@ impl WhisperModel {
             return Ok(None);
         }
         done.map_err(|e| AsrError::Inference(e.to_string()))?;
-        Ok(Some(self.segments(offset)?))
+        let timed = self.segments(offset)?;
+        if short || !watch.reached_limit() {
+            return Ok(Some(timed));
+        }
+        tracing::info!(
+            audio_ctx,
+            secs,
+            "a decode reached its token limit (a loop): kept once"
+        );
+        Ok(Some(timed.into_iter().map(timed::without_loop).collect()))
     }
 
     /// The segments of the last decode (Whisper's silence guesses dropped), `offset` seconds on.
@@ -358,10 +369,11 @@ impl WhisperModel {
     }
 }
 
-/// A decode slower than this (ms, and ms per second of audio) is logged at info, with its audio
-/// context and length: a turn's recogniser normally takes 0.1-0.3 s, a whole 30 s window ~1-2 s.
+/// A decode slower than this (ms, and ms per second of audio context) is logged at info, with its
+/// context and audio length: with tiny.en on two cores a turn at a 6 s context takes 0.1-0.3 s,
+/// a whole 30 s window 1-2 s (larger models take longer: set RUST_LOG to hide it).
 const SLOW_MS: f64 = 1000.0;
-const SLOW_MS_PER_S: f64 = 100.0;
+const SLOW_MS_PER_S: f64 = 150.0;
 
 thread_local! {
     /// The token of the transcription under way on this thread, if it can be stopped.

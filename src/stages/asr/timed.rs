@@ -43,6 +43,29 @@ impl Timed {
     }
 }
 
+/// A segment whose words repeat one phrase over and over (a decode that ran into a loop and was
+/// cut at its token limit), kept to the phrase once; any other segment as it is.
+pub fn without_loop(mut t: Timed) -> Timed {
+    let words: Vec<&str> = t.segment.text.split_whitespace().collect();
+    let Some(n) = loop_period(&words) else {
+        return t;
+    };
+    t.segment.text = words[..n].join(" ");
+    t.words.truncate(n);
+    t
+}
+
+/// The number of words of the phrase that `words` repeat from their start (twice in full at
+/// least, the last time perhaps cut short), compared without case and punctuation.
+fn loop_period(words: &[&str]) -> Option<usize> {
+    let key = |w: &&str| {
+        w.trim_matches(|c: char| !c.is_alphanumeric())
+            .to_lowercase()
+    };
+    let keys: Vec<String> = words.iter().map(key).collect();
+    (1..=keys.len() / 2).find(|&n| (n..keys.len()).all(|i| keys[i] == keys[i % n]))
+}
+
 /// The words of one of whisper.cpp's segments: its text tokens (ids below `eot`; the others are
 /// timestamps and control tokens), a token that starts with a space beginning a new word and
 /// the rest (sub-words, punctuation) joining the word before. Times are offset by `offset` s.
@@ -102,6 +125,34 @@ mod tests {
 
     fn piece(s: &str, t0: i64, t1: i64) -> (Vec<u8>, i64, i64) {
         (s.as_bytes().to_vec(), t0, t1)
+    }
+
+    #[test]
+    fn a_loop_is_kept_once_and_other_text_as_it_is() {
+        let timed = |text: &str| Timed {
+            segment: Segment {
+                start: 0.0,
+                end: 1.0,
+                text: text.into(),
+            },
+            words: Vec::new(),
+        };
+        let kept = |text: &str| without_loop(timed(text)).segment.text;
+        assert_eq!(
+            kept("What is two plus three? What is two plus three? what is two"),
+            "What is two plus three?"
+        );
+        assert_eq!(kept("Go. Go. Go. Go"), "Go.");
+        // Not a loop: a phrase said once, or repeats that do not start it.
+        for text in [
+            "What is two plus three?",
+            "I said go, go, go.",
+            "Bye bye now.",
+            "",
+        ] {
+            assert_eq!(kept(text), text);
+        }
+        assert_eq!(kept("Bye bye"), "Bye");
     }
 
     #[test]

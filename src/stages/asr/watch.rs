@@ -13,7 +13,7 @@ use whisper_rs::FullParams;
 use crate::stages::Cancel;
 
 /// Tokens (text and timestamps) a segment may take per second of audio, above `BASE_TOKENS`:
-/// fast speech is 4-5 tokens a second; a loop fills the decoder's 224.
+/// fast speech is 4-5 tokens a second; a loop fills the decoder's 220.
 const TOKENS_PER_S: f64 = 10.0;
 const BASE_TOKENS: f64 = 16.0;
 
@@ -26,18 +26,24 @@ thread_local! {
 /// What whisper.cpp's callbacks look at while one `full` runs.
 pub(super) struct Watch {
     stop: Option<Cancel>,
-    max_tokens: Option<i32>,
+    max_tokens: i32,
+    /// Give the decode up past `max_tokens` (a short context); else only note that it reached
+    /// them (the full context, where whisper.cpp itself ends the segment there).
+    give_up_past: bool,
+    reached: AtomicBool,
     runaway: AtomicBool,
 }
 
 impl Watch {
     /// A watch on a decode of `secs` of audio: stopped by `stop`, and with `limit` given up past
-    /// the tokens such audio could hold.
+    /// the tokens such audio could hold (without it, only noted when it reaches them).
     pub(super) fn new(stop: Option<Cancel>, secs: f64, limit: bool) -> Watch {
         RAN_AWAY.with(|r| r.set(false));
         Watch {
             stop,
-            max_tokens: limit.then(|| most_tokens(secs)),
+            max_tokens: most_tokens(secs),
+            give_up_past: limit,
+            reached: AtomicBool::new(false),
             runaway: AtomicBool::new(false),
         }
     }
@@ -53,11 +59,14 @@ impl Watch {
         unsafe {
             params.set_abort_callback(Some(give_up));
             params.set_abort_callback_user_data(data);
-            if self.max_tokens.is_some() {
-                params.set_filter_logits_callback(Some(count_tokens));
-                params.set_filter_logits_callback_user_data(data);
-            }
+            params.set_filter_logits_callback(Some(count_tokens));
+            params.set_filter_logits_callback_user_data(data);
         }
+    }
+
+    /// Did a decode reach the tokens its audio could hold (a loop, cut there)?
+    pub(super) fn reached_limit(&self) -> bool {
+        self.reached.load(Ordering::Acquire)
     }
 
     pub(super) fn ran_away(&self) -> bool {
@@ -69,7 +78,7 @@ impl Watch {
     }
 }
 
-/// The most tokens (text and timestamps) one segment of `secs` of speech could hold.
+/// The most tokens (text and timestamps) one decode of `secs` of speech could need.
 pub(super) fn most_tokens(secs: f64) -> i32 {
     (BASE_TOKENS + TOKENS_PER_S * secs).ceil() as i32
 }
@@ -97,7 +106,10 @@ unsafe extern "C" fn count_tokens(
 ) {
     // SAFETY: `install` passed a pointer to a `Watch` that outlives the run.
     let w = unsafe { &*(data as *const Watch) };
-    if w.max_tokens.is_some_and(|max| n_tokens > max) && !w.ran_away() {
+    if n_tokens >= w.max_tokens {
+        w.reached.store(true, Ordering::Release);
+    }
+    if w.give_up_past && n_tokens > w.max_tokens && !w.ran_away() {
         w.runaway.store(true, Ordering::Release);
         RAN_AWAY.with(|r| r.set(true));
     }
@@ -117,9 +129,12 @@ mod tests {
             // callback ignores may be null.
             unsafe { count_tokens(null, null.cast(), std::ptr::null(), n, null.cast(), data) }
         };
+        count(28, data);
+        assert!(!w.reached_limit());
         count(29, data);
         // SAFETY: `w` lives through the calls.
         assert!(unsafe { !give_up(data) }, "29 tokens fit 1.28 s");
+        assert!(w.reached_limit(), "29 reach the limit");
         count(30, data);
         assert!(unsafe { give_up(data) }, "30 do not");
         assert!(w.ran_away() && ran_away_here());
@@ -130,6 +145,7 @@ mod tests {
         count(500, data);
         // SAFETY: as above.
         assert!(unsafe { !give_up(data) });
+        assert!(w.reached_limit(), "noted all the same");
         let stop = Cancel::new();
         let w = Watch::new(Some(stop.clone()), 1.0, true);
         let data = &w as *const Watch as *mut c_void;
