@@ -303,17 +303,10 @@ impl WhisperModel {
         let watch = Watch::new(self.stop.clone(), secs, short);
         // SAFETY: `watch` lives, unmoved, until `full`, the only call that uses it, returns.
         unsafe { watch.install(&mut params) };
-        match short {
+        if short {
             // No temperature fallback on the short context: a derailed decode would otherwise be
             // repeated at five temperatures (seconds of work) before the full-context retry.
-            true => params.set_temperature_inc(0.0),
-            // The full context ends a segment at the tokens such audio could hold: a loop there
-            // ran to the decoder's 220 tokens and failed, then again at each of five warmer
-            // temperatures, seconds of work while every conversation waited for the recogniser
-            // (a soak turn waited 5-9 s for its transcript). Cut there, a loop counts as done
-            // (whisper.cpp falls back only on low entropy or confidence), so it is kept once
-            // below.
-            false => params.set_max_tokens(watch::most_tokens(secs)),
+            params.set_temperature_inc(0.0);
         }
         let t = std::time::Instant::now();
         let done = self.state.full(params, samples);

@@ -48,7 +48,8 @@ impl Watch {
         }
     }
 
-    /// Hands whisper.cpp the callbacks, pointing at this watch.
+    /// Hands whisper.cpp the callbacks, pointing at this watch, and without `limit` the token
+    /// limit itself.
     ///
     /// # Safety
     /// The watch must outlive every `full` run with `params`, and not move meanwhile.
@@ -61,6 +62,15 @@ impl Watch {
             params.set_abort_callback_user_data(data);
             params.set_filter_logits_callback(Some(count_tokens));
             params.set_filter_logits_callback_user_data(data);
+        }
+        if !self.give_up_past {
+            // Where the decode is not given up (the full context), whisper.cpp ends a segment at
+            // the limit: a loop there ran to the decoder's 220 tokens and failed, then again at
+            // each of five warmer temperatures, seconds of work while every conversation waited
+            // for the recogniser (a soak turn waited 5-9 s for its transcript). Cut there, a loop
+            // counts as done (whisper.cpp falls back only on low entropy or confidence), so the
+            // caller keeps it once (`reached_limit`).
+            params.set_max_tokens(self.max_tokens);
         }
     }
 
@@ -79,7 +89,7 @@ impl Watch {
 }
 
 /// The most tokens (text and timestamps) one decode of `secs` of speech could need.
-pub(super) fn most_tokens(secs: f64) -> i32 {
+fn most_tokens(secs: f64) -> i32 {
     (BASE_TOKENS + TOKENS_PER_S * secs).ceil() as i32
 }
 
