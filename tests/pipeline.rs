@@ -26,15 +26,6 @@ fn run_recording(
     run_file(dir, input, config, flags)
 }
 
-/// The questions, spoken by the steadier voice `run_recording` gives seesay (Piper's variation
-/// made tiny.en hear "What is the capital of France?" as "... of friends?" in some renderings:
-/// a recogniser's limit, not what these tests check).
-fn steady_questions(dir: &Path, parts: &[(&str, f64)], tail: f64) -> (PathBuf, Vec<(f64, f64)>) {
-    let cfg = dir.join("voice.toml");
-    std::fs::write(&cfg, "[tts]\nnoise_scale = 0.3\nnoise_w = 0.3\n").unwrap();
-    questions_in(dir, parts, tail, &["--config", cfg.to_str().unwrap()])
-}
-
 /// (rate, samples) of a WAV file.
 fn read_wav(path: &Path) -> (u32, Vec<f32>) {
     let mut r = hound::WavReader::open(path).unwrap();
