@@ -14,7 +14,7 @@ use super::chat::{ChatModel, Finish, GenStats, LlmConfig, LlmError, Message, Rol
 use super::remote::RemoteModel;
 use super::server::START_LIMIT;
 pub use super::server::{server_binary, Files, LlamaServer, LLAMA_CPP_SOURCE};
-use super::slots::Slot;
+use super::slots::{Prompts, Slot};
 use crate::stages::openai::Endpoint;
 use crate::stages::Cancel;
 
@@ -26,6 +26,8 @@ impl LlamaServer {
             server: self.clone(),
             cfg: cfg.clone(),
             held: self.held.take(),
+            second: self.held.take_free(),
+            prompts: Prompts::default(),
             last: None,
             eot: None,
         }
@@ -39,6 +41,11 @@ pub struct LlamaModel {
     cfg: LlmConfig,
     /// Its slot, given back when it is dropped.
     held: Slot,
+    /// A second slot of its own while one was free: each holds the prompt of one system prompt
+    /// (`slot_for`).
+    second: Option<Slot>,
+    /// Which system prompt each of the two slots holds.
+    prompts: Prompts,
     last: Option<GenStats>,
     /// The chat template's end-of-turn token (the first token after a user message).
     eot: Option<u32>,
@@ -47,19 +54,32 @@ pub struct LlamaModel {
 impl Drop for LlamaModel {
     fn drop(&mut self) {
         self.server.held.put_back(self.held);
+        if let Some(second) = self.second {
+            self.server.held.put_back(second);
+        }
     }
 }
 
 impl LlamaModel {
-    /// The OpenAI-compatible client for the server as it is now (its port may have changed).
-    fn client(&self) -> Result<RemoteModel, LlmError> {
+    /// The slot for a request with `messages`: the one whose cache starts with the same system
+    /// prompt, else the one used least recently (its cache is replaced).
+    fn slot_for(&mut self, messages: &[Message]) -> usize {
+        let Some(second) = self.second else {
+            return self.held.id;
+        };
+        [self.held.id, second.id][self.prompts.pick(system_key(messages))]
+    }
+
+    /// The OpenAI-compatible client for the server as it is now (its port may have changed),
+    /// on `slot`.
+    fn client(&self, slot: usize) -> Result<RemoteModel, LlmError> {
         self.server
             .wait_ready(START_LIMIT)
             .map_err(LlmError::Inference)?;
         let base = self.server.base_url();
         let endpoint = Endpoint::fixed(&format!("{base}/v1"), self.cfg.timeout_s);
         let extra = json!({
-            "id_slot": self.held.id,
+            "id_slot": slot,
             "cache_prompt": true,
             "repeat_penalty": self.cfg.repeat_penalty,
             "repeat_last_n": self.cfg.repeat_last_n,
@@ -92,6 +112,16 @@ impl LlamaModel {
     }
 }
 
+/// What tells one system prompt from another (messages without one: all alike).
+fn system_key(messages: &[Message]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    if let Some(m) = messages.first().filter(|m| m.role == Role::System) {
+        m.content.hash(&mut h);
+    }
+    h.finish()
+}
+
 /// The messages' words, for the server to render with the model's template (to count or read
 /// them): their pictures are counted apart (`Message::image_tokens`).
 fn messages_json(messages: &[Message]) -> serde_json::Value {
@@ -116,11 +146,12 @@ impl ChatModel for LlamaModel {
             on_text(t)
         };
         let epoch = self.server.epoch.load(Ordering::Acquire);
-        let mut client = self.client()?;
+        let slot = self.slot_for(messages);
+        let mut client = self.client(slot)?;
         let mut result = client.generate(messages, cancel, &mut listen);
         if result.is_err() && !said.get() && self.server.died_since(epoch) {
             tracing::warn!("llama-server died during a request; asking the restarted one");
-            client = self.client()?;
+            client = self.client(slot)?;
             result = client.generate(messages, cancel, &mut listen);
         }
         self.last = client.stats();
@@ -168,6 +199,7 @@ impl ChatModel for LlamaModel {
     /// next reading of a user's words pays for those words alone.
     fn warm_up(&mut self, messages: &[Message]) -> Result<(), LlmError> {
         let t = Instant::now();
+        let slot = self.slot_for(messages);
         if messages.last().is_some_and(|m| m.role != Role::User) {
             const NEXT: &str = "\u{2063}seesay-next\u{2063}";
             let mut next = messages.to_vec();
@@ -181,25 +213,25 @@ impl ChatModel for LlamaModel {
                     json!({
                         "prompt": &rendered[..cut],
                         "n_predict": 1,
-                        "id_slot": self.held.id,
+                        "id_slot": slot,
                         "cache_prompt": true,
                     }),
                 )?;
                 tracing::debug!(
-                    slot = self.held.id,
+                    slot,
                     ms = t.elapsed().as_millis() as u64,
                     "prompt prefilled up to the next user message"
                 );
                 return Ok(());
             }
         }
-        let mut client = self.client()?;
+        let mut client = self.client(slot)?;
         let mut cfg = self.cfg.clone();
         cfg.max_tokens = 1;
         client.set_config(&cfg);
         client.generate(messages, &Cancel::new(), &mut |_| {})?;
         tracing::debug!(
-            slot = self.held.id,
+            slot,
             ms = t.elapsed().as_millis() as u64,
             "prompt prefilled"
         );
@@ -219,6 +251,7 @@ impl ChatModel for LlamaModel {
     /// the answer).
     fn end_of_turn(&mut self, messages: &[Message]) -> Result<Option<f32>, LlmError> {
         let t = Instant::now();
+        let slot = self.slot_for(messages);
         let rendered = self.post(
             "/apply-template",
             json!({"messages": messages_json(messages)}),
@@ -246,7 +279,7 @@ impl ChatModel for LlamaModel {
                 "prompt": &rendered[..cut],
                 "n_predict": 1,
                 "n_probs": 20,
-                "id_slot": self.held.id,
+                "id_slot": slot,
                 "cache_prompt": true,
             }),
         )?;
@@ -268,7 +301,7 @@ impl ChatModel for LlamaModel {
             }),
         );
         tracing::debug!(
-            slot = self.held.id,
+            slot,
             ms = t.elapsed().as_millis() as u64,
             p,
             "end of turn read from the language model"

@@ -44,6 +44,11 @@ impl Slots {
         }
     }
 
+    /// A free slot, if there is one (never a shared one).
+    pub fn take_free(&self) -> Option<Slot> {
+        lock(&self.free).pop().map(|id| Slot { id, own: true })
+    }
+
     /// Gives a slot back (a shared one was never taken from the free ones).
     pub fn put_back(&self, slot: Slot) {
         if slot.own {
@@ -52,9 +57,58 @@ impl Slots {
     }
 }
 
+/// Which system prompt each of a client's two slots holds: a prompt goes to the slot that
+/// holds it, else to the one used least recently (whose cache it replaces).
+#[derive(Debug, Clone, Copy)]
+pub struct Prompts {
+    held: [Option<u64>; 2],
+    recent: usize,
+}
+
+impl Default for Prompts {
+    fn default() -> Self {
+        // The first prompt goes to the first slot.
+        Prompts {
+            held: [None; 2],
+            recent: 1,
+        }
+    }
+}
+
+impl Prompts {
+    /// The slot (0 or 1) for the prompt `key`.
+    pub fn pick(&mut self, key: u64) -> usize {
+        let i = match self.held.iter().position(|p| *p == Some(key)) {
+            Some(i) => i,
+            None => {
+                let i = 1 - self.recent;
+                self.held[i] = Some(key);
+                i
+            }
+        };
+        self.recent = i;
+        i
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_system_prompt_keeps_its_slot_and_a_third_replaces_the_least_recent() {
+        let mut p = Prompts::default();
+        let (plain, tools, scene) = (1, 2, 3);
+        assert_eq!(p.pick(plain), 0);
+        assert_eq!(p.pick(plain), 0);
+        assert_eq!(p.pick(tools), 1);
+        assert_eq!(p.pick(plain), 0);
+        assert_eq!(p.pick(tools), 1);
+        // A new one (the camera saw something else): the slot not used last, the plain one.
+        assert_eq!(p.pick(scene), 0);
+        assert_eq!(p.pick(tools), 1);
+        assert_eq!(p.pick(plain), 0);
+    }
 
     #[test]
     fn each_client_has_a_slot_of_its_own_while_one_is_free() {
