@@ -84,6 +84,10 @@ pub struct PipelineConfig {
     /// Speak the first clause of an answer on its own once it has this many words (0: whole
     /// sentences only). Speech starts sooner.
     pub first_clause_words: usize,
+    /// At a pause judged not over, but maybe over, write the answer (and synthesise its first
+    /// sentences) ahead, held back: if the turn ends there it plays at once; if the user goes
+    /// on it is dropped unheard. Costs the cores some work at such pauses.
+    pub preemptive_answer: bool,
     /// Microphone name (empty: the default input device).
     pub input_device: String,
     /// Speaker name (empty: the default output device).
@@ -112,6 +116,7 @@ impl Default for PipelineConfig {
             barge_in: BargeIn::Auto,
             echo_cancel: true,
             first_clause_words: 4,
+            preemptive_answer: true,
             input_device: String::new(),
             output_device: String::new(),
             frame_interval_s: 2.0,

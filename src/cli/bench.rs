@@ -497,12 +497,8 @@ fn bench_pipeline(cfg: &Config, turns: usize, voice_name: &str) -> Result<serde_
         eprintln!("pipeline {name:<22} median {m:>5.0} ms   p95 {p:>5.0} ms");
         figures.insert(name.into(), serde_json::json!({"median": m, "p95": p}));
     }
-    for t in &summary.turns {
-        eprintln!(
-            "  turn {}: {:?} -> {:?} ({:.0} ms; ended by {}, endpoint {:.0} ms)",
-            t.turn, t.transcript, t.answer, t.voice_to_voice_ms, t.ended_by, t.endpoint_ms
-        );
-    }
+    print_turns(&summary.turns);
+    figures.insert("preemptive".into(), preemptive_counts(&summary.turns));
     let by_model = summary
         .turns
         .iter()
@@ -524,6 +520,38 @@ fn bench_pipeline(cfg: &Config, turns: usize, voice_name: &str) -> Result<serde_
     figures.insert("voice".into(), voice_name.into());
     figures.insert("asked".into(), turns.into());
     Ok(serde_json::Value::Object(figures))
+}
+
+/// One line a turn: what was heard and answered, how soon, and how the turn ended.
+fn print_turns(turns: &[TurnMetrics]) {
+    for t in turns {
+        eprintln!(
+            "  turn {}: {:?} -> {:?} ({:.0} ms; ended by {}, endpoint {:.0} ms{})",
+            t.turn,
+            t.transcript,
+            t.answer,
+            t.voice_to_voice_ms,
+            t.ended_by,
+            t.endpoint_ms,
+            t.preemptive
+                .as_ref()
+                .map(|p| format!("; answer ahead {p}"))
+                .unwrap_or_default()
+        );
+    }
+}
+
+/// How many turns' answers written ahead were used, redone and dropped, printed and as JSON.
+fn preemptive_counts(turns: &[TurnMetrics]) -> serde_json::Value {
+    let count = |what: &str| {
+        turns
+            .iter()
+            .filter(|t| t.preemptive.as_deref() == Some(what))
+            .count()
+    };
+    let (used, redone, dropped) = (count("used"), count("redone"), count("dropped"));
+    eprintln!("pipeline answers written ahead: {used} used, {redone} redone, {dropped} dropped");
+    serde_json::json!({"used": used, "redone": redone, "dropped": dropped})
 }
 
 #[cfg(test)]

@@ -15,8 +15,11 @@ use super::turns::Context;
 use crate::stages::asr::Transcriber;
 use crate::stages::llm::{open_ended, ChatModel, Conversation, Finish, Message};
 use crate::stages::Cancel;
+
+mod ahead;
 use crate::text::splitter::SentenceSplitter;
 use crate::tools;
+use ahead::Writing;
 
 /// What the LLM stage is given.
 pub(crate) struct Answering {
@@ -29,6 +32,8 @@ pub(crate) struct Answering {
     pub cores: Locked<Box<dyn Transcriber>>,
     pub conv: Conversation,
     pub first_clause_words: usize,
+    /// Write the answer ahead at a doubted pause (`pipeline.preemptive_answer`).
+    pub answer_ahead: bool,
     /// Whether pauses are judged with the model's reading of the words (`turn.semantic`).
     pub judge_turns: bool,
     pub tx: Sender<Say>,
@@ -39,6 +44,11 @@ pub(crate) struct Answering {
 /// The stage's state between messages.
 struct Stage {
     a: Answering,
+    rx: Receiver<Heard>,
+    /// A transcript taken while an answer was written ahead, to be handled next.
+    next: Option<Heard>,
+    /// The last pause read ahead: its turn, speech end and words.
+    pause: Option<(u64, u64, String)>,
     /// The prompt's fixed start (the system prompt with what the camera shows, and the turns so
     /// far) is computed before anyone speaks, and again when the picture changes while nobody
     /// speaks, so a question waits only for its own tokens.
@@ -62,12 +72,20 @@ pub(crate) fn llm_loop(mut a: Answering, rx: Receiver<Heard>) -> Result<(), Pipe
     }
     let mut s = Stage {
         a,
+        rx,
+        next: None,
+        pause: None,
         scene: None,
         warmed: false,
         last_read: None,
     };
     loop {
-        let going = match rx.recv_timeout(Duration::from_millis(50)) {
+        let msg = match s.next.take() {
+            Some(h) => Ok(h),
+            // Short, so that an answer wanted ahead is begun soon after the verdict.
+            None => s.rx.recv_timeout(Duration::from_millis(20)),
+        };
+        let going = match msg {
             Ok(h) => s.heard(h),
             Err(RecvTimeoutError::Disconnected) => break,
             Err(RecvTimeoutError::Timeout) => s.between_questions(),
@@ -83,6 +101,9 @@ impl Stage {
     /// Nobody speaks: an announcement is said, or the prompt's start is prefilled.
     fn between_questions(&mut self) -> Going {
         let cx = self.a.cx.clone();
+        if let Some((h, stop)) = self.wanted_ahead() {
+            return self.answer_ahead(h, stop);
+        }
         if cx.turns.idle() {
             if let Ok(text) = self.a.hands.announcements.try_recv() {
                 return announce(text, &self.a.tx, &cx);
@@ -124,8 +145,11 @@ impl Stage {
         conv.with_tools(self.a.hands.tools.with_tools(&h.text));
         if h.speculative {
             self.read_ahead(&h);
+            self.pause = Some((h.turn, h.speech_end, h.text));
             return true;
         }
+        // The turn is over: no answer is written ahead for its pauses any more.
+        self.pause = None;
         let msgs = match self.a.conv.prompt_for(self.a.llm.as_mut(), &h.text) {
             Ok(m) => m,
             Err(e) => {
@@ -203,34 +227,18 @@ impl Stage {
     fn answer(&mut self, h: &Heard, msgs: &[Message]) -> Going {
         let cx = self.a.cx.clone();
         let cancel = Cancel::for_turn(cx.turns.clock.clone(), h.turn);
-        let mut splitter = SentenceSplitter::new(self.a.first_clause_words);
-        let mut first = true;
-        let mut gone = false;
-        // What went to the voice: whole sentences (and the first clause).
-        let mut spoken: Vec<String> = Vec::new();
-        lock(&cx.speaking).clear();
+        let mut w = Writing::live(h.turn, self.a.first_clause_words, &cx);
         let a = &mut self.a;
         let registry = a.hands.tools.for_question(&h.text);
         let tx = &a.tx;
         let result = tools::answer(a.llm.as_mut(), msgs, registry, &cancel, &mut |chunk| {
-            if first {
-                first = false;
-                cx.event(h.turn, What::FirstToken);
-            }
-            lock(&cx.speaking).push_str(chunk);
-            if cx.updates.is_some() {
-                cx.event(h.turn, What::Delta(chunk.to_string()));
-            }
-            for text in splitter.push(chunk) {
-                spoken.push(text.clone());
-                gone |= tx.send(Say::Sentence { turn: h.turn, text }).is_err();
-            }
+            w.push(chunk, &cx, tx)
         });
-        if gone {
+        if w.gone {
             return false;
         }
         match result {
-            Ok(answer) => self.answered(h, answer, splitter, spoken),
+            Ok(answer) => self.answered(h, answer, w.splitter, w.spoken),
             Err(e) => cx.event(h.turn, What::Failed(format!("language model: {e}"))),
         }
         self.a.tx.send(Say::End { turn: h.turn }).is_ok()

@@ -236,7 +236,8 @@ fn transcribe_turn(
     tx.send(heard).is_ok()
 }
 
-/// The TTS stage: sentences in, audio out; sentences of older turns are skipped.
+/// The TTS stage: sentences in, audio out; sentences of older turns are skipped. Sentences of an
+/// answer written ahead are synthesised and held until the answer is released or discarded.
 pub(crate) fn tts_loop(
     voice: Locked<Box<dyn Voice>>,
     gap_ms: u32,
@@ -247,49 +248,136 @@ pub(crate) fn tts_loop(
     let _stage = tracing::info_span!("tts").entered();
     // Speaking can wait a little; listening cannot (see `host::BACKGROUND_NICE`).
     crate::host::lower_this_thread();
-    let mut first_of: Option<u64> = None;
-    // The turn whose speech failed: the rest of its answer is not tried (a voice server that is
-    // gone would fail, or make each sentence wait for its timeout, once more per sentence).
-    let mut failed: Option<u64> = None;
+    let mut v = Voicing {
+        voice,
+        gap_ms,
+        tx,
+        cx,
+        first_of: None,
+        failed: None,
+        held: (0, Vec::new()),
+    };
     for msg in rx {
-        let out = match msg {
-            Say::Sentence { turn, text } => {
-                let _turn = tracing::debug_span!("turn", turn).entered();
-                if cx.turns.is_stale(turn) || failed == Some(turn) {
-                    continue;
+        let going = match msg {
+            Say::Sentence { turn, text } => match v.synthesise(turn, &text, true) {
+                Some(Ok(pcm)) => v.play(turn, pcm),
+                _ => true,
+            },
+            Say::Ahead { turn, text, stop } => {
+                if stop.is_cancelled() {
+                    v.discard(turn);
+                } else if let Some(pcm) = v.synthesise(turn, &text, false) {
+                    v.hold(turn, pcm.map_err(|()| text));
                 }
-                let mut audio = Vec::new();
-                let spoken = tts::speak(lock(&voice).as_mut(), &text, gap_ms, |pcm| {
-                    audio.extend(pcm);
-                    true
-                });
-                match spoken {
-                    Ok(_) => {}
-                    Err(TtsError::NothingToSay) => continue,
-                    Err(e) => {
-                        // The turn fails, once, with the reason (its client hears of it too).
-                        tracing::debug!("speech synthesis failed for {text:?}: {e}");
-                        failed = Some(turn);
-                        cx.event(turn, What::Failed(format!("speech synthesis: {e}")));
-                        continue;
-                    }
-                }
-                if cx.turns.is_stale(turn) {
-                    continue;
-                }
-                if first_of != Some(turn) {
-                    first_of = Some(turn);
-                    cx.event(turn, What::FirstAudioReady);
-                }
-                Play::Audio { turn, pcm: audio }
+                true
             }
-            Say::End { turn } => Play::End { turn },
+            Say::Release { turn } => v.release(turn),
+            Say::Discard { turn } => {
+                v.discard(turn);
+                true
+            }
+            Say::End { turn } => v.tx.send(Play::End { turn }).is_ok(),
         };
-        if tx.send(out).is_err() {
+        if !going {
             return Ok(());
         }
     }
     Ok(())
+}
+
+/// The TTS stage's state between sentences.
+struct Voicing {
+    voice: Locked<Box<dyn Voice>>,
+    gap_ms: u32,
+    tx: Sender<Play>,
+    cx: Arc<Context>,
+    /// The turn whose first audio went out.
+    first_of: Option<u64>,
+    /// The turn whose speech failed: the rest of its answer is not tried (a voice server that is
+    /// gone would fail, or make each sentence wait for its timeout, once more per sentence).
+    failed: Option<u64>,
+    /// The audio of an answer written ahead, by turn (a sentence whose synthesis failed keeps
+    /// its text: tried again, and its failure reported, if the answer is released).
+    held: (u64, Vec<Result<Vec<f32>, String>>),
+}
+
+impl Voicing {
+    /// A sentence's audio: `None` when the turn is over or failed, or there is nothing to say;
+    /// `Err` when synthesis failed (reported, and the turn marked failed, if `report`).
+    fn synthesise(&mut self, turn: u64, text: &str, report: bool) -> Option<Result<Vec<f32>, ()>> {
+        let _turn = tracing::debug_span!("turn", turn).entered();
+        if self.cx.turns.is_stale(turn) || self.failed == Some(turn) {
+            return None;
+        }
+        let mut audio = Vec::new();
+        let spoken = tts::speak(lock(&self.voice).as_mut(), text, self.gap_ms, |pcm| {
+            audio.extend(pcm);
+            true
+        });
+        match spoken {
+            Ok(_) => {}
+            Err(TtsError::NothingToSay) => return None,
+            Err(e) if report => {
+                // The turn fails, once, with the reason (its client hears of it too).
+                tracing::debug!("speech synthesis failed for {text:?}: {e}");
+                self.failed = Some(turn);
+                self.cx
+                    .event(turn, What::Failed(format!("speech synthesis: {e}")));
+                return None;
+            }
+            Err(e) => {
+                tracing::debug!("speech synthesis ahead failed for {text:?}: {e}");
+                return Some(Err(()));
+            }
+        }
+        (!self.cx.turns.is_stale(turn)).then_some(Ok(audio))
+    }
+
+    /// Audio for the sink; false when the sink is gone.
+    fn play(&mut self, turn: u64, pcm: Vec<f32>) -> bool {
+        if self.cx.turns.is_stale(turn) {
+            return true;
+        }
+        if self.first_of != Some(turn) {
+            self.first_of = Some(turn);
+            self.cx.event(turn, What::FirstAudioReady);
+        }
+        self.tx.send(Play::Audio { turn, pcm }).is_ok()
+    }
+
+    fn hold(&mut self, turn: u64, audio: Result<Vec<f32>, String>) {
+        if self.held.0 != turn {
+            self.held = (turn, Vec::new());
+        }
+        self.held.1.push(audio);
+    }
+
+    /// The answer written ahead is the turn's: what was held plays.
+    fn release(&mut self, turn: u64) -> bool {
+        let (of, held) = std::mem::take(&mut self.held);
+        if of != turn {
+            return true;
+        }
+        for audio in held {
+            let going = match audio {
+                Ok(pcm) => self.play(turn, pcm),
+                Err(text) => match self.synthesise(turn, &text, true) {
+                    Some(Ok(pcm)) => self.play(turn, pcm),
+                    _ => true,
+                },
+            };
+            if !going {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn discard(&mut self, turn: u64) {
+        if self.held.0 == turn {
+            self.held.1.clear();
+        }
+    }
 }
 
 /// The next message, or `None` once the sender is gone or the run is stopping (checked at

@@ -99,8 +99,41 @@ pub(crate) struct Ending {
 
 /// Text for the voice.
 pub(crate) enum Say {
-    Sentence { turn: u64, text: String },
-    End { turn: u64 },
+    Sentence {
+        turn: u64,
+        text: String,
+    },
+    /// A sentence of an answer written ahead (the user may not be done): synthesised and held
+    /// until it is released or discarded.
+    Ahead {
+        turn: u64,
+        text: String,
+        /// Cancelled once the answer is not wanted: the sentence is then not synthesised.
+        stop: Cancel,
+    },
+    /// The answer written ahead is the turn's: its held audio plays, in order, before what
+    /// follows.
+    Release {
+        turn: u64,
+    },
+    /// The answer written ahead is not wanted (the user went on, or said something else): its
+    /// held audio is dropped unheard.
+    Discard {
+        turn: u64,
+    },
+    End {
+        turn: u64,
+    },
+}
+
+/// A pause judged not over, but maybe over: the language model may write the answer ahead, to
+/// be played at once if the turn ends there (`pipeline.preemptive_answer`).
+#[derive(Debug, Clone)]
+pub(crate) struct Ahead {
+    pub turn: u64,
+    pub speech_end: u64,
+    /// Cancelled once the user goes on speaking after the pause.
+    pub stop: Cancel,
 }
 
 /// Audio for the sink, at the voice's rate.
@@ -138,6 +171,8 @@ pub(crate) enum What {
     Failed(String),
     /// The turn ended without a word spoken, for this reason.
     Dropped(&'static str),
+    /// What came of an answer written ahead at a pause: "used", "dropped" or "redone".
+    Preemptive(&'static str),
     /// The VAD stage began the turn (the user started speaking).
     Began,
     /// Speech began while the answer was being given (an interruption, a backchannel, a
@@ -193,6 +228,12 @@ pub struct TurnMetrics {
     /// Seconds from the start of the run at which the answer's (or announcement's) text was
     /// complete.
     pub said_at_s: f64,
+    /// The answer written ahead at a doubted pause (`pipeline.preemptive_answer`): "used" (it
+    /// was this answer, its first audio ready when the turn ended), "redone" (the final
+    /// transcript said something else: answered afresh), "dropped" (the user went on after the
+    /// pause); `None` when none was written.
+    #[serde(default)]
+    pub preemptive: Option<String>,
 }
 
 /// One tool call of a turn, in the per-turn figures.

@@ -238,6 +238,7 @@ impl Collector {
             }
             What::FirstAudioReady => p.m.first_audio_ready_ms = p.since_end(ev.at),
             What::FirstAudio(at) => p.m.voice_to_voice_ms = p.since_end(at),
+            What::Preemptive(what) => p.m.preemptive = Some(outweighs(p.m.preemptive.take(), what)),
             _ => {}
         }
     }
@@ -280,5 +281,15 @@ impl Collector {
             });
         }
         self.done
+    }
+}
+
+/// A turn's preemptive answers, told as one: "used" outweighs "redone", which outweighs
+/// "dropped" (a turn whose first pause's answer was dropped and whose last one was used used it).
+fn outweighs(old: Option<String>, new: &str) -> String {
+    let rank = |w: &str| ["dropped", "redone", "used"].iter().position(|r| *r == w);
+    match old {
+        Some(old) if rank(&old) >= rank(new) => old,
+        _ => new.to_string(),
     }
 }

@@ -18,6 +18,8 @@
 //! Shutdown is by dropping senders: when the source ends, each stage drains and returns in turn.
 //! A stage that fails (or panics) ends the run: everything stops and its error is reported.
 
+#[cfg(test)]
+mod ahead_tests;
 mod answering;
 mod error;
 #[cfg(test)]
@@ -265,6 +267,7 @@ fn start_context(
         failure: Mutex::new(None),
         order: Mutex::new(()),
         memory: opts.memory.clone(),
+        ahead: Mutex::new(None),
     });
     let (updates, t0) = (opts.updates.clone(), cx.t0);
     let collector = std::thread::Builder::new()
@@ -401,6 +404,7 @@ fn start_stages(
         cores: models.asr.clone(),
         conv,
         first_clause_words: cfg.pipeline.first_clause_words,
+        answer_ahead: cfg.pipeline.preemptive_answer,
         judge_turns: cfg.turn.semantic,
         tx: tx_say,
         hints: tx_hint,

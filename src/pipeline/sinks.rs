@@ -414,6 +414,7 @@ mod tests {
             failure: Mutex::new(None),
             order: Mutex::new(()),
             memory: None,
+            ahead: Mutex::new(None),
         }
     }
 

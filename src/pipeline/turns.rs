@@ -10,7 +10,7 @@ use std::time::Instant;
 use crossbeam_channel::Sender;
 
 use super::error::PipelineError;
-use super::messages::{Event, Update, What};
+use super::messages::{Ahead, Event, Update, What};
 use super::models::lock;
 use crate::memory::Memory;
 use crate::stages::TurnClock;
@@ -80,6 +80,9 @@ pub(crate) struct Context {
     pub order: Mutex<()>,
     /// The memory store, where the run keeps what it saw and heard (`RunOptions::memory`).
     pub memory: Option<Arc<Mutex<Memory>>>,
+    /// The newest pause judged not over, but maybe over (the VAD stage's): the language model
+    /// may answer it ahead.
+    pub ahead: Mutex<Option<Ahead>>,
 }
 
 impl Context {

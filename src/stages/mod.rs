@@ -147,6 +147,8 @@ impl TurnClock {
 pub struct Cancel {
     clock: Arc<TurnClock>,
     turn: u64,
+    /// Another token that cancels this work too (`or`).
+    also: Option<Box<Cancel>>,
 }
 
 impl Default for Cancel {
@@ -161,16 +163,30 @@ impl Cancel {
         Cancel {
             clock: Arc::new(TurnClock::default()),
             turn: 0,
+            also: None,
         }
     }
 
     /// A token for `turn`, cancelled once `clock` moves past it or stops.
     pub fn for_turn(clock: Arc<TurnClock>, turn: u64) -> Cancel {
-        Cancel { clock, turn }
+        Cancel {
+            clock,
+            turn,
+            also: None,
+        }
+    }
+
+    /// This token, also cancelled by `other` (and whatever cancels `other`).
+    pub fn or(self, other: Cancel) -> Cancel {
+        let also = Some(Box::new(match self.also {
+            Some(also) => also.or(other),
+            None => other,
+        }));
+        Cancel { also, ..self }
     }
 
     pub fn is_cancelled(&self) -> bool {
-        self.clock.is_stale(self.turn)
+        self.clock.is_stale(self.turn) || self.also.as_ref().is_some_and(|a| a.is_cancelled())
     }
 
     /// Cancels this work and every other that shares the clock.
@@ -203,5 +219,21 @@ mod tests {
         assert!(!c.is_cancelled());
         c.clone().cancel();
         assert!(c.is_cancelled());
+    }
+
+    #[test]
+    fn a_token_joined_to_others_is_cancelled_by_any_of_them() {
+        let clock = Arc::new(TurnClock::default());
+        let (user, ahead) = (Cancel::new(), Cancel::new());
+        let c = Cancel::for_turn(clock.clone(), clock.begin())
+            .or(user.clone())
+            .or(ahead.clone());
+        assert!(!c.is_cancelled());
+        ahead.cancel();
+        assert!(c.is_cancelled());
+        assert!(!user.is_cancelled(), "the others are left alone");
+        let d = Cancel::for_turn(clock.clone(), clock.current()).or(user.clone());
+        clock.begin();
+        assert!(d.is_cancelled());
     }
 }

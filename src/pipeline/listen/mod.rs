@@ -118,6 +118,8 @@ struct Listener {
     unsure: Option<(u64, u64)>,
     /// The pause whose speculative transcript is being made.
     asked: Option<Speculation>,
+    /// The doubted pause whose answer the language model may be writing ahead.
+    ahead: Option<Speculation>,
     /// The speculation made while the user speaks (cut where it was sent), and how much of the
     /// utterance it held.
     rolling: Option<Speculation>,
@@ -155,6 +157,7 @@ pub(crate) fn vad_loop(
         pending: None,
         unsure: None,
         asked: None,
+        ahead: None,
         rolling: None,
         rolled: 0,
         ending: Ending::default(),
@@ -386,6 +389,7 @@ impl Listener {
         self.ending = Ending::default();
         // Speculations about the last turn's pauses no longer matter.
         (self.pending, self.asked, self.unsure) = (None, None, None);
+        self.drop_ahead();
         tracing::debug!(turn, "{why}");
         if was_busy {
             tracing::info!(turn, "barge-in: the user speaks; the answer stops");
@@ -528,8 +532,9 @@ impl Listener {
 
     /// Reports the end of the user's speech and hands the utterance to ASR.
     fn end_turn(&mut self, audio: Vec<f32>, speech_end: u64) -> Step {
+        let turn = self.cx.turns.current();
+        self.keep_ahead_if(turn, speech_end);
         let cx = &self.cx;
-        let turn = cx.turns.current();
         let behind = self.now.saturating_sub(speech_end) as f64 / SAMPLE_RATE as f64;
         let end_at = self
             .last_at

@@ -9,7 +9,7 @@ use crossbeam_channel::TrySendError;
 use super::{Listener, Pending, Step};
 use crate::media::audio::SAMPLE_RATE;
 use crate::pipeline::error::PipelineError;
-use crate::pipeline::messages::{Ending, Purpose, Utterance};
+use crate::pipeline::messages::{Ahead, Ending, Purpose, Utterance};
 use crate::pipeline::models::lock;
 use crate::stages::turn;
 use crate::stages::vad::VadEvent;
@@ -285,6 +285,9 @@ impl Listener {
             let ms = turn::patience_ms(&judging.cfg, verdict.score);
             let wait = ms as u64 * SAMPLE_RATE as u64 / 1000;
             self.unsure = Some((p.speech_end, p.speech_end + wait));
+            if verdict.text.is_some() {
+                self.offer_ahead(p.turn, p.speech_end);
+            }
             // The input may hold the whole wait already (frames judged faster than real time, a
             // client that stopped sending after its question): no later frame need come.
             return match self.waited_out(self.now) {
@@ -303,12 +306,47 @@ impl Listener {
         }
     }
 
+    /// A pause judged not over, but maybe over, whose words the language model read: it may
+    /// answer them ahead, to be played at once if the turn ends at this pause. The answer is
+    /// stopped (and never heard) once the user goes on.
+    fn offer_ahead(&mut self, turn: u64, speech_end: u64) {
+        Speculation::forget(&mut self.ahead);
+        let stop = Cancel::new();
+        *lock(&self.cx.ahead) = Some(Ahead {
+            turn,
+            speech_end,
+            stop: stop.clone(),
+        });
+        self.ahead = Some(Speculation {
+            turn,
+            speech_end,
+            sent: Instant::now(),
+            stop,
+        });
+    }
+
+    /// The turn ends at `speech_end`: an answer written ahead at that pause goes on (it is the
+    /// turn's, if its words are); one written at an earlier pause is stopped.
+    pub(super) fn keep_ahead_if(&mut self, turn: u64, speech_end: u64) {
+        match Speculation::about(&self.ahead, turn, speech_end) {
+            true => self.ahead = None,
+            false => self.drop_ahead(),
+        }
+    }
+
+    /// The user went on (or a new turn began): an answer written ahead is stopped unheard.
+    pub(super) fn drop_ahead(&mut self) {
+        Speculation::forget(&mut self.ahead);
+        lock(&self.cx.ahead).take();
+    }
+
     /// Has the pause judged doubtfully not over (`unsure`) lasted its patience by sample `now`?
     /// Forgotten once the user goes on.
     pub(super) fn waited_out(&mut self, now: u64) -> bool {
         match self.unsure {
             Some((speech_end, _)) if !self.l.ep.paused_at(speech_end) => {
                 self.unsure = None;
+                self.drop_ahead();
                 false
             }
             Some((_, until)) => now >= until,
