@@ -15,10 +15,10 @@ use super::turns::Context;
 use crate::stages::asr::Transcriber;
 use crate::stages::llm::{open_ended, ChatModel, Conversation, Finish, Message};
 use crate::stages::Cancel;
-
-mod ahead;
 use crate::text::splitter::SentenceSplitter;
 use crate::tools;
+
+mod ahead;
 use ahead::Writing;
 
 /// What the LLM stage is given.

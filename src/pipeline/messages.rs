@@ -108,7 +108,8 @@ pub(crate) enum Say {
     Ahead {
         turn: u64,
         text: String,
-        /// Cancelled once the answer is not wanted: the sentence is then not synthesised.
+        /// Cancelled once the answer is not wanted: the sentence is then not synthesised
+        /// (only read here, never cancelled: see `Cancel::cancel`).
         stop: Cancel,
     },
     /// The answer written ahead is the turn's: its held audio plays, in order, before what
@@ -229,7 +230,7 @@ pub struct TurnMetrics {
     /// complete.
     pub said_at_s: f64,
     /// The answer written ahead at a doubted pause (`pipeline.preemptive_answer`): "used" (it
-    /// was this answer, its first audio ready when the turn ended), "redone" (the final
+    /// was this answer, begun before the turn ended), "redone" (the final
     /// transcript said something else: answered afresh), "dropped" (the user went on after the
     /// pause); `None` when none was written.
     #[serde(default)]

@@ -42,6 +42,10 @@ impl Turns {
     pub fn handle(&self, turn: u64) {
         self.handling.fetch_max(turn, Ordering::AcqRel);
     }
+    /// Is `turn`'s answer over (spoken, dropped or failed), or a later one's?
+    pub fn is_finished(&self, turn: u64) -> bool {
+        self.finished.load(Ordering::Acquire) >= turn
+    }
     pub fn finish(&self, turn: u64) {
         self.finished.fetch_max(turn, Ordering::AcqRel);
     }

@@ -189,7 +189,9 @@ impl Cancel {
         self.clock.is_stale(self.turn) || self.also.as_ref().is_some_and(|a| a.is_cancelled())
     }
 
-    /// Cancels this work and every other that shares the clock.
+    /// Cancels this work and every other that shares the clock. On a joined token (`or`) only
+    /// its own clock: cancel the token that was joined instead (the first of a turn's token is
+    /// the whole run's turn clock).
     pub fn cancel(&self) {
         self.clock.stop();
     }

@@ -107,9 +107,13 @@ impl Writing {
     }
 }
 
-/// Whether the final transcript `next` is the one the answer ahead `h` was written for.
-fn confirms(h: &Heard, next: &Heard) -> bool {
-    !next.speculative && next.turn == h.turn && next.text == h.text
+/// Whether the final transcript `next` is the one the answer ahead `h` was written for (and
+/// the answer is still wanted: a barge-in since leaves the transcript to be dropped as usual).
+fn confirms(h: &Heard, next: &Heard, cancel: &Cancel) -> bool {
+    !next.speculative
+        && (next.turn, next.speech_end) == (h.turn, h.speech_end)
+        && next.text == h.text
+        && !cancel.is_cancelled()
 }
 
 impl Stage {
@@ -160,7 +164,7 @@ impl Stage {
         let result = tools::answer(a.llm.as_mut(), &msgs, registry, &cancel, &mut |chunk| {
             if !w.live && taken.is_none() {
                 match rx.try_recv() {
-                    Ok(next) if confirms(&h, &next) => w.go_live(&cx, &tx),
+                    Ok(next) if confirms(&h, &next, &cancel) => w.go_live(&cx, &tx),
                     Ok(next) => {
                         mine.cancel();
                         taken = Some(next);
@@ -172,8 +176,8 @@ impl Stage {
         });
         if !w.live && taken.is_none() && result.is_ok() {
             // Written whole before the verdict: it waits for it.
-            match self.verdict(&cancel) {
-                Some(next) if confirms(&h, &next) => w.go_live(&cx, &tx),
+            match self.verdict(h.turn, &cancel) {
+                Some(next) if confirms(&h, &next, &cancel) => w.go_live(&cx, &tx),
                 next => taken = next,
             }
         }
@@ -195,9 +199,10 @@ impl Stage {
         self.a.tx.send(Say::End { turn: h.turn }).is_ok()
     }
 
-    /// The next transcript, for an answer written whole ahead (`None` once it is cancelled).
-    fn verdict(&self, cancel: &Cancel) -> Option<Heard> {
-        while !cancel.is_cancelled() {
+    /// The next transcript, for an answer written whole ahead (`None` once it is cancelled, or
+    /// the turn is over without one: its recognition failed).
+    fn verdict(&self, turn: u64, cancel: &Cancel) -> Option<Heard> {
+        while !cancel.is_cancelled() && !self.a.cx.turns.is_finished(turn) {
             match self.rx.recv_timeout(VERDICT_POLL) {
                 Ok(next) => return Some(next),
                 Err(RecvTimeoutError::Timeout) => continue,

@@ -19,8 +19,8 @@ use crate::stages::openai::Endpoint;
 use crate::stages::Cancel;
 
 impl LlamaServer {
-    /// A client of its own for one conversation (or request), with a slot of its own while one
-    /// is free (given back when the client is dropped), else the next one shared.
+    /// A client of its own for one conversation (or request), with two slots of its own while
+    /// they are free (given back when the client is dropped), else the next one shared.
     pub fn client(self: &Arc<Self>, cfg: &LlmConfig) -> LlamaModel {
         LlamaModel {
             server: self.clone(),
@@ -34,8 +34,8 @@ impl LlamaServer {
     }
 }
 
-/// One conversation's (or request's) handle on the shared server: its own slot, so its prompt
-/// prefix (system prompt, history) stays cached between turns.
+/// One conversation's (or request's) handle on the shared server: its own slots, so its prompt
+/// prefixes (system prompt, history) stay cached between turns.
 pub struct LlamaModel {
     server: Arc<LlamaServer>,
     cfg: LlmConfig,
@@ -112,12 +112,18 @@ impl LlamaModel {
     }
 }
 
+/// How much of the system prompt tells one from another: its start (the voice's prompt or the
+/// tools' descriptions), not what is added at its end (what the camera shows, how memories
+/// come), so a new scene replaces the prompt in its own slot, not the other one.
+const SYSTEM_KEY_CHARS: usize = 80;
+
 /// What tells one system prompt from another (messages without one: all alike).
 fn system_key(messages: &[Message]) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     if let Some(m) = messages.first().filter(|m| m.role == Role::System) {
-        m.content.hash(&mut h);
+        let start: String = m.content.chars().take(SYSTEM_KEY_CHARS).collect();
+        start.hash(&mut h);
     }
     h.finish()
 }
