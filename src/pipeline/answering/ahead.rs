@@ -30,9 +30,8 @@ pub(super) struct Writing {
     pub spoken: Vec<String>,
     /// The words written while not live.
     written: String,
-    live: bool,
-    /// Written ahead: what stops it (its held sentences are not synthesised once it is
-    /// cancelled).
+    /// Written ahead and not live yet: what stops it (its held sentences are not synthesised
+    /// once it is cancelled). `None`: live.
     ahead: Option<Cancel>,
     /// No word has been shown yet.
     first: bool,
@@ -44,41 +43,46 @@ impl Writing {
     /// A live answer for `turn` (what seesay is saying starts afresh).
     pub fn live(turn: u64, first_clause_words: usize, cx: &Context) -> Writing {
         lock(&cx.speaking).clear();
-        let mut w = Writing::ahead(turn, first_clause_words, Cancel::new());
-        (w.live, w.ahead) = (true, None);
-        w
+        Writing::new(turn, first_clause_words, None)
     }
 
     /// An answer for `turn` written ahead, held back until it goes live; `cancel` stops it.
     fn ahead(turn: u64, first_clause_words: usize, cancel: Cancel) -> Writing {
+        Writing::new(turn, first_clause_words, Some(cancel))
+    }
+
+    fn new(turn: u64, first_clause_words: usize, ahead: Option<Cancel>) -> Writing {
         Writing {
             turn,
             splitter: SentenceSplitter::new(first_clause_words),
             spoken: Vec::new(),
             written: String::new(),
-            live: false,
-            ahead: Some(cancel),
+            ahead,
             first: true,
             gone: false,
         }
     }
 
+    fn is_live(&self) -> bool {
+        self.ahead.is_none()
+    }
+
     /// The next piece of the answer.
     pub fn push(&mut self, chunk: &str, cx: &Context, tx: &Sender<Say>) {
-        match self.live {
+        match self.is_live() {
             true => self.show(chunk, cx),
             false => self.written.push_str(chunk),
         }
         for text in self.splitter.push(chunk) {
             self.spoken.push(text.clone());
             let turn = self.turn;
-            let say = match (&self.ahead, self.live) {
-                (Some(stop), false) => Say::Ahead {
+            let say = match &self.ahead {
+                Some(stop) => Say::Ahead {
                     turn,
                     text,
                     stop: stop.clone(),
                 },
-                _ => Say::Sentence { turn, text },
+                None => Say::Sentence { turn, text },
             };
             self.gone |= tx.send(say).is_err();
         }
@@ -99,7 +103,7 @@ impl Writing {
 
     /// The answer written ahead is the turn's: what was written is shown, what was held plays.
     fn go_live(&mut self, cx: &Context, tx: &Sender<Say>) {
-        self.live = true;
+        self.ahead = None;
         lock(&cx.speaking).clear();
         let written = std::mem::take(&mut self.written);
         self.show(&written, cx);
@@ -162,7 +166,7 @@ impl Stage {
         let a = &mut self.a;
         let registry = a.hands.tools.for_question(&h.text);
         let result = tools::answer(a.llm.as_mut(), &msgs, registry, &cancel, &mut |chunk| {
-            if !w.live && taken.is_none() {
+            if !w.is_live() && taken.is_none() {
                 match rx.try_recv() {
                     Ok(next) if confirms(&h, &next, &cancel) => w.go_live(&cx, &tx),
                     Ok(next) => {
@@ -174,7 +178,7 @@ impl Stage {
             }
             w.push(chunk, &cx, &tx);
         });
-        if !w.live && taken.is_none() && result.is_ok() {
+        if !w.is_live() && taken.is_none() && result.is_ok() {
             // Written whole before the verdict: it waits for it.
             match self.verdict(h.turn, &cancel) {
                 Some(next) if confirms(&h, &next, &cancel) => w.go_live(&cx, &tx),
@@ -184,7 +188,7 @@ impl Stage {
         if w.gone {
             return false;
         }
-        if !w.live {
+        if !w.is_live() {
             if let Err(e) = &result {
                 tracing::debug!("the answer written ahead failed: {e}");
             }
