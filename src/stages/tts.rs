@@ -325,8 +325,9 @@ pub fn open_piper(cfg: &TtsConfig, store: &Store) -> Result<PiperVoice, TtsError
 
 /// Speaks `text`: sentence by sentence (each cut into clauses by the voice), each followed by
 /// `gap_ms` of silence and handed to `out` as soon as it is synthesised; `out` returns false to
-/// stop (nobody is listening any more). Returns how many sentences were spoken; text with no
-/// words is an error.
+/// stop (nobody is listening any more). Text that ends in the middle of a sentence (no closing
+/// punctuation: the first phrase of an answer, whose rest follows) gets no silence after it.
+/// Returns how many sentences were spoken; text with no words is an error.
 pub fn speak(
     voice: &mut dyn Voice,
     text: &str,
@@ -343,7 +344,10 @@ pub fn speak(
         let mut pcm = voice.synthesize(s)?;
         tracing::debug!(sentence = %s, ms = t.elapsed().as_millis() as u64,
             secs = pcm.len() as f64 / voice.sample_rate() as f64, "synthesised");
-        pcm.extend(std::iter::repeat_n(0.0, gap));
+        let runs_on = i + 1 == sentences.len() && s.ends_with(char::is_alphanumeric);
+        if !runs_on {
+            pcm.extend(std::iter::repeat_n(0.0, gap));
+        }
         if !out(pcm) {
             return Ok(i + 1);
         }
@@ -401,6 +405,11 @@ mod tests {
         // "One two." (8) + 10 ms at 1 kHz, then "Three!" (6) + 10.
         assert_eq!(pieces, [18, 16]);
         assert_eq!(speak_all(&mut Chars, "Hi.", 0).unwrap().len(), 3);
+        // A phrase whose sentence goes on runs into what follows: no silence after it.
+        assert_eq!(
+            speak_all(&mut Chars, "Hi. The capital", 10).unwrap().len(),
+            13 + 11
+        );
         assert!(matches!(
             speak_all(&mut Chars, " ... ", 0),
             Err(TtsError::NothingToSay)

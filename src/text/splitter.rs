@@ -74,6 +74,19 @@ pub fn split_clauses(sentence: &str) -> Vec<(String, Option<char>)> {
     out
 }
 
+/// Words before which a speaker breathes: a long opening may be cut there.
+const JOINS: [&str; 9] = [
+    "and", "but", "or", "so", "because", "which", "while", "when", "although",
+];
+
+/// Words that begin a sentence's second phrase: where its subject meets its verb ("The capital
+/// of Italy | is Rome.", "Fifteen plus twenty-seven | equals forty-two.") or a place or time
+/// follows ("There are sixty minutes | in an hour."). Prepositions that bind to the word before
+/// ("of", "by") are not among them.
+const PHRASE_STARTS: [&str; 11] = [
+    "is", "are", "was", "were", "has", "have", "had", "equals", "can", "will", "in",
+];
+
 /// Cuts a stream of text into sentences.
 #[derive(Debug)]
 pub struct SentenceSplitter {
@@ -135,8 +148,13 @@ impl SentenceSplitter {
             (closes && long_enough).then_some(i + 1)
         });
         // Without punctuation, a long opening is cut before a conjunction ("... the United
-        // States | and has been ..."), where a speaker would breathe anyway.
-        let cut = punct.or_else(|| self.before_conjunction())?;
+        // States | and has been ..."), where a speaker would breathe anyway, or where its subject
+        // meets its verb ("The capital of Italy | is Rome."): a phrase Piper says well on its
+        // own, spoken while the rest is written.
+        let n = self.first_clause_words;
+        let cut = punct
+            .or_else(|| self.before_word(&JOINS, n + 2))
+            .or_else(|| self.before_word(&PHRASE_STARTS, n))?;
         let clause = self.buf[..cut].trim().to_string();
         if clause.contains(['.', '!', '?']) {
             return None; // a whole sentence came first; the sentence rule handles it
@@ -145,23 +163,20 @@ impl SentenceSplitter {
         Some(clause)
     }
 
-    /// Byte offset of a conjunction that follows at least `first_clause_words + 2` words, in the
-    /// complete words of the buffer.
-    fn before_conjunction(&self) -> Option<usize> {
-        const JOINS: [&str; 9] = [
-            "and", "but", "or", "so", "because", "which", "while", "when", "although",
-        ];
+    /// Byte offset of one of `words` that follows at least `after` words, in the complete words
+    /// of the buffer.
+    fn before_word(&self, words: &[&str], after: usize) -> Option<usize> {
         let complete = self.buf.rfind(char::is_whitespace)?;
-        let mut words = 0;
+        let mut count = 0;
         let mut start = None;
         for (i, c) in self.buf[..complete + 1].char_indices() {
             if c.is_whitespace() {
                 if let Some(s) = start.take() {
                     let word = &self.buf[s..i];
-                    if words >= self.first_clause_words + 2 && JOINS.contains(&word) {
+                    if count >= after && words.contains(&word) {
                         return Some(s);
                     }
-                    words += 1;
+                    count += 1;
                 }
             } else if start.is_none() {
                 start = Some(i);
@@ -200,13 +215,13 @@ mod tests {
         let mut s = SentenceSplitter::new(4);
         let out = feed(
             &mut s,
-            "A friend of mine is from the United States and has been abroad for years. And so on. ",
+            "A friend of mine from the United States and his wife came over. And so on. ",
         );
         assert_eq!(
             out,
             vec![
-                "A friend of mine is from the United States",
-                "and has been abroad for years.",
+                "A friend of mine from the United States",
+                "and his wife came over.",
                 "And so on."
             ]
         );
@@ -229,6 +244,30 @@ mod tests {
                 "as you know, is Paris.",
                 "It has 1,000 bridges, maybe."
             ]
+        );
+    }
+
+    #[test]
+    fn a_long_subject_is_spoken_before_its_verb() {
+        let mut s = SentenceSplitter::new(4);
+        let out = feed(&mut s, "The capital of Italy is Rome. It is old. ");
+        assert_eq!(out, vec!["The capital of Italy", "is Rome.", "It is old."]);
+        // Not before "of" or "by", not after fewer words, and not an "is" inside a longer word.
+        let mut s = SentenceSplitter::new(4);
+        let out = feed(&mut s, "One hundred divided by four equals twenty-five. ");
+        assert_eq!(
+            out,
+            vec!["One hundred divided by four", "equals twenty-five."]
+        );
+        let mut s = SentenceSplitter::new(4);
+        assert_eq!(
+            feed(&mut s, "Spiders have eight legs. "),
+            vec!["Spiders have eight legs."]
+        );
+        let mut s = SentenceSplitter::new(4);
+        assert_eq!(
+            feed(&mut s, "The big old island lies north. "),
+            vec!["The big old island lies north."]
         );
     }
 
