@@ -215,3 +215,57 @@ fn a_dead_llama_server_is_restarted_and_none_outlives_seesay() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The prompt with the tools described is kept warm in a slot of its own, a piece at a time
+/// (`warm_up_piece`), beside the plain one: questions after either prompt compute only their
+/// own tokens.
+#[test]
+fn a_second_prompt_is_prefilled_in_pieces_beside_the_first() {
+    use seesay::stages::llm::Engine;
+    let cfg = LlmConfig {
+        model: "smollm2-135m".into(),
+        max_tokens: 2,
+        ..LlmConfig::default()
+    };
+    let store = seesay::store::Store::from_config(&Default::default()).unwrap();
+    let engine = Engine::load(&cfg, &store, 1).unwrap();
+    let mut llm = engine.chat(&cfg).unwrap();
+    let turns = [
+        Message::new(Role::User, "Hello there."),
+        Message::new(Role::Assistant, "Hello! How can I help?"),
+    ];
+    let with = |system: String| {
+        let mut m = vec![Message::new(Role::System, system)];
+        m.extend(turns.iter().cloned());
+        m
+    };
+    let plain = with("You are a brief assistant.".into());
+    let tools = with(format!(
+        "You are a brief assistant with tools. {}",
+        (1..=40)
+            .map(|i| format!("Tool number {i} sets timer {i} when asked."))
+            .collect::<Vec<_>>()
+            .join(" ")
+    ));
+    llm.warm_up(&plain).unwrap();
+    let mut pieces = 1;
+    while !llm.warm_up_piece(&tools, 32).unwrap() {
+        pieces += 1;
+        assert!(pieces < 100, "the prompt never came to an end");
+    }
+    assert!(
+        pieces >= 5,
+        "a 400-token prompt in pieces of 32: {pieces} pieces"
+    );
+    // Both stay cached: a question after either computes only its own tokens.
+    for system in [&tools, &plain] {
+        let mut msgs = system.clone();
+        msgs.push(Message::new(Role::User, "What is two plus two?"));
+        llm.generate(&msgs, &Cancel::new(), &mut |_| {}).unwrap();
+        let s = llm.stats().unwrap();
+        assert!(
+            s.prompt_tokens > 40 && s.prefilled < 25,
+            "only the question is computed: {s:?}"
+        );
+    }
+}

@@ -301,6 +301,16 @@ pub trait ChatModel: Send {
         Ok(())
     }
 
+    /// Prefills a second prompt beside the one `warm_up` keeps (another system prompt), a piece
+    /// at a time, for work that must leave the cores at once when someone speaks: about `tokens`
+    /// more of `messages` (nothing while the engine is busy with other requests). Returns
+    /// whether it is all prefilled; called again with the same messages, it goes on where it
+    /// stopped. By default nothing, and true: an engine that caches one prompt would lose the
+    /// other.
+    fn warm_up_piece(&mut self, _messages: &[Message], _tokens: usize) -> Result<bool, LlmError> {
+        Ok(true)
+    }
+
     /// Token counts and timings of the last generation, where the backend knows them.
     fn stats(&self) -> Option<GenStats> {
         None

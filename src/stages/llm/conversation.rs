@@ -134,6 +134,15 @@ impl Conversation {
         msgs
     }
 
+    /// The same with the tools described in the system prompt, if there are tools: the start
+    /// of the prompt for a question that may need one.
+    pub fn tools_preamble(&self) -> Option<Vec<Message>> {
+        self.tools_system.as_ref()?;
+        let mut msgs: Vec<Message> = self.system_message(true).into_iter().collect();
+        msgs.extend(self.turns.iter().cloned());
+        Some(msgs)
+    }
+
     /// The system prompt (with the tools described, if asked and there are any), with what the
     /// camera shows now.
     fn system_message(&self, tools: bool) -> Option<Message> {

@@ -30,6 +30,7 @@ impl LlamaServer {
             prompts: Prompts::default(),
             last: None,
             eot: None,
+            piecewise: None,
         }
     }
 }
@@ -49,6 +50,16 @@ pub struct LlamaModel {
     last: Option<GenStats>,
     /// The chat template's end-of-turn token (the first token after a user message).
     eot: Option<u32>,
+    /// The prompt being prefilled a piece at a time (`warm_up_piece`).
+    piecewise: Option<Piecewise>,
+}
+
+/// A prompt prefilled a piece at a time: which messages (`messages_key`), its tokens, and how
+/// many of them are prefilled.
+struct Piecewise {
+    key: u64,
+    tokens: Vec<serde_json::Value>,
+    done: usize,
 }
 
 impl Drop for LlamaModel {
@@ -92,10 +103,27 @@ impl LlamaModel {
         ))
     }
 
+    /// The prompt of `messages` (which do not end with the user) as the server's template
+    /// renders it, up to where the next user message's words go, the template's user header
+    /// included, so that prefilled, the next reading of a user's words pays for those words
+    /// alone. None for messages that end with the user, or a template that hides the cut.
+    fn prompt_before_next_user(&self, messages: &[Message]) -> Result<Option<String>, LlmError> {
+        const NEXT: &str = "\u{2063}seesay-next\u{2063}";
+        if messages.last().is_none_or(|m| m.role == Role::User) {
+            return Ok(None);
+        }
+        let mut next = messages.to_vec();
+        next.push(Message::new(Role::User, NEXT));
+        let rendered = self.post("/apply-template", json!({"messages": messages_json(&next)}))?;
+        let rendered = rendered["prompt"].as_str().unwrap_or_default();
+        Ok(rendered.rfind(NEXT).map(|cut| rendered[..cut].to_string()))
+    }
+
     fn post(&self, path: &str, body: serde_json::Value) -> Result<serde_json::Value, LlmError> {
         self.server
             .wait_ready(START_LIMIT)
             .map_err(LlmError::Inference)?;
+        let _busy = self.server.request();
         let url = format!("{}{path}", self.server.base_url());
         let fail = |detail: String| LlmError::Remote {
             url: url.clone(),
@@ -128,6 +156,14 @@ fn system_key(messages: &[Message]) -> u64 {
     h.finish()
 }
 
+/// What tells one list of messages from another (for a prompt prefilled in pieces).
+fn messages_key(messages: &[Message]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    messages_json(messages).to_string().hash(&mut h);
+    h.finish()
+}
+
 /// The messages' words, for the server to render with the model's template (to count or read
 /// them): their pictures are counted apart (`Message::image_tokens`).
 fn messages_json(messages: &[Message]) -> serde_json::Value {
@@ -151,6 +187,8 @@ impl ChatModel for LlamaModel {
             said.set(true);
             on_text(t)
         };
+        let server = self.server.clone();
+        let _busy = server.request();
         let epoch = self.server.epoch.load(Ordering::Acquire);
         let slot = self.slot_for(messages);
         let mut client = self.client(slot)?;
@@ -206,30 +244,22 @@ impl ChatModel for LlamaModel {
     fn warm_up(&mut self, messages: &[Message]) -> Result<(), LlmError> {
         let t = Instant::now();
         let slot = self.slot_for(messages);
-        if messages.last().is_some_and(|m| m.role != Role::User) {
-            const NEXT: &str = "\u{2063}seesay-next\u{2063}";
-            let mut next = messages.to_vec();
-            next.push(Message::new(Role::User, NEXT));
-            let rendered =
-                self.post("/apply-template", json!({"messages": messages_json(&next)}))?;
-            let rendered = rendered["prompt"].as_str().unwrap_or_default();
-            if let Some(cut) = rendered.rfind(NEXT) {
-                self.post(
-                    "/completion",
-                    json!({
-                        "prompt": &rendered[..cut],
-                        "n_predict": 1,
-                        "id_slot": slot,
-                        "cache_prompt": true,
-                    }),
-                )?;
-                tracing::debug!(
-                    slot,
-                    ms = t.elapsed().as_millis() as u64,
-                    "prompt prefilled up to the next user message"
-                );
-                return Ok(());
-            }
+        if let Some(prompt) = self.prompt_before_next_user(messages)? {
+            self.post(
+                "/completion",
+                json!({
+                    "prompt": prompt,
+                    "n_predict": 1,
+                    "id_slot": slot,
+                    "cache_prompt": true,
+                }),
+            )?;
+            tracing::debug!(
+                slot,
+                ms = t.elapsed().as_millis() as u64,
+                "prompt prefilled up to the next user message"
+            );
+            return Ok(());
         }
         let mut client = self.client(slot)?;
         let mut cfg = self.cfg.clone();
@@ -242,6 +272,61 @@ impl ChatModel for LlamaModel {
             "prompt prefilled"
         );
         Ok(())
+    }
+
+    /// Tokenizes the prompt (up to the next user message) once, then prefills it `tokens` at
+    /// a time into its slot (the second one, by its system prompt): each piece is a prompt the
+    /// slot's cache already holds all but the new piece of.
+    fn warm_up_piece(&mut self, messages: &[Message], tokens: usize) -> Result<bool, LlmError> {
+        if self.second.is_none() {
+            return Ok(true); // one slot: the second prompt would replace the first
+        }
+        if self.server.busy() {
+            return Ok(false);
+        }
+        let key = messages_key(messages);
+        if self.piecewise.as_ref().is_none_or(|p| p.key != key) {
+            let Some(prompt) = self.prompt_before_next_user(messages)? else {
+                self.warm_up(messages)?;
+                return Ok(true);
+            };
+            let t = self.post("/tokenize", json!({"content": prompt, "add_special": true}))?;
+            let tokens = t["tokens"].as_array().cloned().unwrap_or_default();
+            // The prompt before (the same one with fewer turns) is in the slot as far as it was
+            // prefilled: the new one goes on from where they part. (Sent again from its start, a
+            // shorter prompt would make the server drop what its cache holds beyond it.)
+            let done = self.piecewise.as_ref().map_or(0, |old| {
+                let same = old.tokens.iter().zip(&tokens).take_while(|(a, b)| a == b);
+                same.count().min(old.done)
+            });
+            self.piecewise = Some(Piecewise { key, tokens, done });
+        }
+        let slot = self.slot_for(messages);
+        let p = self.piecewise.take().expect("set above");
+        if p.done >= p.tokens.len() {
+            self.piecewise = Some(p);
+            return Ok(true);
+        }
+        let end = (p.done + tokens.max(1)).min(p.tokens.len());
+        let t = Instant::now();
+        let piece = json!({
+            "prompt": &p.tokens[..end],
+            "n_predict": 1,
+            "id_slot": slot,
+            "cache_prompt": true,
+        });
+        let sent = self.post("/completion", piece);
+        tracing::debug!(
+            slot,
+            end,
+            of = p.tokens.len(),
+            ms = t.elapsed().as_millis() as u64,
+            "prompt prefilled in part"
+        );
+        sent?;
+        let whole = end == p.tokens.len();
+        self.piecewise = Some(Piecewise { done: end, ..p });
+        Ok(whole)
     }
 
     fn stats(&self) -> Option<GenStats> {

@@ -9,7 +9,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -57,6 +57,17 @@ pub struct LlamaServer {
     pub(super) held: Slots,
     /// Started with a vision projector: it takes images.
     images: bool,
+    /// Requests of its clients being answered now (`InFlight`).
+    in_flight: AtomicUsize,
+}
+
+/// A request being answered: counted in `LlamaServer::in_flight` while it lives.
+pub(super) struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The model files a llama-server runs.
@@ -148,9 +159,21 @@ impl LlamaServer {
             supervisor: Some(supervisor),
             held: Slots::new(slots),
             images: mmproj.is_some(),
+            in_flight: AtomicUsize::new(0),
         });
         server.wait_ready(START_LIMIT).map_err(err)?;
         Ok(server)
+    }
+
+    /// Counts a request as being answered until the guard is dropped.
+    pub(super) fn request(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(&self.in_flight)
+    }
+
+    /// Whether any client's request is being answered now.
+    pub(super) fn busy(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) > 0
     }
 
     /// Whether it takes images (it runs a vision projector).
