@@ -246,7 +246,13 @@ pub(crate) fn tts_loop(
     cx: Arc<Context>,
 ) -> Result<(), PipelineError> {
     let _stage = tracing::info_span!("tts").entered();
-    // Speaking can wait a little; listening cannot (see `host::BACKGROUND_NICE`).
+    // Speaking can wait a little; listening cannot (see `host::BACKGROUND_NICE`). But the
+    // first audio of an answer cannot: it is synthesised unlowered.
+    let unlowered =
+        crate::host::Unlowered::start("tts-first").map_err(|error| PipelineError::Spawn {
+            name: "tts-first",
+            error,
+        })?;
     crate::host::lower_this_thread();
     let mut v = Voicing {
         voice,
@@ -254,6 +260,8 @@ pub(crate) fn tts_loop(
         tx,
         cx,
         first_of: None,
+        voiced: None,
+        unlowered,
         failed: None,
         held: (0, Vec::new()),
     };
@@ -293,6 +301,9 @@ struct Voicing {
     cx: Arc<Context>,
     /// The turn whose first audio went out.
     first_of: Option<u64>,
+    /// The turn whose first piece was synthesised (on `unlowered`: the rest on this thread).
+    voiced: Option<u64>,
+    unlowered: crate::host::Unlowered,
     /// The turn whose speech failed: the rest of its answer is not tried (a voice server that is
     /// gone would fail, or make each sentence wait for its timeout, once more per sentence).
     failed: Option<u64>,
@@ -309,13 +320,16 @@ impl Voicing {
         if self.cx.turns.is_stale(turn) || self.failed == Some(turn) {
             return None;
         }
-        let mut audio = Vec::new();
-        let spoken = tts::speak(lock(&self.voice).as_mut(), text, self.gap_ms, |pcm| {
-            audio.extend(pcm);
-            true
-        });
-        match spoken {
-            Ok(_) => {}
+        let spoken = match self.voiced.replace(turn) != Some(turn) {
+            true => {
+                let (voice, text, gap) = (self.voice.clone(), text.to_string(), self.gap_ms);
+                self.unlowered
+                    .run(move || tts::speak_all(lock(&voice).as_mut(), &text, gap))
+            }
+            false => tts::speak_all(lock(&self.voice).as_mut(), text, self.gap_ms),
+        };
+        let audio = match spoken {
+            Ok(audio) => audio,
             Err(TtsError::NothingToSay) => return None,
             Err(e) if report => {
                 // The turn fails, once, with the reason (its client hears of it too).
@@ -329,7 +343,7 @@ impl Voicing {
                 tracing::debug!("speech synthesis ahead failed for {text:?}: {e}");
                 return Some(Err(()));
             }
-        }
+        };
         (!self.cx.turns.is_stale(turn)).then_some(Ok(audio))
     }
 
