@@ -1,6 +1,7 @@
 //! The live pipeline, end to end with the real models: spoken questions in (made by the Piper
-//! voice), a WAV timeline and per-turn metrics out; barge-in; silence and noise; Ctrl-C; and the
-//! live path through real audio devices (cpal on PulseAudio null sinks).
+//! voice), a WAV timeline and per-turn metrics out; barge-in; silence and noise; Ctrl-C; the
+//! live path through real audio devices (cpal on PulseAudio null sinks); and the pipeline
+//! benchmark, in process and through `seesay serve`.
 
 mod common;
 
@@ -297,4 +298,28 @@ fn live_conversation_through_real_audio_devices() {
         found * 10 >= answer.len() * 7,
         "played {said:?}, answer {answer:?}"
     );
+}
+
+/// `seesay bench --stage pipeline` with one question (espeak-ng's): answered in process and
+/// through a `seesay serve` it starts (one WebSocket conversation), with its figures.
+#[test]
+fn the_pipeline_benchmark_runs_in_process_and_served() {
+    for serve in [false, true] {
+        let mut args = vec!["bench", "--stage", "pipeline", "--questions", "1", "--json"];
+        if serve {
+            args.push("--serve");
+        }
+        let out = ok(seesay_env(&args, &[], None, Duration::from_secs(240)));
+        let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+        let p = &v["pipeline"];
+        assert_eq!(p["answered"], 1, "{v}");
+        assert_eq!(p["served"], serve, "{v}");
+        let v2v = p["voice_to_voice_ms"]["median"].as_f64().unwrap();
+        assert!(v2v > 0.0 && v2v < 30_000.0, "{v}");
+        // Served, the client times the first audio it received too (none received: no figure).
+        if serve {
+            let client = p["client_voice_to_voice_ms"]["median"].as_f64();
+            assert!(client.is_some_and(|ms| ms > 0.0 && ms < 30_000.0), "{v}");
+        }
+    }
 }

@@ -8,27 +8,19 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 
+use super::bench_common::{median, TTS_PARAGRAPH};
+
 use seesay::config::Config;
 use seesay::media::audio::{self, SAMPLE_RATE};
 use seesay::media::image::load_image;
-use seesay::pipeline::{self, Input, Output, RunOptions, TurnMetrics};
 use seesay::stages::asr::{self, Transcriber};
 use seesay::stages::camera::SceneChange;
 use seesay::stages::llm::{self, Message, Role};
-use seesay::stages::mic::Pace;
 use seesay::stages::tts::{self, Voice};
 use seesay::stages::{caption, Cancel};
 use seesay::store::Store;
 use seesay::text::splitter::split_sentences;
 use seesay::text::transcript::plain_text;
-
-use super::quality::{is_right, QUESTIONS};
-
-/// The paragraph synthesised by the TTS benchmark (fixed, so runs compare).
-pub const TTS_PARAGRAPH: &str = "The quick brown fox jumps over the lazy dog. \
-On the third of March, 2024, about 1,250 people gathered in the square to watch the eclipse. \
-Would you like me to read the rest of the article, or shall we stop here? \
-Speech synthesis has come a long way since the first talking machines.";
 
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
@@ -74,23 +66,13 @@ pub struct BenchArgs {
     /// Minutes of other speech and noise for `--stage wake`.
     #[arg(long, default_value_t = 10.0)]
     pub minutes: f64,
+    /// `--stage pipeline`: ask the questions through `seesay serve` (started for the run) as one
+    /// WebSocket conversation, and time the answers' first audio where the client receives it.
+    #[arg(long)]
+    pub serve: bool,
     /// The language model to measure (default: llm.model).
     #[arg(long, value_name = "NAME")]
     pub llm_model: Option<String>,
-}
-
-/// Median of a set of measurements.
-pub fn median(xs: &mut [f64]) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    let n = xs.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        xs[n / 2]
-    } else {
-        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
-    }
 }
 
 /// Times `f` once to warm up, then `runs` times; returns the median seconds.
@@ -146,6 +128,10 @@ fn print_requested(cfg: &Config, a: &BenchArgs) -> bool {
 
 /// Runs the stages `--stage` names, in a fixed order; the report of each, by name.
 fn bench_stages(cfg: &Config, a: &BenchArgs) -> Result<serde_json::Map<String, serde_json::Value>> {
+    anyhow::ensure!(
+        !a.serve || a.stage == "pipeline",
+        "--serve goes with --stage pipeline (the conversation through seesay serve)"
+    );
     let mut report = serde_json::Map::new();
     report.insert("runs".into(), a.runs.into());
     if a.stage == "asr" || a.stage == "all" {
@@ -190,7 +176,7 @@ fn bench_stages(cfg: &Config, a: &BenchArgs) -> Result<serde_json::Map<String, s
     if a.stage == "pipeline" {
         report.insert(
             "pipeline".into(),
-            bench_pipeline(cfg, a.questions, &a.voice)?,
+            super::bench_pipeline::run(cfg, a.questions, &a.voice, a.serve)?,
         );
     }
     if report.len() == 1 {
@@ -366,199 +352,4 @@ fn bench_scene_check(runs: usize) -> Result<serde_json::Value> {
         out.insert(format!("{w}x{h}_ms"), (secs * 1000.0).into());
     }
     Ok(out.into())
-}
-
-fn p95(xs: &mut [f64]) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    if xs.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((0.95 * xs.len() as f64).ceil() as usize).clamp(1, xs.len());
-    xs[rank - 1]
-}
-
-/// The voice that asks benchmark questions: espeak-ng (Debian's `espeak-ng` command, a voice
-/// unlike Piper's) or Piper; 16 kHz audio out.
-pub(super) struct QuestionVoice {
-    piper: Option<Box<dyn Voice>>,
-    wav: std::path::PathBuf,
-}
-
-impl Drop for QuestionVoice {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.wav);
-    }
-}
-
-impl QuestionVoice {
-    pub fn new(cfg: &Config, name: &str) -> Result<QuestionVoice> {
-        let piper = match name {
-            "piper" => Some(tts::open_piper(
-                &cfg.tts,
-                &Store::from_config(&cfg.models)?,
-            )?),
-            "espeak" => None,
-            other => anyhow::bail!("unknown --voice {other:?}: use espeak or piper"),
-        };
-        Ok(QuestionVoice {
-            piper: piper.map(|v| Box::new(v) as Box<dyn Voice>),
-            wav: std::env::temp_dir().join(format!("seesay-question-{}.wav", std::process::id())),
-        })
-    }
-
-    pub fn say(&mut self, text: &str) -> Result<Vec<f32>> {
-        self.say_at(text, 1.0)
-    }
-
-    /// `text` spoken `speed` times as fast as the voice's normal pace.
-    pub fn say_at(&mut self, text: &str, speed: f32) -> Result<Vec<f32>> {
-        if let Some(v) = &mut self.piper {
-            let before = v.set_rate(speed);
-            let pcm = v.synthesize(text);
-            v.set_rate(before);
-            return Ok(audio::resample(&pcm?, v.sample_rate(), SAMPLE_RATE)?);
-        }
-        let wav = &self.wav;
-        let wpm = (165.0 * speed).round().to_string();
-        let status = std::process::Command::new("espeak-ng")
-            .args(["-v", "en-us", "-s", &wpm, "-w"])
-            .arg(wav)
-            .arg(text)
-            .status()
-            .context("cannot run espeak-ng (Debian package espeak-ng; scripts/setup --test installs it), or use --voice piper")?;
-        anyhow::ensure!(status.success(), "espeak-ng failed on {text:?}");
-        Ok(audio::read_file(wav, SAMPLE_RATE)?)
-    }
-}
-
-/// Runs `turns` spoken questions (the quality benchmark's, spoken by `voice`: espeak or piper)
-/// through the live pipeline in real time (file in, file out) and reports the median and 95th
-/// percentile of each latency figure, and how many answers were right.
-fn bench_pipeline(cfg: &Config, turns: usize, voice_name: &str) -> Result<serde_json::Value> {
-    use std::sync::atomic::AtomicBool;
-    use std::sync::Arc;
-    let turns = turns.clamp(1, 64);
-    let dir = std::env::temp_dir().join(format!("seesay-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let questions: Vec<_> = (0..turns).map(|i| QUESTIONS[i % QUESTIONS.len()]).collect();
-    let rate = SAMPLE_RATE;
-    let gap = |s: f64| vec![0.0f32; (s * rate as f64) as usize];
-    let mut input = gap(1.0);
-    let mut speak = QuestionVoice::new(cfg, voice_name)?;
-    for (q, _) in &questions {
-        input.extend(speak.say(q)?);
-        // Room for a short answer before the next question (half duplex).
-        input.extend(gap(9.0));
-    }
-    drop(speak);
-    let wav = dir.join("questions.wav");
-    seesay::media::wav::write_wav(&wav, &input, rate)?;
-    let mut cfg = cfg.clone();
-    // Short answers (cut at a sentence), so each fits in the gap before the next question.
-    cfg.llm.max_tokens = 24;
-    eprintln!(
-        "pipeline: {turns} spoken questions in real time ({:.0} s)...",
-        input.len() as f64 / rate as f64
-    );
-    let summary = pipeline::run(
-        &cfg,
-        RunOptions {
-            input: Input::File {
-                path: wav,
-                pace: Pace::Realtime,
-            },
-            output: Output::File(dir.join("answers.wav")),
-            image: None,
-            metrics: None,
-            max_turns: None,
-            camera: None,
-            frames: None,
-            updates: None,
-            // The benchmark measures the conversation itself, the same run after run.
-            memory: None,
-            typed: None,
-            on_listening: None,
-        },
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicBool::new(false)),
-    )?;
-    let _ = std::fs::remove_dir_all(&dir);
-    let col = |f: fn(&TurnMetrics) -> f64| -> Vec<f64> { summary.turns.iter().map(f).collect() };
-    let mut figures = serde_json::Map::new();
-    for (name, mut xs) in [
-        ("endpoint_ms", col(|t| t.endpoint_ms)),
-        ("decision_ms", col(|t| t.decision_ms)),
-        ("transcript_ms", col(|t| t.transcript_ms)),
-        ("first_token_ms", col(|t| t.first_token_ms)),
-        ("first_audio_ready_ms", col(|t| t.first_audio_ready_ms)),
-        ("voice_to_voice_ms", col(|t| t.voice_to_voice_ms)),
-    ] {
-        let (m, p) = (median(&mut xs.clone()), p95(&mut xs));
-        eprintln!("pipeline {name:<22} median {m:>5.0} ms   p95 {p:>5.0} ms");
-        figures.insert(name.into(), serde_json::json!({"median": m, "p95": p}));
-    }
-    print_turns(&summary.turns);
-    figures.insert("preemptive".into(), preemptive_counts(&summary.turns));
-    let by_model = summary
-        .turns
-        .iter()
-        .filter(|t| t.ended_by == "model")
-        .count();
-    figures.insert("ended_by_model".into(), by_model.into());
-    let right = summary
-        .turns
-        .iter()
-        .zip(&questions)
-        .filter(|(t, (_, accepted))| is_right(&t.answer, accepted))
-        .count();
-    eprintln!(
-        "pipeline answered {} of {turns} questions ({voice_name} voice), {right} answers right",
-        summary.turns.len()
-    );
-    figures.insert("answered".into(), summary.turns.len().into());
-    figures.insert("right".into(), right.into());
-    figures.insert("voice".into(), voice_name.into());
-    figures.insert("asked".into(), turns.into());
-    Ok(serde_json::Value::Object(figures))
-}
-
-/// One line a turn: what was heard and answered, how soon, and how the turn ended.
-fn print_turns(turns: &[TurnMetrics]) {
-    for t in turns {
-        eprintln!(
-            "  turn {}: {:?} -> {:?} ({:.0} ms; ended by {}, endpoint {:.0} ms{})",
-            t.turn,
-            t.transcript,
-            t.answer,
-            t.voice_to_voice_ms,
-            t.ended_by,
-            t.endpoint_ms,
-            t.preemptive
-                .as_ref()
-                .map(|p| format!("; answer ahead {p}"))
-                .unwrap_or_default()
-        );
-    }
-}
-
-/// How many turns' answers written ahead were used, redone and dropped, printed and as JSON.
-fn preemptive_counts(turns: &[TurnMetrics]) -> serde_json::Value {
-    let count = |what: &str| {
-        turns
-            .iter()
-            .filter(|t| t.preemptive.as_deref() == Some(what))
-            .count()
-    };
-    let (used, redone, dropped) = (count("used"), count("redone"), count("dropped"));
-    eprintln!("pipeline answers written ahead: {used} used, {redone} redone, {dropped} dropped");
-    serde_json::json!({"used": used, "redone": redone, "dropped": dropped})
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn median_of_odd_and_even_sets() {
-        assert_eq!(super::median(&mut [3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(super::median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
-    }
 }

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use super::bench::median;
+use super::bench_common::median;
 use seesay::config::Config;
 use seesay::memory::{Kind, Memory};
 use seesay::stages::embed::Embedder;

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use super::bench::median;
+use super::bench_common::median;
 use seesay::config::Config;
 use seesay::stages::llm::{self, Message, Role};
 use seesay::stages::Cancel;

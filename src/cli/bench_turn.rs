@@ -17,7 +17,7 @@ use seesay::stages::turn::{self, SmartTurn, TurnDetector};
 use seesay::store::Store;
 use seesay::text::transcript::plain_text;
 
-use super::bench::{median, QuestionVoice};
+use super::bench_common::{median, QuestionVoice};
 use super::quality::QUESTIONS;
 
 pub fn run(cfg: &Config, questions: usize, voice: &str) -> Result<serde_json::Value> {

@@ -14,7 +14,7 @@ use seesay::store::Store;
 
 use seesay::text::splitter::split_sentences;
 
-use super::bench::{QuestionVoice, TTS_PARAGRAPH};
+use super::bench_common::{QuestionVoice, TTS_PARAGRAPH};
 use super::quality::QUESTIONS;
 
 /// Whether `audio` holds the wake word (fed in 80 ms chunks, as a microphone would).

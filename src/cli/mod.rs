@@ -25,8 +25,11 @@ macro_rules! out {
 }
 
 mod bench;
+mod bench_common;
 mod bench_memory;
+mod bench_pipeline;
 mod bench_read;
+mod bench_serve;
 mod bench_tools;
 mod bench_turn;
 mod bench_wake;
