@@ -81,8 +81,11 @@ pub struct PipelineConfig {
     /// Take seesay's own voice out of the microphone (WebRTC AEC3), with a live microphone and
     /// speaker.
     pub echo_cancel: bool,
-    /// Speak the first clause of an answer on its own once it has this many words (0: whole
-    /// sentences only). Speech starts sooner.
+    /// Speak the first clause of an answer on its own once it has this many words, or without
+    /// a comma its first phrase ("The capital of Italy | is Rome.": a subject this long, cut
+    /// before its verb) (0: whole sentences only). Speech starts sooner: on two cores 3 words
+    /// put the first audio 258 ms after the first token against 336 ms with 4 (the pipeline
+    /// bench, 20 espeak-ng questions, side by side).
     pub first_clause_words: usize,
     /// At a pause judged not over, but maybe over, write the answer (and synthesise its first
     /// sentences) ahead, held back: if the turn ends there it plays at once; if the user goes
@@ -115,7 +118,7 @@ impl Default for PipelineConfig {
         PipelineConfig {
             barge_in: BargeIn::Auto,
             echo_cancel: true,
-            first_clause_words: 4,
+            first_clause_words: 3,
             preemptive_answer: true,
             input_device: String::new(),
             output_device: String::new(),
