@@ -292,8 +292,13 @@ impl Stage {
         let cancelled = finish == Finish::Cancelled;
         let rest = splitter.finish();
         // An answer cut by llm.max_tokens ends with its last whole sentence: the words after it
-        // are not spoken (unless there is no whole sentence at all).
-        let cut = finish == Finish::Length && !spoken.is_empty();
+        // are not spoken (unless no whole sentence was spoken: a first phrase or clause alone
+        // is finished with what was written of its sentence).
+        let ends_sentence = |s: &String| {
+            s.trim_end_matches(['"', '\'', ')'])
+                .ends_with(['.', '!', '?', '…'])
+        };
+        let cut = finish == Finish::Length && spoken.last().is_some_and(ends_sentence);
         if !cancelled && !cut {
             for text in rest {
                 spoken.push(text.clone());

@@ -391,6 +391,10 @@ impl Voicing {
         if self.held.0 == turn {
             self.held.1.clear();
         }
+        // The answer given instead (redone, same turn) has a first piece of its own.
+        if self.voiced == Some(turn) && self.first_of != Some(turn) {
+            self.voiced = None;
+        }
     }
 }
 

@@ -31,6 +31,7 @@ impl LlamaServer {
             last: None,
             eot: None,
             piecewise: None,
+            warmed_key: None,
         }
     }
 }
@@ -52,12 +53,16 @@ pub struct LlamaModel {
     eot: Option<u32>,
     /// The prompt being prefilled a piece at a time (`warm_up_piece`).
     piecewise: Option<Piecewise>,
+    /// The system prompt `warm_up` prefilled last (`system_key`).
+    warmed_key: Option<u64>,
 }
 
 /// A prompt prefilled a piece at a time: which messages (`messages_key`), its tokens, and how
 /// many of them are prefilled.
 struct Piecewise {
     key: u64,
+    /// The server's `epoch` when its pieces were prefilled.
+    epoch: u64,
     tokens: Vec<serde_json::Value>,
     done: usize,
 }
@@ -244,6 +249,7 @@ impl ChatModel for LlamaModel {
     fn warm_up(&mut self, messages: &[Message]) -> Result<(), LlmError> {
         let t = Instant::now();
         let slot = self.slot_for(messages);
+        self.warmed_key = Some(system_key(messages));
         if let Some(prompt) = self.prompt_before_next_user(messages)? {
             self.post(
                 "/completion",
@@ -284,11 +290,17 @@ impl ChatModel for LlamaModel {
         if self.server.busy() {
             return Ok(false);
         }
+        if self.warmed_key == Some(system_key(messages)) {
+            return Ok(true); // the same system prompt's start: it would go to warm_up's slot
+        }
         let key = messages_key(messages);
+        let epoch = self.server.epoch.load(Ordering::Acquire);
+        if self.piecewise.as_ref().is_some_and(|p| p.epoch != epoch) {
+            self.piecewise = None; // a restarted server holds nothing of it
+        }
         if self.piecewise.as_ref().is_none_or(|p| p.key != key) {
             let Some(prompt) = self.prompt_before_next_user(messages)? else {
-                self.warm_up(messages)?;
-                return Ok(true);
+                return Ok(true); // not in pieces: left to be read with its question
             };
             let t = self.post("/tokenize", json!({"content": prompt, "add_special": true}))?;
             let tokens = t["tokens"].as_array().cloned().unwrap_or_default();
@@ -299,7 +311,12 @@ impl ChatModel for LlamaModel {
                 let same = old.tokens.iter().zip(&tokens).take_while(|(a, b)| a == b);
                 same.count().min(old.done)
             });
-            self.piecewise = Some(Piecewise { key, tokens, done });
+            self.piecewise = Some(Piecewise {
+                key,
+                epoch,
+                tokens,
+                done,
+            });
         }
         let slot = self.slot_for(messages);
         let p = self.piecewise.take().expect("set above");
