@@ -36,7 +36,7 @@ pub fn run(cfg: &Config, turns: usize, voice_name: &str, serve: bool) -> Result<
     let mut figures = serde_json::Map::new();
     let turns_done = match serve {
         true => {
-            let served = super::bench_serve::run(&cfg, &input)?;
+            let served = super::bench_serve::run(&cfg, &input, questions.len())?;
             let mut xs = served.first_audio_ms;
             figures.insert(
                 "client_voice_to_voice_ms".into(),

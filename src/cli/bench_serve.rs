@@ -32,9 +32,14 @@ const CHUNK: usize = SAMPLE_RATE as usize / 50;
 /// How long after the last of the audio the last turn may take to be reported.
 const LAST_TURN_WAIT: Duration = Duration::from_secs(20);
 
-/// Starts the server, asks `input` through one conversation, and stops the server.
-pub(super) fn run(cfg: &Config, input: &[f32]) -> Result<Served> {
-    let server = Server::start(cfg)?;
+/// Starts the server, asks `input` (`questions` of them) through one conversation, and stops
+/// the server.
+pub(super) fn run(cfg: &Config, input: &[f32], questions: usize) -> Result<Served> {
+    let mut cfg = cfg.clone();
+    // The server is the benchmark's own, on 127.0.0.1 and a port nobody else knows: its client
+    // brings no token (nor does the server read one from $SEESAY_API_KEY, see `start`).
+    cfg.server.api_key.clear();
+    let server = Server::start(&cfg)?;
     let url = format!("ws://{}/v1/conversation?barge_in=false", server.addr);
     let (mut ws, _) = tungstenite::connect(&url).with_context(|| format!("cannot open {url}"))?;
     if let MaybeTlsStream::Plain(s) = ws.get_mut() {
@@ -44,7 +49,7 @@ pub(super) fn run(cfg: &Config, input: &[f32]) -> Result<Served> {
     }
     let mut c = Client::default();
     c.wait_ready(&mut ws)?;
-    c.converse(&mut ws, input)?;
+    c.converse(&mut ws, input, questions)?;
     let _ = ws.close(None);
     drop(server);
     Ok(c.served())
@@ -76,12 +81,14 @@ impl Client {
         bail!("the conversation was not ready within a minute")
     }
 
-    /// Sends `input` in real time, reading what comes back, until every turn is reported or
-    /// `LAST_TURN_WAIT` has passed after the last sample.
+    /// Sends `input` in real time, reading what comes back, until `questions` turns are
+    /// reported and none that was heard is still open, or `LAST_TURN_WAIT` has passed after the
+    /// last sample.
     fn converse(
         &mut self,
         ws: &mut WebSocket<MaybeTlsStream<TcpStream>>,
         input: &[f32],
+        questions: usize,
     ) -> Result<()> {
         let t0 = *self.t0.insert(Instant::now());
         let mut sent = 0;
@@ -101,8 +108,8 @@ impl Client {
                 let open = self
                     .first_audio
                     .keys()
-                    .any(|t| !self.turns.iter().any(|m| m.turn == *t));
-                if !open || at.elapsed() > LAST_TURN_WAIT {
+                    .any(|t| self.turns.iter().all(|m| m.turn != *t));
+                if (self.turns.len() >= questions && !open) || at.elapsed() > LAST_TURN_WAIT {
                     return Ok(());
                 }
             }
@@ -182,6 +189,7 @@ impl Server {
             .arg("--config")
             .arg(&config.path)
             .args(["serve", "--listen", "127.0.0.1:0", "--wyoming", "off"])
+            .env_remove("SEESAY_API_KEY")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -259,12 +267,15 @@ impl TempConfig {
         use std::os::unix::fs::OpenOptionsExt;
         let path =
             std::env::temp_dir().join(format!("seesay-bench-serve-{}.toml", std::process::id()));
+        // A new file (one left by an earlier process with this pid is removed first; a file or
+        // link put there by someone else is not written through).
+        let _ = std::fs::remove_file(&path);
         let mut f = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
-            .open(&path)?;
+            .open(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
         let config = TempConfig { path };
         f.write_all(toml::to_string(cfg)?.as_bytes())?;
         Ok(config)
