@@ -124,6 +124,36 @@ impl LlamaModel {
         Ok(rendered.rfind(NEXT).map(|cut| rendered[..cut].to_string()))
     }
 
+    /// The prompt of `messages` to prefill in pieces, and how much of it is prefilled (taken out
+    /// of `piecewise`, to be put back): the one begun, or a new one, tokenized, that goes on from
+    /// where the one before (the same with fewer turns) parts from it. (Sent again from its start, a shorter prompt would make the
+    /// server drop what its cache holds beyond it.) None where the template hides the cut.
+    fn pieces_of(&mut self, messages: &[Message]) -> Result<Option<Piecewise>, LlmError> {
+        let key = messages_key(messages);
+        let epoch = self.server.epoch.load(Ordering::Acquire);
+        if self.piecewise.as_ref().is_some_and(|p| p.epoch != epoch) {
+            self.piecewise = None; // a restarted server holds nothing of it
+        }
+        if self.piecewise.as_ref().is_some_and(|p| p.key == key) {
+            return Ok(self.piecewise.take());
+        }
+        let Some(prompt) = self.prompt_before_next_user(messages)? else {
+            return Ok(None);
+        };
+        let t = self.post("/tokenize", json!({"content": prompt, "add_special": true}))?;
+        let tokens = t["tokens"].as_array().cloned().unwrap_or_default();
+        let done = self.piecewise.take().map_or(0, |old| {
+            let same = old.tokens.iter().zip(&tokens).take_while(|(a, b)| a == b);
+            same.count().min(old.done)
+        });
+        Ok(Some(Piecewise {
+            key,
+            epoch,
+            tokens,
+            done,
+        }))
+    }
+
     fn post(&self, path: &str, body: serde_json::Value) -> Result<serde_json::Value, LlmError> {
         self.server
             .wait_ready(START_LIMIT)
@@ -152,20 +182,22 @@ const SYSTEM_KEY_CHARS: usize = 80;
 
 /// What tells one system prompt from another (messages without one: all alike).
 fn system_key(messages: &[Message]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    if let Some(m) = messages.first().filter(|m| m.role == Role::System) {
-        let start: String = m.content.chars().take(SYSTEM_KEY_CHARS).collect();
-        start.hash(&mut h);
-    }
-    h.finish()
+    let start = messages
+        .first()
+        .filter(|m| m.role == Role::System)
+        .map(|m| m.content.chars().take(SYSTEM_KEY_CHARS).collect::<String>());
+    hash_of(start)
 }
 
 /// What tells one list of messages from another (for a prompt prefilled in pieces).
 fn messages_key(messages: &[Message]) -> u64 {
-    use std::hash::{Hash, Hasher};
+    hash_of(messages_json(messages).to_string())
+}
+
+fn hash_of(x: impl std::hash::Hash) -> u64 {
+    use std::hash::Hasher;
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    messages_json(messages).to_string().hash(&mut h);
+    x.hash(&mut h);
     h.finish()
 }
 
@@ -293,33 +325,10 @@ impl ChatModel for LlamaModel {
         if self.warmed_key == Some(system_key(messages)) {
             return Ok(true); // the same system prompt's start: it would go to warm_up's slot
         }
-        let key = messages_key(messages);
-        let epoch = self.server.epoch.load(Ordering::Acquire);
-        if self.piecewise.as_ref().is_some_and(|p| p.epoch != epoch) {
-            self.piecewise = None; // a restarted server holds nothing of it
-        }
-        if self.piecewise.as_ref().is_none_or(|p| p.key != key) {
-            let Some(prompt) = self.prompt_before_next_user(messages)? else {
-                return Ok(true); // not in pieces: left to be read with its question
-            };
-            let t = self.post("/tokenize", json!({"content": prompt, "add_special": true}))?;
-            let tokens = t["tokens"].as_array().cloned().unwrap_or_default();
-            // The prompt before (the same one with fewer turns) is in the slot as far as it was
-            // prefilled: the new one goes on from where they part. (Sent again from its start, a
-            // shorter prompt would make the server drop what its cache holds beyond it.)
-            let done = self.piecewise.as_ref().map_or(0, |old| {
-                let same = old.tokens.iter().zip(&tokens).take_while(|(a, b)| a == b);
-                same.count().min(old.done)
-            });
-            self.piecewise = Some(Piecewise {
-                key,
-                epoch,
-                tokens,
-                done,
-            });
-        }
+        let Some(p) = self.pieces_of(messages)? else {
+            return Ok(true); // not in pieces: left to be read with its question
+        };
         let slot = self.slot_for(messages);
-        let p = self.piecewise.take().expect("set above");
         if p.done >= p.tokens.len() {
             self.piecewise = Some(p);
             return Ok(true);
