@@ -50,6 +50,36 @@ fn jfk_word_for_word_with_base() {
 }
 
 #[test]
+fn jfk_word_for_word_with_beam_search_and_a_bad_beam_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("beam.toml");
+    let (cfg_arg, jfk) = (cfg.to_str().unwrap(), model_path("sample-jfk"));
+    std::fs::write(&cfg, "[asr]\nbeam_size = 4\ntemperature_fallback = true\n").unwrap();
+    let args = ["transcribe", "--config", cfg_arg, jfk.to_str().unwrap()];
+    assert_jfk(&ok(seesay(&args)));
+    std::fs::write(&cfg, "[asr]\nbeam_size = 0\n").unwrap();
+    assert_clear_error(&args, &[], "asr.beam_size = 0: use 1 (greedy) to 8");
+}
+
+/// `seesay bench --stage hearing` on two of its questions (six recordings, espeak-ng's): each
+/// transcribed, its words scored.
+#[test]
+fn the_hearing_benchmark_scores_the_words_it_heard() {
+    let args = ["bench", "--stage", "hearing", "--questions", "2", "--json"];
+    let out = ok(seesay(&args));
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    let h = &v["hearing"];
+    assert_eq!(h["questions"], 6, "{v}");
+    // "What is the opposite of cold?" and "Which animal has the longest neck?" at three paces.
+    assert_eq!(h["words"], 3 * 12, "{v}");
+    let errors = h["word_errors"].as_u64().unwrap();
+    assert!(errors < 36, "nothing heard right: {v}");
+    let misheard = h["misheard"].as_array().unwrap().len() as u64;
+    assert_eq!(misheard + h["heard_exactly"].as_u64().unwrap(), 6, "{v}");
+    assert!(h["transcribe_ms"]["median"].as_f64().unwrap() > 0.0, "{v}");
+}
+
+#[test]
 fn json_srt_and_vtt_carry_timed_segments() {
     let jfk = model_path("sample-jfk");
     let jfk = jfk.to_str().unwrap();

@@ -31,20 +31,21 @@ pub struct BenchArgs {
     /// questions to the language model, each answer checked), turn (the end-of-turn decision on
     /// whole questions and fragments), wake (the wake word: detections, false alarms, cost),
     /// memory (embedding time per sentence, search time at 10,000 memories), tools (the
-    /// language model's tool calls on 30 requests, scored), or
-    /// pipeline (the live pipeline in real time; takes about
-    /// 11 s a turn).
+    /// language model's tool calls on 30 requests, scored), hearing (the recogniser on 40
+    /// held-out spoken questions at three paces: word errors and time), or pipeline (the live
+    /// pipeline in real time; takes about 11 s a turn).
     #[arg(long, default_value = "all")]
     pub stage: String,
     /// Print the results as one JSON object.
     #[arg(long)]
     pub json: bool,
     /// Questions asked by `--stage quality` (at most 30) and `--stage pipeline` (the same ones,
-    /// spoken; more than 30 repeat them).
-    #[arg(long, default_value_t = 30)]
-    pub questions: usize,
-    /// The voice that asks the pipeline benchmark's questions: espeak (espeak-ng, unlike the
-    /// voice seesay answers with) or piper.
+    /// spoken; more than 30 repeat them) [default: 30]; `--stage hearing` asks its own (at most
+    /// 40) [default: 40].
+    #[arg(long)]
+    pub questions: Option<usize>,
+    /// The voice that asks the pipeline's, the turn's and the hearing benchmark's questions:
+    /// espeak (espeak-ng, unlike the voice seesay answers with) or piper.
     #[arg(long, default_value = "espeak")]
     pub voice: String,
     /// Print the TTS benchmark paragraph and exit (for scripts/bench-reference).
@@ -157,7 +158,7 @@ fn bench_stages(cfg: &Config, a: &BenchArgs) -> Result<serde_json::Map<String, s
         report.insert("tools".into(), super::bench_tools::run(cfg, a.all_tools)?);
     }
     if a.stage == "quality" {
-        let (right, asked) = super::quality::run(cfg, a.questions)?;
+        let (right, asked) = super::quality::run(cfg, a.questions.unwrap_or(30))?;
         report.insert(
             "quality".into(),
             serde_json::json!({"right": right, "asked": asked, "model": cfg.llm.model}),
@@ -170,18 +171,24 @@ fn bench_stages(cfg: &Config, a: &BenchArgs) -> Result<serde_json::Map<String, s
     if a.stage == "turn" {
         report.insert(
             "turn".into(),
-            super::bench_turn::run(cfg, a.questions, &a.voice)?,
+            super::bench_turn::run(cfg, a.questions.unwrap_or(30), &a.voice)?,
+        );
+    }
+    if a.stage == "hearing" {
+        report.insert(
+            "hearing".into(),
+            super::bench_hearing::run(cfg, a.questions.unwrap_or(40), &a.voice)?,
         );
     }
     if a.stage == "pipeline" {
         report.insert(
             "pipeline".into(),
-            super::bench_pipeline::run(cfg, a.questions, &a.voice, a.serve)?,
+            super::bench_pipeline::run(cfg, a.questions.unwrap_or(30), &a.voice, a.serve)?,
         );
     }
     if report.len() == 1 {
         anyhow::bail!(
-            "unknown stage '{}': use asr, tts, llm, vision, all, quality, turn, wake, memory, tools or pipeline",
+            "unknown stage '{}': use asr, tts, llm, vision, all, quality, turn, wake, memory, tools, hearing or pipeline",
             a.stage
         );
     }

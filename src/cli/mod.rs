@@ -26,6 +26,7 @@ macro_rules! out {
 
 mod bench;
 mod bench_common;
+mod bench_hearing;
 mod bench_memory;
 mod bench_pipeline;
 mod bench_read;
