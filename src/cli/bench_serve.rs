@@ -178,16 +178,16 @@ fn read(ws: &mut WebSocket<MaybeTlsStream<TcpStream>>) -> Result<Option<Message>
 struct Server {
     child: Child,
     addr: String,
-    _config: TempConfig,
+    _config: tempfile::NamedTempFile,
 }
 
 impl Server {
     /// Starts the server with `cfg` (written to a file it reads) and waits until it listens.
     fn start(cfg: &Config) -> Result<Server> {
-        let config = TempConfig::write(cfg)?;
+        let config = write_config(cfg)?;
         let mut child = Command::new(std::env::current_exe()?)
             .arg("--config")
-            .arg(&config.path)
+            .arg(config.path())
             .args(["serve", "--listen", "127.0.0.1:0", "--wyoming", "off"])
             .env_remove("SEESAY_API_KEY")
             .stdout(Stdio::null())
@@ -255,35 +255,16 @@ impl Drop for Server {
     }
 }
 
-/// The benchmark's configuration in a file of its own (only its owner may read it: it may hold
-/// API keys), removed when dropped.
-struct TempConfig {
-    path: std::path::PathBuf,
-}
-
-impl TempConfig {
-    fn write(cfg: &Config) -> Result<TempConfig> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let path =
-            std::env::temp_dir().join(format!("seesay-bench-serve-{}.toml", std::process::id()));
-        // A new file (one left by an earlier process with this pid is removed first; a file or
-        // link put there by someone else is not written through).
-        let _ = std::fs::remove_file(&path);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("cannot create {}", path.display()))?;
-        let config = TempConfig { path };
-        f.write_all(toml::to_string(cfg)?.as_bytes())?;
-        Ok(config)
-    }
-}
-
-impl Drop for TempConfig {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
+/// The benchmark's configuration in a file of its own, created anew (only its owner may read
+/// it: it may hold API keys), removed when dropped.
+fn write_config(cfg: &Config) -> Result<tempfile::NamedTempFile> {
+    use std::io::Write;
+    let mut f = tempfile::Builder::new()
+        .prefix("seesay-bench-serve-")
+        .suffix(".toml")
+        .tempfile()
+        .context("cannot create the benchmark's config file")?;
+    f.write_all(toml::to_string(cfg)?.as_bytes())?;
+    f.flush()?;
+    Ok(f)
 }

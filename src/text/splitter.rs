@@ -40,6 +40,14 @@ pub fn split_sentences(text: &str) -> Vec<String> {
     out
 }
 
+/// Whether a piece ends its sentence (before any closing quote or bracket), rather than being a
+/// clause or phrase cut early.
+pub fn ends_sentence(piece: &str) -> bool {
+    piece
+        .trim_end_matches(['"', '\'', ')'])
+        .ends_with(['.', '!', '?', '…'])
+}
+
 fn push_trimmed(out: &mut Vec<String>, s: &str) {
     let t = s.trim();
     if t.chars().any(char::is_alphanumeric) {
@@ -285,6 +293,16 @@ mod tests {
             ]
         );
         assert!(split_sentences("  ...  ").is_empty());
+    }
+
+    #[test]
+    fn sentence_ends_are_told_from_early_pieces() {
+        for piece in ["Rome.", "Is it?", "(Really!)", "He said \"go.\"", "Well…"] {
+            assert!(super::ends_sentence(piece), "{piece}");
+        }
+        for piece in ["The capital of Italy", "First,", "Seven times eight"] {
+            assert!(!super::ends_sentence(piece), "{piece}");
+        }
     }
 
     #[test]
