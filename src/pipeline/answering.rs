@@ -167,7 +167,7 @@ impl Stage {
             }
             return true;
         }
-        let h = self.as_read(h);
+        let asked = self.as_read(&h);
         self.scene = lock(&cx.scene).clone();
         let conv = &mut self.a.conv;
         conv.set_scene(self.scene.clone());
@@ -175,13 +175,18 @@ impl Stage {
         conv.set_recalled(self.a.hands.recall(&cx, &h.text));
         conv.with_tools(self.a.hands.tools.with_tools(&h.text));
         if h.speculative {
-            self.read_ahead(&h);
+            self.read_ahead(&Heard {
+                text: asked,
+                turn: h.turn,
+                speculative: true,
+                speech_end: h.speech_end,
+            });
             self.pause = Some((h.turn, h.speech_end, h.text));
             return true;
         }
         // The turn is over: no answer is written ahead for its pauses any more.
         self.pause = None;
-        let msgs = match self.a.conv.prompt_for(self.a.llm.as_mut(), &h.text) {
+        let msgs = match self.a.conv.prompt_for(self.a.llm.as_mut(), &asked) {
             Ok(m) => m,
             Err(e) => {
                 cx.event(h.turn, What::Failed(format!("language model: {e}")));
@@ -192,20 +197,17 @@ impl Stage {
         self.answer(&h, &msgs)
     }
 
-    /// A transcript whose words the last reading read, written otherwise only in case ("which
-    /// planet is known as the red planet" then "Which planet ..."), is taken as it was read: the
-    /// reading and the model's prefill of those words are reused (read again from the first
-    /// word, they took 244 ms more at the end of the turn).
-    fn as_read(&self, mut h: Heard) -> Heard {
+    /// The words the model is given for a transcript: as the last reading read them, where they
+    /// differ from the transcript only in case ("which planet is known as the red planet" then
+    /// "Which planet ..."), so that the reading and the model's prefill of them are reused (read
+    /// again from the first word, they took 244 ms more at the end of the turn). The
+    /// conversation, the memory and the client keep the transcript as heard.
+    fn as_read(&self, h: &Heard) -> String {
         match &self.last_read {
-            Some((turn, read, _)) if *turn == h.turn => {
-                if let Some(text) = in_case_of(&h.text, read) {
-                    h.text = text;
-                }
-                h
-            }
-            _ => h,
+            Some((turn, read, _)) if *turn == h.turn => in_case_of(&h.text, read),
+            _ => None,
         }
+        .unwrap_or_else(|| h.text.clone())
     }
 
     /// Tells the VAD stage there is no reading of this pause.
