@@ -39,9 +39,9 @@ pub struct BenchArgs {
     /// Print the results as one JSON object.
     #[arg(long)]
     pub json: bool,
-    /// Questions asked by `--stage quality` (at most 30) and `--stage pipeline` (the same ones,
-    /// spoken; more than 30 repeat them) [default: 30]; `--stage hearing` asks its own (at most
-    /// 40) [default: 40].
+    /// Questions asked by `--stage quality` and `--stage turn` (at most 30) and `--stage
+    /// pipeline` (the same ones, spoken; more than 30 repeat them) [default: 30]; `--stage
+    /// hearing` asks its own (at most 40) [default: 40].
     #[arg(long)]
     pub questions: Option<usize>,
     /// The voice that asks the pipeline's, the turn's and the hearing benchmark's questions:

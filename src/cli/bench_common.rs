@@ -42,13 +42,8 @@ pub fn p95(xs: &mut [f64]) -> f64 {
 /// unlike Piper's) or Piper; 16 kHz audio out.
 pub(super) struct QuestionVoice {
     piper: Option<Box<dyn Voice>>,
-    wav: std::path::PathBuf,
-}
-
-impl Drop for QuestionVoice {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.wav);
-    }
+    /// Where espeak-ng writes (a file of this process's own, removed when dropped).
+    wav: tempfile::TempPath,
 }
 
 impl QuestionVoice {
@@ -63,7 +58,12 @@ impl QuestionVoice {
         };
         Ok(QuestionVoice {
             piper: piper.map(|v| Box::new(v) as Box<dyn Voice>),
-            wav: std::env::temp_dir().join(format!("seesay-question-{}.wav", std::process::id())),
+            wav: tempfile::Builder::new()
+                .prefix("seesay-question-")
+                .suffix(".wav")
+                .tempfile()
+                .context("cannot create a file for espeak-ng's recording")?
+                .into_temp_path(),
         })
     }
 
@@ -79,7 +79,7 @@ impl QuestionVoice {
             v.set_rate(before);
             return Ok(audio::resample(&pcm?, v.sample_rate(), SAMPLE_RATE)?);
         }
-        let wav = &self.wav;
+        let wav: &std::path::Path = &self.wav;
         let wpm = (165.0 * speed).round().to_string();
         let status = std::process::Command::new("espeak-ng")
             .args(["-v", "en-us", "-s", &wpm, "-w"])

@@ -25,17 +25,17 @@ pub const HEARD: [&str; 40] = [
     "How do you make a cup of tea?",
     "What does a bee collect from flowers?",
     "Where do penguins live?",
-    "What is the tallest mountain in the world?",
+    "Why do cats purr when they are happy?",
     "Can you tell me a joke about cats?",
     "What colour do you get when you mix blue and yellow?",
-    "Who wrote Romeo and Juliet?",
+    "Who discovered penicillin?",
     "What do frogs eat?",
     "How far away is the moon?",
     "What is the boiling point of water?",
     "Which planet is closest to the sun?",
     "What does a tadpole grow into?",
     "How do birds know where to fly in winter?",
-    "What language do people speak in Brazil?",
+    "How do submarines dive so deep?",
     "Is a tomato a fruit or a vegetable?",
     "What is the largest desert on Earth?",
     "How does a rainbow form?",
@@ -52,7 +52,7 @@ pub const HEARD: [&str; 40] = [
     "Which ocean is the deepest?",
     "What instrument has black and white keys?",
     "How do plants make their food?",
-    "What is the fastest land animal?",
+    "What is the largest bone in the human body?",
     "Where is the Great Barrier Reef?",
     "What sound does an owl make?",
     "Set a timer for the pasta.",
@@ -64,6 +64,16 @@ pub const HEARD: [&str; 40] = [
 /// Paces each question is spoken at (1: the voice's own).
 const PACES: [f32; 3] = [0.85, 1.0, 1.2];
 
+/// What was heard of all the recordings.
+#[derive(Default)]
+struct Tally {
+    words: usize,
+    errors: usize,
+    exact: usize,
+    ms: Vec<f64>,
+    misheard: Vec<serde_json::Value>,
+}
+
 /// Transcribes the first `questions` (at most 40), spoken by `voice`, with the configured
 /// recogniser.
 pub fn run(cfg: &Config, questions: usize, voice: &str) -> Result<serde_json::Value> {
@@ -71,69 +81,81 @@ pub fn run(cfg: &Config, questions: usize, voice: &str) -> Result<serde_json::Va
     let store = Store::from_config(&cfg.models)?;
     let mut recogniser = asr::open(&cfg.asr, &store)?;
     let mut speak = QuestionVoice::new(cfg, voice)?;
-    let silence = |ms: usize| vec![0.0f32; ms * SAMPLE_RATE as usize / 1000];
+    let silence = |ms: u32| vec![0.0f32; ms as usize * SAMPLE_RATE as usize / 1000];
     let warm = speak.say(HEARD[0])?;
     recogniser.transcribe(&warm, 0.0)?;
-    let (mut words, mut errors, mut exact) = (0usize, 0usize, 0usize);
-    let (mut ms, mut misheard) = (Vec::new(), Vec::new());
+    let mut tally = Tally::default();
     for pace in PACES {
         for &text in questions {
-            let mut pcm = silence(200);
+            // As the pipeline has it at the end of a turn: pre-roll, the speech, the pause.
+            let mut pcm = silence(cfg.vad.pre_roll_ms);
             pcm.extend(speak.say_at(text, pace)?);
-            pcm.extend(silence(cfg.turn.pause_ms as usize));
+            pcm.extend(silence(cfg.turn.pause_ms));
             let t = Instant::now();
             let heard = plain_text(&recogniser.transcribe(&pcm, 0.0)?);
-            ms.push(t.elapsed().as_secs_f64() * 1000.0);
-            let (said, got) = (words_of(text), words_of(&heard));
-            let wrong = edit_distance(&said, &got);
-            words += said.len();
-            errors += wrong;
-            exact += usize::from(wrong == 0);
-            if wrong > 0 {
-                misheard.push(serde_json::json!({"said": text, "heard": heard, "pace": pace}));
-            }
+            tally.ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            tally.add(text, &heard, pace);
         }
     }
-    let asked = PACES.len() * questions.len();
-    print_report(voice, asked, exact, words, errors, &mut ms, &misheard);
-    Ok(serde_json::json!({
-        "voice": voice,
-        "model": cfg.asr.model,
-        "beam_size": cfg.asr.beam_size,
-        "temperature_fallback": cfg.asr.temperature_fallback,
-        "questions": asked,
-        "heard_exactly": exact,
-        "words": words,
-        "word_errors": errors,
-        "word_error_rate": errors as f64 / words.max(1) as f64,
-        "transcribe_ms": {"median": median(&mut ms), "p95": p95(&mut ms)},
-        "misheard": misheard,
-    }))
+    let recordings = PACES.len() * questions.len();
+    Ok(tally.report(cfg, voice, questions.len(), recordings))
 }
 
-fn print_report(
-    voice: &str,
-    asked: usize,
-    exact: usize,
-    words: usize,
-    errors: usize,
-    ms: &mut [f64],
-    misheard: &[serde_json::Value],
-) {
-    eprintln!(
-        "hearing ({voice} voice): {exact} of {asked} questions heard word for word, {errors} \
-         word errors in {words} words ({:.1} %); transcription median {:.0} ms, p95 {:.0} ms",
-        100.0 * errors as f64 / words.max(1) as f64,
-        median(ms),
-        p95(ms)
-    );
-    for m in misheard {
-        eprintln!("  {} -> {} (pace {})", m["said"], m["heard"], m["pace"]);
+impl Tally {
+    fn add(&mut self, said: &str, heard: &str, pace: f32) {
+        let (said_words, got) = (words_of(said), words_of(heard));
+        let wrong = edit_distance(&said_words, &got);
+        self.words += said_words.len();
+        self.errors += wrong;
+        self.exact += usize::from(wrong == 0);
+        if wrong > 0 {
+            let pace = (pace as f64 * 100.0).round() / 100.0;
+            let m = serde_json::json!({"said": said, "heard": heard, "pace": pace});
+            self.misheard.push(m);
+        }
+    }
+
+    /// Prints the figures and each mishearing; the same as JSON.
+    fn report(
+        mut self,
+        cfg: &Config,
+        voice: &str,
+        questions: usize,
+        recordings: usize,
+    ) -> serde_json::Value {
+        let rate = self.errors as f64 / self.words.max(1) as f64;
+        let (median_ms, p95_ms) = (median(&mut self.ms), p95(&mut self.ms));
+        eprintln!(
+            "hearing ({voice} voice): {} of {recordings} recordings heard word for word, {} \
+             word errors in {} words ({:.1} %); transcription median {median_ms:.0} ms, p95 \
+             {p95_ms:.0} ms",
+            self.exact,
+            self.errors,
+            self.words,
+            100.0 * rate
+        );
+        for m in &self.misheard {
+            eprintln!("  {} -> {} (pace {})", m["said"], m["heard"], m["pace"]);
+        }
+        serde_json::json!({
+            "voice": voice,
+            "model": cfg.asr.model,
+            "beam_size": cfg.asr.beam_size,
+            "temperature_fallback": cfg.asr.temperature_fallback,
+            "questions": questions,
+            "recordings": recordings,
+            "heard_exactly": self.exact,
+            "words": self.words,
+            "word_errors": self.errors,
+            "word_error_rate": rate,
+            "transcribe_ms": {"median": median_ms, "p95": p95_ms},
+            "misheard": self.misheard,
+        })
     }
 }
 
-/// The words of a text, lower case, without punctuation ("colour" and "color" both kept as
-/// said: a spelling is not a mishearing, so the two are made one).
+/// The words of a text, lower case, without punctuation; "colour" counts as "color" (a
+/// spelling is not a mishearing).
 fn words_of(text: &str) -> Vec<String> {
     text.split(|c: char| !(c.is_alphanumeric() || c == '\''))
         .filter(|w| !w.is_empty())

@@ -79,11 +79,11 @@ pub struct AsrConfig {
     pub fit_audio_context: bool,
     /// The shortest audio context, in seconds, when it is fitted to the audio.
     pub min_context_s: f32,
-    /// Beams Whisper's decoder keeps (1: greedy, the most likely token each step). Five heard
-    /// 9 % fewer words wrong on held-out espeak-ng questions and cost 35-50 ms a transcription
-    /// on two cores (`seesay bench --stage hearing`).
+    /// whisper: beams the decoder keeps, 1 (greedy, the most likely token each step) to 8. Five
+    /// heard fewer words wrong on held-out espeak-ng questions and cost 30-60 ms a
+    /// transcription on two cores (`seesay bench --stage hearing`).
     pub beam_size: usize,
-    /// On the short (fitted) context, a segment Whisper is unsure of (low mean log-probability,
+    /// whisper: on the short (fitted) context, a segment Whisper is unsure of (low mean log-probability,
     /// or repetitive) is decoded again at rising temperatures, as on the full context.
     pub temperature_fallback: bool,
     /// The multilingual model `seesay serve` translates with (`/v1/audio/translations`), loaded
@@ -220,6 +220,7 @@ impl WhisperModel {
         if !path.is_file() {
             return Err(load_err("no such file".into()));
         }
+        checks::decoding(cfg)?;
         let ctx = WhisperContext::new_with_params(path, WhisperContextParameters::default())
             .map_err(|e| load_err(e.to_string()))?;
         let name = path
@@ -228,7 +229,6 @@ impl WhisperModel {
             .to_string_lossy()
             .to_string();
         checks::language(&ctx, &name, &cfg.language)?;
-        checks::decoding(cfg)?;
         let state = ctx.create_state().map_err(|e| load_err(e.to_string()))?;
         Ok(WhisperModel {
             ctx,
@@ -300,38 +300,14 @@ impl WhisperModel {
         offset: f64,
         audio_ctx: i32,
     ) -> Result<Option<Vec<Timed>>, AsrError> {
-        let strategy = match self.cfg.beam_size {
-            1 => SamplingStrategy::Greedy { best_of: 1 },
-            n => SamplingStrategy::BeamSearch {
-                beam_size: n as i32,
-                patience: -1.0,
-            },
-        };
-        let mut params = FullParams::new(strategy);
-        params.set_n_threads(self.cfg.threads() as i32);
-        params.set_language(Some(&self.cfg.language));
-        params.set_print_progress(false);
-        params.set_print_realtime(false);
-        params.set_print_special(false);
-        params.set_print_timestamps(false);
-        params.set_no_context(true);
-        params.set_suppress_nst(true);
-        params.set_no_speech_thold(self.cfg.no_speech_threshold);
-        params.set_audio_ctx(audio_ctx);
-        params.set_translate(self.decode.translate);
-        params.set_token_timestamps(self.decode.words);
+        let short = audio_ctx < self.ctx.model_n_audio_ctx();
+        let mut params = decoding(&self.cfg, self.decode, audio_ctx, short);
         // (whisper-rs 0.16's `set_abort_callback_safe` hands whisper.cpp a pointer of another
         // type than its trampoline reads: it aborted at once, or not at all.)
-        let short = audio_ctx < self.ctx.model_n_audio_ctx();
         let secs = samples.len() as f64 / SAMPLE_RATE as f64;
         let watch = Watch::new(self.stop.clone(), secs, short);
         // SAFETY: `watch` lives, unmoved, until `full`, the only call that uses it, returns.
         unsafe { watch.install(&mut params) };
-        if short && !self.cfg.temperature_fallback {
-            // No temperature fallback on the short context: a derailed decode would otherwise be
-            // repeated at five temperatures (seconds of work) before the full-context retry.
-            params.set_temperature_inc(0.0);
-        }
         let t = std::time::Instant::now();
         let done = self.state.full(params, samples);
         let ms = t.elapsed().as_millis() as u64;
@@ -486,6 +462,38 @@ impl Transcriber for WhisperModel {
 
 fn segments_of(timed: Vec<Timed>) -> Vec<Segment> {
     timed.into_iter().map(|t| t.segment).collect()
+}
+
+/// How whisper.cpp is to decode a window at `audio_ctx` (`short`: less than the model's whole
+/// context): the configured search, language and threads, the window's own way (translated,
+/// words timed), nothing printed.
+fn decoding(cfg: &AsrConfig, how: Decode, audio_ctx: i32, short: bool) -> FullParams<'_, '_> {
+    let strategy = match cfg.beam_size {
+        1 => SamplingStrategy::Greedy { best_of: 1 },
+        n => SamplingStrategy::BeamSearch {
+            beam_size: n as i32,
+            patience: -1.0,
+        },
+    };
+    let mut params = FullParams::new(strategy);
+    params.set_n_threads(cfg.threads() as i32);
+    params.set_language(Some(&cfg.language));
+    params.set_print_progress(false);
+    params.set_print_realtime(false);
+    params.set_print_special(false);
+    params.set_print_timestamps(false);
+    params.set_no_context(true);
+    params.set_suppress_nst(true);
+    params.set_no_speech_thold(cfg.no_speech_threshold);
+    params.set_audio_ctx(audio_ctx);
+    params.set_translate(how.translate);
+    params.set_token_timestamps(how.words);
+    if short && !cfg.temperature_fallback {
+        // No temperature fallback on the short context: a derailed decode would otherwise be
+        // repeated at five temperatures (seconds of work) before the full-context retry.
+        params.set_temperature_inc(0.0);
+    }
+    params
 }
 
 /// Signs that Whisper lost its way: a segment ends well after the audio does, or the same words
