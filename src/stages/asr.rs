@@ -83,8 +83,9 @@ pub struct AsrConfig {
     /// heard fewer words wrong on held-out espeak-ng questions and cost 30-60 ms a
     /// transcription on two cores (`seesay bench --stage hearing`).
     pub beam_size: usize,
-    /// whisper: on the short (fitted) context, a segment Whisper is unsure of (low mean log-probability,
-    /// or repetitive) is decoded again at rising temperatures, as on the full context.
+    /// whisper: on the short (fitted) context, a segment Whisper is unsure of (low mean
+    /// log-probability, or repetitive) is decoded again at rising temperatures, as on the full
+    /// context.
     pub temperature_fallback: bool,
     /// The multilingual model `seesay serve` translates with (`/v1/audio/translations`), loaded
     /// on first use unless it is `model` itself.

@@ -112,9 +112,8 @@ impl Writing {
 }
 
 /// Whether the final transcript `next` is the one the answer ahead `h` was written for (the
-/// same words: the pause's may have been taken in the case the model read them, `as_read`),
-/// and the answer is still wanted (a barge-in since leaves the transcript to be dropped as
-/// usual).
+/// same words, in any case: one made afresh may differ from the pause's only in that), and the
+/// answer is still wanted (a barge-in since leaves the transcript to be dropped as usual).
 fn confirms(h: &Heard, next: &Heard, cancel: &Cancel) -> bool {
     !next.speculative
         && (next.turn, next.speech_end) == (h.turn, h.speech_end)
