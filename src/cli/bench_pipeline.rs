@@ -64,9 +64,9 @@ fn spoken(cfg: &Config, questions: &[Question], voice_name: &str) -> Result<Vec<
 
 /// The turns of `seesay run` (in this process) on `input`, in real time.
 fn in_process(cfg: &Config, input: Vec<f32>) -> Result<Vec<TurnMetrics>> {
-    let dir = std::env::temp_dir().join(format!("seesay-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let wav = dir.join("questions.wav");
+    // A folder of this run's own, removed when dropped.
+    let dir = tempfile::Builder::new().prefix("seesay-bench-").tempdir()?;
+    let wav = dir.path().join("questions.wav");
     seesay::media::wav::write_wav(&wav, &input, SAMPLE_RATE)?;
     let summary = pipeline::run(
         cfg,
@@ -75,7 +75,7 @@ fn in_process(cfg: &Config, input: Vec<f32>) -> Result<Vec<TurnMetrics>> {
                 path: wav,
                 pace: Pace::Realtime,
             },
-            output: Output::File(dir.join("answers.wav")),
+            output: Output::File(dir.path().join("answers.wav")),
             image: None,
             metrics: None,
             max_turns: None,
@@ -90,7 +90,6 @@ fn in_process(cfg: &Config, input: Vec<f32>) -> Result<Vec<TurnMetrics>> {
         Arc::new(AtomicBool::new(false)),
         Arc::new(AtomicBool::new(false)),
     );
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(summary?.turns)
 }
 

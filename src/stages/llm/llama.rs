@@ -126,8 +126,9 @@ impl LlamaModel {
 
     /// The prompt of `messages` to prefill in pieces, and how much of it is prefilled (taken out
     /// of `piecewise`, to be put back): the one begun, or a new one, tokenized, that goes on from
-    /// where the one before (the same with fewer turns) parts from it. (Sent again from its start, a shorter prompt would make the
-    /// server drop what its cache holds beyond it.) None where the template hides the cut.
+    /// where the one before (the same with fewer turns) parts from it. (Sent again from its
+    /// start, a shorter prompt would make the server drop what its cache holds beyond it.) None
+    /// where the template hides the cut.
     fn pieces_of(&mut self, messages: &[Message]) -> Result<Option<Piecewise>, LlmError> {
         let key = messages_key(messages);
         let epoch = self.server.epoch.load(Ordering::Acquire);
